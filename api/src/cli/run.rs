@@ -1,0 +1,107 @@
+//! `sotp run`: open the runtime, restore components, serve the API until SIGINT/SIGTERM.
+
+use crate::config::{self, LogFormat};
+use anyhow::Context;
+use clap::Args;
+use sotp_runtime::Runtime;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+#[command(after_help = "With no flags and no file, sotp serves http://127.0.0.1:8787 and keeps \
+its data in ~/.local/share/sotp. On first start it writes the platform admin token to \
+<data-dir>/admin.token (mode 0600).\n\nEnvironment overrides for any config key: \
+SOTP_<SECTION>__<KEY>, e.g. SOTP_RUNTIME__LIMITS__MAX_UPLOAD=64MiB.")]
+pub struct RunArgs {
+    /// TOML config file (see docs/CONFIG.md); keys not set keep their defaults.
+    #[arg(long, short, env = "SOTP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where SOTP keeps its state, telemetry, components and caches.
+    #[arg(long, env = "SOTP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address for the HTTP API (port 0: any free port, written to <data-dir>/sotp.addr).
+    #[arg(long, env = "SOTP_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, env = "SOTP_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut cfg = config::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir {
+        cfg.runtime.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        cfg.server.listen = listen;
+    }
+    if let Some(format) = args.log_format {
+        cfg.server.log_format = format;
+    }
+    if args.print_config {
+        print!("{}", toml::to_string_pretty(&cfg)?);
+        return Ok(());
+    }
+    init_tracing(cfg.server.log_format);
+    let data_dir = cfg.runtime.data_dir.clone();
+    let runtime = tokio::task::spawn_blocking(move || Runtime::open(cfg.runtime))
+        .await?
+        .with_context(|| format!("opening data dir {}", data_dir.display()))?;
+    if let Some(path) = &runtime.admin_token_file {
+        tracing::info!(
+            path = %path.display(),
+            "first start: the platform admin token was written to {} (mode 0600)",
+            path.display()
+        );
+    }
+    tracing::info!(allocation = ?runtime.allocation(), data_dir = %data_dir.display(), "runtime open");
+
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    std::fs::write(data_dir.join("sotp.addr"), format!("{addr}\n"))?;
+    tracing::info!(%addr, "serving the API on http://{addr}");
+
+    let restoring = runtime.clone();
+    tokio::spawn(async move { restoring.restore().await });
+
+    let app = crate::server::router(runtime.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down");
+    tokio::task::spawn_blocking(move || runtime.shutdown()).await?;
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,158 @@
+//! `sotp tenant ...` and `sotp token ...`
+
+use super::{Client, ClientArgs, s, time};
+use clap::Subcommand;
+use serde_json::json;
+
+#[derive(Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant and print its first token.
+    Create {
+        /// Lowercase letters, digits and `-`.
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Quota: number of components.
+        #[arg(long)]
+        max_components: Option<u32>,
+        /// Quota: total memory of active components, e.g. 512MiB.
+        #[arg(long)]
+        max_memory: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a tenant with all its components, tokens and secrets.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a token: for --tenant (admin), for your own tenant, or an admin token.
+    Create {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tokens (never their values).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn exec_tenant(cmd: TenantCmd) -> anyhow::Result<()> {
+    match cmd {
+        TenantCmd::Create {
+            id,
+            name,
+            max_components,
+            max_memory,
+            client,
+        } => {
+            let c = Client::new(&client)?;
+            let mut body = json!({ "id": id });
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(n) = max_components {
+                body["max_components"] = json!(n);
+            }
+            if let Some(m) = max_memory {
+                body["max_memory"] = json!(m);
+            }
+            let v = c.post("/tenants", body).await?;
+            c.print(&v, |v| {
+                println!("tenant {} created", s(&v["tenant"]["id"]));
+                println!("token (shown once): {}", s(&v["token"]["token"]));
+            });
+        }
+        TenantCmd::List { client } => {
+            let c = Client::new(&client)?;
+            let v = c.get("/tenants").await?;
+            c.print(&v, |v| {
+                println!("{:<24} {:<24} {:>10} {:>12}  CREATED", "ID", "NAME", "MAX COMP", "MAX MEMORY");
+                for t in v["tenants"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<24} {:>10} {:>12}  {}",
+                        s(&t["id"]),
+                        s(&t["name"]),
+                        s(&t["max_components"]),
+                        s(&t["max_memory_bytes"]),
+                        time(&t["created_ms"])
+                    );
+                }
+            });
+        }
+        TenantCmd::Delete { id, client } => {
+            Client::new(&client)?.delete(&format!("/tenants/{id}")).await?;
+            println!("deleted tenant {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn exec_token(cmd: TokenCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokenCmd::Create {
+            tenant,
+            name,
+            client,
+        } => {
+            let c = Client::new(&client)?;
+            let v = c.post("/tokens", json!({ "tenant": tenant, "name": name })).await?;
+            c.print(&v, |v| println!("{} (id {})", s(&v["token"]), s(&v["id"])));
+        }
+        TokenCmd::List { tenant, client } => {
+            let c = Client::new(&client)?;
+            let path = match tenant {
+                Some(t) => format!("/tokens?tenant={t}"),
+                None => "/tokens".into(),
+            };
+            let v = c.get(&path).await?;
+            c.print(&v, |v| {
+                for t in v["tokens"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<18} {:<8} {:<16} {:<16} {}",
+                        s(&t["id"]),
+                        s(&t["role"]),
+                        s(&t["tenant"]),
+                        s(&t["name"]),
+                        time(&t["created_ms"])
+                    );
+                }
+            });
+        }
+        TokenCmd::Revoke { id, tenant, client } => {
+            let c = Client::new(&client)?;
+            let path = match tenant {
+                Some(t) => format!("/tokens/{id}?tenant={t}"),
+                None => format!("/tokens/{id}"),
+            };
+            c.delete(&path).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `sotp run` configuration: embedded defaults, then an optional TOML file, then environment
+//! variables `SOTP_<SECTION>__<KEY>` (e.g. `SOTP_RUNTIME__LIMITS__MAX_UPLOAD=64MiB`), then
+//! command-line flags.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use sotp_runtime::RuntimeConfig;
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP API. Port 0 picks a free port (written to `<data_dir>/sotp.addr`).
+    pub listen: SocketAddr,
+    /// `human` or `json`.
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            anyhow::bail!("config file {} does not exist", path.display());
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    // Only double-underscore names are config keys; SOTP_TOKEN, SOTP_SERVER etc. belong to
+    // the client commands.
+    figment = figment.merge(
+        Env::prefixed("SOTP_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__"),
+    );
+    figment
+        .extract()
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))
+}

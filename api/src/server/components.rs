@@ -1,0 +1,226 @@
+//! `/v1/components`: upload (multipart `manifest` + `wasm`), list, show, activate, roll back,
+//! delete, logs, and pushing a message to `on-message`.
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+pub struct UploadParams {
+    /// Activate the new version right away (default true).
+    activate: Option<bool>,
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<UploadParams>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let tenant = caller.tenant()?.to_string();
+    let limit = state.runtime.config.limits.max_upload.0;
+    if let Some(len) = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit + super::MULTIPART_SLACK
+    {
+        return Err(ApiError::too_large(format!(
+            "the upload is {len} bytes, over the limit of {limit} bytes (limits.max_upload)"
+        )));
+    }
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("expected a multipart/form-data body with `manifest` and `wasm` parts: {e}"),
+        )
+    })?;
+    let mut manifest: Option<String> = None;
+    let mut wasm: Option<bytes::Bytes> = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(e, limit)),
+        };
+        let name = field.name().unwrap_or("").to_string();
+        let data = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
+        match name.as_str() {
+            "manifest" => {
+                manifest = Some(String::from_utf8(data.to_vec()).map_err(|_| {
+                    ApiError::bad_request("invalid_manifest", "the manifest is not UTF-8 text")
+                })?)
+            }
+            "wasm" => wasm = Some(data),
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("unexpected part `{other}`: send `manifest` (TOML) and `wasm` (the component)"),
+                ));
+            }
+        }
+    }
+    let manifest = manifest.ok_or_else(|| {
+        ApiError::bad_request("invalid_manifest", "the `manifest` part (TOML) is missing")
+    })?;
+    let wasm = wasm.ok_or_else(|| {
+        ApiError::bad_request("not_wasm", "the `wasm` part (the component binary) is missing")
+    })?;
+    if wasm.len() as u64 > limit {
+        return Err(ApiError::too_large(format!(
+            "the component is {} bytes, over the limit of {limit} bytes",
+            wasm.len()
+        )));
+    }
+    let outcome = state
+        .runtime
+        .upload(&tenant, &manifest, &wasm, params.activate.unwrap_or(true))
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(outcome))))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(format!("the upload is over the limit of {limit} bytes"))
+    } else {
+        ApiError::bad_request("invalid_request", format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let components = state.runtime.list_components(caller.tenant()?)?;
+    Ok(Json(json!({ "components": components })))
+}
+
+#[derive(Deserialize)]
+pub struct ShowParams {
+    log_lines: Option<usize>,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<ShowParams>,
+) -> ApiResult<Json<Value>> {
+    let view = state
+        .runtime
+        .component(caller.tenant()?, &name, p.log_lines.unwrap_or(20).min(500))?;
+    Ok(Json(json!(view)))
+}
+
+pub async fn versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let view = state.runtime.component(caller.tenant()?, &name, 0)?;
+    Ok(Json(json!({ "versions": view.versions, "active_version": view.active_version })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionBody {
+    version: Option<u32>,
+}
+
+pub async fn activate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<VersionBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body.map_err(json_error)?;
+    let version = body
+        .version
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "body must be {\"version\": N}"))?;
+    let outcome = state
+        .runtime
+        .activate(caller.tenant()?, &name, version)
+        .await?;
+    Ok(Json(json!(outcome)))
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Option<Json<VersionBody>>,
+) -> ApiResult<Json<Value>> {
+    let to = body.and_then(|Json(b)| b.version);
+    let outcome = state.runtime.rollback(caller.tenant()?, &name, to).await?;
+    Ok(Json(json!(outcome)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.runtime.delete_component(caller.tenant()?, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct LogParams {
+    lines: Option<usize>,
+}
+
+pub async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<LogParams>,
+) -> ApiResult<Json<Value>> {
+    let lines = state
+        .runtime
+        .component_log(caller.tenant()?, &name, p.lines.unwrap_or(100).min(500))?;
+    Ok(Json(json!({ "lines": lines })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    topic: String,
+    /// UTF-8 payload.
+    payload: Option<String>,
+    /// Binary payload, base64.
+    payload_base64: Option<String>,
+}
+
+pub async fn message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<MessageBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body.map_err(json_error)?;
+    let payload = match (body.payload, body.payload_base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("payload_base64: {e}")))?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "give exactly one of `payload` and `payload_base64`",
+            ));
+        }
+    };
+    state
+        .runtime
+        .deliver(caller.tenant()?, &name, body.topic, payload)
+        .await?;
+    Ok(Json(json!({ "delivered": true })))
+}
+
+pub fn json_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    ApiError::bad_request("invalid_request", format!("bad JSON body: {}", e.body_text()))
+}

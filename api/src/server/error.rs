@@ -1,0 +1,92 @@
+//! API errors: every failure is a JSON body `{error, detail}` with a stable `error` code and
+//! a sentence for humans; user mistakes are 4xx, never 5xx.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use sotp_runtime::RuntimeError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            extra: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large", detail)
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        let status = match &e {
+            RuntimeError::Manifest(_) | RuntimeError::Compile(_) | RuntimeError::Invalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            RuntimeError::WrongWorld(_) | RuntimeError::InitFailed { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            RuntimeError::NotFound(_) => StatusCode::NOT_FOUND,
+            RuntimeError::Conflict(_) => StatusCode::CONFLICT,
+            RuntimeError::Quota(_) | RuntimeError::Forbidden(_) => StatusCode::FORBIDDEN,
+            RuntimeError::Unauthorized => StatusCode::UNAUTHORIZED,
+            RuntimeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "internal error");
+        }
+        let extra = match &e {
+            RuntimeError::InitFailed { version, .. } => {
+                Some(serde_json::json!({ "version": version }))
+            }
+            RuntimeError::Manifest(m) => Some(serde_json::json!({ "key": m.key })),
+            _ => None,
+        };
+        ApiError {
+            status,
+            code: e.code(),
+            detail: e.to_string(),
+            extra,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({ "error": self.code, "detail": self.detail });
+        if let (Some(extra), Some(map)) = (self.extra, body.as_object_mut())
+            && let Some(extra) = extra.as_object()
+        {
+            for (k, v) in extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

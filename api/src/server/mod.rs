@@ -1,0 +1,78 @@
+//! The HTTP management API (axum over hyper), versioned under `/v1`.
+//!
+//! Handlers are thin: they authenticate, pick the tenant, and call one `Runtime` method.
+//! Isolation, validation and limits live in the runtime so no handler can forget them.
+
+mod auth;
+mod components;
+mod error;
+mod ops;
+mod query;
+mod secrets;
+mod tenants;
+
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use sotp_runtime::Runtime;
+use std::sync::Arc;
+
+/// Multipart framing and the manifest on top of the component's own size limit.
+pub const MULTIPART_SLACK: u64 = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub runtime: Arc<Runtime>,
+}
+
+pub fn router(runtime: Arc<Runtime>) -> Router {
+    let body_limit = (runtime.config.limits.max_upload.0 + MULTIPART_SLACK) as usize;
+    let state = AppState { runtime };
+    let v1 = Router::new()
+        .route("/tenants", post(tenants::create).get(tenants::list))
+        .route("/tenants/{id}", get(tenants::show).delete(tenants::delete))
+        .route("/tokens", post(tenants::create_token).get(tenants::list_tokens))
+        .route("/tokens/{id}", axum::routing::delete(tenants::revoke_token))
+        .route("/components", post(components::upload).get(components::list))
+        .route("/components/{name}", get(components::show).delete(components::delete))
+        .route("/components/{name}/versions", get(components::versions))
+        .route("/components/{name}/activate", post(components::activate))
+        .route("/components/{name}/rollback", post(components::rollback))
+        .route("/components/{name}/logs", get(components::logs))
+        .route("/components/{name}/messages", post(components::message))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
+        .route("/query", get(query::query))
+        .route("/logs", get(query::logs))
+        .route("/openapi.json", get(ops::openapi));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::not_found(format!(
+        "no such endpoint: {}; see /v1/openapi.json",
+        uri.path()
+    ))
+}
+
+fn panic_response(
+    _: Box<dyn std::any::Any + Send + 'static>,
+) -> axum::http::Response<axum::body::Body> {
+    tracing::error!("a request handler panicked");
+    use axum::response::IntoResponse;
+    error::ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the request failed inside sotp; see its log",
+    )
+    .into_response()
+}

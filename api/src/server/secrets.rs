@@ -1,0 +1,49 @@
+//! `/v1/secrets`: write-only secret values; listing shows names and update times only.
+
+use super::AppState;
+use super::auth::Caller;
+use super::components::json_error;
+use super::error::ApiResult;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    value: String,
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<SecretBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(body) = body.map_err(json_error)?;
+    state
+        .runtime
+        .put_secret(caller.tenant()?, &name, &body.value)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let names: Vec<Value> = state
+        .runtime
+        .secret_names(caller.tenant()?)?
+        .into_iter()
+        .map(|(name, updated_ms)| json!({ "name": name, "updated_ms": updated_ms }))
+        .collect();
+    Ok(Json(json!({ "secrets": names })))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.runtime.delete_secret(caller.tenant()?, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}

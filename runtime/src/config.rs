@@ -1,0 +1,116 @@
+//! Runtime configuration: where data lives and the limits the host enforces. Every field has
+//! an embedded default, so `sotp run` with no config file works.
+
+use crate::manifest::ManifestBounds;
+use crate::units::{ByteSize, HumanDuration};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Everything SOTP keeps: state.sqlite, telemetry.duckdb, wasm/, cache/, admin.token.
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+    pub limits: LimitsConfig,
+    /// Quotas given to a tenant created without explicit ones.
+    pub tenant_defaults: TenantQuotas,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Concurrent component instances the pooling allocator reserves slots for.
+    pub pool_instances: u32,
+    /// How often CPU deadlines are checked.
+    pub epoch_tick: HumanDuration,
+    /// Use on-demand allocation even when the pool could be reserved.
+    pub force_on_demand: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest `limits.memory` a manifest may ask for.
+    pub max_component_memory: ByteSize,
+    /// The largest `limits.cpu_ms` a manifest may ask for.
+    pub max_cpu_ms: u64,
+    /// The shortest `schedule.every` a manifest may ask for.
+    pub min_tick: HumanDuration,
+    /// The largest component upload accepted.
+    pub max_upload: ByteSize,
+    /// Points (or buckets) one query may return.
+    pub max_query_points: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantQuotas {
+    pub max_components: u32,
+    /// Sum of `limits.memory` over the tenant's active components.
+    pub max_memory: ByteSize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            data_dir: default_data_dir(),
+            engine: EngineConfig::default(),
+            limits: LimitsConfig::default(),
+            tenant_defaults: TenantQuotas::default(),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            pool_instances: 1000,
+            epoch_tick: HumanDuration(Duration::from_millis(10)),
+            force_on_demand: false,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_component_memory: ByteSize::mib(256),
+            max_cpu_ms: 10_000,
+            min_tick: HumanDuration(Duration::from_millis(10)),
+            max_upload: ByteSize::mib(32),
+            max_query_points: 100_000,
+        }
+    }
+}
+
+impl Default for TenantQuotas {
+    fn default() -> Self {
+        TenantQuotas {
+            max_components: 50,
+            max_memory: ByteSize::mib(1024),
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn manifest_bounds(&self) -> ManifestBounds {
+        ManifestBounds {
+            max_memory: self.max_component_memory,
+            max_cpu_ms: self.max_cpu_ms,
+            min_tick: self.min_tick.0,
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/sotp`, else `~/.local/share/sotp`, else `./sotp-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("sotp");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/sotp");
+    }
+    PathBuf::from("sotp-data")
+}

@@ -1,0 +1,234 @@
+//! The shared Wasmtime engine: configuration, the epoch ticker that enforces CPU deadlines,
+//! and the on-disk cache of precompiled components.
+//!
+//! One engine serves every tenant. It is configured once for the whole process because
+//! precompiled artifacts are only valid for the exact `Config` that produced them; the cache
+//! key therefore includes a fingerprint of the engine configuration as well as the content
+//! hash of the component.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How component instances get their memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocation {
+    /// Slots reserved up front; instantiation is a few microseconds.
+    Pooling,
+    /// Memory mapped per instance; used when the pool's reservation is refused.
+    OnDemand,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Largest linear memory any instance may have (manifests ask for less).
+    pub max_memory: u64,
+    /// Concurrent component instances the pool reserves slots for.
+    pub pool_instances: u32,
+    /// How often the epoch advances; CPU deadlines are checked at this granularity.
+    pub epoch_tick: Duration,
+    /// Where precompiled artifacts are kept.
+    pub cache_dir: PathBuf,
+    /// Skip the pool (tests of the fallback, hosts with little address space).
+    pub force_on_demand: bool,
+}
+
+pub struct WasmEngine {
+    engine: Engine,
+    allocation: Allocation,
+    fingerprint: String,
+    cache_dir: PathBuf,
+    epoch_tick: Duration,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// Where a compiled component came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompileSource {
+    Cache,
+    Compiled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("the upload is not WebAssembly (it does not start with the `\\0asm` magic number)")]
+    NotWasm,
+    #[error(
+        "the upload is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    #[error("the component failed to compile: {0}")]
+    Invalid(String),
+    #[error("component cache: {0}")]
+    Cache(String),
+}
+
+impl WasmEngine {
+    pub fn new(settings: &EngineSettings) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.cache_dir)?;
+        let (engine, allocation) = if settings.force_on_demand {
+            (Engine::new(&base_config(settings))?, Allocation::OnDemand)
+        } else {
+            let mut config = base_config(settings);
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(settings.pool_instances)
+                .total_core_instances(settings.pool_instances * 4)
+                .total_memories(settings.pool_instances * 2)
+                .total_tables(settings.pool_instances * 4)
+                .total_stacks(settings.pool_instances)
+                .max_memories_per_component(4)
+                .max_memory_size(settings.max_memory as usize);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            match Engine::new(&config) {
+                Ok(engine) => (engine, Allocation::Pooling),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "pooling allocator reservation refused; falling back to on-demand allocation"
+                    );
+                    (Engine::new(&base_config(settings))?, Allocation::OnDemand)
+                }
+            }
+        };
+        let fingerprint = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), settings.epoch_tick, ticker_stop.clone());
+        Ok(WasmEngine {
+            engine,
+            allocation,
+            fingerprint,
+            cache_dir: settings.cache_dir.clone(),
+            epoch_tick: settings.epoch_tick,
+            ticker_stop,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn allocation(&self) -> Allocation {
+        self.allocation
+    }
+
+    pub fn epoch_tick(&self) -> Duration {
+        self.epoch_tick
+    }
+
+    /// Compile `wasm` (whose SHA-256 is `sha256`), or load it from the artifact cache.
+    pub fn compile(
+        &self,
+        sha256: &str,
+        wasm: &[u8],
+    ) -> Result<(Component, CompileSource, Duration), CompileError> {
+        check_component_header(wasm)?;
+        let started = Instant::now();
+        let path = self.artifact_path(sha256);
+        if path.exists() {
+            // SAFETY: files in the cache directory are written only by `store_artifact` below
+            // from `Component::serialize` of this same engine configuration (the fingerprint is
+            // part of the file name); deserialize also re-checks compatibility.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => {
+                    return Ok((component, CompileSource::Cache, started.elapsed()));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable cached artifact");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let elapsed = started.elapsed();
+        if let Err(e) = self.store_artifact(&component, &path) {
+            tracing::warn!(error = %e, "could not cache the compiled component");
+        }
+        Ok((component, CompileSource::Compiled, elapsed))
+    }
+
+    fn artifact_path(&self, sha256: &str) -> PathBuf {
+        self.cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.fingerprint))
+    }
+
+    fn store_artifact(&self, component: &Component, path: &Path) -> Result<(), CompileError> {
+        let bytes = component
+            .serialize()
+            .map_err(|e| CompileError::Cache(e.to_string()))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(|e| CompileError::Cache(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| CompileError::Cache(e.to_string()))
+    }
+}
+
+impl Drop for WasmEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn base_config(settings: &EngineSettings) -> Config {
+    let mut config = Config::new();
+    // Component-model async is not used; with it off, calls cost a third (notes/wasm.md).
+    config.concurrency_support(false);
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    // Guards and reservations sized for many small instances rather than one 4 GiB heap.
+    config.memory_reservation(settings.max_memory.max(1 << 24));
+    config.memory_guard_size(1 << 16);
+    config.memory_reservation_for_growth(0);
+    config
+}
+
+fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("sotp-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+/// Tell apart "not wasm at all", "a core module" and "a component" from the 8-byte header.
+pub fn check_component_header(bytes: &[u8]) -> Result<(), CompileError> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(CompileError::NotWasm);
+    }
+    // Core modules carry version 1 and layer 0; components carry layer 1.
+    match bytes[6..8] {
+        [0, 0] => Err(CompileError::CoreModule),
+        [1, 0] => Ok(()),
+        _ => Err(CompileError::Invalid(
+            "unknown WebAssembly binary layer".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(matches!(check_component_header(b"hello world"), Err(CompileError::NotWasm)));
+        assert!(matches!(
+            check_component_header(b"\0asm\x01\0\0\0"),
+            Err(CompileError::CoreModule)
+        ));
+        assert!(check_component_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

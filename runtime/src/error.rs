@@ -1,0 +1,68 @@
+//! The runtime's error type. Each variant knows its stable machine-readable code, which the
+//! API turns into an HTTP status and `{error, detail}` body.
+
+use crate::engine::CompileError;
+use crate::manifest::ManifestError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("{0}")]
+    Compile(#[from] CompileError),
+    #[error("{0}")]
+    WrongWorld(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Quota(String),
+    #[error("version {version} was not activated: {reason}")]
+    InitFailed { version: u32, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("missing or unknown token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl RuntimeError {
+    /// A stable code for clients: `invalid_manifest`, `not_wasm`, `wrong_world`, ...
+    pub fn code(&self) -> &'static str {
+        match self {
+            RuntimeError::Manifest(_) => "invalid_manifest",
+            RuntimeError::Compile(CompileError::NotWasm) => "not_wasm",
+            RuntimeError::Compile(CompileError::CoreModule) => "not_a_component",
+            RuntimeError::Compile(CompileError::Invalid(_)) => "invalid_component",
+            RuntimeError::Compile(CompileError::Cache(_)) => "internal",
+            RuntimeError::WrongWorld(_) => "wrong_world",
+            RuntimeError::NotFound(_) => "not_found",
+            RuntimeError::Conflict(_) => "conflict",
+            RuntimeError::Quota(_) => "quota_exceeded",
+            RuntimeError::InitFailed { .. } => "init_failed",
+            RuntimeError::Invalid(_) => "invalid_request",
+            RuntimeError::Unauthorized => "unauthorized",
+            RuntimeError::Forbidden(_) => "forbidden",
+            RuntimeError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<crate::state::StateError> for RuntimeError {
+    fn from(e: crate::state::StateError) -> Self {
+        RuntimeError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::telemetry::QueryError> for RuntimeError {
+    fn from(e: crate::telemetry::QueryError) -> Self {
+        match e {
+            crate::telemetry::QueryError::Invalid(m) => RuntimeError::Invalid(m),
+            crate::telemetry::QueryError::Store(m) => RuntimeError::Internal(m),
+        }
+    }
+}

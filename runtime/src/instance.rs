@@ -1,0 +1,304 @@
+//! One loaded component version: its `InstancePre`, its live instance, and the call path
+//! that turns traps into clear statuses.
+//!
+//! A version keeps at most one live instance, entered by one call at a time. If a call traps
+//! the instance is dropped (a trapped instance cannot be entered again) and the next call
+//! instantiates afresh and runs `init` first; nothing outside this version is affected.
+
+use crate::host::stdio::panic_message;
+use crate::host::{
+    Collector, CollectorPre, CpuDeadlineExceeded, Emitted, GuestOutput, HostState, InstanceEnv,
+    MemoryLimitExceeded, WitTick,
+};
+use crate::stats::{CallKind, LogSource, TrapClass};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+/// A call into a component.
+#[derive(Clone, Debug)]
+pub enum Call {
+    Tick(WitTick),
+    Message { topic: String, payload: Vec<u8> },
+}
+
+impl Call {
+    pub fn kind(&self) -> CallKind {
+        match self {
+            Call::Tick(_) => CallKind::Tick,
+            Call::Message { .. } => CallKind::Message,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Trap {
+    pub class: TrapClass,
+    /// What users see: "CPU deadline exceeded", "memory limit exceeded", "panicked: ...".
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Ok,
+    /// The export returned `err(message)`.
+    GuestError(String),
+    /// A fresh instance could not be started: instantiation failed or `init` refused.
+    InitFailed(String),
+    Trapped(Trap),
+}
+
+#[derive(Debug)]
+pub struct CallReport {
+    pub outcome: Outcome,
+    /// What the call emitted; empty if it trapped (those records are counted as dropped).
+    pub emitted: Emitted,
+    /// Records discarded because the call trapped.
+    pub dropped: usize,
+    /// A new instance was started (and `init` run) for this call.
+    pub fresh_instance: bool,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    WrongWorld(String),
+}
+
+struct Live {
+    store: Store<HostState>,
+    bindings: Collector,
+    stderr: GuestOutput,
+}
+
+pub struct LoadedVersion {
+    pub env: Arc<InstanceEnv>,
+    engine: Engine,
+    pre: CollectorPre<HostState>,
+    live: Mutex<Option<Live>>,
+}
+
+impl LoadedVersion {
+    /// Link `component` against the collector world. Fails if it imports something this host
+    /// does not provide or does not export what the world requires.
+    pub fn new(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        component: &Component,
+        env: Arc<InstanceEnv>,
+    ) -> Result<Self, LoadError> {
+        let world = env.manifest.world.wit_name();
+        let instance_pre = linker.instantiate_pre(component).map_err(|e| {
+            LoadError::WrongWorld(format!(
+                "the component's imports cannot be satisfied by world {world}: {e:#}"
+            ))
+        })?;
+        let pre = CollectorPre::new(instance_pre).map_err(|e| {
+            LoadError::WrongWorld(format!(
+                "the component does not implement world {world}: {e:#}"
+            ))
+        })?;
+        Ok(LoadedVersion {
+            env,
+            engine: engine.clone(),
+            pre,
+            live: Mutex::new(None),
+        })
+    }
+
+    pub fn version(&self) -> u32 {
+        self.env.version
+    }
+
+    /// Start an instance and run `init` if none is live: the warm-up before a swap.
+    pub fn warm(&self) -> CallReport {
+        let started = Instant::now();
+        let mut live = self.live.lock();
+        if live.is_some() {
+            return CallReport {
+                outcome: Outcome::Ok,
+                emitted: Emitted::default(),
+                dropped: 0,
+                fresh_instance: false,
+                elapsed: started.elapsed(),
+            };
+        }
+        match self.start_instance() {
+            Ok((instance, emitted)) => {
+                *live = Some(instance);
+                CallReport {
+                    outcome: Outcome::Ok,
+                    emitted,
+                    dropped: 0,
+                    fresh_instance: true,
+                    elapsed: started.elapsed(),
+                }
+            }
+            Err((message, dropped)) => CallReport {
+                outcome: Outcome::InitFailed(message),
+                emitted: Emitted::default(),
+                dropped,
+                fresh_instance: true,
+                elapsed: started.elapsed(),
+            },
+        }
+    }
+
+    /// Run one call on the live instance, starting one first if needed.
+    pub fn call(&self, call: &Call) -> CallReport {
+        let started = Instant::now();
+        let mut guard = self.live.lock();
+        let mut emitted = Emitted::default();
+        let fresh_instance = guard.is_none();
+        if fresh_instance {
+            match self.start_instance() {
+                Ok((instance, init_emitted)) => {
+                    *guard = Some(instance);
+                    emitted = init_emitted;
+                }
+                Err((message, dropped)) => {
+                    return CallReport {
+                        outcome: Outcome::InitFailed(message),
+                        emitted,
+                        dropped,
+                        fresh_instance,
+                        elapsed: started.elapsed(),
+                    };
+                }
+            }
+        }
+        let live = guard.as_mut().expect("instance started above");
+        begin_call(&mut live.store);
+        let result = match call {
+            Call::Tick(tick) => live.bindings.call_on_tick(&mut live.store, *tick),
+            Call::Message { topic, payload } => {
+                live.bindings
+                    .call_on_message(&mut live.store, topic, payload)
+            }
+        };
+        let call_emitted = std::mem::take(&mut live.store.data_mut().out);
+        let outcome = match result {
+            Ok(Ok(())) => Outcome::Ok,
+            Ok(Err(message)) => Outcome::GuestError(message),
+            Err(error) => {
+                let trap = classify(error, &live.stderr.take_captured(), &self.env);
+                *guard = None;
+                let dropped = emitted.len() + call_emitted.len();
+                return CallReport {
+                    outcome: Outcome::Trapped(trap),
+                    emitted: Emitted::default(),
+                    dropped,
+                    fresh_instance,
+                    elapsed: started.elapsed(),
+                };
+            }
+        };
+        live.stderr.take_captured();
+        emitted.samples.extend(call_emitted.samples);
+        emitted.logs.extend(call_emitted.logs);
+        CallReport {
+            outcome,
+            emitted,
+            dropped: 0,
+            fresh_instance,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Instantiate and run `init`. On failure: the reason and how many records were dropped.
+    fn start_instance(&self) -> Result<(Live, Emitted), (String, usize)> {
+        let env = &self.env;
+        let stdout = GuestOutput::new(env.stats.clone(), LogSource::Stdout, env.version);
+        let stderr = GuestOutput::new(env.stats.clone(), LogSource::Stderr, env.version);
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(env.clone(), stdout, stderr.clone()),
+        );
+        store.limiter(|state| &mut state.memory);
+        store.epoch_deadline_callback(|ctx| {
+            let clock = &ctx.data().clock;
+            if clock.guest_time() > clock.limit {
+                Err(wasmtime::Error::new(CpuDeadlineExceeded(clock.limit)))
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        begin_call(&mut store);
+        env.stats.count_call(CallKind::Init);
+        let bindings = match self.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => {
+                let trap = classify(e, &stderr.take_captured(), env);
+                return Err((format!("instantiation failed: {}", trap.message), 0));
+            }
+        };
+        let config = env.manifest.config_json();
+        let result = bindings.call_init(&mut store, &config);
+        let emitted = std::mem::take(&mut store.data_mut().out);
+        match result {
+            Ok(Ok(())) => {
+                stderr.take_captured();
+                Ok((
+                    Live {
+                        store,
+                        bindings,
+                        stderr,
+                    },
+                    emitted,
+                ))
+            }
+            Ok(Err(message)) => Err((format!("init returned an error: {message}"), emitted.len())),
+            Err(e) => {
+                let trap = classify(e, &stderr.take_captured(), env);
+                env.stats.count_trap(trap.class);
+                Err((format!("init trapped: {}", trap.message), emitted.len()))
+            }
+        }
+    }
+}
+
+fn begin_call(store: &mut Store<HostState>) {
+    let data = store.data_mut();
+    data.clock.started = Instant::now();
+    data.clock.in_host = Duration::ZERO;
+    store.set_epoch_deadline(1);
+}
+
+/// Name a trap the way a user should read it.
+fn classify(error: wasmtime::Error, stderr: &str, env: &InstanceEnv) -> Trap {
+    if error.downcast_ref::<CpuDeadlineExceeded>().is_some() {
+        return Trap {
+            class: TrapClass::CpuDeadline,
+            message: format!(
+                "CPU deadline exceeded (limits.cpu_ms = {})",
+                env.manifest.limits.cpu_ms
+            ),
+        };
+    }
+    if error.downcast_ref::<MemoryLimitExceeded>().is_some() {
+        return Trap {
+            class: TrapClass::MemoryLimit,
+            message: format!(
+                "memory limit exceeded (limits.memory = {})",
+                env.manifest.limits.memory
+            ),
+        };
+    }
+    if let Some(message) = panic_message(stderr) {
+        return Trap {
+            class: TrapClass::Panic,
+            message: format!("panicked: {message}"),
+        };
+    }
+    let message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("trapped: {trap}"),
+        None => format!("failed: {error:#}"),
+    };
+    Trap {
+        class: TrapClass::Other,
+        message,
+    }
+}

@@ -1,0 +1,743 @@
+//! `Runtime`: the host library's front door. It owns the engine, the stores and the running
+//! components, and offers the operations the API exposes — every one of them scoped to a
+//! tenant, so isolation is decided here and not in each HTTP handler.
+
+use crate::component::{ComponentHandle, ComponentState, Deps};
+use crate::config::RuntimeConfig;
+use crate::crypto::SecretBox;
+use crate::engine::{Allocation, EngineSettings, WasmEngine};
+use crate::error::RuntimeError;
+use crate::host::{HostState, InstanceEnv, SecretReader, collector_linker};
+use crate::instance::LoadedVersion;
+use crate::manifest::{Manifest, is_component_name};
+use crate::state::{Role, StateStore, Tenant, TokenInfo, VersionRecord};
+use crate::stats::{LastError, LogLine, StatsSnapshot};
+use crate::telemetry::{SampleQuery, SeriesPoints, TelemetryStore};
+use parking_lot::RwLock;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+use wasmtime::component::Linker;
+
+type Key = (String, String);
+
+/// Who is calling: the platform admin, or one tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Tenant(String),
+}
+
+#[derive(Default)]
+pub struct RuntimeCounters {
+    pub uploads: AtomicU64,
+    pub uploads_rejected: AtomicU64,
+    pub activations: AtomicU64,
+    pub activations_failed: AtomicU64,
+    pub auth_failures: AtomicU64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UploadOutcome {
+    pub component: String,
+    pub version: u32,
+    pub label: String,
+    pub wasm_sha256: String,
+    pub activated: bool,
+    pub compile_ms: f64,
+    pub compiled_from: crate::engine::CompileSource,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ActivationOutcome {
+    pub component: String,
+    pub version: u32,
+    pub previous: Option<u32>,
+    pub warm_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentSummary {
+    pub name: String,
+    #[serde(flatten)]
+    pub state: ComponentState,
+    pub active_version: Option<u32>,
+    pub active_label: Option<String>,
+    pub last_error: Option<LastError>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentView {
+    pub name: String,
+    #[serde(flatten)]
+    pub state: ComponentState,
+    pub active_version: Option<u32>,
+    pub manifest: Option<Manifest>,
+    pub versions: Vec<VersionRecord>,
+    pub counters: StatsSnapshot,
+    pub last_error: Option<LastError>,
+    pub recent_log: Vec<LogLine>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IssuedToken {
+    pub id: String,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+    pub tenant: Option<String>,
+}
+
+pub struct Runtime {
+    pub config: RuntimeConfig,
+    engine: WasmEngine,
+    linker: Linker<HostState>,
+    pub state: Arc<StateStore>,
+    pub telemetry: Arc<TelemetryStore>,
+    components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
+    wasm_dir: PathBuf,
+    ready: AtomicBool,
+    started: Instant,
+    pub counters: RuntimeCounters,
+    /// Where the admin token was written on first start, if it was this start.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+struct StateSecrets(Arc<StateStore>);
+
+impl SecretReader for StateSecrets {
+    fn read_secret(&self, tenant: &str, name: &str) -> Result<Option<String>, String> {
+        self.0.secret(tenant, name).map_err(|e| e.to_string())
+    }
+}
+
+impl Runtime {
+    /// Open (or create) the data dir, the stores and the engine. Components are restored by
+    /// [`Runtime::restore`].
+    pub fn open(config: RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
+        let wasm_dir = dir.join("wasm");
+        std::fs::create_dir_all(&wasm_dir)?;
+        let secrets = SecretBox::load_or_create(&dir.join("secrets.key"))?;
+        let state = Arc::new(StateStore::open(&dir.join("state.sqlite"), secrets)?);
+        let telemetry = Arc::new(TelemetryStore::open(&dir.join("telemetry.duckdb"))?);
+        let engine = WasmEngine::new(&EngineSettings {
+            max_memory: config.limits.max_component_memory.0,
+            pool_instances: config.engine.pool_instances,
+            epoch_tick: config.engine.epoch_tick.0,
+            cache_dir: dir.join("cache"),
+            force_on_demand: config.engine.force_on_demand,
+        })?;
+        let linker = collector_linker(engine.engine())
+            .map_err(|e| anyhow::anyhow!("building the component linker: {e}"))?;
+        let admin_token_file = bootstrap_admin(&state, dir)?;
+        Ok(Arc::new(Runtime {
+            config,
+            engine,
+            linker,
+            state,
+            telemetry,
+            components: RwLock::new(HashMap::new()),
+            wasm_dir,
+            ready: AtomicBool::new(false),
+            started: Instant::now(),
+            counters: RuntimeCounters::default(),
+            admin_token_file,
+        }))
+    }
+
+    /// Bring back every component that had an active version, then report ready.
+    pub async fn restore(self: &Arc<Self>) {
+        let records = match self.state.all_components() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list components to restore");
+                Vec::new()
+            }
+        };
+        for record in records {
+            let handle = self.handle(&record.tenant, &record.name, record.last_tick_seq);
+            if let Some(version) = record.active_version {
+                match self.start_version(&handle, version).await {
+                    Ok(_) => tracing::info!(tenant = %record.tenant, component = %record.name, version, "restored"),
+                    Err(e) => {
+                        tracing::error!(tenant = %record.tenant, component = %record.name, version, error = %e, "restore failed");
+                    }
+                }
+            }
+        }
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn uptime_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    pub fn allocation(&self) -> Allocation {
+        self.engine.allocation()
+    }
+
+    /// Stop every component and close the stores cleanly.
+    pub fn shutdown(&self) {
+        for handle in self.components.write().drain().map(|(_, h)| h) {
+            handle.deactivate();
+        }
+        self.telemetry.close();
+    }
+
+    pub fn component_handles(&self) -> Vec<Arc<ComponentHandle>> {
+        self.components.read().values().cloned().collect()
+    }
+
+    // ---- authentication and tenants --------------------------------------------------------
+
+    pub fn authenticate(&self, token: &str) -> Result<Principal, RuntimeError> {
+        let info = self.state.token_by_hash(&hash_token(token))?;
+        match info {
+            Some(TokenInfo {
+                role: Role::Admin, ..
+            }) => Ok(Principal::Admin),
+            Some(TokenInfo {
+                tenant: Some(t), ..
+            }) => Ok(Principal::Tenant(t)),
+            _ => {
+                self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                Err(RuntimeError::Unauthorized)
+            }
+        }
+    }
+
+    pub fn create_tenant(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        max_components: Option<u32>,
+        max_memory: Option<u64>,
+    ) -> Result<(Tenant, IssuedToken), RuntimeError> {
+        if !is_component_name(id) {
+            return Err(RuntimeError::Invalid(format!(
+                "`{id}` is not a tenant id: use 1-63 lowercase letters, digits and `-`, starting with a letter"
+            )));
+        }
+        let defaults = &self.config.tenant_defaults;
+        let tenant = Tenant {
+            id: id.to_string(),
+            name: name.unwrap_or(id).to_string(),
+            created_ms: crate::now_ms(),
+            max_components: max_components.unwrap_or(defaults.max_components),
+            max_memory_bytes: max_memory.unwrap_or(defaults.max_memory.0),
+        };
+        if !self.state.create_tenant(&tenant)? {
+            return Err(RuntimeError::Conflict(format!("tenant `{id}` already exists")));
+        }
+        let token = self.issue_token(Some(id), "initial")?;
+        Ok((tenant, token))
+    }
+
+    pub fn tenants(&self) -> Result<Vec<Tenant>, RuntimeError> {
+        Ok(self.state.tenants()?)
+    }
+
+    pub fn tenant(&self, id: &str) -> Result<Tenant, RuntimeError> {
+        self.state
+            .tenant(id)?
+            .ok_or_else(|| RuntimeError::NotFound(format!("no tenant `{id}`")))
+    }
+
+    pub fn delete_tenant(&self, id: &str) -> Result<(), RuntimeError> {
+        self.tenant(id)?;
+        let names: Vec<Key> = self
+            .components
+            .read()
+            .keys()
+            .filter(|(t, _)| t == id)
+            .cloned()
+            .collect();
+        for key in names {
+            if let Some(h) = self.components.write().remove(&key) {
+                h.deactivate();
+            }
+        }
+        self.state.delete_tenant(id)?;
+        Ok(())
+    }
+
+    /// Issue a token for a tenant, or (tenant `None`) an admin token.
+    pub fn issue_token(&self, tenant: Option<&str>, name: &str) -> Result<IssuedToken, RuntimeError> {
+        if let Some(t) = tenant {
+            self.tenant(t)?;
+        }
+        let (info, token) = new_token(tenant, name);
+        self.state.insert_token(&info, &hash_token(&token))?;
+        Ok(IssuedToken {
+            id: info.id,
+            token,
+            tenant: tenant.map(str::to_string),
+        })
+    }
+
+    pub fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, RuntimeError> {
+        Ok(self.state.tokens(tenant)?)
+    }
+
+    pub fn revoke_token(&self, tenant: Option<&str>, id: &str) -> Result<(), RuntimeError> {
+        if self.state.delete_token(id, tenant)? {
+            Ok(())
+        } else {
+            Err(RuntimeError::NotFound(format!("no token `{id}`")))
+        }
+    }
+
+    // ---- components ------------------------------------------------------------------------
+
+    /// Store a new version of a component; activate it (hot swap) unless told not to.
+    pub async fn upload(
+        self: &Arc<Self>,
+        tenant: &str,
+        manifest_text: &str,
+        wasm: &[u8],
+        activate: bool,
+    ) -> Result<UploadOutcome, RuntimeError> {
+        let result = self.upload_inner(tenant, manifest_text, wasm, activate).await;
+        match &result {
+            Ok(_) | Err(RuntimeError::InitFailed { .. }) => {
+                self.counters.uploads.fetch_add(1, Ordering::Relaxed)
+            }
+            Err(_) => self.counters.uploads_rejected.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    async fn upload_inner(
+        self: &Arc<Self>,
+        tenant: &str,
+        manifest_text: &str,
+        wasm: &[u8],
+        activate: bool,
+    ) -> Result<UploadOutcome, RuntimeError> {
+        let manifest = Manifest::parse(manifest_text, &self.config.limits.manifest_bounds())?;
+        if wasm.len() as u64 > self.config.limits.max_upload.0 {
+            return Err(RuntimeError::Invalid(format!(
+                "the component is {} bytes, over the limit of {}",
+                wasm.len(),
+                self.config.limits.max_upload
+            )));
+        }
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let (component, source, compile_time) = {
+            let rt = self.clone();
+            let sha = sha256.clone();
+            let bytes = wasm.to_vec();
+            tokio::task::spawn_blocking(move || rt.engine.compile(&sha, &bytes))
+                .await
+                .map_err(|e| RuntimeError::Internal(e.to_string()))??
+        };
+        // Link it once now so a wrong world is refused at upload, not at activation.
+        let probe_env = self.instance_env(tenant, &manifest.name, 0, Arc::new(manifest.clone()), None);
+        LoadedVersion::new(self.engine.engine(), &self.linker, &component, probe_env)
+            .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
+
+        let existing = self.state.component(tenant, &manifest.name)?;
+        let tenant_row = self.tenant(tenant)?;
+        if existing.is_none() {
+            let count = self.state.components(tenant)?.len() as u32;
+            if count >= tenant_row.max_components {
+                return Err(RuntimeError::Quota(format!(
+                    "tenant `{tenant}` already has {count} components, its quota is {}",
+                    tenant_row.max_components
+                )));
+            }
+        }
+        if activate {
+            self.check_memory_quota(&tenant_row, &manifest.name, &manifest)?;
+        }
+        self.store_wasm(&sha256, wasm)?;
+        let version = self.state.add_version(
+            tenant,
+            &manifest.name,
+            &manifest.version,
+            manifest_text,
+            &sha256,
+            wasm.len() as u64,
+        )?;
+        let name = manifest.name.clone();
+        self.handle(tenant, &name, 0)
+            .host_log(crate::stats::LogLevel::Info, Some(version), &format!(
+                "uploaded version {version} ({}, {} bytes)",
+                manifest.version,
+                wasm.len()
+            ));
+        if activate {
+            self.activate(tenant, &name, version).await?;
+        }
+        Ok(UploadOutcome {
+            component: name,
+            version,
+            label: manifest.version,
+            wasm_sha256: sha256,
+            activated: activate,
+            compile_ms: compile_time.as_secs_f64() * 1e3,
+            compiled_from: source,
+        })
+    }
+
+    /// Switch a component to `version` (hot swap). A failing `init` leaves the active
+    /// version running and returns the reason.
+    pub async fn activate(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        version: u32,
+    ) -> Result<ActivationOutcome, RuntimeError> {
+        let record = self
+            .state
+            .version(tenant, name, version)?
+            .ok_or_else(|| RuntimeError::NotFound(format!("component `{name}` has no version {version}")))?;
+        let manifest = Manifest::parse(&record.manifest, &self.config.limits.manifest_bounds())?;
+        self.check_memory_quota(&self.tenant(tenant)?, name, &manifest)?;
+        let handle = self.handle(tenant, name, 0);
+        let previous = handle.active().map(|v| v.version());
+        if previous == Some(version) {
+            return Ok(ActivationOutcome {
+                component: name.to_string(),
+                version,
+                previous,
+                warm_ms: 0.0,
+            });
+        }
+        let warm = self.start_version(&handle, version).await?;
+        Ok(ActivationOutcome {
+            component: name.to_string(),
+            version,
+            previous,
+            warm_ms: warm.as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Roll back to `to`, or to the version that was active before the current one.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        to: Option<u32>,
+    ) -> Result<ActivationOutcome, RuntimeError> {
+        self.require_component(tenant, name)?;
+        let target = match to {
+            Some(v) => v,
+            None => self.state.previous_active(tenant, name)?.ok_or_else(|| {
+                RuntimeError::Conflict(format!(
+                    "component `{name}` has no earlier active version to roll back to"
+                ))
+            })?,
+        };
+        self.activate(tenant, name, target).await
+    }
+
+    pub fn delete_component(&self, tenant: &str, name: &str) -> Result<(), RuntimeError> {
+        self.require_component(tenant, name)?;
+        if let Some(handle) = self
+            .components
+            .write()
+            .remove(&(tenant.to_string(), name.to_string()))
+        {
+            handle.deactivate();
+        }
+        let versions = self.state.versions(tenant, name)?;
+        self.state.delete_component(tenant, name)?;
+        for v in versions {
+            if !self.state.wasm_in_use(&v.wasm_sha256)? {
+                let _ = std::fs::remove_file(self.wasm_dir.join(format!("{}.wasm", v.wasm_sha256)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn list_components(&self, tenant: &str) -> Result<Vec<ComponentSummary>, RuntimeError> {
+        let records = self.state.components(tenant)?;
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let handle = self.existing_handle(tenant, &r.name);
+                let active = handle.as_ref().and_then(|h| h.active());
+                ComponentSummary {
+                    name: r.name,
+                    state: handle
+                        .as_ref()
+                        .map(|h| h.state())
+                        .unwrap_or(ComponentState::Inactive),
+                    active_version: active.as_ref().map(|v| v.version()),
+                    active_label: active.map(|v| v.env.manifest.version.clone()),
+                    last_error: handle.and_then(|h| h.stats.last_error()),
+                }
+            })
+            .collect())
+    }
+
+    pub fn component(&self, tenant: &str, name: &str, log_lines: usize) -> Result<ComponentView, RuntimeError> {
+        self.require_component(tenant, name)?;
+        let versions = self.state.versions(tenant, name)?;
+        let handle = self.handle(tenant, name, 0);
+        let active = handle.active();
+        Ok(ComponentView {
+            name: name.to_string(),
+            state: handle.state(),
+            active_version: active.as_ref().map(|v| v.version()),
+            manifest: active.as_ref().map(|v| (*v.env.manifest).clone()),
+            versions,
+            counters: handle.stats.snapshot(),
+            last_error: handle.stats.last_error(),
+            recent_log: handle.stats.recent_log(log_lines),
+        })
+    }
+
+    pub fn component_log(&self, tenant: &str, name: &str, lines: usize) -> Result<Vec<LogLine>, RuntimeError> {
+        self.require_component(tenant, name)?;
+        Ok(self.handle(tenant, name, 0).stats.recent_log(lines))
+    }
+
+    /// Push a message to a component's `on-message`; resolves when its output is durable.
+    pub async fn deliver(
+        &self,
+        tenant: &str,
+        name: &str,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Result<(), RuntimeError> {
+        self.require_component(tenant, name)?;
+        let handle = self.handle(tenant, name, 0);
+        handle.deliver(topic, payload).await.map_err(|e| match e {
+            crate::component::DeliveryError::Inactive => RuntimeError::Conflict(e.to_string()),
+            crate::component::DeliveryError::QueueFull => RuntimeError::Conflict(e.to_string()),
+            other => RuntimeError::Invalid(other.to_string()),
+        })
+    }
+
+    // ---- secrets ---------------------------------------------------------------------------
+
+    pub fn put_secret(&self, tenant: &str, name: &str, value: &str) -> Result<(), RuntimeError> {
+        crate::grants::validate_secret_name(name).map_err(RuntimeError::Invalid)?;
+        Ok(self.state.put_secret(tenant, name, value)?)
+    }
+
+    pub fn secret_names(&self, tenant: &str) -> Result<Vec<(String, i64)>, RuntimeError> {
+        Ok(self.state.secret_names(tenant)?)
+    }
+
+    pub fn delete_secret(&self, tenant: &str, name: &str) -> Result<(), RuntimeError> {
+        if self.state.delete_secret(tenant, name)? {
+            Ok(())
+        } else {
+            Err(RuntimeError::NotFound(format!("no secret `{name}`")))
+        }
+    }
+
+    // ---- queries ---------------------------------------------------------------------------
+
+    pub async fn query(&self, query: SampleQuery) -> Result<Vec<SeriesPoints>, RuntimeError> {
+        let store = self.telemetry.clone();
+        Ok(tokio::task::spawn_blocking(move || store.query(&query))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??)
+    }
+
+    pub async fn telemetry_logs(
+        &self,
+        tenant: &str,
+        component: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, RuntimeError> {
+        let store = self.telemetry.clone();
+        let tenant = tenant.to_string();
+        Ok(tokio::task::spawn_blocking(move || {
+            store.recent_logs(&tenant, component.as_deref(), limit)
+        })
+        .await
+        .map_err(|e| RuntimeError::Internal(e.to_string()))??)
+    }
+
+    // ---- internals -------------------------------------------------------------------------
+
+    fn require_component(&self, tenant: &str, name: &str) -> Result<(), RuntimeError> {
+        match self.state.component(tenant, name)? {
+            Some(_) => Ok(()),
+            None => Err(RuntimeError::NotFound(format!("no component `{name}`"))),
+        }
+    }
+
+    fn existing_handle(&self, tenant: &str, name: &str) -> Option<Arc<ComponentHandle>> {
+        self.components
+            .read()
+            .get(&(tenant.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    fn handle(&self, tenant: &str, name: &str, last_tick_seq: u64) -> Arc<ComponentHandle> {
+        if let Some(h) = self.existing_handle(tenant, name) {
+            return h;
+        }
+        let last_tick_seq = if last_tick_seq == 0 {
+            self.state
+                .component(tenant, name)
+                .ok()
+                .flatten()
+                .map(|c| c.last_tick_seq)
+                .unwrap_or(0)
+        } else {
+            last_tick_seq
+        };
+        self.components
+            .write()
+            .entry((tenant.to_string(), name.to_string()))
+            .or_insert_with(|| {
+                ComponentHandle::spawn(
+                    tenant,
+                    name,
+                    last_tick_seq,
+                    Deps {
+                        telemetry: self.telemetry.clone(),
+                        state: self.state.clone(),
+                    },
+                )
+            })
+            .clone()
+    }
+
+    fn instance_env(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u32,
+        manifest: Arc<Manifest>,
+        handle: Option<&ComponentHandle>,
+    ) -> Arc<InstanceEnv> {
+        Arc::new(InstanceEnv {
+            tenant: tenant.to_string(),
+            component: name.to_string(),
+            version,
+            manifest,
+            stats: handle.map(|h| h.stats.clone()).unwrap_or_default(),
+            secrets: Arc::new(StateSecrets(self.state.clone())),
+        })
+    }
+
+    /// Compile (from cache), link, warm and switch `handle` to `version`.
+    async fn start_version(
+        self: &Arc<Self>,
+        handle: &Arc<ComponentHandle>,
+        version: u32,
+    ) -> Result<std::time::Duration, RuntimeError> {
+        let (tenant, name) = (handle.tenant.as_str(), handle.name.as_str());
+        let record = self
+            .state
+            .version(tenant, name, version)?
+            .ok_or_else(|| RuntimeError::NotFound(format!("component `{name}` has no version {version}")))?;
+        let manifest = Arc::new(Manifest::parse(
+            &record.manifest,
+            &self.config.limits.manifest_bounds(),
+        )?);
+        let wasm = std::fs::read(self.wasm_dir.join(format!("{}.wasm", record.wasm_sha256)))
+            .map_err(|e| RuntimeError::Internal(format!("reading stored component: {e}")))?;
+        let (component, _, _) = {
+            let rt = self.clone();
+            let sha = record.wasm_sha256.clone();
+            tokio::task::spawn_blocking(move || rt.engine.compile(&sha, &wasm))
+                .await
+                .map_err(|e| RuntimeError::Internal(e.to_string()))??
+        };
+        let env = self.instance_env(tenant, name, version, manifest, Some(handle));
+        let loaded = LoadedVersion::new(self.engine.engine(), &self.linker, &component, env)
+            .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
+        match handle.activate(Arc::new(loaded)).await {
+            Ok(warm) => {
+                self.state.record_activation(tenant, name, version)?;
+                self.counters.activations.fetch_add(1, Ordering::Relaxed);
+                Ok(warm)
+            }
+            Err(reason) => {
+                self.state
+                    .record_failed_activation(tenant, name, version, &reason)?;
+                self.counters.activations_failed.fetch_add(1, Ordering::Relaxed);
+                Err(RuntimeError::InitFailed { version, reason })
+            }
+        }
+    }
+
+    fn check_memory_quota(
+        &self,
+        tenant: &Tenant,
+        component: &str,
+        manifest: &Manifest,
+    ) -> Result<(), RuntimeError> {
+        let mut total = manifest.limits.memory.0;
+        for (name, text) in self.state.active_manifests(&tenant.id)? {
+            if name == component {
+                continue;
+            }
+            if let Ok(m) = Manifest::parse(&text, &self.config.limits.manifest_bounds()) {
+                total += m.limits.memory.0;
+            }
+        }
+        if total > tenant.max_memory_bytes {
+            return Err(RuntimeError::Quota(format!(
+                "activating `{component}` would bring tenant `{}` to {} of component memory, its quota is {}",
+                tenant.id,
+                crate::units::ByteSize(total),
+                crate::units::ByteSize(tenant.max_memory_bytes)
+            )));
+        }
+        Ok(())
+    }
+
+    fn store_wasm(&self, sha256: &str, wasm: &[u8]) -> Result<(), RuntimeError> {
+        let path = self.wasm_dir.join(format!("{sha256}.wasm"));
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, wasm)
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| RuntimeError::Internal(format!("storing the component: {e}")))
+    }
+}
+
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn new_token(tenant: Option<&str>, name: &str) -> (TokenInfo, String) {
+    let mut secret = [0u8; 24];
+    rand::rng().fill_bytes(&mut secret);
+    let mut id = [0u8; 6];
+    rand::rng().fill_bytes(&mut id);
+    let info = TokenInfo {
+        id: format!("tok_{}", hex::encode(id)),
+        tenant: tenant.map(str::to_string),
+        role: if tenant.is_some() { Role::Tenant } else { Role::Admin },
+        name: name.to_string(),
+        created_ms: crate::now_ms(),
+    };
+    (info, format!("sotp_{}", hex::encode(secret)))
+}
+
+/// On first start, create the admin token and write it to `admin.token` (0600).
+fn bootstrap_admin(state: &StateStore, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if state.has_admin_token()? {
+        return Ok(None);
+    }
+    let (info, token) = new_token(None, "bootstrap");
+    let path = dir.join("admin.token");
+    crate::write_private_file(&path, format!("{token}\n").as_bytes())?;
+    state.insert_token(&info, &hash_token(&token))?;
+    Ok(Some(path))
+}

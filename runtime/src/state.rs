@@ -1,0 +1,560 @@
+//! Management state in SQLite: tenants, tokens, components, versions, activations, secrets.
+//!
+//! This is small, relational, transactional data read by key, which is what SQLite is for.
+//! WAL mode with `synchronous = FULL`: a management change the API has answered survives a
+//! crash or power loss. Schema changes are numbered migrations tracked in `user_version`.
+
+use crate::crypto::SecretBox;
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::path::Path;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    max_components INTEGER NOT NULL,
+    max_memory_bytes INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    tenant TEXT REFERENCES tenants(id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'tenant')),
+    hash TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE components (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    active_version INTEGER,
+    created_ms INTEGER NOT NULL,
+    last_tick_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE versions (
+    tenant TEXT NOT NULL,
+    component TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    wasm_sha256 TEXT NOT NULL,
+    wasm_bytes INTEGER NOT NULL,
+    uploaded_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    status_detail TEXT,
+    PRIMARY KEY (tenant, component, version),
+    FOREIGN KEY (tenant, component) REFERENCES components(tenant, name) ON DELETE CASCADE
+);
+CREATE TABLE activations (
+    tenant TEXT NOT NULL,
+    component TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT,
+    FOREIGN KEY (tenant, component) REFERENCES components(tenant, name) ON DELETE CASCADE
+);
+CREATE TABLE secrets (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+"#];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("secret store: {0}")]
+    Crypto(String),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_ms: i64,
+    pub max_components: u32,
+    pub max_memory_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Tenant,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub tenant: Option<String>,
+    pub role: Role,
+    pub name: String,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VersionRecord {
+    pub version: u32,
+    pub label: String,
+    #[serde(skip)]
+    pub manifest: String,
+    pub wasm_sha256: String,
+    pub wasm_bytes: u64,
+    pub uploaded_ms: i64,
+    /// uploaded | active | inactive | failed
+    pub status: String,
+    pub status_detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentRecord {
+    pub tenant: String,
+    pub name: String,
+    pub active_version: Option<u32>,
+    pub created_ms: i64,
+    pub last_tick_seq: u64,
+}
+
+pub struct StateStore {
+    conn: Mutex<Connection>,
+    secrets: SecretBox,
+}
+
+impl StateStore {
+    pub fn open(path: &Path, secrets: SecretBox) -> Result<Self, StateError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(StateStore {
+            conn: Mutex::new(conn),
+            secrets,
+        })
+    }
+
+    // ---- tenants -------------------------------------------------------------------------
+
+    pub fn create_tenant(&self, t: &Tenant) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO tenants (id, name, created_ms, max_components, max_memory_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![t.id, t.name, t.created_ms, t.max_components, t.max_memory_bytes as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn tenants(&self) -> Result<Vec<Tenant>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, name, created_ms, max_components, max_memory_bytes FROM tenants ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], tenant_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn tenant(&self, id: &str) -> Result<Option<Tenant>, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row(
+                "SELECT id, name, created_ms, max_components, max_memory_bytes FROM tenants WHERE id = ?1",
+                [id],
+                tenant_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn delete_tenant(&self, id: &str) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id])? == 1)
+    }
+
+    // ---- tokens --------------------------------------------------------------------------
+
+    pub fn insert_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StateError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO tokens (id, tenant, role, hash, name, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                info.id,
+                info.tenant,
+                role_str(info.role),
+                hash,
+                info.name,
+                info.created_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row(
+                "SELECT id, tenant, role, name, created_ms FROM tokens WHERE hash = ?1",
+                [hash],
+                token_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, tenant, role, name, created_ms FROM tokens
+             WHERE (?1 IS NULL AND tenant IS NULL) OR tenant = ?1 ORDER BY created_ms",
+        )?;
+        let rows = stmt.query_map([tenant], token_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn delete_token(&self, id: &str, tenant: Option<&str>) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        let n = conn.execute(
+            "DELETE FROM tokens WHERE id = ?1 AND ((?2 IS NULL AND tenant IS NULL) OR tenant = ?2)",
+            params![id, tenant],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn has_admin_token(&self) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        let n: i64 =
+            conn.query_row("SELECT count(*) FROM tokens WHERE role = 'admin'", [], |r| r.get(0))?;
+        Ok(n > 0)
+    }
+
+    // ---- components and versions ---------------------------------------------------------
+
+    /// Insert a new version (creating the component on its first upload); returns its number.
+    pub fn add_version(
+        &self,
+        tenant: &str,
+        component: &str,
+        label: &str,
+        manifest: &str,
+        sha256: &str,
+        bytes: u64,
+    ) -> Result<u32, StateError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let now = crate::now_ms();
+        tx.execute(
+            "INSERT OR IGNORE INTO components (tenant, name, created_ms) VALUES (?1, ?2, ?3)",
+            params![tenant, component, now],
+        )?;
+        let next: u32 = tx.query_row(
+            "SELECT coalesce(max(version), 0) + 1 FROM versions WHERE tenant = ?1 AND component = ?2",
+            params![tenant, component],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO versions (tenant, component, version, label, manifest, wasm_sha256, wasm_bytes, uploaded_ms, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'uploaded')",
+            params![tenant, component, next, label, manifest, sha256, bytes as i64, now],
+        )?;
+        tx.commit()?;
+        Ok(next)
+    }
+
+    pub fn components(&self, tenant: &str) -> Result<Vec<ComponentRecord>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT tenant, name, active_version, created_ms, last_tick_seq FROM components
+             WHERE tenant = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map([tenant], component_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn all_components(&self) -> Result<Vec<ComponentRecord>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT tenant, name, active_version, created_ms, last_tick_seq FROM components ORDER BY tenant, name",
+        )?;
+        let rows = stmt.query_map([], component_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn component(&self, tenant: &str, name: &str) -> Result<Option<ComponentRecord>, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row(
+                "SELECT tenant, name, active_version, created_ms, last_tick_seq FROM components
+                 WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+                component_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn versions(&self, tenant: &str, component: &str) -> Result<Vec<VersionRecord>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT version, label, manifest, wasm_sha256, wasm_bytes, uploaded_ms, status, status_detail
+             FROM versions WHERE tenant = ?1 AND component = ?2 ORDER BY version",
+        )?;
+        let rows = stmt.query_map(params![tenant, component], version_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn version(
+        &self,
+        tenant: &str,
+        component: &str,
+        version: u32,
+    ) -> Result<Option<VersionRecord>, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row(
+                "SELECT version, label, manifest, wasm_sha256, wasm_bytes, uploaded_ms, status, status_detail
+                 FROM versions WHERE tenant = ?1 AND component = ?2 AND version = ?3",
+                params![tenant, component, version],
+                version_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Record a successful activation: the version becomes active, the previous one inactive.
+    pub fn record_activation(
+        &self,
+        tenant: &str,
+        component: &str,
+        version: u32,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE versions SET status = 'inactive' WHERE tenant = ?1 AND component = ?2 AND status = 'active'",
+            params![tenant, component],
+        )?;
+        tx.execute(
+            "UPDATE versions SET status = 'active', status_detail = NULL
+             WHERE tenant = ?1 AND component = ?2 AND version = ?3",
+            params![tenant, component, version],
+        )?;
+        tx.execute(
+            "UPDATE components SET active_version = ?3 WHERE tenant = ?1 AND name = ?2",
+            params![tenant, component, version],
+        )?;
+        tx.execute(
+            "INSERT INTO activations (tenant, component, version, at_ms, ok) VALUES (?1, ?2, ?3, ?4, 1)",
+            params![tenant, component, version, crate::now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record a failed activation attempt; the version is marked failed with the reason.
+    pub fn record_failed_activation(
+        &self,
+        tenant: &str,
+        component: &str,
+        version: u32,
+        reason: &str,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE versions SET status = 'failed', status_detail = ?4
+             WHERE tenant = ?1 AND component = ?2 AND version = ?3",
+            params![tenant, component, version, reason],
+        )?;
+        tx.execute(
+            "INSERT INTO activations (tenant, component, version, at_ms, ok, detail) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            params![tenant, component, version, crate::now_ms(), reason],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The version that was active before the current one, for a default rollback.
+    pub fn previous_active(&self, tenant: &str, component: &str) -> Result<Option<u32>, StateError> {
+        let conn = self.conn.lock();
+        let current: Option<u32> = conn
+            .query_row(
+                "SELECT active_version FROM components WHERE tenant = ?1 AND name = ?2",
+                params![tenant, component],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(conn
+            .query_row(
+                "SELECT version FROM activations
+                 WHERE tenant = ?1 AND component = ?2 AND ok = 1 AND version IS NOT ?3
+                 ORDER BY at_ms DESC, rowid DESC LIMIT 1",
+                params![tenant, component, current],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_last_tick_seq(&self, tenant: &str, component: &str, seq: u64) -> Result<(), StateError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "UPDATE components SET last_tick_seq = max(last_tick_seq, ?3) WHERE tenant = ?1 AND name = ?2",
+            params![tenant, component, seq as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_component(&self, tenant: &str, name: &str) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn.execute(
+            "DELETE FROM components WHERE tenant = ?1 AND name = ?2",
+            params![tenant, name],
+        )? == 1)
+    }
+
+    /// Memory limits of the active versions of a tenant, by component.
+    pub fn active_manifests(&self, tenant: &str) -> Result<Vec<(String, String)>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT c.name, v.manifest FROM components c JOIN versions v
+             ON v.tenant = c.tenant AND v.component = c.name AND v.version = c.active_version
+             WHERE c.tenant = ?1",
+        )?;
+        let rows = stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether any component anywhere still refers to this wasm content hash.
+    pub fn wasm_in_use(&self, sha256: &str) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM versions WHERE wasm_sha256 = ?1",
+            [sha256],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    // ---- secrets -------------------------------------------------------------------------
+
+    pub fn put_secret(&self, tenant: &str, name: &str, value: &str) -> Result<(), StateError> {
+        let aad = format!("{tenant}/{name}");
+        let (nonce, ciphertext) = self
+            .secrets
+            .seal(value.as_bytes(), aad.as_bytes())
+            .map_err(StateError::Crypto)?;
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO secrets (tenant, name, nonce, ciphertext, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (tenant, name) DO UPDATE SET nonce = ?3, ciphertext = ?4, updated_ms = ?5",
+            params![tenant, name, nonce, ciphertext, crate::now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn secret(&self, tenant: &str, name: &str) -> Result<Option<String>, StateError> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = {
+            let conn = self.conn.lock();
+            conn.query_row(
+                "SELECT nonce, ciphertext FROM secrets WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+        };
+        let Some((nonce, ciphertext)) = row else {
+            return Ok(None);
+        };
+        let aad = format!("{tenant}/{name}");
+        let plain = self
+            .secrets
+            .open(&nonce, &ciphertext, aad.as_bytes())
+            .map_err(StateError::Crypto)?;
+        String::from_utf8(plain)
+            .map(Some)
+            .map_err(|_| StateError::Crypto("secret is not UTF-8".into()))
+    }
+
+    pub fn secret_names(&self, tenant: &str) -> Result<Vec<(String, i64)>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt =
+            conn.prepare("SELECT name, updated_ms FROM secrets WHERE tenant = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn.execute(
+            "DELETE FROM secrets WHERE tenant = ?1 AND name = ?2",
+            params![tenant, name],
+        )? == 1)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "admin",
+        Role::Tenant => "tenant",
+    }
+}
+
+fn tenant_from_row(r: &rusqlite::Row) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_ms: r.get(2)?,
+        max_components: r.get(3)?,
+        max_memory_bytes: r.get::<_, i64>(4)? as u64,
+    })
+}
+
+fn token_from_row(r: &rusqlite::Row) -> rusqlite::Result<TokenInfo> {
+    let role: String = r.get(2)?;
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        role: if role == "admin" { Role::Admin } else { Role::Tenant },
+        name: r.get(3)?,
+        created_ms: r.get(4)?,
+    })
+}
+
+fn component_from_row(r: &rusqlite::Row) -> rusqlite::Result<ComponentRecord> {
+    Ok(ComponentRecord {
+        tenant: r.get(0)?,
+        name: r.get(1)?,
+        active_version: r.get(2)?,
+        created_ms: r.get(3)?,
+        last_tick_seq: r.get::<_, i64>(4)? as u64,
+    })
+}
+
+fn version_from_row(r: &rusqlite::Row) -> rusqlite::Result<VersionRecord> {
+    Ok(VersionRecord {
+        version: r.get(0)?,
+        label: r.get(1)?,
+        manifest: r.get(2)?,
+        wasm_sha256: r.get(3)?,
+        wasm_bytes: r.get::<_, i64>(4)? as u64,
+        uploaded_ms: r.get(5)?,
+        status: r.get(6)?,
+        status_detail: r.get(7)?,
+    })
+}

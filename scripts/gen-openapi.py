@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Generate api/openapi.json (the document served at /v1/openapi.json).
+
+Kept as a small script so the document stays valid JSON and consistent; a test checks that
+every path in it is routed by the server and every routed path is documented.
+"""
+import json, pathlib
+
+ERR = {"$ref": "#/components/responses/Error"}
+def op(summary, ok="200", ok_desc="OK", body=None, params=None, errors=("400", "401", "403", "404"), tag=None, auth=True):
+    o = {"summary": summary, "responses": {ok: {"description": ok_desc}}}
+    for e in errors:
+        o["responses"][e] = ERR
+    if body: o["requestBody"] = body
+    if params: o["parameters"] = params
+    if tag: o["tags"] = [tag]
+    if not auth: o["security"] = []
+    return o
+
+def json_body(props, required=()):
+    return {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": props, "required": list(required), "additionalProperties": False}}}}
+
+name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+pid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+q = lambda n, d, t="string": {"name": n, "in": "query", "schema": {"type": t}, "description": d}
+
+paths = {
+  "/healthz": {"get": op("Liveness", errors=(), tag="ops", auth=False)},
+  "/readyz": {"get": op("Readiness: 503 until components are restored", errors=("503",), tag="ops", auth=False)},
+  "/metrics": {"get": op("The runtime's own metrics, Prometheus text format", errors=(), tag="ops", auth=False)},
+  "/v1/openapi.json": {"get": op("This document", errors=(), tag="ops", auth=False)},
+  "/v1/tenants": {
+    "post": op("Create a tenant (admin); returns its first token", ok="201", tag="tenants",
+               body=json_body({"id": {"type": "string"}, "name": {"type": "string"},
+                               "max_components": {"type": "integer"}, "max_memory": {"type": "string", "example": "512MiB"}}, ["id"]),
+               errors=("400", "401", "403", "409")),
+    "get": op("List tenants (admin)", tag="tenants")},
+  "/v1/tenants/{id}": {"get": op("Show a tenant (admin)", params=[pid], tag="tenants"),
+                        "delete": op("Delete a tenant and everything it owns (admin)", ok="204", params=[pid], tag="tenants")},
+  "/v1/tokens": {
+    "post": op("Create a token: admin for any tenant (or another admin token), a tenant for itself", ok="201", tag="tenants",
+               body=json_body({"tenant": {"type": "string"}, "name": {"type": "string"}})),
+    "get": op("List tokens (never their values)", params=[q("tenant", "admin: whose tokens")], tag="tenants")},
+  "/v1/tokens/{id}": {"delete": op("Revoke a token", ok="204", params=[pid, q("tenant", "admin: the token's tenant")], tag="tenants")},
+  "/v1/components": {
+    "post": op("Upload a component version (multipart: manifest = TOML, wasm = component); activates it unless activate=false",
+               ok="201", tag="components", params=[q("activate", "switch to the new version (default true)", "boolean")],
+               body={"required": True, "content": {"multipart/form-data": {"schema": {"type": "object",
+                     "properties": {"manifest": {"type": "string"}, "wasm": {"type": "string", "format": "binary"}},
+                     "required": ["manifest", "wasm"]}}}},
+               errors=("400", "401", "403", "413", "422")),
+    "get": op("List the tenant's components", tag="components")},
+  "/v1/components/{name}": {
+    "get": op("State, active version, manifest, versions, counters, last error, recent log", params=[name, q("log_lines", "log lines to include", "integer")], tag="components"),
+    "delete": op("Stop and delete a component with all versions", ok="204", params=[name], tag="components")},
+  "/v1/components/{name}/versions": {"get": op("Versions of a component", params=[name], tag="components")},
+  "/v1/components/{name}/activate": {"post": op("Hot-swap to a version; a failing init leaves the active version running (422)", params=[name], tag="components",
+        body=json_body({"version": {"type": "integer"}}, ["version"]), errors=("400", "401", "403", "404", "422"))},
+  "/v1/components/{name}/rollback": {"post": op("Activate the previously active version, or the one given", params=[name], tag="components",
+        body={"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {"version": {"type": "integer"}}}}}},
+        errors=("400", "401", "403", "404", "409", "422"))},
+  "/v1/components/{name}/logs": {"get": op("The component's log ring (guest log, stdout/stderr, host events)", params=[name, q("lines", "how many", "integer")], tag="components")},
+  "/v1/components/{name}/messages": {"post": op("Call on-message with a message; returns when its output is durable", params=[name], tag="components",
+        body=json_body({"topic": {"type": "string"}, "payload": {"type": "string"}, "payload_base64": {"type": "string"}}, ["topic"]),
+        errors=("400", "401", "403", "404", "409"))},
+  "/v1/secrets": {"get": op("List secret names", tag="secrets")},
+  "/v1/secrets/{name}": {"put": op("Set a secret (encrypted at rest; never returned)", ok="204", params=[name], tag="secrets",
+                                   body=json_body({"value": {"type": "string"}}, ["value"])),
+                          "delete": op("Delete a secret", ok="204", params=[name], tag="secrets")},
+  "/v1/query": {"get": op("Query samples", tag="query", params=[
+        q("metric", "metric name (required)"), q("match", "label matcher, repeatable: a=b, a!=b, a=~re, a!~re"),
+        q("start", "ms since the epoch, RFC 3339, now, now-5m"), q("end", "exclusive end; default now"),
+        q("since", "duration back from end (default 1h)"), q("step", "bucket width, e.g. 1m; absent = raw points"),
+        q("agg", "avg|sum|min|max|count|rate"), q("by", "comma-separated labels to group by; empty = all")])},
+  "/v1/logs": {"get": op("Recent telemetry log records", tag="query", params=[q("component", "only this component"), q("limit", "max records", "integer")])},
+}
+doc = {
+  "openapi": "3.0.3",
+  "info": {"title": "SOTP management API", "version": "0.1.0",
+           "description": "Errors are JSON {error, detail}: error is a stable code (invalid_manifest, not_wasm, not_a_component, wrong_world, upload_too_large, init_failed, quota_exceeded, not_found, forbidden, unauthorized, invalid_query, ...)."},
+  "servers": [{"url": "http://127.0.0.1:8787"}],
+  "security": [{"bearer": []}],
+  "paths": paths,
+  "components": {
+    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["error", "detail"],
+        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}}}}}},
+}
+out = pathlib.Path(__file__).resolve().parent.parent / "api" / "openapi.json"
+out.write_text(json.dumps(doc, indent=2) + "\n")
+print(f"wrote {out}")

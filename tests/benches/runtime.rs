@@ -1,0 +1,200 @@
+//! Runtime benchmark: what a component costs the host, measured in one run.
+//!
+//! `cargo bench -p sotp-tests --bench runtime` prints: instantiation from `InstancePre`
+//! (pooling and on-demand), the cost of a call through SOTP's call path for a no-op and with a
+//! 64 KiB payload, one host import, a hot swap (compile from cache, instantiate, `init`,
+//! switch), and the same sample-building logic run as a guest and natively on the same input,
+//! with their ratio. Medians of repeated runs; read them as relative numbers on a shared box.
+
+#[path = "../../guests/bench-guest/src/logic.rs"]
+mod logic;
+
+use sotp_runtime::engine::{EngineSettings, WasmEngine};
+use sotp_runtime::host::{CollectorPre, GuestOutput, HostState, InstanceEnv, SecretReader, collector_linker};
+use sotp_runtime::instance::{Call, LoadedVersion, Outcome};
+use sotp_runtime::manifest::{Manifest, ManifestBounds};
+use sotp_runtime::stats::{ComponentStats, LogSource};
+use sotp_tests::guests::{BENCH_GUEST, TICK_COUNTER};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct NoSecrets;
+impl SecretReader for NoSecrets {
+    fn read_secret(&self, _: &str, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
+const MANIFEST: &str = "name = \"bench\"\nversion = \"1\"\nworld = \"collector\"\n[limits]\nmemory = \"64MiB\"\ncpu_ms = 10000\n";
+
+fn env() -> Arc<InstanceEnv> {
+    Arc::new(InstanceEnv {
+        tenant: "bench".into(),
+        component: "bench".into(),
+        version: 1,
+        manifest: Arc::new(Manifest::parse(MANIFEST, &ManifestBounds::default()).unwrap()),
+        stats: Arc::new(ComponentStats::default()),
+        secrets: Arc::new(NoSecrets),
+    })
+}
+
+fn engine(on_demand: bool, dir: &std::path::Path) -> WasmEngine {
+    WasmEngine::new(&EngineSettings {
+        max_memory: 256 << 20,
+        pool_instances: 200,
+        epoch_tick: Duration::from_millis(10),
+        cache_dir: dir.join(if on_demand { "cache-od" } else { "cache-pool" }),
+        force_on_demand: on_demand,
+    })
+    .expect("engine")
+}
+
+/// Median time per iteration over `rounds` rounds of `iters` iterations.
+fn median_per_iter(rounds: usize, iters: usize, mut f: impl FnMut()) -> Duration {
+    let mut samples: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            start.elapsed() / iters as u32
+        })
+        .collect();
+    samples.sort();
+    samples[rounds / 2]
+}
+
+fn fmt(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 10_000 {
+        format!("{ns} ns")
+    } else if ns < 10_000_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    }
+}
+
+fn instantiate_cost(engine: &WasmEngine, wasm: &[u8]) -> Duration {
+    let (component, _, _) = engine.compile("bench-guest", wasm).unwrap();
+    let linker = collector_linker(engine.engine()).unwrap();
+    let pre = CollectorPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+    let env = env();
+    median_per_iter(9, 300, || {
+        let stdout = GuestOutput::new(env.stats.clone(), LogSource::Stdout, 1);
+        let stderr = GuestOutput::new(env.stats.clone(), LogSource::Stderr, 1);
+        let mut store = wasmtime::Store::new(engine.engine(), HostState::new(env.clone(), stdout, stderr));
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(1_000_000);
+        black_box(pre.instantiate(&mut store).unwrap());
+    })
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(BENCH_GUEST).expect("bench guest built by build.rs");
+    let pooled = engine(false, dir.path());
+    let on_demand = engine(true, dir.path());
+    println!("SOTP runtime benchmark (allocation: {:?})\n", pooled.allocation());
+
+    let inst_pool = instantiate_cost(&pooled, &wasm);
+    let inst_od = instantiate_cost(&on_demand, &wasm);
+
+    let (component, _, compile_time) = pooled.compile("bench-guest-2", &wasm).unwrap();
+    let linker = collector_linker(pooled.engine()).unwrap();
+    let version = LoadedVersion::new(pooled.engine(), &linker, &component, env()).unwrap();
+    assert!(matches!(version.warm().outcome, Outcome::Ok));
+    let call = |topic: &str, payload: Vec<u8>| Call::Message { topic: topic.into(), payload };
+    let noop = call("noop", Vec::new());
+    let noop_64k = call("noop", vec![7u8; 64 * 1024]);
+    let imports = call("imports:1000", Vec::new());
+    let payload = logic::sample_payload(64 * 1024);
+    let parse = call("parse", payload.clone());
+    let run = |c: &Call| {
+        let report = version.call(c);
+        assert!(matches!(report.outcome, Outcome::Ok), "{:?}", report.outcome);
+        black_box(report.emitted.len());
+    };
+    let t_noop = median_per_iter(9, 2000, || run(&noop));
+    let t_64k = median_per_iter(9, 500, || run(&noop_64k));
+    let t_imports = median_per_iter(9, 50, || run(&imports));
+    let per_import = t_imports.saturating_sub(t_noop) / 1000;
+    let t_guest = median_per_iter(9, 30, || run(&parse));
+    let t_native = median_per_iter(9, 30, || {
+        // The same logic, plus the same output the host receives from the guest: owned
+        // metric names and labels, one allocation set per sample.
+        let mut parsed = Vec::with_capacity(2048);
+        logic::parse_lines(&payload, &mut parsed);
+        let rows: Vec<(String, Vec<(String, String)>, f64)> = parsed
+            .into_iter()
+            .map(|p| (p.metric.to_string(), vec![("device".to_string(), p.device.to_string())], p.value))
+            .collect();
+        black_box(rows);
+    });
+    let samples_per_batch = {
+        let mut v = Vec::new();
+        logic::parse_lines(&payload, &mut v);
+        v.len()
+    };
+
+    let swap = hot_swap_cost(dir.path());
+
+    println!("{:<58} {:>12}", "measurement", "median");
+    println!("{}", "-".repeat(71));
+    println!("{:<58} {:>12}", "JIT-compile the bench guest (once)", fmt(compile_time));
+    println!("{:<58} {:>12}", "instantiate from InstancePre, pooling allocator", fmt(inst_pool));
+    println!("{:<58} {:>12}", "instantiate from InstancePre, on-demand allocator", fmt(inst_od));
+    println!("{:<58} {:>12}", "call through SOTP's call path, no-op", fmt(t_noop));
+    println!("{:<58} {:>12}", "call with a 64 KiB payload (copy in), no-op", fmt(t_64k));
+    println!("{:<58} {:>12}", "host import (emit.samples, empty batch), per call", fmt(per_import));
+    println!("{:<58} {:>12}", "hot swap: activate a cached version (total)", fmt(swap.0));
+    println!("{:<58} {:>12}", "hot swap: instantiate + init of the new version", fmt(swap.1));
+    println!(
+        "{:<58} {:>12}",
+        format!("parse 64 KiB into {samples_per_batch} samples, as a guest (incl. emit)"),
+        fmt(t_guest)
+    );
+    println!("{:<58} {:>12}", "the same logic natively", fmt(t_native));
+    println!(
+        "\nguest / native ratio for sample building: {:.2}x  ({:.0} ns vs {:.0} ns per sample)",
+        t_guest.as_secs_f64() / t_native.as_secs_f64(),
+        t_guest.as_nanos() as f64 / samples_per_batch as f64,
+        t_native.as_nanos() as f64 / samples_per_batch as f64
+    );
+}
+
+/// Median (total activation, warm-up part) of swapping a running component between two
+/// cached versions through `Runtime::activate`.
+fn hot_swap_cost(dir: &std::path::Path) -> (Duration, Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let config = sotp_runtime::RuntimeConfig {
+            data_dir: dir.join("swap-data"),
+            ..Default::default()
+        };
+        let runtime = sotp_runtime::Runtime::open(config).unwrap();
+        runtime.restore().await;
+        runtime.create_tenant("bench", None, None, None).unwrap();
+        let wasm = std::fs::read(TICK_COUNTER).unwrap();
+        for marker in ["a", "b"] {
+            let manifest = format!(
+                "name = \"swap\"\nversion = \"{marker}\"\nworld = \"collector\"\n[schedule]\nevery = \"10ms\"\n[config]\nmarker = \"{marker}\"\n"
+            );
+            runtime.upload("bench", &manifest, &wasm, true).await.unwrap();
+        }
+        let mut totals = Vec::new();
+        let mut warms = Vec::new();
+        for i in 0..21 {
+            let target = 1 + (i % 2);
+            let start = Instant::now();
+            let outcome = runtime.activate("bench", "swap", target).await.unwrap();
+            totals.push(start.elapsed());
+            warms.push(Duration::from_secs_f64(outcome.warm_ms / 1e3));
+        }
+        totals.sort();
+        warms.sort();
+        runtime.shutdown();
+        (totals[10], warms[10])
+    })
+}

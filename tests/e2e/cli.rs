@@ -1,0 +1,128 @@
+//! The `sotp` command line against a running server: the README's tour, as a test.
+
+use sotp_tests::guests::TICK_COUNTER;
+use sotp_tests::harness::Server;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sotp");
+
+fn sotp(server: &Server, token: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("SOTP_SERVER", &server.base)
+        .env("SOTP_TOKEN", token)
+        .output()
+        .expect("running sotp")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "sotp failed: {}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn the_tour_works_from_the_command_line() {
+    let server = Server::start(BIN);
+    let created = ok(sotp(&server, &server.admin_token, &["tenant", "create", "acme"]));
+    let token = created
+        .lines()
+        .find_map(|l| l.strip_prefix("token (shown once): "))
+        .expect("the tenant's token is printed")
+        .trim()
+        .to_string();
+    assert!(ok(sotp(&server, &server.admin_token, &["tenant", "list"])).contains("acme"));
+
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/tick-counter/sotp.toml");
+    let pushed = ok(sotp(&server, &token, &["component", "push", manifest, "--wasm", TICK_COUNTER]));
+    assert!(pushed.contains("tick-counter version 1 (1.0.0) uploaded"), "{pushed}");
+    assert!(pushed.contains("active now"), "{pushed}");
+    assert!(ok(sotp(&server, &token, &["component", "list"])).contains("running"));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let queried = loop {
+        let out = ok(sotp(&server, &token, &["query", "ticks", "--since", "5m"]));
+        if out.contains("ticks{component=tick-counter, marker=v1}") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "no ticks through the CLI: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(queried.lines().count() >= 2, "{queried}");
+
+    let shown = ok(sotp(&server, &token, &["component", "show", "tick-counter"]));
+    assert!(shown.contains("state       running"), "{shown}");
+    let logs = ok(sotp(&server, &token, &["component", "logs", "tick-counter"]));
+    assert!(logs.contains("activated version 1"), "{logs}");
+
+    let json = ok(sotp(&server, &token, &["component", "list", "--json"]));
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
+    assert_eq!(parsed["components"][0]["name"], "tick-counter");
+
+    // Mistakes are explained, with a non-zero exit.
+    let failed = sotp(&server, &token, &["component", "rollback", "tick-counter"]);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("no earlier active version"), "{err}");
+    let failed = sotp(&server, "sotp_bogus", &["component", "list"]);
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("unauthorized"));
+}
+
+#[test]
+fn help_teaches() {
+    let out = ok(Command::new(BIN).arg("--help").output().unwrap());
+    assert!(out.contains("Examples:"), "{out}");
+    for cmd in ["run", "component", "tenant", "query"] {
+        assert!(out.contains(cmd), "{cmd} missing from --help");
+    }
+    let push = ok(Command::new(BIN).args(["component", "push", "--help"]).output().unwrap());
+    assert!(push.contains("sotp.toml"), "{push}");
+    let run = ok(Command::new(BIN).args(["run", "--print-config"]).env_remove("SOTP_CONFIG").output().unwrap());
+    assert!(run.contains("listen = \"127.0.0.1:8787\""), "{run}");
+}
+
+#[test]
+fn sotp_run_with_no_config_serves_healthz() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .env("HOME", home.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("SOTP_DATA_DIR")
+        .env_remove("SOTP_LISTEN")
+        .env_remove("SOTP_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        if let Ok(r) = reqwest::blocking::get("http://127.0.0.1:8787/healthz") {
+            break r.text().unwrap();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("sotp run exited with {status}: {err}");
+        }
+        assert!(Instant::now() < deadline, "no /healthz on the default address");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.contains("ok"), "{body}");
+    let token = home.path().join(".local/share/sotp/admin.token");
+    let mode = std::fs::metadata(&token).expect("admin token in the default data dir").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the admin token file is private");
+}

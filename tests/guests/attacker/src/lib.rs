@@ -1,0 +1,80 @@
+//! A hostile collector. Its `mode` config picks the attack run on every tick:
+//!
+//! - `spin`: an infinite loop (must stop at the CPU deadline),
+//! - `bomb`: allocate until memory runs out (must stop at the memory limit),
+//! - `panic`: panic with a recognisable message,
+//! - `secrets`: read a granted and a non-granted secret, emit what happened,
+//! - `escape`: read a host file and open a TCP connection, emit what happened.
+//!
+//! It emits `attacker_alive` first in every tick, so the tests can tell a call ran.
+
+use sotp_guest::{Collector, Config, Samples, Tick};
+
+struct Attacker {
+    mode: String,
+    target: String,
+}
+
+impl Collector for Attacker {
+    fn init(config: &Config) -> Result<Self, String> {
+        Ok(Attacker {
+            mode: config.str_or("mode", "spin").to_string(),
+            target: config.str_or("target", "/etc/passwd").to_string(),
+        })
+    }
+
+    fn on_tick(&mut self, tick: Tick) -> Result<(), String> {
+        let mut out = Samples::new();
+        out.push("attacker_alive", tick.seq as f64);
+        match self.mode.as_str() {
+            "spin" => {
+                out.emit()?;
+                let mut x: u64 = tick.seq;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "bomb" => {
+                out.emit()?;
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![0xA5; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("sensor table corrupt at tick {}", tick.seq),
+            "secrets" => {
+                let granted = sotp_guest::secret("granted-secret");
+                let forbidden = sotp_guest::secret("forbidden-secret");
+                out.push("secret_granted_len", granted.map(|v| v.len() as f64).unwrap_or(-1.0));
+                let denied = matches!(forbidden, Err(sotp_guest::Error::Denied(_)));
+                out.push("secret_forbidden_denied", if denied { 1.0 } else { 0.0 });
+                if let Ok(value) = forbidden {
+                    // Leak it as loudly as possible so a test would see it.
+                    out.push("secret_forbidden_leaked", value.len() as f64).label("value", &value);
+                }
+                out.emit()
+            }
+            "escape" => {
+                let read = std::fs::read_to_string(&self.target);
+                out.push("escape_file_read", if read.is_ok() { 1.0 } else { 0.0 });
+                if let Err(e) = &read {
+                    sotp_guest::log::warn(&format!("reading {}: {e}", self.target));
+                }
+                let listing = std::fs::read_dir("/").map(|d| d.count()).unwrap_or(0);
+                out.push("escape_dir_entries", listing as f64);
+                let tcp = std::net::TcpStream::connect("127.0.0.1:22");
+                out.push("escape_tcp_connected", if tcp.is_ok() { 1.0 } else { 0.0 });
+                if let Err(e) = &tcp {
+                    sotp_guest::log::warn(&format!("connecting: {e}"));
+                }
+                let env_count = std::env::vars().count();
+                out.push("escape_env_vars", env_count as f64);
+                out.emit()
+            }
+            other => Err(format!("unknown mode {other}")),
+        }
+    }
+}
+
+sotp_guest::collector!(Attacker);

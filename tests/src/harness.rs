@@ -1,0 +1,327 @@
+//! A real `sotp` server for a test: started as a child process on `127.0.0.1:0` with a
+//! temporary data dir, stopped (or killed with SIGKILL) and restarted on the same data.
+
+use reqwest::blocking::{Client, multipart};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    bin: PathBuf,
+    pub data_dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub base: String,
+    pub admin_token: String,
+    extra_args: Vec<String>,
+}
+
+impl Server {
+    /// Start `bin` (the `sotp` binary) on a fresh data dir.
+    pub fn start(bin: &str) -> Server {
+        Self::start_with(bin, &[])
+    }
+
+    pub fn start_with(bin: &str, extra_args: &[&str]) -> Server {
+        let data_dir = tempfile::Builder::new()
+            .prefix("sotp-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = Server {
+            bin: PathBuf::from(bin),
+            data_dir,
+            child: None,
+            base: String::new(),
+            admin_token: String::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    fn launch(&mut self) {
+        let dir = self.data_dir.path();
+        let _ = std::fs::remove_file(dir.join("sotp.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("sotp.log"))
+            .expect("log file");
+        let child = Command::new(&self.bin)
+            .arg("run")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.extra_args)
+            .env("SOTP_LOG", "info,sotp_runtime=debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting sotp");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(dir.join("sotp.addr"))
+                && text.ends_with('\n')
+            {
+                break text.trim().to_string();
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sotp exited with {status} before listening:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "sotp did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.base = format!("http://{addr}");
+        self.admin_token = std::fs::read_to_string(dir.join("admin.token"))
+            .expect("admin.token written on first start")
+            .trim()
+            .to_string();
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&self) {
+        let client = Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send()
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "sotp never became ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaping sotp");
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe_sigterm(child.id());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    assert!(status.success(), "sotp exited with {status}:\n{}", self.log());
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("sotp did not stop on SIGTERM:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.launch();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("sotp.log")).unwrap_or_default()
+    }
+
+    pub fn admin(&self) -> Api {
+        Api::new(&self.base, &self.admin_token)
+    }
+
+    pub fn api(&self, token: &str) -> Api {
+        Api::new(&self.base, token)
+    }
+
+    /// Create a tenant and return an API client holding its token.
+    pub fn tenant(&self, id: &str) -> Api {
+        let (status, body) = self.admin().post("/v1/tenants", json!({ "id": id }));
+        assert_eq!(status, 201, "creating tenant {id}: {body}");
+        let token = body["token"]["token"].as_str().unwrap().to_string();
+        self.api(&token)
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- sotp log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A client for one token.
+#[derive(Clone)]
+pub struct Api {
+    client: Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Api {
+        Api {
+            client: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    fn finish(resp: reqwest::Result<reqwest::blocking::Response>) -> (u16, Value) {
+        let resp = resp.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        Self::finish(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send(),
+        )
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        Self::finish(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send(),
+        )
+    }
+
+    pub fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        Self::finish(
+            self.client
+                .put(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send(),
+        )
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        Self::finish(
+            self.client
+                .delete(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send(),
+        )
+    }
+
+    /// Upload a component (multipart) and return the response.
+    pub fn upload(&self, manifest: &str, wasm: &[u8], activate: bool) -> (u16, Value) {
+        let form = multipart::Form::new()
+            .text("manifest", manifest.to_string())
+            .part(
+                "wasm",
+                multipart::Part::bytes(wasm.to_vec()).file_name("component.wasm"),
+            );
+        Self::finish(
+            self.client
+                .post(format!("{}/v1/components?activate={activate}", self.base))
+                .bearer_auth(&self.token)
+                .multipart(form)
+                .send(),
+        )
+    }
+
+    /// Upload a guest file; panics unless the server answers 201.
+    pub fn push(&self, manifest: &str, wasm_path: &str) -> Value {
+        let wasm = std::fs::read(wasm_path).expect("reading guest");
+        let (status, body) = self.upload(manifest, &wasm, true);
+        assert_eq!(status, 201, "upload failed: {body}");
+        body
+    }
+
+    /// `GET /v1/query` with the given parameters.
+    pub fn query(&self, params: &[(&str, &str)]) -> Value {
+        let qs = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let (status, body) = self.get(&format!("/v1/query?{qs}"));
+        assert_eq!(status, 200, "query {qs}: {body}");
+        body
+    }
+
+    /// Raw points of `metric` over the last `since`, flattened across series:
+    /// (labels, timestamp, value).
+    pub fn points(&self, metric: &str, since: &str) -> Vec<(Value, i64, f64)> {
+        let body = self.query(&[("metric", metric), ("since", since)]);
+        let mut out = Vec::new();
+        for s in body["series"].as_array().unwrap() {
+            for p in s["points"].as_array().unwrap() {
+                out.push((s["labels"].clone(), p[0].as_i64().unwrap(), p[1].as_f64().unwrap()));
+            }
+        }
+        out
+    }
+
+    pub fn component(&self, name: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/components/{name}?log_lines=200"));
+        assert_eq!(status, 200, "component {name}: {body}");
+        body
+    }
+
+    /// Poll `f` until it returns `Some`, or panic after `timeout` with `what`.
+    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Api) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A collector manifest with the given name, schedule, limits and extra TOML.
+pub fn manifest(name: &str, version: &str, every: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\nversion = \"{version}\"\nworld = \"collector\"\n\n[schedule]\nevery = \"{every}\"\n\n{extra}\n"
+    )
+}

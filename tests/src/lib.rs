@@ -1,0 +1,9 @@
+//! Test support: the guest components built by `build.rs`, and a harness that runs a real
+//! `sotp` process on a loopback port with its own data dir and talks to it over HTTP.
+
+pub mod harness;
+
+/// Paths of the guest components built for the tests.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
