@@ -7,9 +7,7 @@ fn main() {
     if let Ok(dir) = std::env::var("DUCKDB_LIB_DIR") {
         let lib = std::path::Path::new(&dir).join("libduckdb.so");
         if !lib.exists() {
-            println!(
-                "cargo:warning=libduckdb.so is missing from {dir}; run scripts/setup first"
-            );
+            println!("cargo:warning=libduckdb.so is missing from {dir}; run scripts/setup first");
         }
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     }

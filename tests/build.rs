@@ -18,16 +18,29 @@ const GUESTS: &[(&str, &str)] = &[
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
-    for dir in ["wit", "guests/sdk", "guests/tick-counter", "guests/bench-guest", "tests/guests", "guests/Cargo.toml"] {
+    for dir in [
+        "wit",
+        "guests/sdk",
+        "guests/tick-counter",
+        "guests/bench-guest",
+        "tests/guests",
+        "guests/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let target_dir = guest_target_dir(&root);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-        .arg(root.join("guests/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+    ])
+    .arg(root.join("guests/Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir);
     // Flags meant for the host build must not leak into the wasm build.
     for var in [
         "RUSTFLAGS",

@@ -122,7 +122,10 @@ impl ComponentHandle {
 
     /// Warm `version` beside the active one, run its `init`, then switch to it atomically.
     /// On failure the active version is untouched and the reason is returned.
-    pub async fn activate(self: &Arc<Self>, version: Arc<LoadedVersion>) -> Result<Duration, String> {
+    pub async fn activate(
+        self: &Arc<Self>,
+        version: Arc<LoadedVersion>,
+    ) -> Result<Duration, String> {
         let _guard = self.activation_lock.lock().await;
         let number = version.version();
         let warming = version.clone();
@@ -158,13 +161,13 @@ impl ComponentHandle {
         self.reschedule(interval);
         let message = match previous {
             Some(p) => format!(
-                "activated version {number} (was {}) after {} ms of warm-up",
+                "activated version {number} (was {}) after {:.1} ms of warm-up",
                 p.version(),
-                warm_time.as_millis()
+                warm_time.as_secs_f64() * 1e3
             ),
             None => format!(
-                "activated version {number} after {} ms of warm-up",
-                warm_time.as_millis()
+                "activated version {number} after {:.1} ms of warm-up",
+                warm_time.as_secs_f64() * 1e3
             ),
         };
         self.host_log(LogLevel::Info, Some(number), &message);
@@ -238,7 +241,9 @@ impl ComponentHandle {
         };
         match self.deps.telemetry.commit(batch).await {
             Ok(()) => {
-                self.stats.samples_stored.fetch_add(samples, Ordering::Relaxed);
+                self.stats
+                    .samples_stored
+                    .fetch_add(samples, Ordering::Relaxed);
                 self.stats.logs_stored.fetch_add(logs, Ordering::Relaxed);
                 Ok(())
             }
@@ -344,10 +349,11 @@ async fn run_queue(handle: Weak<ComponentHandle>, mut jobs: mpsc::Receiver<Job>)
                 let seq = handle.next_tick_seq.fetch_add(1, Ordering::AcqRel);
                 // Reserve the number durably before the call: after a crash the next tick
                 // gets a new number, so no sequence number is ever handed out twice.
-                if let Err(e) = handle
-                    .deps
-                    .state
-                    .set_last_tick_seq(&handle.tenant, &handle.name, seq)
+                if let Err(e) =
+                    handle
+                        .deps
+                        .state
+                        .set_last_tick_seq(&handle.tenant, &handle.name, seq)
                 {
                     tracing::warn!(error = %e, "could not record the tick sequence; tick skipped");
                     handle.stats.ticks_skipped.fetch_add(1, Ordering::Relaxed);
@@ -367,7 +373,10 @@ async fn run_queue(handle: Weak<ComponentHandle>, mut jobs: mpsc::Receiver<Job>)
                 done,
             } => {
                 let Some(version) = handle.active() else {
-                    handle.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    handle
+                        .stats
+                        .messages_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                     if let Some(done) = done {
                         let _ = done.send(Err(DeliveryError::Inactive));
                     }

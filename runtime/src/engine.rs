@@ -224,7 +224,10 @@ mod tests {
 
     #[test]
     fn headers_are_told_apart() {
-        assert!(matches!(check_component_header(b"hello world"), Err(CompileError::NotWasm)));
+        assert!(matches!(
+            check_component_header(b"hello world"),
+            Err(CompileError::NotWasm)
+        ));
         assert!(matches!(
             check_component_header(b"\0asm\x01\0\0\0"),
             Err(CompileError::CoreModule)

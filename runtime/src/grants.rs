@@ -64,7 +64,9 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), String> {
     let levels: Vec<&str> = filter.split('/').collect();
     for (i, level) in levels.iter().enumerate() {
         if level.contains('#') && (*level != "#" || i != levels.len() - 1) {
-            return Err(format!("`{filter}`: `#` must be a whole level and the last one"));
+            return Err(format!(
+                "`{filter}`: `#` must be a whole level and the last one"
+            ));
         }
         if level.contains('+') && *level != "+" {
             return Err(format!("`{filter}`: `+` must be a whole level"));
@@ -96,10 +98,16 @@ mod tests {
     fn filters_cover_narrower_filters_only() {
         assert!(filter_covers("home/#", "home/kitchen/temperature"));
         assert!(filter_covers("home/#", "home/+/temperature"));
-        assert!(filter_covers("home/+/temperature", "home/kitchen/temperature"));
+        assert!(filter_covers(
+            "home/+/temperature",
+            "home/kitchen/temperature"
+        ));
         assert!(filter_covers("home/+/temperature", "home/+/temperature"));
         assert!(!filter_covers("home/+/temperature", "home/#"));
-        assert!(!filter_covers("home/+/temperature", "home/kitchen/humidity"));
+        assert!(!filter_covers(
+            "home/+/temperature",
+            "home/kitchen/humidity"
+        ));
         assert!(!filter_covers("home/kitchen", "home/+"));
         assert!(!filter_covers("home", "home/kitchen"));
         assert!(!filter_covers("office/#", "home/kitchen"));
@@ -108,7 +116,10 @@ mod tests {
 
     #[test]
     fn topics_match_filters() {
-        assert!(topic_matches("home/+/temperature", "home/kitchen/temperature"));
+        assert!(topic_matches(
+            "home/+/temperature",
+            "home/kitchen/temperature"
+        ));
         assert!(topic_matches("home/#", "home/a/b/c"));
         assert!(!topic_matches("home/+", "home/a/b"));
     }

@@ -208,7 +208,10 @@ impl Manifest {
             ));
         }
         if limits.max_emit_per_call == 0 {
-            return Err(ManifestError::at("limits.max_emit_per_call", "must be at least 1"));
+            return Err(ManifestError::at(
+                "limits.max_emit_per_call",
+                "must be at least 1",
+            ));
         }
         for (i, filter) in self.grants.topics.iter().enumerate() {
             validate_topic_filter(filter)

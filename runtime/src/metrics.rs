@@ -15,9 +15,19 @@ pub fn render(rt: &Runtime) -> String {
 
     family(&mut out, "sotp_up", "gauge", "1 while the process serves.");
     line(&mut out, "sotp_up", &[], 1.0);
-    family(&mut out, "sotp_uptime_seconds", "gauge", "Seconds since start.");
+    family(
+        &mut out,
+        "sotp_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+    );
     line(&mut out, "sotp_uptime_seconds", &[], rt.uptime_seconds());
-    family(&mut out, "sotp_ready", "gauge", "1 once components are restored.");
+    family(
+        &mut out,
+        "sotp_ready",
+        "gauge",
+        "1 once components are restored.",
+    );
     line(&mut out, "sotp_ready", &[], rt.is_ready() as u8 as f64);
     family(
         &mut out,
@@ -30,71 +40,192 @@ pub fn render(rt: &Runtime) -> String {
 
     let c = &rt.counters;
     for (name, help, value) in [
-        ("sotp_uploads_total", "Component uploads accepted.", c.uploads.load(Relaxed)),
-        ("sotp_uploads_rejected_total", "Component uploads refused (4xx).", c.uploads_rejected.load(Relaxed)),
-        ("sotp_activations_total", "Successful activations (hot swaps included).", c.activations.load(Relaxed)),
-        ("sotp_activations_failed_total", "Activations refused because init failed.", c.activations_failed.load(Relaxed)),
-        ("sotp_auth_failures_total", "Requests with a missing or unknown token.", c.auth_failures.load(Relaxed)),
+        (
+            "sotp_uploads_total",
+            "Component uploads accepted.",
+            c.uploads.load(Relaxed),
+        ),
+        (
+            "sotp_uploads_rejected_total",
+            "Component uploads refused (4xx).",
+            c.uploads_rejected.load(Relaxed),
+        ),
+        (
+            "sotp_activations_total",
+            "Successful activations (hot swaps included).",
+            c.activations.load(Relaxed),
+        ),
+        (
+            "sotp_activations_failed_total",
+            "Activations refused because init failed.",
+            c.activations_failed.load(Relaxed),
+        ),
+        (
+            "sotp_auth_failures_total",
+            "Requests with a missing or unknown token.",
+            c.auth_failures.load(Relaxed),
+        ),
     ] {
         family(&mut out, name, "counter", help);
         line(&mut out, name, &[], value as f64);
     }
 
     let s = &rt.telemetry.counters;
-    family(&mut out, "sotp_store_commits_total", "counter", "Telemetry group commits.");
-    line(&mut out, "sotp_store_commits_total", &[], s.commits.load(Relaxed) as f64);
-    family(&mut out, "sotp_store_rows_total", "counter", "Telemetry rows committed.");
-    line(&mut out, "sotp_store_rows_total", &[], s.rows.load(Relaxed) as f64);
-    family(&mut out, "sotp_store_commit_failures_total", "counter", "Failed telemetry commits.");
-    line(&mut out, "sotp_store_commit_failures_total", &[], s.commit_failures.load(Relaxed) as f64);
-    family(&mut out, "sotp_store_commit_seconds_total", "counter", "Time spent committing telemetry.");
+    family(
+        &mut out,
+        "sotp_store_commits_total",
+        "counter",
+        "Telemetry group commits.",
+    );
+    line(
+        &mut out,
+        "sotp_store_commits_total",
+        &[],
+        s.commits.load(Relaxed) as f64,
+    );
+    family(
+        &mut out,
+        "sotp_store_rows_total",
+        "counter",
+        "Telemetry rows committed.",
+    );
+    line(
+        &mut out,
+        "sotp_store_rows_total",
+        &[],
+        s.rows.load(Relaxed) as f64,
+    );
+    family(
+        &mut out,
+        "sotp_store_commit_failures_total",
+        "counter",
+        "Failed telemetry commits.",
+    );
+    line(
+        &mut out,
+        "sotp_store_commit_failures_total",
+        &[],
+        s.commit_failures.load(Relaxed) as f64,
+    );
+    family(
+        &mut out,
+        "sotp_store_commit_seconds_total",
+        "counter",
+        "Time spent committing telemetry.",
+    );
     line(
         &mut out,
         "sotp_store_commit_seconds_total",
         &[],
         s.commit_micros_total.load(Relaxed) as f64 / 1e6,
     );
-    family(&mut out, "sotp_store_series", "gauge", "Distinct sample series stored.");
-    line(&mut out, "sotp_store_series", &[], rt.telemetry.series_count() as f64);
+    family(
+        &mut out,
+        "sotp_store_series",
+        "gauge",
+        "Distinct sample series stored.",
+    );
+    line(
+        &mut out,
+        "sotp_store_series",
+        &[],
+        rt.telemetry.series_count() as f64,
+    );
 
-    family(&mut out, "sotp_component_active_version", "gauge", "Active version number per component (0: none).");
+    family(
+        &mut out,
+        "sotp_component_active_version",
+        "gauge",
+        "Active version number per component (0: none).",
+    );
     for h in &handles {
         let v = h.active().map(|v| v.version()).unwrap_or(0);
-        line(&mut out, "sotp_component_active_version", &[("tenant", &h.tenant), ("component", &h.name)], v as f64);
+        line(
+            &mut out,
+            "sotp_component_active_version",
+            &[("tenant", &h.tenant), ("component", &h.name)],
+            v as f64,
+        );
     }
-    family(&mut out, "sotp_component_calls_total", "counter", "Calls into components by export.");
+    family(
+        &mut out,
+        "sotp_component_calls_total",
+        "counter",
+        "Calls into components by export.",
+    );
     for h in &handles {
         for kind in CallKind::ALL {
             line(
                 &mut out,
                 "sotp_component_calls_total",
-                &[("tenant", &h.tenant), ("component", &h.name), ("kind", kind.as_str())],
+                &[
+                    ("tenant", &h.tenant),
+                    ("component", &h.name),
+                    ("kind", kind.as_str()),
+                ],
                 h.stats.calls(kind) as f64,
             );
         }
     }
-    family(&mut out, "sotp_component_traps_total", "counter", "Calls that trapped, by kind.");
+    family(
+        &mut out,
+        "sotp_component_traps_total",
+        "counter",
+        "Calls that trapped, by kind.",
+    );
     for h in &handles {
         for class in TrapClass::ALL {
             line(
                 &mut out,
                 "sotp_component_traps_total",
-                &[("tenant", &h.tenant), ("component", &h.name), ("kind", class.as_str())],
+                &[
+                    ("tenant", &h.tenant),
+                    ("component", &h.name),
+                    ("kind", class.as_str()),
+                ],
                 h.stats.traps(class) as f64,
             );
         }
     }
     for (name, help, get) in [
-        ("sotp_component_errors_total", "Calls whose export returned an error.", (|h: &crate::component::ComponentHandle| h.stats.errors.load(Relaxed)) as fn(&crate::component::ComponentHandle) -> u64),
-        ("sotp_component_denied_total", "Host calls refused by grants.", |h| h.stats.denied.load(Relaxed)),
-        ("sotp_component_samples_total", "Samples committed.", |h| h.stats.samples_stored.load(Relaxed)),
-        ("sotp_component_logs_total", "Telemetry log records committed.", |h| h.stats.logs_stored.load(Relaxed)),
-        ("sotp_component_dropped_total", "Emitted records discarded (trap or limit).", |h| h.stats.emitted_dropped.load(Relaxed)),
-        ("sotp_component_ticks_skipped_total", "Ticks skipped because the previous one was running.", |h| h.stats.ticks_skipped.load(Relaxed)),
+        (
+            "sotp_component_errors_total",
+            "Calls whose export returned an error.",
+            (|h: &crate::component::ComponentHandle| h.stats.errors.load(Relaxed))
+                as fn(&crate::component::ComponentHandle) -> u64,
+        ),
+        (
+            "sotp_component_denied_total",
+            "Host calls refused by grants.",
+            |h| h.stats.denied.load(Relaxed),
+        ),
+        ("sotp_component_samples_total", "Samples committed.", |h| {
+            h.stats.samples_stored.load(Relaxed)
+        }),
+        (
+            "sotp_component_logs_total",
+            "Telemetry log records committed.",
+            |h| h.stats.logs_stored.load(Relaxed),
+        ),
+        (
+            "sotp_component_dropped_total",
+            "Emitted records discarded (trap or limit).",
+            |h| h.stats.emitted_dropped.load(Relaxed),
+        ),
+        (
+            "sotp_component_ticks_skipped_total",
+            "Ticks skipped because the previous one was running.",
+            |h| h.stats.ticks_skipped.load(Relaxed),
+        ),
     ] {
         family(&mut out, name, "counter", help);
         for h in &handles {
-            line(&mut out, name, &[("tenant", &h.tenant), ("component", &h.name)], get(h) as f64);
+            line(
+                &mut out,
+                name,
+                &[("tenant", &h.tenant), ("component", &h.name)],
+                get(h) as f64,
+            );
         }
     }
     out
@@ -121,5 +252,7 @@ fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -165,7 +165,9 @@ impl Runtime {
             let handle = self.handle(&record.tenant, &record.name, record.last_tick_seq);
             if let Some(version) = record.active_version {
                 match self.start_version(&handle, version).await {
-                    Ok(_) => tracing::info!(tenant = %record.tenant, component = %record.name, version, "restored"),
+                    Ok(_) => {
+                        tracing::info!(tenant = %record.tenant, component = %record.name, version, "restored")
+                    }
                     Err(e) => {
                         tracing::error!(tenant = %record.tenant, component = %record.name, version, error = %e, "restore failed");
                     }
@@ -238,7 +240,9 @@ impl Runtime {
             max_memory_bytes: max_memory.unwrap_or(defaults.max_memory.0),
         };
         if !self.state.create_tenant(&tenant)? {
-            return Err(RuntimeError::Conflict(format!("tenant `{id}` already exists")));
+            return Err(RuntimeError::Conflict(format!(
+                "tenant `{id}` already exists"
+            )));
         }
         let token = self.issue_token(Some(id), "initial")?;
         Ok((tenant, token))
@@ -273,7 +277,11 @@ impl Runtime {
     }
 
     /// Issue a token for a tenant, or (tenant `None`) an admin token.
-    pub fn issue_token(&self, tenant: Option<&str>, name: &str) -> Result<IssuedToken, RuntimeError> {
+    pub fn issue_token(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+    ) -> Result<IssuedToken, RuntimeError> {
         if let Some(t) = tenant {
             self.tenant(t)?;
         }
@@ -308,12 +316,17 @@ impl Runtime {
         wasm: &[u8],
         activate: bool,
     ) -> Result<UploadOutcome, RuntimeError> {
-        let result = self.upload_inner(tenant, manifest_text, wasm, activate).await;
+        let result = self
+            .upload_inner(tenant, manifest_text, wasm, activate)
+            .await;
         match &result {
             Ok(_) | Err(RuntimeError::InitFailed { .. }) => {
                 self.counters.uploads.fetch_add(1, Ordering::Relaxed)
             }
-            Err(_) => self.counters.uploads_rejected.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self
+                .counters
+                .uploads_rejected
+                .fetch_add(1, Ordering::Relaxed),
         };
         result
     }
@@ -343,7 +356,8 @@ impl Runtime {
                 .map_err(|e| RuntimeError::Internal(e.to_string()))??
         };
         // Link it once now so a wrong world is refused at upload, not at activation.
-        let probe_env = self.instance_env(tenant, &manifest.name, 0, Arc::new(manifest.clone()), None);
+        let probe_env =
+            self.instance_env(tenant, &manifest.name, 0, Arc::new(manifest.clone()), None);
         LoadedVersion::new(self.engine.engine(), &self.linker, &component, probe_env)
             .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
 
@@ -371,12 +385,15 @@ impl Runtime {
             wasm.len() as u64,
         )?;
         let name = manifest.name.clone();
-        self.handle(tenant, &name, 0)
-            .host_log(crate::stats::LogLevel::Info, Some(version), &format!(
+        self.handle(tenant, &name, 0).host_log(
+            crate::stats::LogLevel::Info,
+            Some(version),
+            &format!(
                 "uploaded version {version} ({}, {} bytes)",
                 manifest.version,
                 wasm.len()
-            ));
+            ),
+        );
         if activate {
             self.activate(tenant, &name, version).await?;
         }
@@ -399,10 +416,9 @@ impl Runtime {
         name: &str,
         version: u32,
     ) -> Result<ActivationOutcome, RuntimeError> {
-        let record = self
-            .state
-            .version(tenant, name, version)?
-            .ok_or_else(|| RuntimeError::NotFound(format!("component `{name}` has no version {version}")))?;
+        let record = self.state.version(tenant, name, version)?.ok_or_else(|| {
+            RuntimeError::NotFound(format!("component `{name}` has no version {version}"))
+        })?;
         let manifest = Manifest::parse(&record.manifest, &self.config.limits.manifest_bounds())?;
         self.check_memory_quota(&self.tenant(tenant)?, name, &manifest)?;
         let handle = self.handle(tenant, name, 0);
@@ -483,7 +499,12 @@ impl Runtime {
             .collect())
     }
 
-    pub fn component(&self, tenant: &str, name: &str, log_lines: usize) -> Result<ComponentView, RuntimeError> {
+    pub fn component(
+        &self,
+        tenant: &str,
+        name: &str,
+        log_lines: usize,
+    ) -> Result<ComponentView, RuntimeError> {
         self.require_component(tenant, name)?;
         let versions = self.state.versions(tenant, name)?;
         let handle = self.handle(tenant, name, 0);
@@ -500,7 +521,12 @@ impl Runtime {
         })
     }
 
-    pub fn component_log(&self, tenant: &str, name: &str, lines: usize) -> Result<Vec<LogLine>, RuntimeError> {
+    pub fn component_log(
+        &self,
+        tenant: &str,
+        name: &str,
+        lines: usize,
+    ) -> Result<Vec<LogLine>, RuntimeError> {
         self.require_component(tenant, name)?;
         Ok(self.handle(tenant, name, 0).stats.recent_log(lines))
     }
@@ -637,10 +663,9 @@ impl Runtime {
         version: u32,
     ) -> Result<std::time::Duration, RuntimeError> {
         let (tenant, name) = (handle.tenant.as_str(), handle.name.as_str());
-        let record = self
-            .state
-            .version(tenant, name, version)?
-            .ok_or_else(|| RuntimeError::NotFound(format!("component `{name}` has no version {version}")))?;
+        let record = self.state.version(tenant, name, version)?.ok_or_else(|| {
+            RuntimeError::NotFound(format!("component `{name}` has no version {version}"))
+        })?;
         let manifest = Arc::new(Manifest::parse(
             &record.manifest,
             &self.config.limits.manifest_bounds(),
@@ -666,7 +691,9 @@ impl Runtime {
             Err(reason) => {
                 self.state
                     .record_failed_activation(tenant, name, version, &reason)?;
-                self.counters.activations_failed.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .activations_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(RuntimeError::InitFailed { version, reason })
             }
         }
@@ -723,7 +750,11 @@ fn new_token(tenant: Option<&str>, name: &str) -> (TokenInfo, String) {
     let info = TokenInfo {
         id: format!("tok_{}", hex::encode(id)),
         tenant: tenant.map(str::to_string),
-        role: if tenant.is_some() { Role::Tenant } else { Role::Admin },
+        role: if tenant.is_some() {
+            Role::Tenant
+        } else {
+            Role::Admin
+        },
         name: name.to_string(),
         created_ms: crate::now_ms(),
     };

@@ -149,7 +149,13 @@ impl StateStore {
         let n = conn.execute(
             "INSERT OR IGNORE INTO tenants (id, name, created_ms, max_components, max_memory_bytes)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![t.id, t.name, t.created_ms, t.max_components, t.max_memory_bytes as i64],
+            params![
+                t.id,
+                t.name,
+                t.created_ms,
+                t.max_components,
+                t.max_memory_bytes as i64
+            ],
         )?;
         Ok(n == 1)
     }
@@ -229,8 +235,11 @@ impl StateStore {
 
     pub fn has_admin_token(&self) -> Result<bool, StateError> {
         let conn = self.conn.lock();
-        let n: i64 =
-            conn.query_row("SELECT count(*) FROM tokens WHERE role = 'admin'", [], |r| r.get(0))?;
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM tokens WHERE role = 'admin'",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(n > 0)
     }
 
@@ -286,7 +295,11 @@ impl StateStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn component(&self, tenant: &str, name: &str) -> Result<Option<ComponentRecord>, StateError> {
+    pub fn component(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<ComponentRecord>, StateError> {
         let conn = self.conn.lock();
         Ok(conn
             .query_row(
@@ -298,7 +311,11 @@ impl StateStore {
             .optional()?)
     }
 
-    pub fn versions(&self, tenant: &str, component: &str) -> Result<Vec<VersionRecord>, StateError> {
+    pub fn versions(
+        &self,
+        tenant: &str,
+        component: &str,
+    ) -> Result<Vec<VersionRecord>, StateError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
             "SELECT version, label, manifest, wasm_sha256, wasm_bytes, uploaded_ms, status, status_detail
@@ -379,7 +396,11 @@ impl StateStore {
     }
 
     /// The version that was active before the current one, for a default rollback.
-    pub fn previous_active(&self, tenant: &str, component: &str) -> Result<Option<u32>, StateError> {
+    pub fn previous_active(
+        &self,
+        tenant: &str,
+        component: &str,
+    ) -> Result<Option<u32>, StateError> {
         let conn = self.conn.lock();
         let current: Option<u32> = conn
             .query_row(
@@ -400,7 +421,12 @@ impl StateStore {
             .optional()?)
     }
 
-    pub fn set_last_tick_seq(&self, tenant: &str, component: &str, seq: u64) -> Result<(), StateError> {
+    pub fn set_last_tick_seq(
+        &self,
+        tenant: &str,
+        component: &str,
+        seq: u64,
+    ) -> Result<(), StateError> {
         let conn = self.conn.lock();
         conn.execute(
             "UPDATE components SET last_tick_seq = max(last_tick_seq, ?3) WHERE tenant = ?1 AND name = ?2",
@@ -530,7 +556,11 @@ fn token_from_row(r: &rusqlite::Row) -> rusqlite::Result<TokenInfo> {
     Ok(TokenInfo {
         id: r.get(0)?,
         tenant: r.get(1)?,
-        role: if role == "admin" { Role::Admin } else { Role::Tenant },
+        role: if role == "admin" {
+            Role::Admin
+        } else {
+            Role::Tenant
+        },
         name: r.get(3)?,
         created_ms: r.get(4)?,
     })

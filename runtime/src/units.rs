@@ -49,11 +49,11 @@ impl ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        if n >= 1 << 30 && n % (1 << 30) == 0 {
+        if n >= 1 << 30 && n.is_multiple_of(1 << 30) {
             write!(f, "{}GiB", n >> 30)
-        } else if n >= 1 << 20 && n % (1 << 20) == 0 {
+        } else if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", n >> 20)
-        } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", n >> 10)
         } else {
             write!(f, "{n}B")
@@ -112,7 +112,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text)
             .map(HumanDuration)
-            .map_err(|e| de::Error::custom(format!("`{text}` is not a duration ({e}); try \"10s\"")))
+            .map_err(|e| {
+                de::Error::custom(format!("`{text}` is not a duration ({e}); try \"10s\""))
+            })
     }
 }
 
@@ -125,7 +127,11 @@ mod tests {
         assert_eq!(ByteSize::parse("64MiB"), Ok(ByteSize(64 << 20)));
         assert_eq!(ByteSize::parse("10 KB"), Ok(ByteSize(10_000)));
         assert_eq!(ByteSize::parse("4096"), Ok(ByteSize(4096)));
-        assert!(ByteSize::parse("64 furlongs").unwrap_err().contains("furlongs"));
+        assert!(
+            ByteSize::parse("64 furlongs")
+                .unwrap_err()
+                .contains("furlongs")
+        );
         assert!(ByteSize::parse("MiB").is_err());
         assert!(ByteSize::parse("99999999999999GiB").is_err());
     }

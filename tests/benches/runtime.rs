@@ -10,10 +10,13 @@
 mod logic;
 
 use sotp_runtime::engine::{EngineSettings, WasmEngine};
-use sotp_runtime::host::{CollectorPre, GuestOutput, HostState, InstanceEnv, SecretReader, collector_linker};
+use sotp_runtime::host::{
+    CollectorPre, GuestOutput, HostState, InstanceEnv, SecretReader, collector_linker,
+};
 use sotp_runtime::instance::{Call, LoadedVersion, Outcome};
 use sotp_runtime::manifest::{Manifest, ManifestBounds};
 use sotp_runtime::stats::{ComponentStats, LogSource};
+use sotp_runtime::telemetry::SampleRow;
 use sotp_tests::guests::{BENCH_GUEST, TICK_COUNTER};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -84,7 +87,8 @@ fn instantiate_cost(engine: &WasmEngine, wasm: &[u8]) -> Duration {
     median_per_iter(9, 300, || {
         let stdout = GuestOutput::new(env.stats.clone(), LogSource::Stdout, 1);
         let stderr = GuestOutput::new(env.stats.clone(), LogSource::Stderr, 1);
-        let mut store = wasmtime::Store::new(engine.engine(), HostState::new(env.clone(), stdout, stderr));
+        let mut store =
+            wasmtime::Store::new(engine.engine(), HostState::new(env.clone(), stdout, stderr));
         store.limiter(|s| &mut s.memory);
         store.set_epoch_deadline(1_000_000);
         black_box(pre.instantiate(&mut store).unwrap());
@@ -96,7 +100,10 @@ fn main() {
     let wasm = std::fs::read(BENCH_GUEST).expect("bench guest built by build.rs");
     let pooled = engine(false, dir.path());
     let on_demand = engine(true, dir.path());
-    println!("SOTP runtime benchmark (allocation: {:?})\n", pooled.allocation());
+    println!(
+        "SOTP runtime benchmark (allocation: {:?})\n",
+        pooled.allocation()
+    );
 
     let inst_pool = instantiate_cost(&pooled, &wasm);
     let inst_od = instantiate_cost(&on_demand, &wasm);
@@ -105,7 +112,10 @@ fn main() {
     let linker = collector_linker(pooled.engine()).unwrap();
     let version = LoadedVersion::new(pooled.engine(), &linker, &component, env()).unwrap();
     assert!(matches!(version.warm().outcome, Outcome::Ok));
-    let call = |topic: &str, payload: Vec<u8>| Call::Message { topic: topic.into(), payload };
+    let call = |topic: &str, payload: Vec<u8>| Call::Message {
+        topic: topic.into(),
+        payload,
+    };
     let noop = call("noop", Vec::new());
     let noop_64k = call("noop", vec![7u8; 64 * 1024]);
     let imports = call("imports:1000", Vec::new());
@@ -113,7 +123,11 @@ fn main() {
     let parse = call("parse", payload.clone());
     let run = |c: &Call| {
         let report = version.call(c);
-        assert!(matches!(report.outcome, Outcome::Ok), "{:?}", report.outcome);
+        assert!(
+            matches!(report.outcome, Outcome::Ok),
+            "{:?}",
+            report.outcome
+        );
         black_box(report.emitted.len());
     };
     let t_noop = median_per_iter(9, 2000, || run(&noop));
@@ -126,9 +140,14 @@ fn main() {
         // metric names and labels, one allocation set per sample.
         let mut parsed = Vec::with_capacity(2048);
         logic::parse_lines(&payload, &mut parsed);
-        let rows: Vec<(String, Vec<(String, String)>, f64)> = parsed
+        let rows: Vec<SampleRow> = parsed
             .into_iter()
-            .map(|p| (p.metric.to_string(), vec![("device".to_string(), p.device.to_string())], p.value))
+            .map(|p| SampleRow {
+                metric: p.metric.to_string(),
+                labels: vec![("device".to_string(), p.device.to_string())],
+                ts_ms: 0,
+                value: p.value,
+            })
             .collect();
         black_box(rows);
     });
@@ -142,14 +161,46 @@ fn main() {
 
     println!("{:<58} {:>12}", "measurement", "median");
     println!("{}", "-".repeat(71));
-    println!("{:<58} {:>12}", "JIT-compile the bench guest (once)", fmt(compile_time));
-    println!("{:<58} {:>12}", "instantiate from InstancePre, pooling allocator", fmt(inst_pool));
-    println!("{:<58} {:>12}", "instantiate from InstancePre, on-demand allocator", fmt(inst_od));
-    println!("{:<58} {:>12}", "call through SOTP's call path, no-op", fmt(t_noop));
-    println!("{:<58} {:>12}", "call with a 64 KiB payload (copy in), no-op", fmt(t_64k));
-    println!("{:<58} {:>12}", "host import (emit.samples, empty batch), per call", fmt(per_import));
-    println!("{:<58} {:>12}", "hot swap: activate a cached version (total)", fmt(swap.0));
-    println!("{:<58} {:>12}", "hot swap: instantiate + init of the new version", fmt(swap.1));
+    println!(
+        "{:<58} {:>12}",
+        "JIT-compile the bench guest (once)",
+        fmt(compile_time)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "instantiate from InstancePre, pooling allocator",
+        fmt(inst_pool)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "instantiate from InstancePre, on-demand allocator",
+        fmt(inst_od)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "call through SOTP's call path, no-op",
+        fmt(t_noop)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "call with a 64 KiB payload (copy in), no-op",
+        fmt(t_64k)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "host import (emit.samples, empty batch), per call",
+        fmt(per_import)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "hot swap: activate a cached version (total)",
+        fmt(swap.0)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "hot swap: instantiate + init of the new version",
+        fmt(swap.1)
+    );
     println!(
         "{:<58} {:>12}",
         format!("parse 64 KiB into {samples_per_batch} samples, as a guest (incl. emit)"),
@@ -167,7 +218,10 @@ fn main() {
 /// Median (total activation, warm-up part) of swapping a running component between two
 /// cached versions through `Runtime::activate`.
 fn hot_swap_cost(dir: &std::path::Path) -> (Duration, Duration) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let config = sotp_runtime::RuntimeConfig {
             data_dir: dir.join("swap-data"),

@@ -34,7 +34,11 @@ fn ok(out: Output) -> String {
 #[test]
 fn the_tour_works_from_the_command_line() {
     let server = Server::start(BIN);
-    let created = ok(sotp(&server, &server.admin_token, &["tenant", "create", "acme"]));
+    let created = ok(sotp(
+        &server,
+        &server.admin_token,
+        &["tenant", "create", "acme"],
+    ));
     let token = created
         .lines()
         .find_map(|l| l.strip_prefix("token (shown once): "))
@@ -43,9 +47,19 @@ fn the_tour_works_from_the_command_line() {
         .to_string();
     assert!(ok(sotp(&server, &server.admin_token, &["tenant", "list"])).contains("acme"));
 
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/tick-counter/sotp.toml");
-    let pushed = ok(sotp(&server, &token, &["component", "push", manifest, "--wasm", TICK_COUNTER]));
-    assert!(pushed.contains("tick-counter version 1 (1.0.0) uploaded"), "{pushed}");
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../guests/tick-counter/sotp.toml"
+    );
+    let pushed = ok(sotp(
+        &server,
+        &token,
+        &["component", "push", manifest, "--wasm", TICK_COUNTER],
+    ));
+    assert!(
+        pushed.contains("tick-counter version 1 (1.0.0) uploaded"),
+        "{pushed}"
+    );
     assert!(pushed.contains("active now"), "{pushed}");
     assert!(ok(sotp(&server, &token, &["component", "list"])).contains("running"));
 
@@ -60,9 +74,17 @@ fn the_tour_works_from_the_command_line() {
     };
     assert!(queried.lines().count() >= 2, "{queried}");
 
-    let shown = ok(sotp(&server, &token, &["component", "show", "tick-counter"]));
+    let shown = ok(sotp(
+        &server,
+        &token,
+        &["component", "show", "tick-counter"],
+    ));
     assert!(shown.contains("state       running"), "{shown}");
-    let logs = ok(sotp(&server, &token, &["component", "logs", "tick-counter"]));
+    let logs = ok(sotp(
+        &server,
+        &token,
+        &["component", "logs", "tick-counter"],
+    ));
     assert!(logs.contains("activated version 1"), "{logs}");
 
     let json = ok(sotp(&server, &token, &["component", "list", "--json"]));
@@ -85,9 +107,16 @@ fn help_teaches() {
     for cmd in ["run", "component", "tenant", "query"] {
         assert!(out.contains(cmd), "{cmd} missing from --help");
     }
-    let push = ok(Command::new(BIN).args(["component", "push", "--help"]).output().unwrap());
+    let push = ok(Command::new(BIN)
+        .args(["component", "push", "--help"])
+        .output()
+        .unwrap());
     assert!(push.contains("sotp.toml"), "{push}");
-    let run = ok(Command::new(BIN).args(["run", "--print-config"]).env_remove("SOTP_CONFIG").output().unwrap());
+    let run = ok(Command::new(BIN)
+        .args(["run", "--print-config"])
+        .env_remove("SOTP_CONFIG")
+        .output()
+        .unwrap());
     assert!(run.contains("listen = \"127.0.0.1:8787\""), "{run}");
 }
 
@@ -113,16 +142,27 @@ fn sotp_run_with_no_config_serves_healthz() {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("sotp run exited with {status}: {err}");
         }
-        assert!(Instant::now() < deadline, "no /healthz on the default address");
+        assert!(
+            Instant::now() < deadline,
+            "no /healthz on the default address"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let _ = child.kill();
     let _ = child.wait();
     assert!(body.contains("ok"), "{body}");
     let token = home.path().join(".local/share/sotp/admin.token");
-    let mode = std::fs::metadata(&token).expect("admin token in the default data dir").permissions().mode();
+    let mode = std::fs::metadata(&token)
+        .expect("admin token in the default data dir")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the admin token file is private");
 }

@@ -12,7 +12,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_sotp");
 const PER_TICK: usize = 200;
 
 fn snapshot(api: &Api) -> (BTreeSet<u64>, BTreeMap<u64, usize>) {
-    let ticks: BTreeSet<u64> = api.points("ticks", "1h").into_iter().map(|p| p.2 as u64).collect();
+    let ticks: BTreeSet<u64> = api
+        .points("ticks", "1h")
+        .into_iter()
+        .map(|p| p.2 as u64)
+        .collect();
     let counts = api.query(&[
         ("metric", "tick_load"),
         ("since", "1h"),
@@ -23,7 +27,12 @@ fn snapshot(api: &Api) -> (BTreeSet<u64>, BTreeMap<u64, usize>) {
     let mut load: BTreeMap<u64, usize> = BTreeMap::new();
     for series in counts["series"].as_array().unwrap() {
         let seq: u64 = series["labels"]["seq"].as_str().unwrap().parse().unwrap();
-        let n: f64 = series["points"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).sum();
+        let n: f64 = series["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_f64().unwrap())
+            .sum();
         *load.entry(seq).or_default() += n as usize;
     }
     (ticks, load)
@@ -53,10 +62,17 @@ fn acknowledged_samples_survive_sigkill() {
     let acme = server.api(&acme.token);
     let (after, load) = snapshot(&acme);
     let lost: Vec<&u64> = acked.difference(&after).collect();
-    assert!(lost.is_empty(), "acknowledged ticks lost after kill -9: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged ticks lost after kill -9: {lost:?}"
+    );
     // Batches are atomic: every tick that survived has all of its samples, never a part.
     for seq in &after {
-        assert_eq!(load.get(seq), Some(&(PER_TICK - 1)), "tick {seq} is partially stored");
+        assert_eq!(
+            load.get(seq),
+            Some(&(PER_TICK - 1)),
+            "tick {seq} is partially stored"
+        );
     }
     // The component is back and numbering moves on without reuse.
     let max_before = *after.iter().max().unwrap();

@@ -13,7 +13,12 @@ fn ticks_by_seq(api: &Api) -> Vec<(u64, String)> {
     let mut out: Vec<(u64, String)> = api
         .points("ticks", "1h")
         .into_iter()
-        .map(|(labels, _, v)| (v as u64, labels["marker"].as_str().unwrap_or("").to_string()))
+        .map(|(labels, _, v)| {
+            (
+                v as u64,
+                labels["marker"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -22,7 +27,13 @@ fn ticks_by_seq(api: &Api) -> Vec<(u64, String)> {
 fn assert_contiguous_and_unique(ticks: &[(u64, String)]) {
     for pair in ticks.windows(2) {
         assert_ne!(pair[0].0, pair[1].0, "tick {} handled twice", pair[0].0);
-        assert_eq!(pair[0].0 + 1, pair[1].0, "tick(s) lost between {} and {}", pair[0].0, pair[1].0);
+        assert_eq!(
+            pair[0].0 + 1,
+            pair[1].0,
+            "tick(s) lost between {} and {}",
+            pair[0].0,
+            pair[1].0
+        );
     }
 }
 
@@ -53,21 +64,40 @@ fn uploaded_guest_samples_are_queryable_with_labels_and_counts() {
     // Labels: the guest's own plus the host's `component`.
     let series = acme.query(&[("metric", "ticks"), ("since", "1h")]);
     let labels = &series["series"][0]["labels"];
-    assert_eq!(labels, &json!({ "component": "tick-counter", "marker": "v1" }));
+    assert_eq!(
+        labels,
+        &json!({ "component": "tick-counter", "marker": "v1" })
+    );
 
     // Counts: every tick committed its 4 `tick_load` samples together with its `ticks` one.
     let load = acme.points("tick_load", "1h");
     let mut per_seq: BTreeMap<String, usize> = BTreeMap::new();
     for (labels, _, _) in &load {
-        *per_seq.entry(labels["seq"].as_str().unwrap().to_string()).or_default() += 1;
+        *per_seq
+            .entry(labels["seq"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     for (seq, _) in &ticks {
-        assert_eq!(per_seq.get(&seq.to_string()), Some(&4), "tick {seq} has 4 tick_load samples");
+        assert_eq!(
+            per_seq.get(&seq.to_string()),
+            Some(&4),
+            "tick {seq} has 4 tick_load samples"
+        );
     }
 
     // Matchers and aggregation over the same data.
-    let one = acme.query(&[("metric", "tick_load"), ("match", "slot=3"), ("since", "1h")]);
-    assert!(one["series"].as_array().unwrap().iter().all(|s| s["labels"]["slot"] == "3"));
+    let one = acme.query(&[
+        ("metric", "tick_load"),
+        ("match", "slot=3"),
+        ("since", "1h"),
+    ]);
+    assert!(
+        one["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["labels"]["slot"] == "3")
+    );
     let summed = acme.query(&[
         ("metric", "tick_load"),
         ("since", "1h"),
@@ -81,7 +111,10 @@ fn uploaded_guest_samples_are_queryable_with_labels_and_counts() {
         .iter()
         .map(|p| p[1].as_f64().unwrap())
         .sum();
-    assert!(total >= (ticks.len() * 4) as f64, "count aggregation sees every sample");
+    assert!(
+        total >= (ticks.len() * 4) as f64,
+        "count aggregation sees every sample"
+    );
 
     let view = acme.component("tick-counter");
     assert_eq!(view["state"], "running");
@@ -93,14 +126,25 @@ fn uploaded_guest_samples_are_queryable_with_labels_and_counts() {
         .iter()
         .map(|l| l["message"].as_str().unwrap().to_string())
         .collect();
-    assert!(log.iter().any(|l| l.contains("tick-counter starting with marker v1")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("tick-counter starting with marker v1")),
+        "{log:?}"
+    );
 }
 
 #[test]
 fn hot_swap_init_failure_and_rollback() {
     let server = Server::start(BIN);
     let acme = server.tenant("acme");
-    let m = |version: &str, config: &str| manifest("tick-counter", version, "50ms", &format!("[config]\n{config}\n"));
+    let m = |version: &str, config: &str| {
+        manifest(
+            "tick-counter",
+            version,
+            "50ms",
+            &format!("[config]\n{config}\n"),
+        )
+    };
     acme.push(&m("1.0.0", "marker = \"v1\""), TICK_COUNTER);
     acme.wait_for("20 v1 ticks", Duration::from_secs(30), |api| {
         (ticks_by_seq(api).len() >= 20).then_some(())
@@ -114,24 +158,60 @@ fn hot_swap_init_failure_and_rollback() {
         (t.iter().filter(|(_, m)| m == "v2").count() >= 20).then_some(t)
     });
     assert_contiguous_and_unique(&ticks);
-    let last_v1 = ticks.iter().filter(|(_, m)| m == "v1").map(|(s, _)| *s).max().unwrap();
-    let first_v2 = ticks.iter().filter(|(_, m)| m == "v2").map(|(s, _)| *s).min().unwrap();
+    let last_v1 = ticks
+        .iter()
+        .filter(|(_, m)| m == "v1")
+        .map(|(s, _)| *s)
+        .max()
+        .unwrap();
+    let first_v2 = ticks
+        .iter()
+        .filter(|(_, m)| m == "v2")
+        .map(|(s, _)| *s)
+        .min()
+        .unwrap();
     assert_eq!(last_v1 + 1, first_v2, "v2 takes over at the very next tick");
 
     // v3's init fails: 422 with the reason, v2 keeps running.
     let wasm = std::fs::read(TICK_COUNTER).unwrap();
-    let (status, body) = acme.upload(&m("3.0.0", "fail_init = \"database unreachable\""), &wasm, true);
+    let (status, body) = acme.upload(
+        &m("3.0.0", "fail_init = \"database unreachable\""),
+        &wasm,
+        true,
+    );
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"], "init_failed");
     assert_eq!(body["version"], 3);
-    assert!(body["detail"].as_str().unwrap().contains("database unreachable"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("database unreachable"),
+        "{body}"
+    );
     let view = acme.component("tick-counter");
     assert_eq!(view["active_version"], 2);
     assert_eq!(view["state"], "running");
-    assert!(view["last_error"]["message"].as_str().unwrap().contains("database unreachable"));
-    let v3 = view["versions"].as_array().unwrap().iter().find(|v| v["version"] == 3).unwrap().clone();
+    assert!(
+        view["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("database unreachable")
+    );
+    let v3 = view["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == 3)
+        .unwrap()
+        .clone();
     assert_eq!(v3["status"], "failed");
-    assert!(v3["status_detail"].as_str().unwrap().contains("database unreachable"));
+    assert!(
+        v3["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("database unreachable")
+    );
     let before = ticks_by_seq(&acme).len();
     acme.wait_for("v2 still ticking", Duration::from_secs(30), |api| {
         let t = ticks_by_seq(api);
@@ -139,7 +219,10 @@ fn hot_swap_init_failure_and_rollback() {
     });
 
     // Roll back to v1 explicitly, then back (default) to the previously active v2.
-    let (status, body) = acme.post("/v1/components/tick-counter/rollback", json!({ "version": 1 }));
+    let (status, body) = acme.post(
+        "/v1/components/tick-counter/rollback",
+        json!({ "version": 1 }),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["version"], 1);
     assert_eq!(body["previous"], 2);
@@ -151,10 +234,16 @@ fn hot_swap_init_failure_and_rollback() {
     assert_contiguous_and_unique(&ticks);
     let (status, body) = acme.post("/v1/components/tick-counter/rollback", json!({}));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["version"], 2, "a plain rollback returns to the previously active version");
+    assert_eq!(
+        body["version"], 2,
+        "a plain rollback returns to the previously active version"
+    );
 
     // Activating an unknown version is a 404 naming it.
-    let (status, body) = acme.post("/v1/components/tick-counter/activate", json!({ "version": 9 }));
+    let (status, body) = acme.post(
+        "/v1/components/tick-counter/activate",
+        json!({ "version": 9 }),
+    );
     assert_eq!(status, 404);
     assert!(body["detail"].as_str().unwrap().contains("no version 9"));
 }
@@ -169,10 +258,19 @@ fn health_metrics_and_openapi() {
 
     let acme = server.tenant("acme");
     acme.push(&manifest("tick-counter", "1", "100ms", ""), TICK_COUNTER);
-    acme.wait_for("a tick", Duration::from_secs(30), |api| (!ticks_by_seq(api).is_empty()).then_some(()));
-    let metrics = reqwest::blocking::get(format!("{}/metrics", server.base)).unwrap().text().unwrap();
+    acme.wait_for("a tick", Duration::from_secs(30), |api| {
+        (!ticks_by_seq(api).is_empty()).then_some(())
+    });
+    let metrics = reqwest::blocking::get(format!("{}/metrics", server.base))
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(metrics.contains("# TYPE sotp_component_calls_total counter"));
-    assert!(metrics.contains(r#"sotp_component_active_version{tenant="acme",component="tick-counter"} 1"#), "{metrics}");
+    assert!(
+        metrics
+            .contains(r#"sotp_component_active_version{tenant="acme",component="tick-counter"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains("sotp_store_commits_total"));
 
     // Every documented path is routed, and every routed path is documented.
@@ -180,23 +278,30 @@ fn health_metrics_and_openapi() {
     assert_eq!(status, 200);
     let documented: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     for path in &documented {
-        let concrete = path.replace("{name}", "tick-counter").replace("{id}", "acme");
+        let concrete = path
+            .replace("{name}", "tick-counter")
+            .replace("{id}", "acme");
         let (status, body) = acme.get(&concrete);
         assert_ne!(
-            body["detail"].as_str().map(|d| d.starts_with("no such endpoint")),
+            body["detail"]
+                .as_str()
+                .map(|d| d.starts_with("no such endpoint")),
             Some(true),
             "{path} is documented but not routed ({status})"
         );
     }
     let router_src = include_str!("../../api/src/server/mod.rs");
-    for line in router_src.lines().filter(|l| l.trim_start().starts_with(".route(\"")) {
-        let path = line.split('"').nth(1).unwrap();
+    for chunk in router_src.split(".route(").skip(1) {
+        let path = chunk.split('"').nth(1).unwrap();
         let full = if ["/healthz", "/readyz", "/metrics"].contains(&path) {
             path.to_string()
         } else {
             format!("/v1{path}")
         };
-        assert!(documented.contains(&full), "{full} is routed but not in openapi.json");
+        assert!(
+            documented.contains(&full),
+            "{full} is routed but not in openapi.json"
+        );
     }
 }
 
@@ -204,8 +309,13 @@ fn health_metrics_and_openapi() {
 fn components_come_back_after_a_clean_restart() {
     let mut server = Server::start(BIN);
     let acme = server.tenant("acme");
-    acme.push(&manifest("tick-counter", "1", "50ms", "[config]\nmarker = \"a\""), TICK_COUNTER);
-    acme.wait_for("5 ticks", Duration::from_secs(30), |api| (ticks_by_seq(api).len() >= 5).then_some(()));
+    acme.push(
+        &manifest("tick-counter", "1", "50ms", "[config]\nmarker = \"a\""),
+        TICK_COUNTER,
+    );
+    acme.wait_for("5 ticks", Duration::from_secs(30), |api| {
+        (ticks_by_seq(api).len() >= 5).then_some(())
+    });
     server.stop();
     server.restart();
     let acme = server.api(&acme.token);
@@ -217,7 +327,11 @@ fn components_come_back_after_a_clean_restart() {
     // Numbering continues: nothing before the restart is repeated.
     let mut seqs: Vec<u64> = after.iter().map(|(s, _)| *s).collect();
     seqs.dedup();
-    assert_eq!(seqs.len(), after.len(), "no tick number reused across the restart");
+    assert_eq!(
+        seqs.len(),
+        after.len(),
+        "no tick number reused across the restart"
+    );
     let view: Value = acme.component("tick-counter");
     assert_eq!(view["active_version"], 1);
 }

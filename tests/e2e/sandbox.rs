@@ -14,17 +14,23 @@ fn attacker(api: &Api, name: &str, mode: &str, extra: &str) {
             name,
             "1",
             "200ms",
-            &format!("[limits]\nmemory = \"16MiB\"\ncpu_ms = 50\n{extra}\n[config]\nmode = \"{mode}\"\n"),
+            &format!(
+                "[limits]\nmemory = \"16MiB\"\ncpu_ms = 50\n{extra}\n[config]\nmode = \"{mode}\"\n"
+            ),
         ),
         ATTACKER,
     );
 }
 
 fn wait_for_trap(api: &Api, name: &str, kind: &str, times: u64) -> Value {
-    api.wait_for(&format!("{name} to trap ({kind}) {times} times"), Duration::from_secs(60), |api| {
-        let view = api.component(name);
-        (view["counters"]["traps"][kind].as_u64().unwrap_or(0) >= times).then_some(view)
-    })
+    api.wait_for(
+        &format!("{name} to trap ({kind}) {times} times"),
+        Duration::from_secs(60),
+        |api| {
+            let view = api.component(name);
+            (view["counters"]["traps"][kind].as_u64().unwrap_or(0) >= times).then_some(view)
+        },
+    )
 }
 
 fn last_point(api: &Api, metric: &str) -> Option<f64> {
@@ -43,8 +49,14 @@ fn attacks_are_stopped_named_and_contained() {
     let spin = wait_for_trap(&acme, "spinner", "cpu_deadline", 2);
     let reason = spin["last_error"]["message"].as_str().unwrap();
     assert!(reason.contains("CPU deadline exceeded"), "{reason}");
-    assert!(spin["counters"]["emitted_dropped"].as_u64().unwrap() >= 2, "a trapped call's output is dropped");
-    assert!(acme.points("attacker_alive", "1h").is_empty(), "nothing a trapped call emitted is stored");
+    assert!(
+        spin["counters"]["emitted_dropped"].as_u64().unwrap() >= 2,
+        "a trapped call's output is dropped"
+    );
+    assert!(
+        acme.points("attacker_alive", "1h").is_empty(),
+        "nothing a trapped call emitted is stored"
+    );
 
     let bomb = wait_for_trap(&acme, "bomber", "memory_limit", 2);
     let reason = bomb["last_error"]["message"].as_str().unwrap();
@@ -53,12 +65,17 @@ fn attacks_are_stopped_named_and_contained() {
 
     let panic = wait_for_trap(&acme, "panicker", "panic", 2);
     let reason = panic["last_error"]["message"].as_str().unwrap();
-    assert!(reason.starts_with("panicked: sensor table corrupt at tick"), "{reason}");
-    let stderr_seen = panic["recent_log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|l| l["source"] == "stderr" && l["message"].as_str().unwrap().contains("sensor table corrupt"));
+    assert!(
+        reason.starts_with("panicked: sensor table corrupt at tick"),
+        "{reason}"
+    );
+    let stderr_seen = panic["recent_log"].as_array().unwrap().iter().any(|l| {
+        l["source"] == "stderr"
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .contains("sensor table corrupt")
+    });
     assert!(stderr_seen, "the guest's stderr is in its log");
 
     // Each trap got a fresh instance: the next call ran again (and trapped again).
@@ -67,10 +84,15 @@ fn attacks_are_stopped_named_and_contained() {
     // The well-behaved neighbour kept ticking throughout, and keeps ticking.
     let before = acme.points("ticks", "1h").len();
     assert!(before >= 5, "tick-counter ran while the attackers trapped");
-    acme.wait_for("tick-counter to keep ticking", Duration::from_secs(30), |api| {
-        (api.points("ticks", "1h").len() >= before + 5).then_some(())
-    });
-    assert_eq!(acme.component("tick-counter")["counters"]["traps"]["cpu_deadline"], 0);
+    acme.wait_for(
+        "tick-counter to keep ticking",
+        Duration::from_secs(30),
+        |api| (api.points("ticks", "1h").len() >= before + 5).then_some(()),
+    );
+    assert_eq!(
+        acme.component("tick-counter")["counters"]["traps"]["cpu_deadline"],
+        0
+    );
     assert!(server.is_running(), "the host never crashes");
     let (status, _) = server.admin().get("/healthz");
     assert_eq!(status, 200);
@@ -80,21 +102,40 @@ fn attacks_are_stopped_named_and_contained() {
 fn grants_and_ambient_authority() {
     let server = Server::start(BIN);
     let acme = server.tenant("acme");
-    for (name, value) in [("granted-secret", "abc123"), ("forbidden-secret", "topsecret")] {
+    for (name, value) in [
+        ("granted-secret", "abc123"),
+        ("forbidden-secret", "topsecret"),
+    ] {
         let (status, body) = acme.put(&format!("/v1/secrets/{name}"), json!({ "value": value }));
         assert_eq!(status, 204, "{body}");
     }
-    attacker(&acme, "prober", "secrets", "[grants]\nsecrets = [\"granted-secret\"]\n");
+    attacker(
+        &acme,
+        "prober",
+        "secrets",
+        "[grants]\nsecrets = [\"granted-secret\"]\n",
+    );
     attacker(&acme, "escaper", "escape", "");
 
     acme.wait_for("the secrets probe", Duration::from_secs(30), |api| {
         last_point(api, "secret_forbidden_denied").map(|_| ())
     });
-    assert_eq!(last_point(&acme, "secret_granted_len"), Some(6.0), "a granted secret is readable");
-    assert_eq!(last_point(&acme, "secret_forbidden_denied"), Some(1.0), "an ungranted one is denied");
+    assert_eq!(
+        last_point(&acme, "secret_granted_len"),
+        Some(6.0),
+        "a granted secret is readable"
+    );
+    assert_eq!(
+        last_point(&acme, "secret_forbidden_denied"),
+        Some(1.0),
+        "an ungranted one is denied"
+    );
     assert!(acme.points("secret_forbidden_leaked", "1h").is_empty());
     let view = acme.component("prober");
-    assert!(view["counters"]["denied"].as_u64().unwrap() >= 1, "denials are counted");
+    assert!(
+        view["counters"]["denied"].as_u64().unwrap() >= 1,
+        "denials are counted"
+    );
     assert!(view["recent_log"].as_array().unwrap().iter().any(|l| {
         l["source"] == "host" && l["message"].as_str().unwrap().contains("forbidden-secret")
     }));
@@ -102,13 +143,32 @@ fn grants_and_ambient_authority() {
     acme.wait_for("the escape attempt", Duration::from_secs(30), |api| {
         last_point(api, "escape_tcp_connected").map(|_| ())
     });
-    assert_eq!(last_point(&acme, "escape_file_read"), Some(0.0), "no host files");
-    assert_eq!(last_point(&acme, "escape_dir_entries"), Some(0.0), "no directories at all");
-    assert_eq!(last_point(&acme, "escape_tcp_connected"), Some(0.0), "no sockets");
-    assert_eq!(last_point(&acme, "escape_env_vars"), Some(0.0), "no host environment");
+    assert_eq!(
+        last_point(&acme, "escape_file_read"),
+        Some(0.0),
+        "no host files"
+    );
+    assert_eq!(
+        last_point(&acme, "escape_dir_entries"),
+        Some(0.0),
+        "no directories at all"
+    );
+    assert_eq!(
+        last_point(&acme, "escape_tcp_connected"),
+        Some(0.0),
+        "no sockets"
+    );
+    assert_eq!(
+        last_point(&acme, "escape_env_vars"),
+        Some(0.0),
+        "no host environment"
+    );
     let view = acme.component("escaper");
     assert!(view["recent_log"].as_array().unwrap().iter().any(|l| {
-        l["message"].as_str().unwrap().contains("reading /etc/passwd")
+        l["message"]
+            .as_str()
+            .unwrap()
+            .contains("reading /etc/passwd")
     }));
 
     // The API never hands a secret's value back.
@@ -124,35 +184,65 @@ fn bad_uploads_get_a_4xx_naming_the_problem() {
     let tick = std::fs::read(TICK_COUNTER).unwrap();
 
     let (status, body) = acme.upload(&good, b"#!/bin/sh\necho not wasm\n", true);
-    assert_eq!((status, body["error"].as_str()), (400, Some("not_wasm")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("not_wasm")),
+        "{body}"
+    );
 
     let core_module = b"\0asm\x01\0\0\0";
     let (status, body) = acme.upload(&good, core_module, true);
-    assert_eq!((status, body["error"].as_str()), (400, Some("not_a_component")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("not_a_component")),
+        "{body}"
+    );
 
     let wrong = std::fs::read(WRONG_WORLD).unwrap();
     let (status, body) = acme.upload(&good, &wrong, true);
-    assert_eq!((status, body["error"].as_str()), (422, Some("wrong_world")), "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("collector"), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("wrong_world")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("collector"),
+        "{body}"
+    );
 
     let no_version = "name = \"x\"\nworld = \"collector\"\n";
     let (status, body) = acme.upload(no_version, &tick, true);
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_manifest")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_manifest")),
+        "{body}"
+    );
     assert_eq!(body["key"], "version");
 
     let bad_memory = manifest("x", "1", "1s", "[limits]\nmemory = \"4TiB\"\n");
     let (status, body) = acme.upload(&bad_memory, &tick, true);
-    assert_eq!((status, body["key"].as_str()), (400, Some("limits.memory")), "{body}");
+    assert_eq!(
+        (status, body["key"].as_str()),
+        (400, Some("limits.memory")),
+        "{body}"
+    );
 
     let mut huge = b"\0asm\x0d\0\x01\0".to_vec();
     huge.resize(33 * 1024 * 1024, 0);
     let (status, body) = acme.upload(&good, &huge, true);
-    assert_eq!((status, body["error"].as_str()), (413, Some("upload_too_large")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("upload_too_large")),
+        "{body}"
+    );
 
     let (status, body) = acme.post("/v1/components/x/activate", json!({ "nope": 1 }));
     assert!((400..500).contains(&status), "{status} {body}");
     let (status, body) = Api::new(&server.base, "sotp_wrong").get("/v1/components");
-    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
     let (status, _) = acme.get("/v1/nowhere");
     assert_eq!(status, 404);
 

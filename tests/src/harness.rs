@@ -71,9 +71,16 @@ impl Server {
                 break text.trim().to_string();
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sotp exited with {status} before listening:\n{}", self.log());
+                panic!(
+                    "sotp exited with {status} before listening:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "sotp did not start:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "sotp did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         self.base = format!("http://{addr}");
@@ -93,7 +100,11 @@ impl Server {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "sotp never became ready:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "sotp never became ready:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -113,7 +124,11 @@ impl Server {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
-                    assert!(status.success(), "sotp exited with {status}:\n{}", self.log());
+                    assert!(
+                        status.success(),
+                        "sotp exited with {status}:\n{}",
+                        self.log()
+                    );
                     return;
                 }
                 if Instant::now() > deadline {
@@ -158,7 +173,10 @@ impl Server {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
 }
 
 impl Drop for Server {
@@ -283,7 +301,11 @@ impl Api {
         let mut out = Vec::new();
         for s in body["series"].as_array().unwrap() {
             for p in s["points"].as_array().unwrap() {
-                out.push((s["labels"].clone(), p[0].as_i64().unwrap(), p[1].as_f64().unwrap()));
+                out.push((
+                    s["labels"].clone(),
+                    p[0].as_i64().unwrap(),
+                    p[1].as_f64().unwrap(),
+                ));
             }
         }
         out
@@ -296,7 +318,12 @@ impl Api {
     }
 
     /// Poll `f` until it returns `Some`, or panic after `timeout` with `what`.
-    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Api) -> Option<T>) -> T {
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Api) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(v) = f(self) {
@@ -312,7 +339,9 @@ pub fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

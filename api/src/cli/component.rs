@@ -10,10 +10,12 @@ use std::time::Duration;
 #[derive(Subcommand)]
 pub enum ComponentCmd {
     /// Upload a new version (and activate it, unless --no-activate).
-    #[command(after_help = "PATH is a manifest (sotp.toml) or a directory holding one. Without \
+    #[command(
+        after_help = "PATH is a manifest (sotp.toml) or a directory holding one. Without \
 --wasm, the component is looked for next to the manifest, then as \
 target/wasm32-wasip2/release/<name>.wasm in the manifest's directory or its parents.\n\n\
-Example:\n  sotp component push guests/tick-counter")]
+Example:\n  sotp component push guests/tick-counter"
+    )]
     Push {
         path: PathBuf,
         /// The component binary (.wasm).
@@ -91,7 +93,10 @@ pub async fn exec(cmd: ComponentCmd) -> anyhow::Result<()> {
             let c = Client::new(&client)?;
             let v = c.get("/components").await?;
             c.print(&v, |v| {
-                println!("{:<28} {:<10} {:>7}  {:<12} LAST ERROR", "NAME", "STATE", "VERSION", "LABEL");
+                println!(
+                    "{:<28} {:<10} {:>7}  {:<12} LAST ERROR",
+                    "NAME", "STATE", "VERSION", "LABEL"
+                );
                 for comp in v["components"].as_array().into_iter().flatten() {
                     println!(
                         "{:<28} {:<10} {:>7}  {:<12} {}",
@@ -118,7 +123,10 @@ pub async fn exec(cmd: ComponentCmd) -> anyhow::Result<()> {
         } => {
             let c = Client::new(&client)?;
             let v = c
-                .post(&format!("/components/{name}/activate"), json!({ "version": version }))
+                .post(
+                    &format!("/components/{name}/activate"),
+                    json!({ "version": version }),
+                )
                 .await?;
             c.print(&v, print_activation);
             Ok(())
@@ -129,7 +137,9 @@ pub async fn exec(cmd: ComponentCmd) -> anyhow::Result<()> {
                 Some(v) => json!({ "version": v }),
                 None => json!({}),
             };
-            let v = c.post(&format!("/components/{name}/rollback"), body).await?;
+            let v = c
+                .post(&format!("/components/{name}/rollback"), body)
+                .await?;
             c.print(&v, print_activation);
             Ok(())
         }
@@ -164,8 +174,17 @@ pub async fn exec(cmd: ComponentCmd) -> anyhow::Result<()> {
     }
 }
 
-async fn push(c: &Client, path: &Path, wasm: Option<PathBuf>, activate: bool) -> anyhow::Result<()> {
-    let manifest_path = if path.is_dir() { path.join("sotp.toml") } else { path.to_path_buf() };
+async fn push(
+    c: &Client,
+    path: &Path,
+    wasm: Option<PathBuf>,
+    activate: bool,
+) -> anyhow::Result<()> {
+    let manifest_path = if path.is_dir() {
+        path.join("sotp.toml")
+    } else {
+        path.to_path_buf()
+    };
     let manifest = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("reading manifest {}", manifest_path.display()))?;
     let name = manifest_name(&manifest)
@@ -174,7 +193,8 @@ async fn push(c: &Client, path: &Path, wasm: Option<PathBuf>, activate: bool) ->
         Some(p) => p,
         None => find_wasm(&manifest_path, &name)?,
     };
-    let bytes = std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+    let bytes =
+        std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!(
         "uploading {} ({} KiB), compiling{}",
@@ -185,7 +205,10 @@ async fn push(c: &Client, path: &Path, wasm: Option<PathBuf>, activate: bool) ->
     spinner.enable_steady_tick(Duration::from_millis(100));
     let form = reqwest::multipart::Form::new()
         .part("manifest", reqwest::multipart::Part::text(manifest))
-        .part("wasm", reqwest::multipart::Part::bytes(bytes).file_name("component.wasm"));
+        .part(
+            "wasm",
+            reqwest::multipart::Part::bytes(bytes).file_name("component.wasm"),
+        );
     let result = c
         .send(
             c.http()
@@ -203,7 +226,11 @@ async fn push(c: &Client, path: &Path, wasm: Option<PathBuf>, activate: bool) ->
             s(&v["label"]),
             v["compile_ms"].as_f64().unwrap_or(0.0),
             s(&v["compiled_from"]),
-            if v["activated"].as_bool() == Some(true) { "; active now" } else { "" }
+            if v["activated"].as_bool() == Some(true) {
+                "; active now"
+            } else {
+                ""
+            }
         )
     });
     Ok(())
@@ -219,22 +246,35 @@ fn find_wasm(manifest: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let file = format!("{}.wasm", name.replace('-', "_"));
     let mut candidates = vec![dir.join(&file), dir.join(format!("{name}.wasm"))];
     if let Some(target) = std::env::var_os("SOTP_GUEST_TARGET_DIR") {
-        candidates.push(PathBuf::from(target).join("wasm32-wasip2/release").join(&file));
+        candidates.push(
+            PathBuf::from(target)
+                .join("wasm32-wasip2/release")
+                .join(&file),
+        );
     }
     let mut up = Some(dir.as_path());
     while let Some(d) = up {
         candidates.push(d.join("target/wasm32-wasip2/release").join(&file));
         up = d.parent();
     }
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("no {file} found near {}; build it (scripts/build-guests) or pass --wasm", manifest.display()))
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        anyhow!(
+            "no {file} found near {}; build it (scripts/build-guests) or pass --wasm",
+            manifest.display()
+        )
+    })
 }
 
 fn print_component(v: &Value) {
     println!("component   {}", s(&v["name"]));
-    println!("state       {}{}", s(&v["state"]), v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default());
+    println!(
+        "state       {}{}",
+        s(&v["state"]),
+        v["reason"]
+            .as_str()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
     println!("active      {}", s(&v["active_version"]));
     let counters = &v["counters"];
     println!(
@@ -300,19 +340,36 @@ fn print_activation(v: &Value) {
 }
 
 async fn logs(c: &Client, name: &str, lines: usize, follow: bool) -> anyhow::Result<()> {
-    let mut last_seen: i64 = 0;
+    // Lines come oldest first; remember the newest timestamp printed and how many lines of
+    // that same millisecond were printed, so following neither repeats nor skips a line.
+    let mut last_ms: i64 = i64::MIN;
+    let mut printed_at_last = 0usize;
     loop {
-        let v = c.get(&format!("/components/{name}/logs?lines={lines}")).await?;
+        let v = c
+            .get(&format!("/components/{name}/logs?lines={lines}"))
+            .await?;
         if c.json && !follow {
             c.print(&v, |_| {});
             return Ok(());
         }
+        let mut same_ms_seen = 0usize;
         for line in v["lines"].as_array().into_iter().flatten() {
             let at = line["at_ms"].as_i64().unwrap_or(0);
-            if at > last_seen {
-                print_log_line(line);
-                last_seen = at;
+            if at < last_ms {
+                continue;
             }
+            if at == last_ms {
+                same_ms_seen += 1;
+                if same_ms_seen <= printed_at_last {
+                    continue;
+                }
+                printed_at_last += 1;
+            } else {
+                last_ms = at;
+                printed_at_last = 1;
+                same_ms_seen = 1;
+            }
+            print_log_line(line);
         }
         if !follow {
             return Ok(());

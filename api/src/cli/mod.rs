@@ -15,7 +15,12 @@ use std::path::PathBuf;
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
     /// Base URL of the sotp server.
-    #[arg(long, env = "SOTP_SERVER", default_value = "http://127.0.0.1:8787", global = true)]
+    #[arg(
+        long,
+        env = "SOTP_SERVER",
+        default_value = "http://127.0.0.1:8787",
+        global = true
+    )]
     pub server: String,
     /// API token. Without one, the admin token in the data dir is used if readable.
     #[arg(long, env = "SOTP_TOKEN", hide_env_values = true, global = true)]
@@ -84,7 +89,10 @@ impl Client {
             Ok(body)
         } else {
             let code = body["error"].as_str().unwrap_or("error");
-            let detail = body["detail"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
+            let detail = body["detail"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| body.to_string());
             Err(anyhow!("{code} ({}): {detail}", status.as_u16()))
         }
     }
@@ -112,7 +120,10 @@ impl Client {
     /// Print JSON if asked to, else run the human printer.
     pub fn print(&self, value: &Value, human: impl FnOnce(&Value)) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
         } else {
             human(value)
         }

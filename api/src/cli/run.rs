@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
-#[command(after_help = "With no flags and no file, sotp serves http://127.0.0.1:8787 and keeps \
+#[command(
+    after_help = "With no flags and no file, sotp serves http://127.0.0.1:8787 and keeps \
 its data in ~/.local/share/sotp. On first start it writes the platform admin token to \
 <data-dir>/admin.token (mode 0600).\n\nEnvironment overrides for any config key: \
-SOTP_<SECTION>__<KEY>, e.g. SOTP_RUNTIME__LIMITS__MAX_UPLOAD=64MiB.")]
+SOTP_<SECTION>__<KEY>, e.g. SOTP_RUNTIME__LIMITS__MAX_UPLOAD=64MiB."
+)]
 pub struct RunArgs {
     /// TOML config file (see docs/CONFIG.md); keys not set keep their defaults.
     #[arg(long, short, env = "SOTP_CONFIG")]
@@ -79,9 +81,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTP_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),

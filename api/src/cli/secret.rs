@@ -56,12 +56,18 @@ pub async fn exec(cmd: SecretCmd) -> anyhow::Result<()> {
             let v = c.get("/secrets").await?;
             c.print(&v, |v| {
                 for sec in v["secrets"].as_array().into_iter().flatten() {
-                    println!("{:<32} updated {}", s(&sec["name"]), time(&sec["updated_ms"]));
+                    println!(
+                        "{:<32} updated {}",
+                        s(&sec["name"]),
+                        time(&sec["updated_ms"])
+                    );
                 }
             });
         }
         SecretCmd::Delete { name, client } => {
-            Client::new(&client)?.delete(&format!("/secrets/{name}")).await?;
+            Client::new(&client)?
+                .delete(&format!("/secrets/{name}"))
+                .await?;
             println!("deleted {name}");
         }
     }

@@ -92,7 +92,10 @@ pub async fn exec_tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             let c = Client::new(&client)?;
             let v = c.get("/tenants").await?;
             c.print(&v, |v| {
-                println!("{:<24} {:<24} {:>10} {:>12}  CREATED", "ID", "NAME", "MAX COMP", "MAX MEMORY");
+                println!(
+                    "{:<24} {:<24} {:>10} {:>12}  CREATED",
+                    "ID", "NAME", "MAX COMP", "MAX MEMORY"
+                );
                 for t in v["tenants"].as_array().into_iter().flatten() {
                     println!(
                         "{:<24} {:<24} {:>10} {:>12}  {}",
@@ -106,7 +109,9 @@ pub async fn exec_tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             });
         }
         TenantCmd::Delete { id, client } => {
-            Client::new(&client)?.delete(&format!("/tenants/{id}")).await?;
+            Client::new(&client)?
+                .delete(&format!("/tenants/{id}"))
+                .await?;
             println!("deleted tenant {id}");
         }
     }
@@ -121,7 +126,9 @@ pub async fn exec_token(cmd: TokenCmd) -> anyhow::Result<()> {
             client,
         } => {
             let c = Client::new(&client)?;
-            let v = c.post("/tokens", json!({ "tenant": tenant, "name": name })).await?;
+            let v = c
+                .post("/tokens", json!({ "tenant": tenant, "name": name }))
+                .await?;
             c.print(&v, |v| println!("{} (id {})", s(&v["token"]), s(&v["id"])));
         }
         TokenCmd::List { tenant, client } => {

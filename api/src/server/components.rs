@@ -5,9 +5,11 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use axum::Json;
-use axum::extract::{Multipart, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::StatusCode;
 use base64::Engine as _;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,27 +23,60 @@ pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     Query(params): Query<UploadParams>,
-    headers: HeaderMap,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    request: Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let tenant = caller.tenant()?.to_string();
     let limit = state.runtime.config.limits.max_upload.0;
-    if let Some(len) = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limit + super::MULTIPART_SLACK
-    {
+    let (parts, body) = request.into_parts();
+    let body = read_capped(body, limit + super::MULTIPART_SLACK).await?;
+    let multipart = Multipart::from_request(Request::from_parts(parts, Body::from(body)), &())
+        .await
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "expected a multipart/form-data body with `manifest` and `wasm` parts: {e}"
+                ),
+            )
+        })?;
+    let (manifest, wasm) = read_parts(multipart, limit).await?;
+    let outcome = state
+        .runtime
+        .upload(&tenant, &manifest, &wasm, params.activate.unwrap_or(true))
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(outcome))))
+}
+
+/// Read the request body up to `cap` bytes. Past the cap the rest is read and discarded (up
+/// to a hard stop) before answering 413, so the client, still sending, gets the answer
+/// instead of a reset connection.
+async fn read_capped(body: Body, cap: u64) -> ApiResult<bytes::Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut kept = bytes::BytesMut::new();
+    let mut total: u64 = 0;
+    let hard_stop = cap.saturating_mul(8).max(64 << 20);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("invalid_request", format!("reading the upload failed: {e}"))
+        })?;
+        total += chunk.len() as u64;
+        if total <= cap {
+            kept.extend_from_slice(&chunk);
+        } else if total > hard_stop {
+            break;
+        }
+    }
+    if total > cap {
         return Err(ApiError::too_large(format!(
-            "the upload is {len} bytes, over the limit of {limit} bytes (limits.max_upload)"
+            "the upload is over the limit of {} (runtime.limits.max_upload plus {} of multipart framing)",
+            sotp_runtime::units::ByteSize(cap - super::MULTIPART_SLACK),
+            sotp_runtime::units::ByteSize(super::MULTIPART_SLACK)
         )));
     }
-    let mut multipart = multipart.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("expected a multipart/form-data body with `manifest` and `wasm` parts: {e}"),
-        )
-    })?;
+    Ok(kept.freeze())
+}
+
+async fn read_parts(mut multipart: Multipart, limit: u64) -> ApiResult<(String, bytes::Bytes)> {
     let mut manifest: Option<String> = None;
     let mut wasm: Option<bytes::Bytes> = None;
     loop {
@@ -62,7 +97,9 @@ pub async fn upload(
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_request",
-                    format!("unexpected part `{other}`: send `manifest` (TOML) and `wasm` (the component)"),
+                    format!(
+                        "unexpected part `{other}`: send `manifest` (TOML) and `wasm` (the component)"
+                    ),
                 ));
             }
         }
@@ -71,26 +108,28 @@ pub async fn upload(
         ApiError::bad_request("invalid_manifest", "the `manifest` part (TOML) is missing")
     })?;
     let wasm = wasm.ok_or_else(|| {
-        ApiError::bad_request("not_wasm", "the `wasm` part (the component binary) is missing")
+        ApiError::bad_request(
+            "not_wasm",
+            "the `wasm` part (the component binary) is missing",
+        )
     })?;
     if wasm.len() as u64 > limit {
         return Err(ApiError::too_large(format!(
-            "the component is {} bytes, over the limit of {limit} bytes",
+            "the component is {} bytes, over the limit of {limit} bytes (runtime.limits.max_upload)",
             wasm.len()
         )));
     }
-    let outcome = state
-        .runtime
-        .upload(&tenant, &manifest, &wasm, params.activate.unwrap_or(true))
-        .await?;
-    Ok((StatusCode::CREATED, Json(json!(outcome))))
+    Ok((manifest, wasm))
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(format!("the upload is over the limit of {limit} bytes"))
     } else {
-        ApiError::bad_request("invalid_request", format!("malformed multipart body: {}", e.body_text()))
+        ApiError::bad_request(
+            "invalid_request",
+            format!("malformed multipart body: {}", e.body_text()),
+        )
     }
 }
 
@@ -110,9 +149,10 @@ pub async fn show(
     Path(name): Path<String>,
     Query(p): Query<ShowParams>,
 ) -> ApiResult<Json<Value>> {
-    let view = state
-        .runtime
-        .component(caller.tenant()?, &name, p.log_lines.unwrap_or(20).min(500))?;
+    let view =
+        state
+            .runtime
+            .component(caller.tenant()?, &name, p.log_lines.unwrap_or(20).min(500))?;
     Ok(Json(json!(view)))
 }
 
@@ -122,7 +162,9 @@ pub async fn versions(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let view = state.runtime.component(caller.tenant()?, &name, 0)?;
-    Ok(Json(json!({ "versions": view.versions, "active_version": view.active_version })))
+    Ok(Json(
+        json!({ "versions": view.versions, "active_version": view.active_version }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -179,9 +221,10 @@ pub async fn logs(
     Path(name): Path<String>,
     Query(p): Query<LogParams>,
 ) -> ApiResult<Json<Value>> {
-    let lines = state
-        .runtime
-        .component_log(caller.tenant()?, &name, p.lines.unwrap_or(100).min(500))?;
+    let lines =
+        state
+            .runtime
+            .component_log(caller.tenant()?, &name, p.lines.unwrap_or(100).min(500))?;
     Ok(Json(json!({ "lines": lines })))
 }
 
@@ -206,7 +249,9 @@ pub async fn message(
         (Some(text), None) => text.into_bytes(),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map_err(|e| ApiError::bad_request("invalid_request", format!("payload_base64: {e}")))?,
+            .map_err(|e| {
+                ApiError::bad_request("invalid_request", format!("payload_base64: {e}"))
+            })?,
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_request",
@@ -222,5 +267,8 @@ pub async fn message(
 }
 
 pub fn json_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
-    ApiError::bad_request("invalid_request", format!("bad JSON body: {}", e.body_text()))
+    ApiError::bad_request(
+        "invalid_request",
+        format!("bad JSON body: {}", e.body_text()),
+    )
 }

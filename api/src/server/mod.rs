@@ -11,7 +11,6 @@ mod query;
 mod secrets;
 mod tenants;
 
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
@@ -21,21 +20,34 @@ use std::sync::Arc;
 /// Multipart framing and the manifest on top of the component's own size limit.
 pub const MULTIPART_SLACK: u64 = 1024 * 1024;
 
+/// Bodies other than uploads are small JSON documents.
+const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
 #[derive(Clone)]
 pub struct AppState {
     pub runtime: Arc<Runtime>,
 }
 
 pub fn router(runtime: Arc<Runtime>) -> Router {
-    let body_limit = (runtime.config.limits.max_upload.0 + MULTIPART_SLACK) as usize;
     let state = AppState { runtime };
     let v1 = Router::new()
         .route("/tenants", post(tenants::create).get(tenants::list))
         .route("/tenants/{id}", get(tenants::show).delete(tenants::delete))
-        .route("/tokens", post(tenants::create_token).get(tenants::list_tokens))
+        .route(
+            "/tokens",
+            post(tenants::create_token).get(tenants::list_tokens),
+        )
         .route("/tokens/{id}", axum::routing::delete(tenants::revoke_token))
-        .route("/components", post(components::upload).get(components::list))
-        .route("/components/{name}", get(components::show).delete(components::delete))
+        .route(
+            "/components",
+            post(components::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(components::list),
+        )
+        .route(
+            "/components/{name}",
+            get(components::show).delete(components::delete),
+        )
         .route("/components/{name}/versions", get(components::versions))
         .route("/components/{name}/activate", post(components::activate))
         .route("/components/{name}/rollback", post(components::rollback))
@@ -52,8 +64,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/metrics", get(ops::metrics))
         .nest("/v1", v1)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(state)
 }
 

@@ -62,7 +62,13 @@ pub fn parse_query(
             "end" => end = Some(parse_time(&value, now_ms).map_err(invalid)?),
             "since" => since = Some(parse_duration(&value).map_err(invalid)?),
             "step" => step = Some(parse_duration(&value).map_err(invalid)?),
-            "agg" => agg = Some(value.parse::<Aggregation>().map_err(|e| invalid(e.to_string()))?),
+            "agg" => {
+                agg = Some(
+                    value
+                        .parse::<Aggregation>()
+                        .map_err(|e| invalid(e.to_string()))?,
+                )
+            }
             "by" => {
                 by = Some(
                     value
@@ -138,7 +144,11 @@ pub async fn logs(
 ) -> ApiResult<Json<Value>> {
     let records = state
         .runtime
-        .telemetry_logs(caller.tenant()?, p.component, p.limit.unwrap_or(100).min(10_000))
+        .telemetry_logs(
+            caller.tenant()?,
+            p.component,
+            p.limit.unwrap_or(100).min(10_000),
+        )
         .await?;
     Ok(Json(json!({ "logs": records })))
 }

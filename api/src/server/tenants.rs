@@ -83,7 +83,9 @@ pub async fn create_token(
     } else {
         let own = caller.tenant()?.to_string();
         if body.tenant.as_ref().is_some_and(|t| *t != own) {
-            return Err(ApiError::forbidden("a tenant token can only create tokens for its own tenant"));
+            return Err(ApiError::forbidden(
+                "a tenant token can only create tokens for its own tenant",
+            ));
         }
         Some(own)
     };
@@ -106,7 +108,9 @@ pub async fn list_tokens(
     } else {
         Some(caller.tenant()?.to_string())
     };
-    Ok(Json(json!({ "tokens": state.runtime.tokens(tenant.as_deref())? })))
+    Ok(Json(
+        json!({ "tokens": state.runtime.tokens(tenant.as_deref())? }),
+    ))
 }
 
 pub async fn revoke_token(

@@ -19,8 +19,16 @@ pub fn parse_lines<'a>(payload: &'a [u8], out: &mut Vec<Parsed<'a>>) -> usize {
     let mut bad = 0;
     for line in text.lines() {
         let mut parts = line.split_ascii_whitespace();
-        match (parts.next(), parts.next(), parts.next().map(str::parse::<f64>)) {
-            (Some(device), Some(metric), Some(Ok(value))) => out.push(Parsed { device, metric, value }),
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next().map(str::parse::<f64>),
+        ) {
+            (Some(device), Some(metric), Some(Ok(value))) => out.push(Parsed {
+                device,
+                metric,
+                value,
+            }),
             _ => bad += 1,
         }
     }

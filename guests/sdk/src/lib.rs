@@ -216,7 +216,7 @@ macro_rules! collector {
                 }
             }
 
-            $crate::bindings::__export_collector_world!(Export with_types_in $crate::bindings);
+    $crate::bindings::__export_collector_world!(Export with_types_in $crate::bindings);
         };
     };
 }

@@ -3,7 +3,9 @@
 use super::{HostState, WitError, WitLabel, WitLogRecord, WitSample};
 use crate::host::sotp::telemetry::emit;
 use crate::stats::LogLevel;
-use crate::telemetry::{COMPONENT_LABEL, LogRow, SampleRow, validate_label_name, validate_metric_name};
+use crate::telemetry::{
+    COMPONENT_LABEL, LogRow, SampleRow, validate_label_name, validate_metric_name,
+};
 
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_VALUE: usize = 1024;

@@ -7,7 +7,11 @@ use crate::stats::{LogLevel, LogSource};
 impl log::Host for HostState {
     fn write(&mut self, level: WitLevel, message: String) {
         let env = &self.env;
-        env.stats
-            .log(LogLevel::from(level), LogSource::Guest, Some(env.version), &message);
+        env.stats.log(
+            LogLevel::from(level),
+            LogSource::Guest,
+            Some(env.version),
+            &message,
+        );
     }
 }

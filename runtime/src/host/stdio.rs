@@ -74,7 +74,8 @@ impl Inner {
             LogSource::Stderr => LogLevel::Warn,
             _ => LogLevel::Info,
         };
-        self.stats.log(level, self.source, Some(self.version), &text);
+        self.stats
+            .log(level, self.source, Some(self.version), &text);
         if self.captured.len() < CAPTURE_CAP {
             self.captured.push_str(&text);
             self.captured.push('\n');
@@ -163,7 +164,10 @@ mod tests {
     #[test]
     fn panic_messages_are_extracted() {
         let out = "thread '<unnamed>' panicked at src/lib.rs:10:5:\nsensor table corrupt: 7\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
-        assert_eq!(panic_message(out).as_deref(), Some("sensor table corrupt: 7"));
+        assert_eq!(
+            panic_message(out).as_deref(),
+            Some("sensor table corrupt: 7")
+        );
         assert_eq!(panic_message("all is well\n"), None);
     }
 }

@@ -8,7 +8,7 @@
 mod query;
 mod store;
 
-pub use query::{Aggregation, Matcher, MatchOp, QueryError, SampleQuery, SeriesPoints};
+pub use query::{Aggregation, MatchOp, Matcher, QueryError, SampleQuery, SeriesPoints};
 pub use store::{StoreError, TelemetryStore};
 
 use crate::stats::LogLevel;
@@ -64,7 +64,8 @@ pub fn validate_metric_name(name: &str) -> Result<(), String> {
     let ok = !b.is_empty()
         && b.len() <= 200
         && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':');
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':');
     if ok {
         Ok(())
     } else {

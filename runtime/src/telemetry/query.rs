@@ -155,9 +155,7 @@ impl SampleQuery {
                 )));
             }
         } else if self.aggregation == Aggregation::Rate || self.group_by.is_some() {
-            return Err(QueryError::Invalid(
-                "`rate` and `by` need a `step`".into(),
-            ));
+            return Err(QueryError::Invalid("`rate` and `by` need a `step`".into()));
         }
         Ok(())
     }
@@ -252,14 +250,19 @@ mod tests {
 
     #[test]
     fn matchers_parse_and_match() {
-        let labels: BTreeMap<String, String> =
-            [("room".to_string(), "kitchen".to_string())].into();
+        let labels: BTreeMap<String, String> = [("room".to_string(), "kitchen".to_string())].into();
         assert!(Matcher::parse("room=kitchen").unwrap().matches(&labels));
         assert!(!Matcher::parse("room!=kitchen").unwrap().matches(&labels));
         assert!(Matcher::parse("room=~kit.*").unwrap().matches(&labels));
-        assert!(!Matcher::parse("room=~kit").unwrap().matches(&labels), "anchored");
+        assert!(
+            !Matcher::parse("room=~kit").unwrap().matches(&labels),
+            "anchored"
+        );
         assert!(Matcher::parse("room!~bath.*").unwrap().matches(&labels));
-        assert!(Matcher::parse("floor=").unwrap().matches(&labels), "missing = empty");
+        assert!(
+            Matcher::parse("floor=").unwrap().matches(&labels),
+            "missing = empty"
+        );
         assert!(Matcher::parse("nonsense").is_err());
         assert!(Matcher::parse("a=~(").is_err());
     }
@@ -267,7 +270,13 @@ mod tests {
     #[test]
     fn rate_handles_counter_resets() {
         // 10 per second for 20 s, a reset at 20 s, then 10 per second again.
-        let pts = vec![(0, 0.0), (10_000, 100.0), (20_000, 200.0), (30_000, 50.0), (40_000, 150.0)];
+        let pts = vec![
+            (0, 0.0),
+            (10_000, 100.0),
+            (20_000, 200.0),
+            (30_000, 50.0),
+            (40_000, 150.0),
+        ];
         let r = counter_rate(&pts, &q(20_000));
         assert_eq!(r[&0].sum, 5.0); // 100 increase in bucket 0 over a 20 s step
         assert_eq!(r[&1].sum, 7.5); // 100 + 50 (reset) over 20 s

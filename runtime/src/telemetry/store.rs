@@ -221,7 +221,8 @@ impl TelemetryStore {
                     .map_err(|e| QueryError::Store(e.to_string()))?;
                 let mut per_series: HashMap<u64, BTreeMap<i64, Partial>> = HashMap::new();
                 for row in rows {
-                    let (id, bucket, partial) = row.map_err(|e| QueryError::Store(e.to_string()))?;
+                    let (id, bucket, partial) =
+                        row.map_err(|e| QueryError::Store(e.to_string()))?;
                     per_series.entry(id).or_default().insert(bucket, partial);
                 }
                 let per_series = per_series
@@ -296,7 +297,13 @@ fn raw_points(
         .prepare(&sql)
         .map_err(|e| QueryError::Store(e.to_string()))?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get::<_, i64>(1)?, r.get::<_, f64>(2)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, f64>(2)?,
+            ))
+        })
         .map_err(|e| QueryError::Store(e.to_string()))?;
     let mut out: Vec<SeriesPoints> = Vec::new();
     let mut current: Option<u64> = None;
@@ -461,8 +468,11 @@ fn write_group(
         for req in group {
             let b = &req.batch;
             for l in &b.logs {
-                let labels: BTreeMap<&str, &str> =
-                    l.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let labels: BTreeMap<&str, &str> = l
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 let labels = serde_json::to_string(&labels).unwrap_or_else(|_| "{}".into());
                 logs.append_row(duckdb::params![
                     b.tenant,

@@ -46,12 +46,16 @@ impl Collector for Attacker {
             "secrets" => {
                 let granted = sotp_guest::secret("granted-secret");
                 let forbidden = sotp_guest::secret("forbidden-secret");
-                out.push("secret_granted_len", granted.map(|v| v.len() as f64).unwrap_or(-1.0));
+                out.push(
+                    "secret_granted_len",
+                    granted.map(|v| v.len() as f64).unwrap_or(-1.0),
+                );
                 let denied = matches!(forbidden, Err(sotp_guest::Error::Denied(_)));
                 out.push("secret_forbidden_denied", if denied { 1.0 } else { 0.0 });
                 if let Ok(value) = forbidden {
                     // Leak it as loudly as possible so a test would see it.
-                    out.push("secret_forbidden_leaked", value.len() as f64).label("value", &value);
+                    out.push("secret_forbidden_leaked", value.len() as f64)
+                        .label("value", &value);
                 }
                 out.emit()
             }

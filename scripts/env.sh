@@ -1,0 +1,8 @@
+# Sourced by the other scripts: where prebuilt dependencies live and how cargo finds them.
+# The DuckDB library sits in a per-user cache shared by every checkout, so its path (baked
+# into binaries as an rpath) is the same for every clone and CI run; `.deps/duckdb` in the
+# checkout links to it for plain `cargo` use (.cargo/config.toml).
+SOTP_DEPS_DIR="${SOTP_DEPS_DIR:-$HOME/.cache/sotp/deps}"
+DUCKDB_NPM_PACKAGE="@duckdb/node-bindings-linux-x64"
+DUCKDB_NPM_VERSION="1.5.6-r.1"   # DuckDB 1.5.6, matching the duckdb crate =1.10506.0
+export DUCKDB_LIB_DIR="$SOTP_DEPS_DIR/duckdb-$DUCKDB_NPM_VERSION"
