@@ -64,6 +64,13 @@ paths = {
   "/v1/components/{name}/messages": {"post": op("Call on-message with a message; returns when its output is durable", params=[name], tag="components",
         body=json_body({"topic": {"type": "string"}, "payload": {"type": "string"}, "payload_base64": {"type": "string"}}, ["topic"]),
         errors=("400", "401", "403", "404", "409"))},
+  "/v1/mqtt": {
+    "get": op("The tenant's broker and SOTP's session with it: connected, subscriptions, counters", tag="mqtt"),
+    "put": op("Set the tenant's MQTT broker (QoS 1, persistent session) and (re)connect", tag="mqtt",
+              body=json_body({"host": {"type": "string"}, "port": {"type": "integer"}, "client_id": {"type": "string"},
+                              "username": {"type": "string"}, "password_secret": {"type": "string"},
+                              "tls": {"type": "boolean"}, "tls_ca_pem": {"type": "string"}, "keep_alive_s": {"type": "integer"}}, ["host"])),
+    "delete": op("Disconnect and forget the broker", ok="204", tag="mqtt")},
   "/v1/secrets": {"get": op("List secret names", tag="secrets")},
   "/v1/secrets/{name}": {"put": op("Set a secret (encrypted at rest; never returned)", ok="204", params=[name], tag="secrets",
                                    body=json_body({"value": {"type": "string"}}, ["value"])),

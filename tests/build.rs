@@ -13,6 +13,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("ATTACKER", "attacker"),
     ("WRONG_WORLD", "wrong_world"),
     ("BENCH_GUEST", "bench_guest"),
+    ("MQTT_SENSORS", "mqtt_sensors"),
 ];
 
 fn main() {
@@ -23,6 +24,7 @@ fn main() {
         "guests/sdk",
         "guests/tick-counter",
         "guests/bench-guest",
+        "guests/mqtt-sensors",
         "tests/guests",
         "guests/Cargo.toml",
     ] {

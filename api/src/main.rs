@@ -41,6 +41,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(cli::tenant::TokenCmd),
+    /// Connect the tenant to its MQTT broker and see the session.
+    #[command(subcommand)]
+    Mqtt(cli::mqtt::MqttCmd),
     /// Store secrets components may read (values are never shown again).
     #[command(subcommand)]
     Secret(cli::secret::SecretCmd),
@@ -67,6 +70,7 @@ fn main() -> std::process::ExitCode {
             Command::Component(cmd) => cli::component::exec(cmd).await,
             Command::Tenant(cmd) => cli::tenant::exec_tenant(cmd).await,
             Command::Token(cmd) => cli::tenant::exec_token(cmd).await,
+            Command::Mqtt(cmd) => cli::mqtt::exec(cmd).await,
             Command::Secret(cmd) => cli::secret::exec(cmd).await,
             Command::Query(args) => cli::query::exec(args).await,
         }

@@ -10,7 +10,7 @@ use crate::host::{Emitted, WitTick};
 use crate::instance::{Call, CallReport, LoadedVersion, Outcome};
 use crate::state::StateStore;
 use crate::stats::{CallKind, ComponentStats, LogLevel, LogSource};
-use crate::telemetry::{Batch, TelemetryStore};
+use crate::telemetry::{Batch, LedgerEntry, TelemetryStore};
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 const QUEUE_DEPTH: usize = 4096;
+/// Messages handled in one go (one blocking task, one commit) when they queue up.
+const MESSAGE_BATCH: usize = 512;
 
 /// What a component is doing, as shown by the API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -47,15 +49,27 @@ pub enum DeliveryError {
     Gone,
 }
 
+/// How a queued message ended, for whoever waits on it (the MQTT acker, the API).
+#[derive(Clone, Debug, PartialEq)]
+pub enum MessageOutcome {
+    /// Handled, and what the component emitted for it is durable. `error` is set if the
+    /// component reported an error or trapped on it (the message is still done with).
+    Handled { error: Option<String> },
+    /// Not handled durably (no active version, or the store refused the commit): the
+    /// message must not be acknowledged upstream.
+    NotDurable(String),
+}
+
+struct QueuedMessage {
+    topic: String,
+    payload: Vec<u8>,
+    ledger: Option<LedgerEntry>,
+    done: Option<oneshot::Sender<MessageOutcome>>,
+}
+
 enum Job {
-    Tick {
-        scheduled_at_ms: i64,
-    },
-    Message {
-        topic: String,
-        payload: Vec<u8>,
-        done: Option<oneshot::Sender<Result<(), DeliveryError>>>,
-    },
+    Tick { scheduled_at_ms: i64 },
+    Message(QueuedMessage),
 }
 
 pub(crate) struct Deps {
@@ -156,7 +170,11 @@ impl ComponentHandle {
             return Err(format!("committing what init emitted failed: {e}"));
         }
         let interval = version.env.manifest.tick_interval();
+        version.env.set_active(true);
         let previous = self.active.swap(Some(version));
+        if let Some(p) = &previous {
+            p.env.set_active(false);
+        }
         *self.state.lock() = ComponentState::Running;
         self.reschedule(interval);
         let message = match previous {
@@ -179,7 +197,9 @@ impl ComponentHandle {
         if let Some((_, task)) = self.schedule.lock().take() {
             task.abort();
         }
-        self.active.store(None);
+        if let Some(v) = self.active.swap(None) {
+            v.env.set_active(false);
+        }
         *self.state.lock() = ComponentState::Inactive;
     }
 
@@ -190,16 +210,46 @@ impl ComponentHandle {
         }
         let (done, wait) = oneshot::channel();
         self.jobs
-            .try_send(Job::Message {
+            .try_send(Job::Message(QueuedMessage {
                 topic,
                 payload,
+                ledger: None,
                 done: Some(done),
-            })
+            }))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
             })?;
-        wait.await.map_err(|_| DeliveryError::Gone)?
+        match wait.await.map_err(|_| DeliveryError::Gone)? {
+            MessageOutcome::Handled { error: None } => Ok(()),
+            MessageOutcome::Handled { error: Some(e) } => Err(DeliveryError::Failed(e)),
+            MessageOutcome::NotDurable(e) => Err(DeliveryError::Failed(e)),
+        }
+    }
+
+    /// Queue a message (waiting for room: backpressure) and return where its outcome will
+    /// be reported. Messages are handled in the order they are queued.
+    pub async fn enqueue_message(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        ledger: Option<LedgerEntry>,
+    ) -> oneshot::Receiver<MessageOutcome> {
+        let (done, wait) = oneshot::channel();
+        let job = Job::Message(QueuedMessage {
+            topic,
+            payload,
+            ledger,
+            done: Some(done),
+        });
+        if let Err(mpsc::error::SendError(Job::Message(m))) = self.jobs.send(job).await
+            && let Some(done) = m.done
+        {
+            let _ = done.send(MessageOutcome::NotDurable(
+                "the component was removed".into(),
+            ));
+        }
+        wait
     }
 
     fn reschedule(self: &Arc<Self>, interval: Option<Duration>) {
@@ -229,7 +279,15 @@ impl ComponentHandle {
     }
 
     async fn commit(&self, emitted: Emitted) -> Result<(), String> {
-        if emitted.is_empty() {
+        self.commit_with_ledger(emitted, Vec::new()).await
+    }
+
+    async fn commit_with_ledger(
+        &self,
+        emitted: Emitted,
+        ledger: Vec<LedgerEntry>,
+    ) -> Result<(), String> {
+        if emitted.is_empty() && ledger.is_empty() {
             return Ok(());
         }
         let (samples, logs) = (emitted.samples.len() as u64, emitted.logs.len() as u64);
@@ -238,6 +296,8 @@ impl ComponentHandle {
             component: self.name.clone(),
             samples: emitted.samples,
             logs: emitted.logs,
+            ledger,
+            ledger_clear: Vec::new(),
         };
         match self.deps.telemetry.commit(batch).await {
             Ok(()) => {
@@ -257,8 +317,15 @@ impl ComponentHandle {
         }
     }
 
-    /// Account for a finished call and commit its output. `Ok` means acknowledged.
-    async fn settle(&self, kind: CallKind, version: u32, report: CallReport) -> Result<(), String> {
+    /// Count a finished call and log what went wrong. Returns what to commit (a guest that
+    /// reports an error keeps what it emitted before; a trapped call has nothing) and the
+    /// error text, if any.
+    fn account(
+        &self,
+        kind: CallKind,
+        version: u32,
+        report: CallReport,
+    ) -> (Emitted, Option<String>) {
         self.stats.count_call(kind);
         if report.dropped > 0 {
             self.stats
@@ -270,23 +337,23 @@ impl ComponentHandle {
                 if report.fresh_instance {
                     *self.state.lock() = ComponentState::Running;
                 }
-                self.commit(report.emitted).await
+                (report.emitted, None)
             }
             Outcome::GuestError(message) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 let text = format!("{} returned an error: {message}", kind_export(kind));
                 self.stats.set_last_error(&text);
-                self.host_log(LogLevel::Warn, Some(version), &text);
-                // The guest chose to emit these before failing; keep them.
-                self.commit(report.emitted).await?;
-                Err(text)
+                // Into the ring only: a stream of bad payloads must not flood the server log.
+                self.stats
+                    .log(LogLevel::Warn, LogSource::Host, Some(version), &text);
+                (report.emitted, Some(text))
             }
             Outcome::InitFailed(reason) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 self.stats.set_last_error(&reason);
                 *self.state.lock() = ComponentState::Failing(reason.clone());
                 self.host_log(LogLevel::Error, Some(version), &reason);
-                Err(reason)
+                (Emitted::default(), Some(reason))
             }
             Outcome::Trapped(trap) => {
                 self.stats.count_trap(trap.class);
@@ -300,7 +367,84 @@ impl ComponentHandle {
                         trap.message
                     ),
                 );
-                Err(trap.message)
+                (Emitted::default(), Some(trap.message))
+            }
+        }
+    }
+
+    async fn run_tick(&self, scheduled_at_ms: i64) {
+        self.tick_pending.store(false, Ordering::Release);
+        let Some(version) = self.active() else {
+            return;
+        };
+        let seq = self.next_tick_seq.fetch_add(1, Ordering::AcqRel);
+        // Reserve the number durably before the call: after a crash the next tick gets a
+        // new number, so no sequence number is ever handed out twice.
+        if let Err(e) = self
+            .deps
+            .state
+            .set_last_tick_seq(&self.tenant, &self.name, seq)
+        {
+            tracing::warn!(error = %e, "could not record the tick sequence; tick skipped");
+            self.stats.ticks_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let call = Call::Tick(WitTick {
+            seq,
+            scheduled_at_ms,
+        });
+        let number = version.version();
+        let report = run_calls(version, vec![call])
+            .await
+            .pop()
+            .expect("one report per call");
+        let (emitted, _) = self.account(CallKind::Tick, number, report);
+        let _ = self.commit(emitted).await;
+    }
+
+    /// Handle queued messages on one version in one blocking task, commit everything they
+    /// emitted (and their ledger entries) at once, then report each outcome.
+    async fn run_messages(&self, batch: Vec<QueuedMessage>) {
+        let Some(version) = self.active() else {
+            self.stats
+                .messages_dropped
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for m in batch {
+                if let Some(done) = m.done {
+                    let _ = done.send(MessageOutcome::NotDurable("no version is active".into()));
+                }
+            }
+            return;
+        };
+        let number = version.version();
+        let mut waiting = Vec::with_capacity(batch.len());
+        let mut calls = Vec::with_capacity(batch.len());
+        for m in batch {
+            calls.push(Call::Message {
+                topic: m.topic,
+                payload: m.payload,
+            });
+            waiting.push((m.ledger, m.done));
+        }
+        let reports = run_calls(version, calls).await;
+        let mut emitted = Emitted::default();
+        let mut ledger = Vec::new();
+        let mut errors = Vec::with_capacity(reports.len());
+        for (report, (entry, _)) in reports.into_iter().zip(&waiting) {
+            let (out, error) = self.account(CallKind::Message, number, report);
+            emitted.samples.extend(out.samples);
+            emitted.logs.extend(out.logs);
+            ledger.extend(*entry);
+            errors.push(error);
+        }
+        let committed = self.commit_with_ledger(emitted, ledger).await;
+        for ((_, done), error) in waiting.into_iter().zip(errors) {
+            if let Some(done) = done {
+                let outcome = match &committed {
+                    Ok(()) => MessageOutcome::Handled { error },
+                    Err(e) => MessageOutcome::NotDurable(e.clone()),
+                };
+                let _ = done.send(outcome);
             }
         }
     }
@@ -336,79 +480,57 @@ async fn run_schedule(handle: Weak<ComponentHandle>, every: Duration) {
 }
 
 async fn run_queue(handle: Weak<ComponentHandle>, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(job) = jobs.recv().await {
+    let mut deferred: Option<Job> = None;
+    loop {
+        let job = match deferred.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
         let Some(handle) = handle.upgrade() else {
             return;
         };
         match job {
-            Job::Tick { scheduled_at_ms } => {
-                handle.tick_pending.store(false, Ordering::Release);
-                let Some(version) = handle.active() else {
-                    continue;
-                };
-                let seq = handle.next_tick_seq.fetch_add(1, Ordering::AcqRel);
-                // Reserve the number durably before the call: after a crash the next tick
-                // gets a new number, so no sequence number is ever handed out twice.
-                if let Err(e) =
-                    handle
-                        .deps
-                        .state
-                        .set_last_tick_seq(&handle.tenant, &handle.name, seq)
-                {
-                    tracing::warn!(error = %e, "could not record the tick sequence; tick skipped");
-                    handle.stats.ticks_skipped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let call = Call::Tick(WitTick {
-                    seq,
-                    scheduled_at_ms,
-                });
-                let number = version.version();
-                let report = run_call(version, call).await;
-                let _ = handle.settle(CallKind::Tick, number, report).await;
-            }
-            Job::Message {
-                topic,
-                payload,
-                done,
-            } => {
-                let Some(version) = handle.active() else {
-                    handle
-                        .stats
-                        .messages_dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                    if let Some(done) = done {
-                        let _ = done.send(Err(DeliveryError::Inactive));
+            Job::Tick { scheduled_at_ms } => handle.run_tick(scheduled_at_ms).await,
+            Job::Message(first) => {
+                // Take what else is queued, up to a tick (handled next, in order).
+                let mut batch = vec![first];
+                while batch.len() < MESSAGE_BATCH {
+                    match jobs.try_recv() {
+                        Ok(Job::Message(m)) => batch.push(m),
+                        Ok(tick) => {
+                            deferred = Some(tick);
+                            break;
+                        }
+                        Err(_) => break,
                     }
-                    continue;
-                };
-                let number = version.version();
-                let report = run_call(version, Call::Message { topic, payload }).await;
-                let result = handle
-                    .settle(CallKind::Message, number, report)
-                    .await
-                    .map_err(DeliveryError::Failed);
-                if let Some(done) = done {
-                    let _ = done.send(result);
                 }
+                handle.run_messages(batch).await;
             }
         }
     }
 }
 
-async fn run_call(version: Arc<LoadedVersion>, call: Call) -> CallReport {
-    let kind = call.kind();
-    match tokio::task::spawn_blocking(move || version.call(&call)).await {
-        Ok(report) => report,
-        Err(e) => CallReport {
-            outcome: Outcome::Trapped(crate::instance::Trap {
-                class: crate::stats::TrapClass::Other,
-                message: format!("{} host task failed: {e}", kind_export(kind)),
-            }),
-            emitted: Emitted::default(),
-            dropped: 0,
-            fresh_instance: false,
-            elapsed: Duration::ZERO,
-        },
+/// Run calls one after another on a blocking thread; one report per call.
+async fn run_calls(version: Arc<LoadedVersion>, calls: Vec<Call>) -> Vec<CallReport> {
+    let n = calls.len();
+    let kind = calls.first().map(Call::kind).unwrap_or(CallKind::Message);
+    match tokio::task::spawn_blocking(move || calls.iter().map(|c| version.call(c)).collect()).await
+    {
+        Ok(reports) => reports,
+        Err(e) => (0..n)
+            .map(|_| CallReport {
+                outcome: Outcome::Trapped(crate::instance::Trap {
+                    class: crate::stats::TrapClass::Other,
+                    message: format!("{} host task failed: {e}", kind_export(kind)),
+                }),
+                emitted: Emitted::default(),
+                dropped: 0,
+                fresh_instance: false,
+                elapsed: Duration::ZERO,
+            })
+            .collect(),
     }
 }

@@ -14,6 +14,18 @@ pub fn deny_secret(grants: &Grants, name: &str) -> Option<String> {
     }
 }
 
+/// Whether a concrete topic may be published to: some filter in `grants.publish` matches it.
+pub fn deny_publish(grants: &Grants, topic: &str) -> Option<String> {
+    if grants.publish.iter().any(|g| topic_matches(g, topic)) {
+        None
+    } else {
+        Some(format!(
+            "publishing to `{topic}` is not allowed by grants.publish {:?}",
+            grants.publish
+        ))
+    }
+}
+
 /// Whether a requested MQTT subscription filter lies entirely inside some granted filter.
 pub fn deny_topic(grants: &Grants, requested: &str) -> Option<String> {
     if grants.topics.iter().any(|g| filter_covers(g, requested)) {

@@ -15,6 +15,7 @@ pub mod host;
 pub mod instance;
 pub mod manifest;
 pub mod metrics;
+pub mod mqtt;
 pub mod runtime;
 pub mod state;
 pub mod stats;

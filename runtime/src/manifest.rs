@@ -102,6 +102,9 @@ pub struct Grants {
     /// MQTT topic filters the component may subscribe to (`home/+/temperature`, `sensors/#`).
     #[serde(default)]
     pub topics: Vec<String>,
+    /// MQTT topic filters the component may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
     /// Names of tenant secrets the component may read.
     #[serde(default)]
     pub secrets: Vec<String>,
@@ -216,6 +219,10 @@ impl Manifest {
         for (i, filter) in self.grants.topics.iter().enumerate() {
             validate_topic_filter(filter)
                 .map_err(|m| ManifestError::at(&format!("grants.topics[{i}]"), m))?;
+        }
+        for (i, filter) in self.grants.publish.iter().enumerate() {
+            validate_topic_filter(filter)
+                .map_err(|m| ManifestError::at(&format!("grants.publish[{i}]"), m))?;
         }
         for (i, name) in self.grants.secrets.iter().enumerate() {
             validate_secret_name(name)

@@ -10,6 +10,7 @@ use crate::error::RuntimeError;
 use crate::host::{HostState, InstanceEnv, SecretReader, collector_linker};
 use crate::instance::LoadedVersion;
 use crate::manifest::{Manifest, is_component_name};
+use crate::mqtt::{CredentialSource, MqttHub, MqttSettings, MqttStatus};
 use crate::state::{Role, StateStore, Tenant, TokenInfo, VersionRecord};
 use crate::stats::{LastError, LogLine, StatsSnapshot};
 use crate::telemetry::{SampleQuery, SeriesPoints, TelemetryStore};
@@ -98,6 +99,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     pub state: Arc<StateStore>,
     pub telemetry: Arc<TelemetryStore>,
+    pub mqtt: Arc<MqttHub>,
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
     wasm_dir: PathBuf,
     ready: AtomicBool,
@@ -114,6 +116,14 @@ impl SecretReader for StateSecrets {
         self.0.secret(tenant, name).map_err(|e| e.to_string())
     }
 }
+
+impl CredentialSource for StateSecrets {
+    fn secret(&self, tenant: &str, name: &str) -> Result<Option<String>, String> {
+        self.read_secret(tenant, name)
+    }
+}
+
+const MQTT_SETTING: &str = "mqtt";
 
 impl Runtime {
     /// Open (or create) the data dir, the stores and the engine. Components are restored by
@@ -137,12 +147,17 @@ impl Runtime {
         let linker = collector_linker(engine.engine())
             .map_err(|e| anyhow::anyhow!("building the component linker: {e}"))?;
         let admin_token_file = bootstrap_admin(&state, dir)?;
+        let mqtt = Arc::new(MqttHub::new(
+            telemetry.clone(),
+            Arc::new(StateSecrets(state.clone())),
+        ));
         Ok(Arc::new(Runtime {
             config,
             engine,
             linker,
             state,
             telemetry,
+            mqtt,
             components: RwLock::new(HashMap::new()),
             wasm_dir,
             ready: AtomicBool::new(false),
@@ -174,6 +189,21 @@ impl Runtime {
                 }
             }
         }
+        // Brokers connect only now that every component's subscriptions are back: a message
+        // redelivered at connect time must find its component.
+        match self.state.settings(MQTT_SETTING) {
+            Ok(all) => {
+                for (tenant, text) in all {
+                    let started = serde_json::from_str::<MqttSettings>(&text)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| self.mqtt.configure(&tenant, Some(s)));
+                    if let Err(e) = started {
+                        tracing::error!(%tenant, error = %e, "cannot start the tenant's MQTT session");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read MQTT settings"),
+        }
         self.ready.store(true, Ordering::Release);
     }
 
@@ -191,6 +221,7 @@ impl Runtime {
 
     /// Stop every component and close the stores cleanly.
     pub fn shutdown(&self) {
+        self.mqtt.shutdown();
         for handle in self.components.write().drain().map(|(_, h)| h) {
             handle.deactivate();
         }
@@ -272,6 +303,7 @@ impl Runtime {
                 h.deactivate();
             }
         }
+        self.mqtt.remove_tenant(id);
         self.state.delete_tenant(id)?;
         Ok(())
     }
@@ -468,6 +500,7 @@ impl Runtime {
         {
             handle.deactivate();
         }
+        self.mqtt.remove_component(tenant, name);
         let versions = self.state.versions(tenant, name)?;
         self.state.delete_component(tenant, name)?;
         for v in versions {
@@ -546,6 +579,47 @@ impl Runtime {
             crate::component::DeliveryError::QueueFull => RuntimeError::Conflict(e.to_string()),
             other => RuntimeError::Invalid(other.to_string()),
         })
+    }
+
+    // ---- MQTT ------------------------------------------------------------------------------
+
+    /// Set (or, with `None`, remove) the tenant's broker and (re)start its session.
+    pub fn set_mqtt(
+        self: &Arc<Self>,
+        tenant: &str,
+        settings: Option<MqttSettings>,
+    ) -> Result<(), RuntimeError> {
+        self.tenant(tenant)?;
+        match &settings {
+            Some(s) => {
+                s.validate().map_err(RuntimeError::Invalid)?;
+                if let Some(name) = &s.password_secret
+                    && self.state.secret(tenant, name)?.is_none()
+                {
+                    return Err(RuntimeError::Invalid(format!(
+                        "password_secret: no secret named `{name}` (set it with PUT /v1/secrets/{name})"
+                    )));
+                }
+                self.mqtt
+                    .configure(tenant, settings.clone())
+                    .map_err(RuntimeError::Invalid)?;
+                let text =
+                    serde_json::to_string(s).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+                self.state.put_setting(tenant, MQTT_SETTING, &text)?;
+            }
+            None => {
+                self.mqtt
+                    .configure(tenant, None)
+                    .map_err(RuntimeError::Invalid)?;
+                self.state.delete_setting(tenant, MQTT_SETTING)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn mqtt_status(&self, tenant: &str) -> Result<MqttStatus, RuntimeError> {
+        self.tenant(tenant)?;
+        Ok(self.mqtt.status(tenant))
     }
 
     // ---- secrets ---------------------------------------------------------------------------
@@ -653,6 +727,9 @@ impl Runtime {
             manifest,
             stats: handle.map(|h| h.stats.clone()).unwrap_or_default(),
             secrets: Arc::new(StateSecrets(self.state.clone())),
+            mqtt: self.mqtt.clone(),
+            subscriptions: Default::default(),
+            active: Default::default(),
         })
     }
 
@@ -680,10 +757,13 @@ impl Runtime {
                 .map_err(|e| RuntimeError::Internal(e.to_string()))??
         };
         let env = self.instance_env(tenant, name, version, manifest, Some(handle));
-        let loaded = LoadedVersion::new(self.engine.engine(), &self.linker, &component, env)
-            .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
+        let loaded =
+            LoadedVersion::new(self.engine.engine(), &self.linker, &component, env.clone())
+                .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
         match handle.activate(Arc::new(loaded)).await {
             Ok(warm) => {
+                let filters = env.subscriptions.lock().clone();
+                self.mqtt.set_routes(tenant, name, handle, &filters);
                 self.state.record_activation(tenant, name, version)?;
                 self.counters.activations.fetch_add(1, Ordering::Relaxed);
                 Ok(warm)

@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -65,7 +66,17 @@ CREATE TABLE secrets (
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE tenant_settings (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -464,6 +475,36 @@ impl StateStore {
             |r| r.get(0),
         )?;
         Ok(n > 0)
+    }
+
+    // ---- tenant settings (JSON documents by key, e.g. "mqtt") ------------------------------
+
+    pub fn put_setting(&self, tenant: &str, key: &str, value: &str) -> Result<(), StateError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO tenant_settings (tenant, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, key) DO UPDATE SET value = ?3, updated_ms = ?4",
+            params![tenant, key, value, crate::now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_setting(&self, tenant: &str, key: &str) -> Result<(), StateError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "DELETE FROM tenant_settings WHERE tenant = ?1 AND key = ?2",
+            params![tenant, key],
+        )?;
+        Ok(())
+    }
+
+    /// Every tenant's value for `key`.
+    pub fn settings(&self, key: &str) -> Result<Vec<(String, String)>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn
+            .prepare("SELECT tenant, value FROM tenant_settings WHERE key = ?1 ORDER BY tenant")?;
+        let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     // ---- secrets -------------------------------------------------------------------------

@@ -15,8 +15,9 @@ use sotp_runtime::host::{
 };
 use sotp_runtime::instance::{Call, LoadedVersion, Outcome};
 use sotp_runtime::manifest::{Manifest, ManifestBounds};
+use sotp_runtime::mqtt::MqttHub;
 use sotp_runtime::stats::{ComponentStats, LogSource};
-use sotp_runtime::telemetry::SampleRow;
+use sotp_runtime::telemetry::{SampleRow, TelemetryStore};
 use sotp_tests::guests::{BENCH_GUEST, TICK_COUNTER};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -31,6 +32,24 @@ impl SecretReader for NoSecrets {
 
 const MANIFEST: &str = "name = \"bench\"\nversion = \"1\"\nworld = \"collector\"\n[limits]\nmemory = \"64MiB\"\ncpu_ms = 10000\n";
 
+impl sotp_runtime::mqtt::CredentialSource for NoSecrets {
+    fn secret(&self, _: &str, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
+/// An MQTT hub with no broker: the bench guest never subscribes.
+fn hub() -> Arc<MqttHub> {
+    static HUB: std::sync::OnceLock<(tempfile::TempDir, Arc<MqttHub>)> = std::sync::OnceLock::new();
+    HUB.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(TelemetryStore::open(&dir.path().join("t.duckdb")).unwrap());
+        (dir, Arc::new(MqttHub::new(store, Arc::new(NoSecrets))))
+    })
+    .1
+    .clone()
+}
+
 fn env() -> Arc<InstanceEnv> {
     Arc::new(InstanceEnv {
         tenant: "bench".into(),
@@ -39,6 +58,9 @@ fn env() -> Arc<InstanceEnv> {
         manifest: Arc::new(Manifest::parse(MANIFEST, &ManifestBounds::default()).unwrap()),
         stats: Arc::new(ComponentStats::default()),
         secrets: Arc::new(NoSecrets),
+        mqtt: hub(),
+        subscriptions: Default::default(),
+        active: Default::default(),
     })
 }
 

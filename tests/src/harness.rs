@@ -14,6 +14,7 @@ pub struct Server {
     pub base: String,
     pub admin_token: String,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -34,6 +35,29 @@ impl Server {
             base: String::new(),
             admin_token: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+        };
+        server.launch();
+        server
+    }
+
+    /// Start with extra environment variables (failpoints, config overrides).
+    pub fn start_with_env(bin: &str, env: &[(&str, &str)]) -> Server {
+        let data_dir = tempfile::Builder::new()
+            .prefix("sotp-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = Server {
+            bin: PathBuf::from(bin),
+            data_dir,
+            child: None,
+            base: String::new(),
+            admin_token: String::new(),
+            extra_args: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.launch();
         server
@@ -58,6 +82,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.extra_args)
             .env("SOTP_LOG", "info,sotp_runtime=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

@@ -2,6 +2,7 @@
 //! `sotp` process on a loopback port with its own data dir and talks to it over HTTP.
 
 pub mod harness;
+pub mod mosquitto;
 
 /// Paths of the guest components built for the tests.
 pub mod guests {

@@ -6,6 +6,7 @@
 mod auth;
 mod components;
 mod error;
+mod mqtt;
 mod ops;
 mod query;
 mod secrets;
@@ -53,6 +54,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/components/{name}/rollback", post(components::rollback))
         .route("/components/{name}/logs", get(components::logs))
         .route("/components/{name}/messages", post(components::message))
+        .route("/mqtt", get(mqtt::get).put(mqtt::put).delete(mqtt::delete))
         .route("/secrets", get(secrets::list))
         .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
         .route("/query", get(query::query))

@@ -41,7 +41,27 @@ pub use bindings::sotp::telemetry::types::{Error, Label, Level, LogRecord, Sampl
 
 /// The host interfaces, for calls the helpers below do not cover.
 pub mod host {
-    pub use crate::bindings::sotp::telemetry::{emit, log, secrets};
+    pub use crate::bindings::sotp::telemetry::{emit, log, mqtt, secrets};
+}
+
+/// The tenant's MQTT broker: `subscribe` (from `init`) and `publish`.
+pub mod mqtt {
+    pub use crate::bindings::sotp::telemetry::mqtt::{publish, subscribe};
+}
+
+/// True if `topic` matches the MQTT `filter` (`+` one level, `#` the rest).
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => continue,
+            (Some(fl), Some(tl)) if fl == tl => continue,
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// What a collector implements.

@@ -4,15 +4,19 @@
 
 mod emit;
 mod log;
+mod mqtt;
 mod secrets;
 pub(crate) mod stdio;
 
 pub use stdio::GuestOutput;
 
 use crate::manifest::Manifest;
+use crate::mqtt::MqttHub;
 use crate::stats::ComponentStats;
 use crate::telemetry::{LogRow, SampleRow};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
@@ -42,6 +46,21 @@ pub struct InstanceEnv {
     pub manifest: Arc<Manifest>,
     pub stats: Arc<ComponentStats>,
     pub secrets: Arc<dyn SecretReader>,
+    pub mqtt: Arc<MqttHub>,
+    /// MQTT filters this version subscribed to (applied when it becomes active).
+    pub subscriptions: parking_lot::Mutex<BTreeSet<String>>,
+    /// Whether this version is the component's active one.
+    pub active: AtomicBool,
+}
+
+impl InstanceEnv {
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Release);
+    }
 }
 
 /// Telemetry a call has emitted and not yet committed.

@@ -33,13 +33,35 @@ pub struct LogRow {
     pub labels: Vec<(String, String)>,
 }
 
-/// Everything one invocation emitted, committed in one transaction.
+/// Everything one invocation (or one batch of messages) emitted, committed in one
+/// transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub tenant: String,
     pub component: String,
     pub samples: Vec<SampleRow>,
     pub logs: Vec<LogRow>,
+    /// MQTT messages this batch handled, recorded with its samples so a redelivery of one of
+    /// them is recognised (see `mqtt`).
+    pub ledger: Vec<LedgerEntry>,
+    /// Ledger entries of acknowledged messages to forget: (component, entry).
+    pub ledger_clear: Vec<(String, LedgerEntry)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+            && self.logs.is_empty()
+            && self.ledger.is_empty()
+            && self.ledger_clear.is_empty()
+    }
+}
+
+/// An MQTT message as the redelivery ledger knows it: packet id and content digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub pkid: u16,
+    pub digest: u64,
 }
 
 /// A stable 64-bit identity for (tenant, metric, labels). xxh3 is specified and stable

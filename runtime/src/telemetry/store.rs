@@ -7,7 +7,7 @@
 //! so the rows survive `kill -9` and are replayed on the next open.
 
 use super::query::{Partial, counter_rate, group_key};
-use super::{Batch, SampleQuery, SeriesPoints, series_id};
+use super::{Batch, LedgerEntry, SampleQuery, SeriesPoints, series_id};
 use crate::telemetry::QueryError;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,6 +29,13 @@ CREATE TABLE IF NOT EXISTS points (
     series_id UBIGINT NOT NULL,
     ts_ms BIGINT NOT NULL,
     value DOUBLE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mqtt_ledger (
+    tenant VARCHAR NOT NULL,
+    component VARCHAR NOT NULL,
+    pkid INTEGER NOT NULL,
+    digest UBIGINT NOT NULL,
+    at_ms BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS logs (
     tenant VARCHAR NOT NULL,
@@ -124,7 +131,7 @@ impl TelemetryStore {
 
     /// Commit a batch; resolves once it is durable.
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        if batch.samples.is_empty() && batch.logs.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
         let (done, wait) = oneshot::channel();
@@ -138,6 +145,44 @@ impl TelemetryStore {
         wait.await
             .map_err(|_| StoreError::WriterGone)?
             .map_err(StoreError::Commit)
+    }
+
+    /// Queue the removal of ledger entries of acknowledged messages; not awaited (a lost
+    /// removal only leaves an entry that a later upsert of the same packet id replaces).
+    pub fn forget_ledger(&self, tenant: &str, components: &[String], entry: LedgerEntry) {
+        let batch = Batch {
+            tenant: tenant.to_string(),
+            ledger_clear: components.iter().map(|c| (c.clone(), entry)).collect(),
+            ..Default::default()
+        };
+        let (done, _) = oneshot::channel();
+        if let Some(writer) = self.writer.lock().as_ref() {
+            let _ = writer.send(WriteRequest { batch, done });
+        }
+    }
+
+    /// Whether a message (packet id + digest) was already committed for this component
+    /// (blocking).
+    pub fn ledger_contains(
+        &self,
+        tenant: &str,
+        component: &str,
+        pkid: u16,
+        digest: u64,
+    ) -> Result<bool, QueryError> {
+        let conn = self
+            .reader
+            .lock()
+            .try_clone()
+            .map_err(|e| QueryError::Store(e.to_string()))?;
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM mqtt_ledger WHERE tenant = ? AND component = ? AND pkid = ? AND digest = ?",
+                duckdb::params![tenant, component, pkid as i32, digest],
+                |r| r.get(0),
+            )
+            .map_err(|e| QueryError::Store(e.to_string()))?;
+        Ok(n > 0)
     }
 
     /// Stop accepting writes, finish the queued ones and checkpoint.
@@ -485,12 +530,51 @@ fn write_group(
             }
         }
         logs.flush()?;
+        drop(logs);
+        write_ledger(&tx, group)?;
     }
     tx.commit()?;
     if !new_series.is_empty() {
         let mut index = index.write();
         for (id, meta) in new_series {
             index.insert(id, meta);
+        }
+    }
+    Ok(())
+}
+
+/// Forget acknowledged messages, then record the batch's handled ones (delete + insert: the
+/// table is tiny, at most the messages in flight).
+fn write_ledger(tx: &duckdb::Transaction, group: &[WriteRequest]) -> Result<(), StoreError> {
+    let mut delete = tx.prepare_cached(
+        "DELETE FROM mqtt_ledger WHERE tenant = ? AND component = ? AND pkid = ? AND digest = ?",
+    )?;
+    for req in group {
+        for (component, e) in &req.batch.ledger_clear {
+            delete.execute(duckdb::params![
+                req.batch.tenant,
+                component,
+                e.pkid as i32,
+                e.digest
+            ])?;
+        }
+    }
+    let mut replace = tx.prepare_cached(
+        "DELETE FROM mqtt_ledger WHERE tenant = ? AND component = ? AND pkid = ?",
+    )?;
+    let mut insert = tx.prepare_cached("INSERT INTO mqtt_ledger VALUES (?, ?, ?, ?, ?)")?;
+    let now = crate::now_ms();
+    for req in group {
+        let b = &req.batch;
+        for e in &b.ledger {
+            replace.execute(duckdb::params![b.tenant, b.component, e.pkid as i32])?;
+            insert.execute(duckdb::params![
+                b.tenant,
+                b.component,
+                e.pkid as i32,
+                e.digest,
+                now
+            ])?;
         }
     }
     Ok(())
@@ -543,7 +627,7 @@ mod tests {
                     tenant: "acme".into(),
                     component: "c".into(),
                     samples,
-                    logs: vec![],
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -553,7 +637,7 @@ mod tests {
                     tenant: "other".into(),
                     component: "c".into(),
                     samples: vec![sample("temp", "kitchen", 0, 999.0)],
-                    logs: vec![],
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
