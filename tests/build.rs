@@ -17,6 +17,11 @@ const GUESTS: &[(&str, &str)] = &[
 ];
 
 fn main() {
+    // Benches and tests here link the runtime, hence libduckdb: find it at run time too.
+    println!("cargo:rerun-if-env-changed=DUCKDB_LIB_DIR");
+    if let Ok(dir) = std::env::var("DUCKDB_LIB_DIR") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    }
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
     for dir in [

@@ -242,7 +242,10 @@ impl MqttHub {
             subscribed: Mutex::new(BTreeSet::new()),
             tasks: Mutex::new(Vec::new()),
         });
-        let (ack_tx, ack_rx) = mpsc::channel::<PendingAck>(8192);
+        // Unbounded on purpose: the task polling the connection must never wait for the
+        // acker, which itself waits for that task to send its PUBACKs. Its length is bounded
+        // anyway by the components' queues, where the backpressure lives.
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<PendingAck>();
         let acker = tokio::spawn(run_acker(
             Arc::downgrade(&session),
             self.telemetry.clone(),
@@ -477,7 +480,7 @@ async fn run_eventloop(
     hub: Weak<MqttHub>,
     session: Weak<Session>,
     mut eventloop: EventLoop,
-    acks: mpsc::Sender<PendingAck>,
+    acks: mpsc::UnboundedSender<PendingAck>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -501,7 +504,7 @@ async fn run_eventloop(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 session.counters.received.fetch_add(1, Relaxed);
                 let pending = dispatch(&hub, &session, publish).await;
-                if acks.send(pending).await.is_err() {
+                if acks.send(pending).is_err() {
                     return;
                 }
             }
@@ -565,7 +568,7 @@ async fn dispatch(hub: &MqttHub, session: &Session, publish: Publish) -> Pending
 async fn run_acker(
     session: Weak<Session>,
     telemetry: Arc<TelemetryStore>,
-    mut rx: mpsc::Receiver<PendingAck>,
+    mut rx: mpsc::UnboundedReceiver<PendingAck>,
 ) {
     let mut in_order = FuturesOrdered::new();
     loop {

@@ -17,7 +17,7 @@ use sotp_runtime::instance::{Call, LoadedVersion, Outcome};
 use sotp_runtime::manifest::{Manifest, ManifestBounds};
 use sotp_runtime::mqtt::MqttHub;
 use sotp_runtime::stats::{ComponentStats, LogSource};
-use sotp_runtime::telemetry::{SampleRow, TelemetryStore};
+use sotp_runtime::telemetry::{SampleRow, TelemetryStore, normalize_labels, validate_metric_name};
 use sotp_tests::guests::{BENCH_GUEST, TICK_COUNTER};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -162,13 +162,18 @@ fn main() {
         // metric names and labels, one allocation set per sample.
         let mut parsed = Vec::with_capacity(2048);
         logic::parse_lines(&payload, &mut parsed);
+        // ... and the same host-side checks every emitted sample goes through.
         let rows: Vec<SampleRow> = parsed
             .into_iter()
-            .map(|p| SampleRow {
-                metric: p.metric.to_string(),
-                labels: vec![("device".to_string(), p.device.to_string())],
-                ts_ms: 0,
-                value: p.value,
+            .map(|p| {
+                validate_metric_name(p.metric).unwrap();
+                let labels = vec![("device".to_string(), p.device.to_string())];
+                SampleRow {
+                    metric: p.metric.to_string(),
+                    labels: normalize_labels("bench", labels).unwrap(),
+                    ts_ms: 0,
+                    value: p.value,
+                }
             })
             .collect();
         black_box(rows);

@@ -13,8 +13,19 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    /// Start `mosquitto` (from Debian's package; scripts/setup installs it) on a free port.
+    /// Start `mosquitto` (from Debian's package; scripts/setup installs it) on a free port,
+    /// saving its state to disk every second (so a restart keeps sessions and queues).
     pub fn start() -> Mosquitto {
+        Self::start_with(true)
+    }
+
+    /// Without on-disk persistence: sessions and queues live in memory only (benchmarks,
+    /// where a database save every second would distort the broker's cost).
+    pub fn start_in_memory() -> Mosquitto {
+        Self::start_with(false)
+    }
+
+    fn start_with(persistent: bool) -> Mosquitto {
         let dir = tempfile::Builder::new()
             .prefix("sotp-mosquitto-")
             .tempdir()
@@ -26,7 +37,7 @@ impl Mosquitto {
         let conf = format!(
             "{user}listener {port} 127.0.0.1\n\
              allow_anonymous true\n\
-             persistence true\n\
+             persistence {persistent}\n\
              persistence_location {dir}/\n\
              autosave_interval 1\n\
              max_queued_messages 0\n\
@@ -43,6 +54,11 @@ impl Mosquitto {
         };
         broker.launch();
         broker
+    }
+
+    /// The broker's process id (for reading its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn binary() -> PathBuf {

@@ -3,12 +3,8 @@
 use super::{HostState, WitError, WitLabel, WitLogRecord, WitSample};
 use crate::host::sotp::telemetry::emit;
 use crate::stats::LogLevel;
-use crate::telemetry::{
-    COMPONENT_LABEL, LogRow, SampleRow, validate_label_name, validate_metric_name,
-};
+use crate::telemetry::{LogRow, SampleRow, normalize_labels, validate_metric_name};
 
-const MAX_LABELS: usize = 32;
-const MAX_LABEL_VALUE: usize = 1024;
 const MAX_LOG_MESSAGE: usize = 64 * 1024;
 
 impl emit::Host for HostState {
@@ -69,36 +65,12 @@ impl HostState {
         Ok(())
     }
 
-    /// Validate, sort and stamp the host-owned `component` label.
     fn labels(&self, labels: Vec<WitLabel>) -> Result<Vec<(String, String)>, WitError> {
-        if labels.len() > MAX_LABELS {
-            return Err(WitError::Invalid(format!(
-                "{} labels is over the limit of {MAX_LABELS}",
-                labels.len()
-            )));
-        }
-        let mut out = Vec::with_capacity(labels.len() + 1);
-        for label in labels {
-            validate_label_name(&label.name).map_err(WitError::Invalid)?;
-            if label.name == COMPONENT_LABEL {
-                return Err(WitError::Invalid(format!(
-                    "label `{COMPONENT_LABEL}` is set by the host"
-                )));
-            }
-            if label.value.len() > MAX_LABEL_VALUE {
-                return Err(WitError::Invalid(format!(
-                    "label `{}` has a value over {MAX_LABEL_VALUE} bytes",
-                    label.name
-                )));
-            }
-            out.push((label.name, label.value));
-        }
-        out.push((COMPONENT_LABEL.to_string(), self.env.component.clone()));
-        out.sort();
-        if out.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err(WitError::Invalid("a label name appears twice".into()));
-        }
-        Ok(out)
+        normalize_labels(
+            &self.env.component,
+            labels.into_iter().map(|l| (l.name, l.value)).collect(),
+        )
+        .map_err(WitError::Invalid)
     }
 }
 

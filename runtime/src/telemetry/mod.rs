@@ -80,6 +80,40 @@ pub fn series_id(tenant: &str, metric: &str, labels: &[(String, String)]) -> u64
     xxhash_rust::xxh3::xxh3_64(&key)
 }
 
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_VALUE: usize = 1024;
+
+/// Validate a sample's labels, add the host-owned `component` label and sort them: what
+/// every emitted sample goes through before it is stored.
+pub fn normalize_labels(
+    component: &str,
+    mut labels: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!(
+            "{} labels is over the limit of {MAX_LABELS}",
+            labels.len()
+        ));
+    }
+    for (name, value) in &labels {
+        validate_label_name(name)?;
+        if name == COMPONENT_LABEL {
+            return Err(format!("label `{COMPONENT_LABEL}` is set by the host"));
+        }
+        if value.len() > MAX_LABEL_VALUE {
+            return Err(format!(
+                "label `{name}` has a value over {MAX_LABEL_VALUE} bytes"
+            ));
+        }
+    }
+    labels.push((COMPONENT_LABEL.to_string(), component.to_string()));
+    labels.sort_unstable();
+    if labels.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err("a label name appears twice".into());
+    }
+    Ok(labels)
+}
+
 /// Prometheus metric name rules: `[a-zA-Z_:][a-zA-Z0-9_:]*`, at most 200 bytes.
 pub fn validate_metric_name(name: &str) -> Result<(), String> {
     let b = name.as_bytes();

@@ -98,6 +98,8 @@ pub struct StoreCounters {
 
 pub struct TelemetryStore {
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    /// Ledger removals waiting for the next commit: (tenant, component, entry).
+    ledger_clears: Arc<Mutex<Vec<(String, String, LedgerEntry)>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Mutex<duckdb::Connection>,
     index: Arc<RwLock<SeriesIndex>>,
@@ -112,16 +114,19 @@ impl TelemetryStore {
         let reader = conn.try_clone()?;
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(StoreCounters::default());
+        let ledger_clears = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let index = index.clone();
             let counters = counters.clone();
+            let clears = ledger_clears.clone();
             std::thread::Builder::new()
                 .name("sotp-store-writer".into())
-                .spawn(move || writer_loop(conn, rx, index, counters))
+                .spawn(move || writer_loop(conn, rx, index, counters, clears))
                 .expect("spawning the store writer thread")
         };
         Ok(TelemetryStore {
             writer: Mutex::new(Some(tx)),
+            ledger_clears,
             writer_thread: Mutex::new(Some(thread)),
             reader: Mutex::new(reader),
             index,
@@ -147,17 +152,13 @@ impl TelemetryStore {
             .map_err(StoreError::Commit)
     }
 
-    /// Queue the removal of ledger entries of acknowledged messages; not awaited (a lost
-    /// removal only leaves an entry that a later upsert of the same packet id replaces).
+    /// Forget the ledger entries of an acknowledged message. The removal rides along with the
+    /// next commit (it must precede any later entry for the same packet id, and the next
+    /// entry can only come with a commit), so acknowledging costs no transaction of its own.
     pub fn forget_ledger(&self, tenant: &str, components: &[String], entry: LedgerEntry) {
-        let batch = Batch {
-            tenant: tenant.to_string(),
-            ledger_clear: components.iter().map(|c| (c.clone(), entry)).collect(),
-            ..Default::default()
-        };
-        let (done, _) = oneshot::channel();
-        if let Some(writer) = self.writer.lock().as_ref() {
-            let _ = writer.send(WriteRequest { batch, done });
+        let mut pending = self.ledger_clears.lock();
+        for c in components {
+            pending.push((tenant.to_string(), c.clone(), entry));
         }
     }
 
@@ -432,6 +433,7 @@ fn writer_loop(
     rx: mpsc::Receiver<WriteRequest>,
     index: Arc<RwLock<SeriesIndex>>,
     counters: Arc<StoreCounters>,
+    ledger_clears: Arc<Mutex<Vec<(String, String, LedgerEntry)>>>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     while let Ok(first) = rx.recv() {
@@ -447,7 +449,12 @@ fn writer_loop(
             }
         }
         let started = Instant::now();
-        let result = write_group(&mut conn, &group, &index).map_err(|e| e.to_string());
+        let clears = std::mem::take(&mut *ledger_clears.lock());
+        let result = write_group(&mut conn, &group, &clears, &index).map_err(|e| e.to_string());
+        if result.is_err() {
+            // Keep them for the next attempt.
+            ledger_clears.lock().extend(clears);
+        }
         counters
             .commit_micros_total
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
@@ -473,6 +480,7 @@ fn writer_loop(
 fn write_group(
     conn: &mut duckdb::Connection,
     group: &[WriteRequest],
+    clears: &[(String, String, LedgerEntry)],
     index: &RwLock<SeriesIndex>,
 ) -> Result<(), StoreError> {
     let mut new_series: Vec<(u64, SeriesMeta)> = Vec::new();
@@ -531,7 +539,7 @@ fn write_group(
         }
         logs.flush()?;
         drop(logs);
-        write_ledger(&tx, group)?;
+        write_ledger(&tx, group, clears)?;
     }
     tx.commit()?;
     if !new_series.is_empty() {
@@ -543,32 +551,33 @@ fn write_group(
     Ok(())
 }
 
-/// Forget acknowledged messages, then record the batch's handled ones (delete + insert: the
-/// table is tiny, at most the messages in flight).
-fn write_ledger(tx: &duckdb::Transaction, group: &[WriteRequest]) -> Result<(), StoreError> {
-    let mut delete = tx.prepare_cached(
-        "DELETE FROM mqtt_ledger WHERE tenant = ? AND component = ? AND pkid = ? AND digest = ?",
-    )?;
-    for req in group {
-        for (component, e) in &req.batch.ledger_clear {
-            delete.execute(duckdb::params![
-                req.batch.tenant,
-                component,
-                e.pkid as i32,
-                e.digest
-            ])?;
+/// Forget acknowledged messages, then record the batch's handled ones. Removals go in one
+/// statement per thousand (names are validated `[a-z0-9-]`, numbers are numbers: inlining
+/// them is safe); entries are appended.
+fn write_ledger(
+    tx: &duckdb::Transaction,
+    group: &[WriteRequest],
+    clears: &[(String, String, LedgerEntry)],
+) -> Result<(), StoreError> {
+    for chunk in clears.chunks(1000) {
+        let tuples: Vec<String> = chunk
+            .iter()
+            .filter(|(t, c, _)| is_plain_name(t) && is_plain_name(c))
+            .map(|(t, c, e)| format!("('{t}', '{c}', {}, {})", e.pkid, e.digest))
+            .collect();
+        if !tuples.is_empty() {
+            tx.execute_batch(&format!(
+                "DELETE FROM mqtt_ledger WHERE (tenant, component, pkid, digest) IN ({})",
+                tuples.join(", ")
+            ))?;
         }
     }
-    let mut replace = tx.prepare_cached(
-        "DELETE FROM mqtt_ledger WHERE tenant = ? AND component = ? AND pkid = ?",
-    )?;
-    let mut insert = tx.prepare_cached("INSERT INTO mqtt_ledger VALUES (?, ?, ?, ?, ?)")?;
+    let mut ledger = tx.appender("mqtt_ledger")?;
     let now = crate::now_ms();
     for req in group {
         let b = &req.batch;
         for e in &b.ledger {
-            replace.execute(duckdb::params![b.tenant, b.component, e.pkid as i32])?;
-            insert.execute(duckdb::params![
+            ledger.append_row(duckdb::params![
                 b.tenant,
                 b.component,
                 e.pkid as i32,
@@ -577,7 +586,13 @@ fn write_ledger(tx: &duckdb::Transaction, group: &[WriteRequest]) -> Result<(), 
             ])?;
         }
     }
+    ledger.flush()?;
     Ok(())
+}
+
+fn is_plain_name(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
