@@ -360,6 +360,12 @@ fn main() {
         "MQTT pipeline benchmark: {n} QoS 1 messages queued at a local Mosquitto, drained {ROUNDS}x each\n"
     );
 
+    if std::env::var("SOTP_BENCH_ONLY").as_deref() == Ok("sotp") {
+        // For profiling the SOTP pipeline alone.
+        let sotp = median(rt.block_on(sotp_pipeline(&broker, n, ROUNDS)));
+        row("SOTP: session + mqtt-sensors guest + store", &sotp, n);
+        return;
+    }
     let ceiling = median((0..ROUNDS).map(|r| ceiling(&broker, n, r)).collect());
     let sotp = median(rt.block_on(sotp_pipeline(&broker, n, ROUNDS)));
     let native = median(

@@ -517,8 +517,9 @@ fn write_group(
             }
             series.flush()?;
         }
+        let any_logs = group.iter().any(|r| !r.batch.logs.is_empty());
         let mut logs = tx.appender("logs")?;
-        for req in group {
+        for req in group.iter().filter(|_| any_logs) {
             let b = &req.batch;
             for l in &b.logs {
                 let labels: BTreeMap<&str, &str> = l
@@ -551,26 +552,37 @@ fn write_group(
     Ok(())
 }
 
-/// Forget acknowledged messages, then record the batch's handled ones. Removals go in one
-/// statement per thousand (names are validated `[a-z0-9-]`, numbers are numbers: inlining
-/// them is safe); entries are appended.
+/// Forget acknowledged messages, then record the batch's handled ones. Removals are one
+/// statement per (tenant, component) with an integer list (names are validated
+/// `[a-z0-9-]`; inlining them is safe); entries are appended.
+///
+/// Removal by packet id alone is exact: an id is reused only after its message was
+/// acknowledged, and that removal was queued before the new message arrived, so it runs in
+/// an earlier group or earlier in the same one.
 fn write_ledger(
     tx: &duckdb::Transaction,
     group: &[WriteRequest],
     clears: &[(String, String, LedgerEntry)],
 ) -> Result<(), StoreError> {
-    for chunk in clears.chunks(1000) {
-        let tuples: Vec<String> = chunk
-            .iter()
-            .filter(|(t, c, _)| is_plain_name(t) && is_plain_name(c))
-            .map(|(t, c, e)| format!("('{t}', '{c}', {}, {})", e.pkid, e.digest))
-            .collect();
-        if !tuples.is_empty() {
+    let mut by_component: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    for (t, c, e) in clears {
+        if is_plain_name(t) && is_plain_name(c) {
+            by_component
+                .entry((t, c))
+                .or_default()
+                .push(e.pkid.to_string());
+        }
+    }
+    for ((t, c), pkids) in by_component {
+        for chunk in pkids.chunks(2000) {
             tx.execute_batch(&format!(
-                "DELETE FROM mqtt_ledger WHERE (tenant, component, pkid, digest) IN ({})",
-                tuples.join(", ")
+                "DELETE FROM mqtt_ledger WHERE tenant = '{t}' AND component = '{c}' AND pkid IN ({})",
+                chunk.join(",")
             ))?;
         }
+    }
+    if group.iter().all(|r| r.batch.ledger.is_empty()) {
+        return Ok(());
     }
     let mut ledger = tx.appender("mqtt_ledger")?;
     let now = crate::now_ms();
