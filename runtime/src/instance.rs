@@ -10,6 +10,7 @@ use crate::host::{
     Collector, CollectorPre, CpuDeadlineExceeded, Emitted, GuestOutput, HostState, InstanceEnv,
     MemoryLimitExceeded, WitTick,
 };
+use crate::native::{NativeCollector, NativeHost};
 use crate::stats::{CallKind, LogSource, TrapClass};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -76,9 +77,22 @@ struct Live {
 
 pub struct LoadedVersion {
     pub env: Arc<InstanceEnv>,
-    engine: Engine,
-    pre: CollectorPre<HostState>,
-    live: Mutex<Option<Live>>,
+    body: Body,
+}
+
+/// What runs the calls: a WebAssembly component, or native code (see `native`).
+enum Body {
+    Wasm {
+        engine: Engine,
+        pre: CollectorPre<HostState>,
+        live: Mutex<Option<Live>>,
+    },
+    Native(Mutex<NativeBody>),
+}
+
+struct NativeBody {
+    collector: Box<dyn NativeCollector>,
+    started: bool,
 }
 
 impl LoadedVersion {
@@ -103,10 +117,23 @@ impl LoadedVersion {
         })?;
         Ok(LoadedVersion {
             env,
-            engine: engine.clone(),
-            pre,
-            live: Mutex::new(None),
+            body: Body::Wasm {
+                engine: engine.clone(),
+                pre,
+                live: Mutex::new(None),
+            },
         })
+    }
+
+    /// A version whose calls run `collector`, natively.
+    pub fn native(env: Arc<InstanceEnv>, collector: Box<dyn NativeCollector>) -> Self {
+        LoadedVersion {
+            env,
+            body: Body::Native(Mutex::new(NativeBody {
+                collector,
+                started: false,
+            })),
+        }
     }
 
     pub fn version(&self) -> u32 {
@@ -116,7 +143,11 @@ impl LoadedVersion {
     /// Start an instance and run `init` if none is live: the warm-up before a swap.
     pub fn warm(&self) -> CallReport {
         let started = Instant::now();
-        let mut live = self.live.lock();
+        let live = match &self.body {
+            Body::Wasm { live, .. } => live,
+            Body::Native(native) => return self.native_call(&mut native.lock(), None, started),
+        };
+        let mut live = live.lock();
         if live.is_some() {
             return CallReport {
                 outcome: Outcome::Ok,
@@ -150,7 +181,13 @@ impl LoadedVersion {
     /// Run one call on the live instance, starting one first if needed.
     pub fn call(&self, call: &Call) -> CallReport {
         let started = Instant::now();
-        let mut guard = self.live.lock();
+        let live = match &self.body {
+            Body::Wasm { live, .. } => live,
+            Body::Native(native) => {
+                return self.native_call(&mut native.lock(), Some(call), started);
+            }
+        };
+        let mut guard = live.lock();
         let mut emitted = Emitted::default();
         let fresh_instance = guard.is_none();
         if fresh_instance {
@@ -208,15 +245,65 @@ impl LoadedVersion {
         }
     }
 
+    /// A call (or, with `None`, the warm-up) on a native body: `init` first if needed.
+    fn native_call(
+        &self,
+        body: &mut NativeBody,
+        call: Option<&Call>,
+        started: Instant,
+    ) -> CallReport {
+        let mut out = Emitted::default();
+        let fresh_instance = !body.started;
+        let report = |outcome, out| CallReport {
+            outcome,
+            emitted: out,
+            dropped: 0,
+            fresh_instance,
+            elapsed: started.elapsed(),
+        };
+        if !body.started {
+            self.env.stats.count_call(CallKind::Init);
+            let config = self.env.manifest.config_json();
+            let mut host = NativeHost {
+                env: &self.env,
+                out: &mut out,
+            };
+            if let Err(e) = body.collector.init(&config, &mut host) {
+                return report(
+                    Outcome::InitFailed(format!("init returned an error: {e}")),
+                    Emitted::default(),
+                );
+            }
+            body.started = true;
+        }
+        let Some(call) = call else {
+            return report(Outcome::Ok, out);
+        };
+        let mut host = NativeHost {
+            env: &self.env,
+            out: &mut out,
+        };
+        let result = match call {
+            Call::Tick(t) => body.collector.on_tick(t.seq, t.scheduled_at_ms, &mut host),
+            Call::Message { topic, payload } => {
+                body.collector.on_message(topic, payload, &mut host)
+            }
+        };
+        match result {
+            Ok(()) => report(Outcome::Ok, out),
+            Err(e) => report(Outcome::GuestError(e), out),
+        }
+    }
+
     /// Instantiate and run `init`. On failure: the reason and how many records were dropped.
     fn start_instance(&self) -> Result<(Live, Emitted), (String, usize)> {
+        let Body::Wasm { engine, pre, .. } = &self.body else {
+            unreachable!("only WebAssembly bodies have instances");
+        };
         let env = &self.env;
         let stdout = GuestOutput::new(env.stats.clone(), LogSource::Stdout, env.version);
         let stderr = GuestOutput::new(env.stats.clone(), LogSource::Stderr, env.version);
-        let mut store = Store::new(
-            &self.engine,
-            HostState::new(env.clone(), stdout, stderr.clone()),
-        );
+        let mut store = Store::new(engine, HostState::new(env.clone(), stdout, stderr.clone()));
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_callback(|ctx| {
             let clock = &ctx.data().clock;
@@ -228,7 +315,7 @@ impl LoadedVersion {
         });
         begin_call(&mut store);
         env.stats.count_call(CallKind::Init);
-        let bindings = match self.pre.instantiate(&mut store) {
+        let bindings = match pre.instantiate(&mut store) {
             Ok(b) => b,
             Err(e) => {
                 let trap = classify(e, &stderr.take_captured(), env);

@@ -16,6 +16,7 @@ pub mod instance;
 pub mod manifest;
 pub mod metrics;
 pub mod mqtt;
+pub mod native;
 pub mod runtime;
 pub mod state;
 pub mod stats;

@@ -581,6 +581,32 @@ impl Runtime {
         })
     }
 
+    /// Run `collector` as the active version of a component, natively (see `native`). It
+    /// lives in this process only: nothing is stored, and a restart does not bring it back.
+    pub async fn activate_native(
+        self: &Arc<Self>,
+        tenant: &str,
+        manifest_text: &str,
+        collector: Box<dyn crate::native::NativeCollector>,
+    ) -> Result<(), RuntimeError> {
+        self.tenant(tenant)?;
+        let manifest = Arc::new(Manifest::parse(
+            manifest_text,
+            &self.config.limits.manifest_bounds(),
+        )?);
+        let name = manifest.name.clone();
+        let handle = self.handle(tenant, &name, 0);
+        let env = self.instance_env(tenant, &name, 0, manifest, Some(&handle));
+        let loaded = LoadedVersion::native(env.clone(), collector);
+        handle
+            .activate(Arc::new(loaded))
+            .await
+            .map_err(|reason| RuntimeError::InitFailed { version: 0, reason })?;
+        let filters = env.subscriptions.lock().clone();
+        self.mqtt.set_routes(tenant, &name, &handle, &filters);
+        Ok(())
+    }
+
     // ---- MQTT ------------------------------------------------------------------------------
 
     /// Set (or, with `None`, remove) the tenant's broker and (re)start its session.

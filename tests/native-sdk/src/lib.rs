@@ -182,9 +182,9 @@ macro_rules! collector {
         #[allow(dead_code)]
         pub(crate) fn native_init(
             config: &$crate::Config,
-        ) -> Result<Box<dyn $crate::NativeCollector>, String> {
+        ) -> Result<Box<dyn $crate::NativeCollector + Send>, String> {
             <$ty as $crate::Collector>::init(config)
-                .map(|c| Box::new(c) as Box<dyn $crate::NativeCollector>)
+                .map(|c| Box::new(c) as Box<dyn $crate::NativeCollector + Send>)
         }
     };
 }
