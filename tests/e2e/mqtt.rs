@@ -1,7 +1,7 @@
 //! MQTT end to end: a real Mosquitto, a real `sotp`, the `mqtt-sensors` collector.
 
 use serde_json::{Value, json};
-use sotp_tests::guests::MQTT_SENSORS;
+use sotp_tests::guests::{ATTACKER, MQTT_SENSORS};
 use sotp_tests::harness::{Api, Server};
 use sotp_tests::mosquitto::{Mosquitto, Publisher};
 use std::collections::BTreeMap;
@@ -235,13 +235,15 @@ fn hot_swap_under_load_loses_and_repeats_nothing() {
     acme.push(&sensors_manifest("1.0.0", "v1", "home/#"), MQTT_SENSORS);
     wait_subscribed(&acme);
 
-    let total = 10_000;
+    // 11,000 messages paced at 1,100/s: at least 1,000 msg/s for 10 s.
+    let total = 11_000;
+    let started = Instant::now();
     let publisher = Publisher::start(
         broker.port,
         "load",
         "home/lab/temperature",
         total,
-        1000,
+        1100,
         base_ms(),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -250,6 +252,12 @@ fn hot_swap_under_load_loses_and_repeats_nothing() {
         std::thread::sleep(Duration::from_millis(20));
     }
     acme.push(&sensors_manifest("2.0.0", "v2", "home/#"), MQTT_SENSORS);
+    while publisher.sent() < total {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    assert!(rate >= 1000.0, "published at only {rate:.0} msg/s");
     assert_eq!(publisher.finish(Duration::from_secs(60)), total);
 
     let stored = wait_count(
@@ -386,5 +394,73 @@ fn sotp_killed_mid_stream_loses_and_doubles_nothing() {
     assert!(
         skipped > 0,
         "the kill should have left committed, unacknowledged messages: {s}"
+    );
+}
+
+#[test]
+fn tls_credentials_from_a_secret_and_publish_grants() {
+    let broker = Mosquitto::start_secure("sotp", "br0ker-pass");
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let ca = broker.ca_pem.clone().unwrap();
+
+    // A wrong password is refused by the broker and shown in the session's status.
+    let (status, _) = acme.put("/v1/secrets/broker-pass", json!({ "value": "wrong" }));
+    assert_eq!(status, 204);
+    let settings = json!({ "host": "127.0.0.1", "port": broker.port, "username": "sotp",
+        "password_secret": "broker-pass", "tls": true, "tls_ca_pem": ca });
+    let (status, body) = acme.put("/v1/mqtt", settings.clone());
+    assert_eq!(status, 200, "{body}");
+    let refused = acme.wait_for("the refusal", Duration::from_secs(30), |api| {
+        let (_, s) = api.get("/v1/mqtt");
+        s["last_error"].as_str().map(str::to_string)
+    });
+    assert!(
+        refused.to_lowercase().contains("not authorized")
+            || refused.contains("BadUserNamePassword")
+            || refused.contains("refused"),
+        "{refused}"
+    );
+    let (_, s) = acme.get("/v1/mqtt");
+    assert_eq!(s["connected"], false);
+
+    // The right password, over TLS.
+    let (status, _) = acme.put("/v1/secrets/broker-pass", json!({ "value": "br0ker-pass" }));
+    assert_eq!(status, 204);
+    let (status, body) = acme.put("/v1/mqtt", settings);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.to_string().contains("br0ker-pass"),
+        "the password never comes back: {body}"
+    );
+    acme.push(&sensors_manifest("1.0.0", "v1", "home/#"), MQTT_SENSORS);
+    wait_subscribed(&acme);
+    broker.publish_lines("home/kitchen/temperature", "{\"value\": 21.5}\n");
+    let got = wait_count(&acme, "sensor_temperature", 1, Duration::from_secs(30));
+    assert_eq!(got[0].1, 21.5);
+
+    // Publishing: allowed inside grants.publish, denied outside.
+    let received = broker.subscribe_lines("out/#", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let manifest = "name = \"publisher\"\nversion = \"1\"\nworld = \"collector\"\n\
+        [schedule]\nevery = \"300ms\"\n[grants]\npublish = [\"out/#\"]\n[config]\nmode = \"publish\"\n";
+    acme.push(manifest, ATTACKER);
+    let ok = wait_count(&acme, "publish_ok", 1, Duration::from_secs(30));
+    assert_eq!(ok[0].1, 1.0, "publishing inside the grants works");
+    assert_eq!(
+        values(&acme, "publish_denied")[0].1,
+        1.0,
+        "publishing outside is denied"
+    );
+    let text = received.join().unwrap();
+    assert!(
+        text.contains("hello from a guest"),
+        "the broker got the guest's message: {text:?}"
+    );
+    assert!(
+        acme.component("publisher")["counters"]["denied"]
+            .as_u64()
+            .unwrap()
+            >= 1
     );
 }

@@ -10,6 +10,10 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// For a TLS broker: the CA that signed its certificate (PEM), and client arguments
+    /// (`--cafile`, `-u`, `-P`) for mosquitto_pub/sub.
+    pub ca_pem: Option<String>,
+    client_args: Vec<String>,
 }
 
 impl Mosquitto {
@@ -51,9 +55,138 @@ impl Mosquitto {
             port,
             dir,
             child: None,
+            ca_pem: None,
+            client_args: Vec::new(),
         };
         broker.launch();
         broker
+    }
+
+    /// A broker that speaks only TLS (a certificate for 127.0.0.1 signed by a fresh CA) and
+    /// admits only `user` with `password`.
+    pub fn start_secure(user: &str, password: &str) -> Mosquitto {
+        let dir = tempfile::Builder::new()
+            .prefix("sotp-mosquitto-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sotp test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let status = Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(d.join("passwd"))
+            .args([user, password])
+            .status()
+            .expect("mosquitto_passwd");
+        assert!(status.success());
+        let port = free_port();
+        let user_line = if is_root() { "user root\n" } else { "" };
+        let conf = format!(
+            "{user_line}listener {port} 127.0.0.1\n\
+             cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+             allow_anonymous false\npassword_file {d}/passwd\n\
+             log_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
+        let ca_pem = std::fs::read_to_string(d.join("ca.pem")).unwrap();
+        let client_args = vec![
+            "--cafile".to_string(),
+            d.join("ca.pem").display().to_string(),
+            "-u".to_string(),
+            user.to_string(),
+            "-P".to_string(),
+            password.to_string(),
+        ];
+        let mut broker = Mosquitto {
+            port,
+            dir,
+            child: None,
+            ca_pem: Some(ca_pem),
+            client_args,
+        };
+        broker.launch();
+        broker
+    }
+
+    /// Receive `count` messages on `filter` with mosquitto_sub (in a thread); the handle
+    /// yields their payloads.
+    pub fn subscribe_lines(&self, filter: &str, count: usize) -> std::thread::JoinHandle<String> {
+        let mut cmd = Command::new("mosquitto_sub");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            filter,
+        ])
+        .args(["-C", &count.to_string(), "-W", "30"])
+        .args(&self.client_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        let child = cmd.spawn().expect("mosquitto_sub");
+        std::thread::spawn(move || {
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        })
     }
 
     /// The broker's process id (for reading its CPU time).
@@ -121,18 +254,10 @@ impl Mosquitto {
     /// Publish with `mosquitto_pub -l`: one QoS 1 message per line of `lines`.
     pub fn publish_lines(&self, topic: &str, lines: &str) {
         use std::io::Write;
+        let port = self.port.to_string();
         let mut child = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-l",
-                "-t",
-                topic,
-            ])
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-l", "-t", topic])
+            .args(&self.client_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -4,7 +4,8 @@
 //! - `bomb`: allocate until memory runs out (must stop at the memory limit),
 //! - `panic`: panic with a recognisable message,
 //! - `secrets`: read a granted and a non-granted secret, emit what happened,
-//! - `escape`: read a host file and open a TCP connection, emit what happened.
+//! - `escape`: read a host file and open a TCP connection, emit what happened;
+//! - `publish`: publish to `out/greeting` (which it may) and `secret/x` (which it may not).
 //!
 //! It emits `attacker_alive` first in every tick, so the tests can tell a call ran.
 
@@ -74,6 +75,14 @@ impl Collector for Attacker {
                 }
                 let env_count = std::env::vars().count();
                 out.push("escape_env_vars", env_count as f64);
+                out.emit()
+            }
+            "publish" => {
+                let ok = sotp_guest::mqtt::publish("out/greeting", b"hello from a guest", false);
+                let refused = sotp_guest::mqtt::publish("secret/x", b"leak", false);
+                out.push("publish_ok", if ok.is_ok() { 1.0 } else { 0.0 });
+                let denied = matches!(refused, Err(sotp_guest::Error::Denied(_)));
+                out.push("publish_denied", if denied { 1.0 } else { 0.0 });
                 out.emit()
             }
             other => Err(format!("unknown mode {other}")),
