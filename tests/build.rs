@@ -14,6 +14,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("WRONG_WORLD", "wrong_world"),
     ("BENCH_GUEST", "bench_guest"),
     ("MQTT_SENSORS", "mqtt_sensors"),
+    ("SNMP_INTERFACES", "snmp_interfaces"),
 ];
 
 fn main() {
@@ -30,6 +31,7 @@ fn main() {
         "guests/tick-counter",
         "guests/bench-guest",
         "guests/mqtt-sensors",
+        "guests/snmp-interfaces",
         "tests/guests",
         "guests/Cargo.toml",
     ] {

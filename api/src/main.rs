@@ -41,6 +41,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(cli::tenant::TokenCmd),
+    /// The device inventory: what to poll and back up, with which credentials.
+    #[command(subcommand)]
+    Device(cli::device::DeviceCmd),
     /// Connect the tenant to its MQTT broker and see the session.
     #[command(subcommand)]
     Mqtt(cli::mqtt::MqttCmd),
@@ -56,6 +59,9 @@ fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sotp")
+        // Component calls run on these threads, host capabilities included; wasmtime
+        // reserves up to 512 KiB of it for guest frames.
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(rt) => rt,
@@ -70,6 +76,7 @@ fn main() -> std::process::ExitCode {
             Command::Component(cmd) => cli::component::exec(cmd).await,
             Command::Tenant(cmd) => cli::tenant::exec_tenant(cmd).await,
             Command::Token(cmd) => cli::tenant::exec_token(cmd).await,
+            Command::Device(cmd) => cli::device::exec(cmd).await,
             Command::Mqtt(cmd) => cli::mqtt::exec(cmd).await,
             Command::Secret(cmd) => cli::secret::exec(cmd).await,
             Command::Query(args) => cli::query::exec(args).await,

@@ -14,6 +14,18 @@ pub fn deny_secret(grants: &Grants, name: &str) -> Option<String> {
     }
 }
 
+/// Whether `grants.devices` covers a device (by name, tag, site, role or address range).
+pub fn deny_device(grants: &Grants, device: &crate::inventory::Device) -> Option<String> {
+    if grants.devices.iter().any(|g| device.granted_by(g)) {
+        None
+    } else {
+        Some(format!(
+            "device `{}` is not covered by grants.devices {:?}",
+            device.name, grants.devices
+        ))
+    }
+}
+
 /// Whether a concrete topic may be published to: some filter in `grants.publish` matches it.
 pub fn deny_publish(grants: &Grants, topic: &str) -> Option<String> {
     if grants.publish.iter().any(|g| topic_matches(g, topic)) {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod grants;
 pub mod host;
 pub mod instance;
+pub mod inventory;
 pub mod manifest;
 pub mod metrics;
 pub mod mqtt;

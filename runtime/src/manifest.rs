@@ -108,6 +108,10 @@ pub struct Grants {
     /// Names of tenant secrets the component may read.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Inventory devices it may reach (SNMP, SSH): names, `tag:x`, `site:x`, `role:x`, or
+    /// address ranges like `10.0.0.0/8`.
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 /// A manifest that failed to parse or validate, with the dotted key at fault.
@@ -223,6 +227,10 @@ impl Manifest {
         for (i, filter) in self.grants.publish.iter().enumerate() {
             validate_topic_filter(filter)
                 .map_err(|m| ManifestError::at(&format!("grants.publish[{i}]"), m))?;
+        }
+        for (i, grant) in self.grants.devices.iter().enumerate() {
+            crate::inventory::validate_device_grant(grant)
+                .map_err(|m| ManifestError::at(&format!("grants.devices[{i}]"), m))?;
         }
         for (i, name) in self.grants.secrets.iter().enumerate() {
             validate_secret_name(name)

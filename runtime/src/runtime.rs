@@ -7,8 +7,9 @@ use crate::config::RuntimeConfig;
 use crate::crypto::SecretBox;
 use crate::engine::{Allocation, EngineSettings, WasmEngine};
 use crate::error::RuntimeError;
-use crate::host::{HostState, InstanceEnv, SecretReader, collector_linker};
+use crate::host::{HostServices, HostState, InstanceEnv, collector_linker};
 use crate::instance::LoadedVersion;
+use crate::inventory::Device;
 use crate::manifest::{Manifest, is_component_name};
 use crate::mqtt::{CredentialSource, MqttHub, MqttSettings, MqttStatus};
 use crate::state::{Role, StateStore, Tenant, TokenInfo, VersionRecord};
@@ -111,9 +112,40 @@ pub struct Runtime {
 
 struct StateSecrets(Arc<StateStore>);
 
-impl SecretReader for StateSecrets {
+impl HostServices for StateSecrets {
     fn read_secret(&self, tenant: &str, name: &str) -> Result<Option<String>, String> {
         self.0.secret(tenant, name).map_err(|e| e.to_string())
+    }
+
+    fn device(&self, tenant: &str, name: &str) -> Result<Option<Device>, String> {
+        self.0.device(tenant, name).map_err(|e| e.to_string())
+    }
+
+    fn devices(&self, tenant: &str) -> Result<Vec<Device>, String> {
+        self.0.devices(tenant).map_err(|e| e.to_string())
+    }
+
+    fn set_interface_names(
+        &self,
+        tenant: &str,
+        device: &str,
+        names: &[(u32, String)],
+    ) -> Result<(), String> {
+        self.0
+            .set_interface_names(tenant, device, names)
+            .map_err(|e| e.to_string())
+    }
+
+    fn ssh_host_key(&self, tenant: &str, device: &str) -> Result<Option<String>, String> {
+        self.0
+            .ssh_host_key(tenant, device)
+            .map_err(|e| e.to_string())
+    }
+
+    fn pin_ssh_host_key(&self, tenant: &str, device: &str, key: &str) -> Result<(), String> {
+        self.0
+            .pin_ssh_host_key(tenant, device, key)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -607,6 +639,96 @@ impl Runtime {
         Ok(())
     }
 
+    // ---- devices -------------------------------------------------------------------------
+
+    /// Create or replace one device; true if it is new.
+    pub fn put_device(&self, tenant: &str, device: Device) -> Result<bool, RuntimeError> {
+        Ok(self.import_devices(tenant, vec![device])? == 1)
+    }
+
+    /// Create or replace devices in one transaction, after checking every one of them and
+    /// that every parent they name exists (in the inventory or the same import). Returns how
+    /// many were new.
+    pub fn import_devices(
+        &self,
+        tenant: &str,
+        devices: Vec<Device>,
+    ) -> Result<usize, RuntimeError> {
+        self.tenant(tenant)?;
+        let mut problems = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for d in &devices {
+            if let Err(e) = d.validate() {
+                problems.push(format!("{}: {e}", d.name));
+            }
+            if !names.insert(d.name.clone()) {
+                problems.push(format!("{}: listed twice", d.name));
+            }
+        }
+        let existing: std::collections::BTreeSet<String> = self
+            .state
+            .devices(tenant)?
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        for d in &devices {
+            for p in d.all_parents() {
+                if !names.contains(p) && !existing.contains(p) {
+                    problems.push(format!("{}: parent `{p}` is not in the inventory", d.name));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(RuntimeError::Invalid(problems.join("; ")));
+        }
+        Ok(self.state.put_devices(tenant, &devices)?)
+    }
+
+    pub fn devices(&self, tenant: &str) -> Result<Vec<Device>, RuntimeError> {
+        Ok(self.state.devices(tenant)?)
+    }
+
+    pub fn device(&self, tenant: &str, name: &str) -> Result<Device, RuntimeError> {
+        self.state
+            .device(tenant, name)?
+            .ok_or_else(|| RuntimeError::NotFound(format!("no device `{name}`")))
+    }
+
+    /// Delete a device no other device depends on.
+    pub fn delete_device(&self, tenant: &str, name: &str) -> Result<(), RuntimeError> {
+        self.device(tenant, name)?;
+        let dependents: Vec<String> = self
+            .state
+            .devices(tenant)?
+            .into_iter()
+            .filter(|d| d.all_parents().contains(name))
+            .map(|d| d.name)
+            .collect();
+        if !dependents.is_empty() {
+            return Err(RuntimeError::Conflict(format!(
+                "devices {dependents:?} depend on `{name}`; change them first"
+            )));
+        }
+        self.state.delete_device(tenant, name)?;
+        Ok(())
+    }
+
+    pub fn interface_names(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<(u32, String)>, RuntimeError> {
+        self.device(tenant, name)?;
+        Ok(self.state.interface_names(tenant, name)?)
+    }
+
+    /// Forget a device's pinned SSH host key (after a legitimate key change).
+    pub fn forget_ssh_host_key(&self, tenant: &str, name: &str) -> Result<(), RuntimeError> {
+        self.device(tenant, name)?;
+        self.state.forget_ssh_host_key(tenant, name)?;
+        Ok(())
+    }
+
     // ---- MQTT ------------------------------------------------------------------------------
 
     /// Set (or, with `None`, remove) the tenant's broker and (re)start its session.
@@ -752,7 +874,7 @@ impl Runtime {
             version,
             manifest,
             stats: handle.map(|h| h.stats.clone()).unwrap_or_default(),
-            secrets: Arc::new(StateSecrets(self.state.clone())),
+            services: Arc::new(StateSecrets(self.state.clone())),
             mqtt: self.mqtt.clone(),
             subscriptions: Default::default(),
             active: Default::default(),

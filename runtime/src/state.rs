@@ -5,6 +5,7 @@
 //! crash or power loss. Schema changes are numbered migrations tracked in `user_version`.
 
 use crate::crypto::SecretBox;
+use crate::inventory::Device;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -74,6 +75,30 @@ CREATE TABLE tenant_settings (
     value TEXT NOT NULL,
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, key)
+);
+"#,
+    r#"
+CREATE TABLE devices (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE device_interfaces (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    device TEXT NOT NULL,
+    if_index INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, device, if_index)
+);
+CREATE TABLE ssh_host_keys (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    device TEXT NOT NULL,
+    key TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, device)
 );
 "#,
 ];
@@ -505,6 +530,148 @@ impl StateStore {
             .prepare("SELECT tenant, value FROM tenant_settings WHERE key = ?1 ORDER BY tenant")?;
         let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- devices -------------------------------------------------------------------------
+
+    /// Insert or replace devices in one transaction; returns how many were new.
+    pub fn put_devices(&self, tenant: &str, devices: &[Device]) -> Result<usize, StateError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let mut created = 0;
+        let now = crate::now_ms();
+        for d in devices {
+            let exists: bool = tx
+                .query_row(
+                    "SELECT 1 FROM devices WHERE tenant = ?1 AND name = ?2",
+                    params![tenant, d.name],
+                    |_| Ok(true),
+                )
+                .optional()?
+                .unwrap_or(false);
+            created += usize::from(!exists);
+            let doc = serde_json::to_string(d).map_err(|e| StateError::Crypto(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO devices (tenant, name, doc, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, name) DO UPDATE SET doc = ?3, updated_ms = ?4",
+                params![tenant, d.name, doc, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(created)
+    }
+
+    pub fn device(&self, tenant: &str, name: &str) -> Result<Option<Device>, StateError> {
+        let conn = self.conn.lock();
+        let doc: Option<String> = conn
+            .query_row(
+                "SELECT doc FROM devices WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
+    }
+
+    pub fn devices(&self, tenant: &str) -> Result<Vec<Device>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare("SELECT doc FROM devices WHERE tenant = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for doc in rows {
+            if let Ok(d) = serde_json::from_str(&doc?) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn delete_device(&self, tenant: &str, name: &str) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "DELETE FROM ssh_host_keys WHERE tenant = ?1 AND device = ?2",
+            params![tenant, name],
+        )?;
+        conn.execute(
+            "DELETE FROM device_interfaces WHERE tenant = ?1 AND device = ?2",
+            params![tenant, name],
+        )?;
+        Ok(conn.execute(
+            "DELETE FROM devices WHERE tenant = ?1 AND name = ?2",
+            params![tenant, name],
+        )? == 1)
+    }
+
+    /// Replace a device's interface-name table.
+    pub fn set_interface_names(
+        &self,
+        tenant: &str,
+        device: &str,
+        names: &[(u32, String)],
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM device_interfaces WHERE tenant = ?1 AND device = ?2",
+            params![tenant, device],
+        )?;
+        let now = crate::now_ms();
+        for (index, name) in names {
+            tx.execute(
+                "INSERT OR REPLACE INTO device_interfaces (tenant, device, if_index, name, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![tenant, device, index, name, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn interface_names(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Vec<(u32, String)>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT if_index, name FROM device_interfaces WHERE tenant = ?1 AND device = ?2 ORDER BY if_index",
+        )?;
+        let rows = stmt.query_map(params![tenant, device], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The pinned SSH host key of a device, if any.
+    pub fn ssh_host_key(&self, tenant: &str, device: &str) -> Result<Option<String>, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row(
+                "SELECT key FROM ssh_host_keys WHERE tenant = ?1 AND device = ?2",
+                params![tenant, device],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn pin_ssh_host_key(
+        &self,
+        tenant: &str,
+        device: &str,
+        key: &str,
+    ) -> Result<(), StateError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO ssh_host_keys (tenant, device, key, first_seen_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, device) DO UPDATE SET key = ?3, first_seen_ms = ?4",
+            params![tenant, device, key, crate::now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_ssh_host_key(&self, tenant: &str, device: &str) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn.execute(
+            "DELETE FROM ssh_host_keys WHERE tenant = ?1 AND device = ?2",
+            params![tenant, device],
+        )? == 1)
     }
 
     // ---- secrets -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ mod logic;
 
 use sotp_runtime::engine::{EngineSettings, WasmEngine};
 use sotp_runtime::host::{
-    CollectorPre, GuestOutput, HostState, InstanceEnv, SecretReader, collector_linker,
+    CollectorPre, GuestOutput, HostServices, HostState, InstanceEnv, collector_linker,
 };
 use sotp_runtime::instance::{Call, LoadedVersion, Outcome};
 use sotp_runtime::manifest::{Manifest, ManifestBounds};
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct NoSecrets;
-impl SecretReader for NoSecrets {
+impl HostServices for NoSecrets {
     fn read_secret(&self, _: &str, _: &str) -> Result<Option<String>, String> {
         Ok(None)
     }
@@ -57,7 +57,7 @@ fn env() -> Arc<InstanceEnv> {
         version: 1,
         manifest: Arc::new(Manifest::parse(MANIFEST, &ManifestBounds::default()).unwrap()),
         stats: Arc::new(ComponentStats::default()),
-        secrets: Arc::new(NoSecrets),
+        services: Arc::new(NoSecrets),
         mqtt: hub(),
         subscriptions: Default::default(),
         active: Default::default(),

@@ -2,6 +2,7 @@
 //! (`--json`) for scripts.
 
 pub mod component;
+pub mod device;
 pub mod mqtt;
 pub mod query;
 pub mod run;

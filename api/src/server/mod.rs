@@ -5,6 +5,7 @@
 
 mod auth;
 mod components;
+mod devices;
 mod error;
 mod mqtt;
 mod ops;
@@ -55,6 +56,17 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/components/{name}/logs", get(components::logs))
         .route("/components/{name}/messages", post(components::message))
         .route("/mqtt", get(mqtt::get).put(mqtt::put).delete(mqtt::delete))
+        .route("/devices", get(devices::list))
+        .route("/devices/import", post(devices::import))
+        .route(
+            "/devices/{name}",
+            get(devices::show).put(devices::put).delete(devices::delete),
+        )
+        .route("/devices/{name}/interfaces", get(devices::interfaces))
+        .route(
+            "/devices/{name}/ssh-host-key",
+            axum::routing::delete(devices::forget_host_key),
+        )
         .route("/secrets", get(secrets::list))
         .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
         .route("/query", get(query::query))

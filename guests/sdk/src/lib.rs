@@ -41,7 +41,44 @@ pub use bindings::sotp::telemetry::types::{Error, Label, Level, LogRecord, Sampl
 
 /// The host interfaces, for calls the helpers below do not cover.
 pub mod host {
-    pub use crate::bindings::sotp::telemetry::{emit, log, mqtt, secrets};
+    pub use crate::bindings::sotp::telemetry::{emit, inventory, log, mqtt, secrets, snmp};
+}
+
+/// SNMP to inventory devices: `get`, `walk`, and the value types.
+pub mod snmp {
+    pub use crate::bindings::sotp::telemetry::snmp::{Value, Varbind, get, walk};
+
+    impl Value {
+        /// The value as a number, if it is one (integers, counters, gauges, timeticks).
+        pub fn as_f64(&self) -> Option<f64> {
+            match self {
+                Value::Integer(v) => Some(*v as f64),
+                Value::Counter32(v) | Value::Gauge32(v) | Value::Timeticks(v) => Some(*v as f64),
+                Value::Counter64(v) => Some(*v as f64),
+                _ => None,
+            }
+        }
+
+        /// The value as text, if it is an octet string.
+        pub fn as_text(&self) -> Option<String> {
+            match self {
+                Value::Octets(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            }
+        }
+    }
+
+    /// The last sub-identifier of an OID (the ifIndex of an ifTable column entry).
+    pub fn index_of(oid: &str) -> Option<u32> {
+        oid.rsplit('.').next()?.parse().ok()
+    }
+}
+
+/// The tenant's inventory, as far as the grants reach.
+pub mod inventory {
+    pub use crate::bindings::sotp::telemetry::inventory::{
+        DeviceInfo, devices, set_interface_names,
+    };
 }
 
 /// The tenant's MQTT broker: `subscribe` (from `init`) and `publish`.

@@ -3,13 +3,16 @@
 //! that checks grants and limits on its first lines (the shape of wasmtime-wasi's `p2/host`).
 
 mod emit;
+mod inventory;
 mod log;
 mod mqtt;
 mod secrets;
+mod snmp;
 pub(crate) mod stdio;
 
 pub use stdio::GuestOutput;
 
+use crate::inventory::Device;
 use crate::manifest::Manifest;
 use crate::mqtt::MqttHub;
 use crate::stats::ComponentStats;
@@ -32,10 +35,36 @@ pub use sotp::telemetry::types::{
     Sample as WitSample, Tick as WitTick,
 };
 
-/// Reads tenant secrets for the `secrets` interface.
-pub trait SecretReader: Send + Sync {
+/// What host capabilities need from the rest of SOTP: secrets, the inventory, pinned SSH
+/// host keys. A trait so the engine can run without the stores (benchmarks).
+pub trait HostServices: Send + Sync {
     /// `Ok(None)` when the tenant has no secret of that name.
     fn read_secret(&self, tenant: &str, name: &str) -> Result<Option<String>, String>;
+
+    fn device(&self, _tenant: &str, _name: &str) -> Result<Option<Device>, String> {
+        Ok(None)
+    }
+
+    fn devices(&self, _tenant: &str) -> Result<Vec<Device>, String> {
+        Ok(Vec::new())
+    }
+
+    fn set_interface_names(
+        &self,
+        _tenant: &str,
+        _device: &str,
+        _names: &[(u32, String)],
+    ) -> Result<(), String> {
+        Err("no inventory".into())
+    }
+
+    fn ssh_host_key(&self, _tenant: &str, _device: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+
+    fn pin_ssh_host_key(&self, _tenant: &str, _device: &str, _key: &str) -> Result<(), String> {
+        Err("no inventory".into())
+    }
 }
 
 /// What every instance of one component version shares.
@@ -45,7 +74,7 @@ pub struct InstanceEnv {
     pub version: u32,
     pub manifest: Arc<Manifest>,
     pub stats: Arc<ComponentStats>,
-    pub secrets: Arc<dyn SecretReader>,
+    pub services: Arc<dyn HostServices>,
     pub mqtt: Arc<MqttHub>,
     /// MQTT filters this version subscribed to (applied when it becomes active).
     pub subscriptions: parking_lot::Mutex<BTreeSet<String>>,
@@ -144,6 +173,8 @@ pub struct HostState {
     pub env: Arc<InstanceEnv>,
     pub out: Emitted,
     pub clock: CallClock,
+    /// SNMP sessions by device, kept for the instance's life (v3 engine discovery once).
+    pub(crate) snmp_sessions: std::collections::HashMap<String, snmp::Session>,
 }
 
 impl HostState {
@@ -167,6 +198,7 @@ impl HostState {
             memory,
             env,
             out: Emitted::default(),
+            snmp_sessions: Default::default(),
             clock: CallClock {
                 started: Instant::now(),
                 in_host: Duration::ZERO,
@@ -188,6 +220,22 @@ impl HostState {
             &format!("denied: {reason}"),
         );
         WitError::Denied(reason)
+    }
+}
+
+impl HostState {
+    /// The named device, if it exists and the grants cover it (a refusal is counted).
+    pub(crate) fn granted_device(&mut self, name: &str) -> Result<Device, WitError> {
+        let started = Instant::now();
+        let found = self.env.services.device(&self.env.tenant, name);
+        self.clock.in_host += started.elapsed();
+        let device = found.map_err(WitError::Unavailable)?.ok_or_else(|| {
+            WitError::Invalid(format!("no device named `{name}` in the inventory"))
+        })?;
+        if let Some(reason) = crate::grants::deny_device(&self.env.manifest.grants, &device) {
+            return Err(self.deny(reason));
+        }
+        Ok(device)
     }
 }
 

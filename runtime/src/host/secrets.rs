@@ -11,7 +11,7 @@ impl secrets::Host for HostState {
             return Err(self.deny(reason));
         }
         let started = Instant::now();
-        let result = self.env.secrets.read_secret(&self.env.tenant, &name);
+        let result = self.env.services.read_secret(&self.env.tenant, &name);
         self.clock.in_host += started.elapsed();
         match result {
             Ok(Some(value)) => Ok(value),

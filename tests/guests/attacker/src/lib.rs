@@ -5,7 +5,9 @@
 //! - `panic`: panic with a recognisable message,
 //! - `secrets`: read a granted and a non-granted secret, emit what happened,
 //! - `escape`: read a host file and open a TCP connection, emit what happened;
-//! - `publish`: publish to `out/greeting` (which it may) and `secret/x` (which it may not).
+//! - `publish`: publish to `out/greeting` (which it may) and `secret/x` (which it may not);
+//! - `snmp`: SNMP GET sysName from the `target` device, emit `snmp_result` (1 answered,
+//!   0 denied, -1 another error).
 //!
 //! It emits `attacker_alive` first in every tick, so the tests can tell a call ran.
 
@@ -83,6 +85,24 @@ impl Collector for Attacker {
                 out.push("publish_ok", if ok.is_ok() { 1.0 } else { 0.0 });
                 let denied = matches!(refused, Err(sotp_guest::Error::Denied(_)));
                 out.push("publish_denied", if denied { 1.0 } else { 0.0 });
+                out.emit()
+            }
+            "snmp" => {
+                let result =
+                    sotp_guest::snmp::get(&self.target, &["1.3.6.1.2.1.1.5.0".to_string()]);
+                let code = match &result {
+                    Ok(_) => 1.0,
+                    Err(sotp_guest::Error::Denied(_)) => 0.0,
+                    Err(_) => -1.0,
+                };
+                if let Err(e) = &result {
+                    sotp_guest::log::warn(&format!(
+                        "snmp get {}: {}",
+                        self.target,
+                        sotp_guest::describe(e)
+                    ));
+                }
+                out.push("snmp_result", code).label("target", &self.target);
                 out.emit()
             }
             other => Err(format!("unknown mode {other}")),

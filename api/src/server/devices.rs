@@ -1,0 +1,118 @@
+//! `/v1/devices`: the tenant's inventory — CRUD, bulk import (YAML, JSON or CSV), the
+//! interface-name table, and forgetting a pinned SSH host key.
+
+use super::AppState;
+use super::auth::Caller;
+use super::components::json_error;
+use super::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sotp_runtime::inventory::{Device, parse_import};
+
+#[derive(Deserialize)]
+pub struct Filter {
+    tag: Option<String>,
+    site: Option<String>,
+    role: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(f): Query<Filter>,
+) -> ApiResult<Json<Value>> {
+    let devices: Vec<Device> = state
+        .runtime
+        .devices(caller.tenant()?)?
+        .into_iter()
+        .filter(|d| f.tag.as_ref().is_none_or(|t| d.tags.contains(t)))
+        .filter(|d| f.site.as_ref().is_none_or(|s| d.site.as_ref() == Some(s)))
+        .filter(|d| f.role.as_ref().is_none_or(|r| d.role.as_ref() == Some(r)))
+        .collect();
+    Ok(Json(json!({ "devices": devices })))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(state.runtime.device(caller.tenant()?, &name)?)))
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<Device>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(device) = body.map_err(json_error)?;
+    if device.name != name {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("the body names `{}`, the path `{name}`", device.name),
+        ));
+    }
+    let created = state.runtime.put_device(caller.tenant()?, device.clone())?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!(device))))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.runtime.delete_device(caller.tenant()?, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body is CSV with `Content-Type: text/csv`, else YAML or JSON (a list, or `{devices}`).
+pub async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: String,
+) -> ApiResult<Json<Value>> {
+    let csv = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/csv"));
+    let devices =
+        parse_import(&body, csv).map_err(|e| ApiError::bad_request("invalid_request", e))?;
+    let total = devices.len();
+    let created = state.runtime.import_devices(caller.tenant()?, devices)?;
+    Ok(Json(
+        json!({ "created": created, "updated": total - created }),
+    ))
+}
+
+pub async fn interfaces(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let names: Vec<Value> = state
+        .runtime
+        .interface_names(caller.tenant()?, &name)?
+        .into_iter()
+        .map(|(index, name)| json!({ "index": index, "name": name }))
+        .collect();
+    Ok(Json(json!({ "interfaces": names })))
+}
+
+pub async fn forget_host_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.runtime.forget_ssh_host_key(caller.tenant()?, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
