@@ -71,6 +71,13 @@ paths = {
                               "username": {"type": "string"}, "password_secret": {"type": "string"},
                               "tls": {"type": "boolean"}, "tls_ca_pem": {"type": "string"}, "keep_alive_s": {"type": "integer"}}, ["host"])),
     "delete": op("Disconnect and forget the broker", ok="204", tag="mqtt")},
+  "/v1/backups": {"get": op("Devices with configuration backups and their latest revision", tag="backups")},
+  "/v1/backups/settings": {
+    "get": op("Volatile-line patterns dropped before comparing and storing", tag="backups"),
+    "put": op("Set the volatile-line patterns (regular expressions)", tag="backups", body=json_body({"ignore": {"type": "array", "items": {"type": "string"}}}, ["ignore"]))},
+  "/v1/backups/{name}": {"get": op("A device's backup history (commits that changed it), newest first", params=[name], tag="backups")},
+  "/v1/backups/{name}/text": {"get": op("A device's configuration at a revision (default latest), text/plain", params=[name, q("at", "commit id")], tag="backups")},
+  "/v1/backups/{name}/diff": {"get": op("Unified diff between two revisions (default: the two latest changes)", params=[name, q("from", "commit id"), q("to", "commit id")], tag="backups")},
   "/v1/devices": {"get": op("The inventory", tag="devices", params=[q("tag", "only with this tag"), q("site", "only at this site"), q("role", "only with this role")])},
   "/v1/devices/import": {"post": op("Create or replace devices in bulk: YAML/JSON list, or CSV (Content-Type: text/csv)", tag="devices",
         body={"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}})},

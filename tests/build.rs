@@ -15,6 +15,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("BENCH_GUEST", "bench_guest"),
     ("MQTT_SENSORS", "mqtt_sensors"),
     ("SNMP_INTERFACES", "snmp_interfaces"),
+    ("SSH_CONFIG_BACKUP", "ssh_config_backup"),
 ];
 
 fn main() {
@@ -32,6 +33,7 @@ fn main() {
         "guests/bench-guest",
         "guests/mqtt-sensors",
         "guests/snmp-interfaces",
+        "guests/ssh-config-backup",
         "tests/guests",
         "guests/Cargo.toml",
     ] {

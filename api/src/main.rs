@@ -41,6 +41,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(cli::tenant::TokenCmd),
+    /// Configuration backups: history, text, diffs.
+    #[command(subcommand)]
+    Backup(cli::backup::BackupCmd),
     /// The device inventory: what to poll and back up, with which credentials.
     #[command(subcommand)]
     Device(cli::device::DeviceCmd),
@@ -76,6 +79,7 @@ fn main() -> std::process::ExitCode {
             Command::Component(cmd) => cli::component::exec(cmd).await,
             Command::Tenant(cmd) => cli::tenant::exec_tenant(cmd).await,
             Command::Token(cmd) => cli::tenant::exec_token(cmd).await,
+            Command::Backup(cmd) => cli::backup::exec(cmd).await,
             Command::Device(cmd) => cli::device::exec(cmd).await,
             Command::Mqtt(cmd) => cli::mqtt::exec(cmd).await,
             Command::Secret(cmd) => cli::secret::exec(cmd).await,

@@ -340,6 +340,22 @@ impl Lab {
         self.exec(node, &format!("vtysh {}", args.join(" ")))
     }
 
+    /// Give a router a new SSH host key and restart its sshd (what a replaced or reinstalled
+    /// device looks like to an SSH client).
+    pub fn regenerate_ssh_host_key(&self, node: &str) -> anyhow::Result<()> {
+        let d = self.node_dir(node);
+        let ds = d.display();
+        self.exec(
+            node,
+            &format!(
+                "kill $(cat {ds}/run/sshd.pid); rm -f {ds}/etc/ssh/ssh_host_ed25519_key {ds}/etc/ssh/ssh_host_ed25519_key.pub; \
+                 ssh-keygen -q -t ed25519 -N '' -f {ds}/etc/ssh/ssh_host_ed25519_key; sleep 0.3; \
+                 /usr/sbin/sshd -f {ds}/etc/ssh/sshd_config -E {ds}/var/log/sshd.log"
+            ),
+        )
+        .map(|_| ())
+    }
+
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.plan.node(name)
     }

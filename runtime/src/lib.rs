@@ -5,6 +5,7 @@
 //! and names its traps; `host` implements the WIT interfaces, one file each; `engine` owns
 //! Wasmtime and the artifact cache; `telemetry` (DuckDB) and `state` (SQLite) are the stores.
 
+pub mod backups;
 pub mod component;
 pub mod config;
 pub mod crypto;

@@ -2,6 +2,7 @@
 //! components, and offers the operations the API exposes — every one of them scoped to a
 //! tenant, so isolation is decided here and not in each HTTP handler.
 
+use crate::backups::{BackupSettings, Backups, DeviceBackup, Revision, Saved};
 use crate::component::{ComponentHandle, ComponentState, Deps};
 use crate::config::RuntimeConfig;
 use crate::crypto::SecretBox;
@@ -101,6 +102,7 @@ pub struct Runtime {
     pub state: Arc<StateStore>,
     pub telemetry: Arc<TelemetryStore>,
     pub mqtt: Arc<MqttHub>,
+    pub backups: Arc<Backups>,
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
     wasm_dir: PathBuf,
     ready: AtomicBool,
@@ -110,7 +112,8 @@ pub struct Runtime {
     pub admin_token_file: Option<PathBuf>,
 }
 
-struct StateSecrets(Arc<StateStore>);
+/// What host capabilities reach through `HostServices`: the state store and the backups.
+struct StateSecrets(Arc<StateStore>, Arc<Backups>);
 
 impl HostServices for StateSecrets {
     fn read_secret(&self, tenant: &str, name: &str) -> Result<Option<String>, String> {
@@ -147,6 +150,29 @@ impl HostServices for StateSecrets {
             .pin_ssh_host_key(tenant, device, key)
             .map_err(|e| e.to_string())
     }
+
+    fn store_backup(
+        &self,
+        tenant: &str,
+        device: &str,
+        author: &str,
+        text: &str,
+    ) -> Result<Saved, String> {
+        let ignore = backup_settings(&self.0, tenant)?.compile()?;
+        self.1
+            .store(tenant, device, author, text, &ignore)
+            .map_err(|e| e.to_string())
+    }
+}
+
+const BACKUP_SETTING: &str = "backups";
+
+fn backup_settings(state: &StateStore, tenant: &str) -> Result<BackupSettings, String> {
+    let all = state.settings(BACKUP_SETTING).map_err(|e| e.to_string())?;
+    match all.into_iter().find(|(t, _)| t == tenant) {
+        Some((_, text)) => serde_json::from_str(&text).map_err(|e| e.to_string()),
+        None => Ok(BackupSettings::default()),
+    }
 }
 
 impl CredentialSource for StateSecrets {
@@ -179,9 +205,11 @@ impl Runtime {
         let linker = collector_linker(engine.engine())
             .map_err(|e| anyhow::anyhow!("building the component linker: {e}"))?;
         let admin_token_file = bootstrap_admin(&state, dir)?;
+        std::fs::create_dir_all(dir.join("backups"))?;
+        let backups = Arc::new(Backups::new(dir.join("backups")));
         let mqtt = Arc::new(MqttHub::new(
             telemetry.clone(),
-            Arc::new(StateSecrets(state.clone())),
+            Arc::new(StateSecrets(state.clone(), backups.clone())),
         ));
         Ok(Arc::new(Runtime {
             config,
@@ -190,6 +218,7 @@ impl Runtime {
             state,
             telemetry,
             mqtt,
+            backups,
             components: RwLock::new(HashMap::new()),
             wasm_dir,
             ready: AtomicBool::new(false),
@@ -729,6 +758,68 @@ impl Runtime {
         Ok(())
     }
 
+    // ---- configuration backups ------------------------------------------------------------
+
+    pub fn backup_settings(&self, tenant: &str) -> Result<BackupSettings, RuntimeError> {
+        self.tenant(tenant)?;
+        backup_settings(&self.state, tenant).map_err(RuntimeError::Internal)
+    }
+
+    pub fn set_backup_settings(
+        &self,
+        tenant: &str,
+        settings: BackupSettings,
+    ) -> Result<(), RuntimeError> {
+        self.tenant(tenant)?;
+        settings.compile().map_err(RuntimeError::Invalid)?;
+        let text =
+            serde_json::to_string(&settings).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        Ok(self.state.put_setting(tenant, BACKUP_SETTING, &text)?)
+    }
+
+    pub fn backups(&self, tenant: &str) -> Result<Vec<DeviceBackup>, RuntimeError> {
+        self.tenant(tenant)?;
+        self.backups.list(tenant).map_err(backup_error)
+    }
+
+    pub fn backup_history(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Vec<Revision>, RuntimeError> {
+        self.tenant(tenant)?;
+        let history = self.backups.history(tenant, device).map_err(backup_error)?;
+        if history.is_empty() {
+            return Err(RuntimeError::NotFound(format!(
+                "no backup of device `{device}`"
+            )));
+        }
+        Ok(history)
+    }
+
+    pub fn backup_text(
+        &self,
+        tenant: &str,
+        device: &str,
+        at: Option<&str>,
+    ) -> Result<String, RuntimeError> {
+        self.tenant(tenant)?;
+        self.backups.text(tenant, device, at).map_err(backup_error)
+    }
+
+    pub fn backup_diff(
+        &self,
+        tenant: &str,
+        device: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<String, RuntimeError> {
+        self.tenant(tenant)?;
+        self.backups
+            .diff(tenant, device, from, to)
+            .map_err(backup_error)
+    }
+
     // ---- MQTT ------------------------------------------------------------------------------
 
     /// Set (or, with `None`, remove) the tenant's broker and (re)start its session.
@@ -874,7 +965,7 @@ impl Runtime {
             version,
             manifest,
             stats: handle.map(|h| h.stats.clone()).unwrap_or_default(),
-            services: Arc::new(StateSecrets(self.state.clone())),
+            services: Arc::new(StateSecrets(self.state.clone(), self.backups.clone())),
             mqtt: self.mqtt.clone(),
             subscriptions: Default::default(),
             active: Default::default(),
@@ -963,6 +1054,16 @@ impl Runtime {
             .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| RuntimeError::Internal(format!("storing the component: {e}")))
+    }
+}
+
+fn backup_error(e: crate::backups::BackupError) -> RuntimeError {
+    use crate::backups::BackupError;
+    match e {
+        BackupError::NoBackup(_) | BackupError::NoRevision(_) => {
+            RuntimeError::NotFound(e.to_string())
+        }
+        BackupError::Git(_) => RuntimeError::Internal(e.to_string()),
     }
 }
 

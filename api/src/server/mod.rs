@@ -4,6 +4,7 @@
 //! Isolation, validation and limits live in the runtime so no handler can forget them.
 
 mod auth;
+mod backups;
 mod components;
 mod devices;
 mod error;
@@ -56,6 +57,14 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/components/{name}/logs", get(components::logs))
         .route("/components/{name}/messages", post(components::message))
         .route("/mqtt", get(mqtt::get).put(mqtt::put).delete(mqtt::delete))
+        .route("/backups", get(backups::list))
+        .route(
+            "/backups/settings",
+            get(backups::get_settings).put(backups::put_settings),
+        )
+        .route("/backups/{name}", get(backups::history))
+        .route("/backups/{name}/text", get(backups::text))
+        .route("/backups/{name}/diff", get(backups::diff))
         .route("/devices", get(devices::list))
         .route("/devices/import", post(devices::import))
         .route(

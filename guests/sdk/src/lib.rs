@@ -41,7 +41,19 @@ pub use bindings::sotp::telemetry::types::{Error, Label, Level, LogRecord, Sampl
 
 /// The host interfaces, for calls the helpers below do not cover.
 pub mod host {
-    pub use crate::bindings::sotp::telemetry::{emit, inventory, log, mqtt, secrets, snmp};
+    pub use crate::bindings::sotp::telemetry::{
+        backups, emit, inventory, log, mqtt, secrets, snmp, ssh,
+    };
+}
+
+/// SSH to inventory devices: `run` commands, credentials and host keys handled by the host.
+pub mod ssh {
+    pub use crate::bindings::sotp::telemetry::ssh::{CommandOutput, run};
+}
+
+/// Configuration backups into the tenant's Git repository.
+pub mod backups {
+    pub use crate::bindings::sotp::telemetry::backups::{Saved, store};
 }
 
 /// SNMP to inventory devices: `get`, `walk`, and the value types.

@@ -2,12 +2,14 @@
 //! and one module per imported interface, each a flat `impl <interface>::Host for HostState`
 //! that checks grants and limits on its first lines (the shape of wasmtime-wasi's `p2/host`).
 
+mod backups;
 mod emit;
 mod inventory;
 mod log;
 mod mqtt;
 mod secrets;
 mod snmp;
+mod ssh;
 pub(crate) mod stdio;
 
 pub use stdio::GuestOutput;
@@ -64,6 +66,16 @@ pub trait HostServices: Send + Sync {
 
     fn pin_ssh_host_key(&self, _tenant: &str, _device: &str, _key: &str) -> Result<(), String> {
         Err("no inventory".into())
+    }
+
+    fn store_backup(
+        &self,
+        _tenant: &str,
+        _device: &str,
+        _author: &str,
+        _text: &str,
+    ) -> Result<crate::backups::Saved, String> {
+        Err("no backup repository".into())
     }
 }
 

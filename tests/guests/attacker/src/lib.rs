@@ -7,7 +7,8 @@
 //! - `escape`: read a host file and open a TCP connection, emit what happened;
 //! - `publish`: publish to `out/greeting` (which it may) and `secret/x` (which it may not);
 //! - `snmp`: SNMP GET sysName from the `target` device, emit `snmp_result` (1 answered,
-//!   0 denied, -1 another error).
+//!   0 denied, -1 another error);
+//! - `ssh`: run `show version` on the `target` device, emit `ssh_result` likewise.
 //!
 //! It emits `attacker_alive` first in every tick, so the tests can tell a call ran.
 
@@ -103,6 +104,17 @@ impl Collector for Attacker {
                     ));
                 }
                 out.push("snmp_result", code).label("target", &self.target);
+                out.emit()
+            }
+            "ssh" => {
+                let result =
+                    sotp_guest::ssh::run(&self.target, &["show version".to_string()], 10_000);
+                let code = match &result {
+                    Ok(_) => 1.0,
+                    Err(sotp_guest::Error::Denied(_)) => 0.0,
+                    Err(_) => -1.0,
+                };
+                out.push("ssh_result", code).label("target", &self.target);
                 out.emit()
             }
             other => Err(format!("unknown mode {other}")),
