@@ -115,10 +115,11 @@ impl Device {
                 }
             }
         }
-        if let Some(s) = &self.ssh {
-            if s.password_secret.is_none() && s.key_secret.is_none() {
-                return Err("ssh: give password_secret or key_secret".into());
-            }
+        if let Some(s) = &self.ssh
+            && s.password_secret.is_none()
+            && s.key_secret.is_none()
+        {
+            return Err("ssh: give password_secret or key_secret".into());
         }
         for p in self
             .parents

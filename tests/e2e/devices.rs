@@ -97,7 +97,7 @@ fn snmp_interfaces_polls_the_lab_and_sees_a_link_go_down() {
     acme.push(manifest, SNMP_INTERFACES);
 
     // Real interfaces of every granted router, over v2c and v3.
-    let seen = acme.wait_for(
+    acme.wait_for(
         "interfaces of all three routers",
         Duration::from_secs(60),
         |api| {
@@ -107,7 +107,6 @@ fn snmp_interfaces_polls_the_lab_and_sees_a_link_go_down() {
             ok.then_some(())
         },
     );
-    let _ = seen;
     assert_eq!(oper_status(&acme, "core1", "eth2"), Some(1.0));
     let (_, ifs) = acme.get("/v1/devices/core1/interfaces");
     let names: Vec<&str> = ifs["interfaces"]

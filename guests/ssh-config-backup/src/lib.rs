@@ -69,8 +69,9 @@ impl Collector for Backup {
 impl Backup {
     /// Fetch and store one device's configuration; true if it changed.
     fn back_up(&self, device: &str) -> Result<bool, String> {
-        let outputs = sotp_guest::ssh::run(device, &[self.command.clone()], self.timeout_ms)
-            .map_err(|e| sotp_guest::describe(&e))?;
+        let outputs =
+            sotp_guest::ssh::run(device, std::slice::from_ref(&self.command), self.timeout_ms)
+                .map_err(|e| sotp_guest::describe(&e))?;
         let output = outputs.into_iter().next().ok_or("no output")?;
         if output.exit_status.is_some_and(|s| s != 0) {
             return Err(format!(
