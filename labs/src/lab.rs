@@ -43,6 +43,22 @@ pub struct Check {
 }
 
 impl Lab {
+    /// Like [`Lab::up`], after tearing down whatever an earlier, killed run left under this
+    /// id — for tests, which own their ids.
+    pub fn up_fresh(
+        topology: &Topology,
+        id: u8,
+        progress: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<Lab> {
+        let plan = topology.plan(id)?;
+        let dir = std::env::temp_dir().join(format!("sotp-lab-{}", plan.lab));
+        if sys::netns_exists(&plan.nodes[0].netns) || dir.exists() {
+            progress("clearing what an earlier run left behind");
+            teardown_plan(&plan, &dir);
+        }
+        Self::up(topology, id, progress)
+    }
+
     /// Bring `topology` up as lab `id`; `progress` hears each step.
     pub fn up(topology: &Topology, id: u8, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Lab> {
         if !sys::is_root() {

@@ -12,7 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_sotp");
 fn lab_up(id: u8) -> Lab {
     let topology = Topology::load(&sotp_labs::topology_path("basic")).unwrap();
     let mut log = |m: &str| eprintln!("lab {id}: {m}");
-    let lab = Lab::up(&topology, id, &mut log).expect("lab up (needs root)");
+    let lab = Lab::up_fresh(&topology, id, &mut log).expect("lab up (needs root)");
     lab.check_until(Duration::from_secs(60), &mut log)
         .expect("lab healthy");
     lab
