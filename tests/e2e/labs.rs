@@ -10,8 +10,8 @@ fn basic() -> Topology {
 
 fn up(id: u8) -> Lab {
     let mut log = |m: &str| eprintln!("lab {id}: {m}");
-    let lab =
-        Lab::up(&basic(), id, &mut log).expect("lab up (needs root and scripts/setup's packages)");
+    let lab = Lab::up_fresh(&basic(), id, &mut log)
+        .expect("lab up (needs root and scripts/setup's packages)");
     lab.check_until(Duration::from_secs(60), &mut log)
         .expect("lab healthy");
     lab
