@@ -84,9 +84,12 @@ fn running_configs_are_backed_up_into_git_with_history_and_diffs() {
         ),
         device(
             "access2",
-            json!({ "user": lab::SSH_USER, "password_secret": "wrong" }),
+            json!({ "user": lab::SSH_USER, "password_secret": "lab-ssh" }),
             &["backup"]
         ),
+        // The same router under another name, with a wrong password.
+        json!({ "name": "access2-bad", "address": addr("access2"), "tags": ["backup"],
+                "ssh": { "user": lab::SSH_USER, "password_secret": "wrong" } }),
     ]);
     let resp = reqwest::blocking::Client::new()
         .post(format!("{}/v1/devices/import", acme.base))
@@ -101,10 +104,15 @@ fn running_configs_are_backed_up_into_git_with_history_and_diffs() {
         [schedule]\nevery = \"2s\"\n[limits]\ncpu_ms = 500\n[grants]\ndevices = [\"tag:backup\"]\n";
     acme.push(manifest, SSH_CONFIG_BACKUP);
 
-    // Every reachable router's FRR running config is in Git (password and key auth).
+    // Every lab router's FRR running config is in Git (password and key auth).
     acme.wait_for("first backups", Duration::from_secs(60), |api| {
-        (history_len(api, "core1") == 1 && history_len(api, "access1") == 1).then_some(())
+        ["core1", "access1", "access2"]
+            .iter()
+            .all(|d| history_len(api, d) == 1)
+            .then_some(())
     });
+    let (_, list) = acme.get("/v1/backups");
+    assert_eq!(list["devices"].as_array().unwrap().len(), 3, "{list}");
     let config = text(&acme, "/v1/backups/access1/text");
     assert!(
         config.contains("hostname access1") && config.contains("router ospf"),
@@ -159,10 +167,10 @@ fn running_configs_are_backed_up_into_git_with_history_and_diffs() {
     let view = acme.component("ssh-config-backup");
     let err = view["last_error"]["message"].as_str().unwrap();
     assert!(
-        err.contains("access2") && err.contains("authentication"),
+        err.contains("access2-bad") && err.contains("authentication"),
         "{err}"
     );
-    assert_eq!(history_len(&acme, "access2"), 0);
+    assert_eq!(history_len(&acme, "access2-bad"), 0);
 
     // A changed host key is refused, and says how to accept a legitimate change.
     lab.regenerate_ssh_host_key("core1").unwrap();
