@@ -2,21 +2,12 @@
 //! shell on FRR routers in network namespaces (needs root, like every lab test).
 
 use serde_json::json;
-use sotp_labs::{Lab, Topology, lab};
+use sotp_labs::lab;
 use sotp_tests::guests::{ATTACKER, SSH_CONFIG_BACKUP};
-use sotp_tests::harness::{Api, Server};
+use sotp_tests::harness::{Api, Server, basic_lab};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sotp");
-
-fn lab_up(id: u8) -> Lab {
-    let topology = Topology::load(&sotp_labs::topology_path("basic")).unwrap();
-    let mut log = |m: &str| eprintln!("lab {id}: {m}");
-    let lab = Lab::up_fresh(&topology, id, &mut log).expect("lab up (needs root)");
-    lab.check_until(Duration::from_secs(60), &mut log)
-        .expect("lab healthy");
-    lab
-}
 
 fn history_len(api: &Api, device: &str) -> usize {
     let (status, body) = api.get(&format!("/v1/backups/{device}"));
@@ -54,7 +45,7 @@ fn wait_ticks(api: &Api, n: u64) {
 
 #[test]
 fn running_configs_are_backed_up_into_git_with_history_and_diffs() {
-    let lab = lab_up(23);
+    let lab = basic_lab(23);
     let server = Server::start(BIN);
     let acme = server.tenant("acme");
     let key = std::fs::read_to_string(lab.ssh_key()).unwrap();
@@ -201,7 +192,7 @@ fn running_configs_are_backed_up_into_git_with_history_and_diffs() {
 
 #[test]
 fn ssh_to_a_device_outside_the_grants_is_denied() {
-    let lab = lab_up(24);
+    let lab = basic_lab(24);
     let server = Server::start(BIN);
     let acme = server.tenant("acme");
     assert_eq!(

@@ -2,21 +2,12 @@
 //! in network namespaces (needs root, like every lab test).
 
 use serde_json::{Value, json};
-use sotp_labs::{Lab, Topology, lab};
+use sotp_labs::{Lab, lab};
 use sotp_tests::guests::{ATTACKER, SNMP_INTERFACES};
-use sotp_tests::harness::{Api, Server};
+use sotp_tests::harness::{Api, Server, basic_lab};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sotp");
-
-fn lab_up(id: u8) -> Lab {
-    let topology = Topology::load(&sotp_labs::topology_path("basic")).unwrap();
-    let mut log = |m: &str| eprintln!("lab {id}: {m}");
-    let lab = Lab::up_fresh(&topology, id, &mut log).expect("lab up (needs root)");
-    lab.check_until(Duration::from_secs(60), &mut log)
-        .expect("lab healthy");
-    lab
-}
 
 fn secrets(api: &Api) {
     for (name, value) in [
@@ -73,7 +64,7 @@ fn oper_status(api: &Api, device: &str, ifname: &str) -> Option<f64> {
 
 #[test]
 fn snmp_interfaces_polls_the_lab_and_sees_a_link_go_down() {
-    let lab = lab_up(21);
+    let lab = basic_lab(21);
     let server = Server::start(BIN);
     let acme = server.tenant("acme");
     secrets(&acme);
@@ -148,7 +139,7 @@ fn snmp_interfaces_polls_the_lab_and_sees_a_link_go_down() {
 
 #[test]
 fn snmp_refusals_and_bad_credentials_are_clear() {
-    let lab = lab_up(22);
+    let lab = basic_lab(22);
     let server = Server::start(BIN);
     let acme = server.tenant("acme");
     secrets(&acme);

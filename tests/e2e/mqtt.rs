@@ -64,6 +64,15 @@ fn wait_subscribed(api: &Api) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// Tenant `acme`, connected to `broker`, running mqtt-sensors v1 and subscribed.
+fn sensors_tenant(server: &Server, broker: &Mosquitto) -> Api {
+    let acme = server.tenant("acme");
+    connect(&acme, broker);
+    acme.push(&sensors_manifest("1.0.0", "v1", "home/#"), MQTT_SENSORS);
+    wait_subscribed(&acme);
+    acme
+}
+
 /// Every stored point of `metric`: (labels, value).
 fn values(api: &Api, metric: &str) -> Vec<(Value, f64)> {
     api.points(metric, "7d")
@@ -101,10 +110,7 @@ fn base_ms() -> i64 {
 fn ten_thousand_qos1_messages_become_ten_thousand_samples() {
     let broker = Mosquitto::start();
     let server = Server::start(BIN);
-    let acme = server.tenant("acme");
-    connect(&acme, &broker);
-    acme.push(&sensors_manifest("1.0.0", "v1", "home/#"), MQTT_SENSORS);
-    wait_subscribed(&acme);
+    let acme = sensors_tenant(&server, &broker);
 
     let base = base_ms();
     let rooms = ["kitchen", "hall", "bedroom", "office", "garage"];
@@ -162,10 +168,7 @@ fn ten_thousand_qos1_messages_become_ten_thousand_samples() {
 fn malformed_payloads_are_counted_and_the_stream_goes_on() {
     let broker = Mosquitto::start();
     let server = Server::start(BIN);
-    let acme = server.tenant("acme");
-    connect(&acme, &broker);
-    acme.push(&sensors_manifest("1.0.0", "v1", "home/#"), MQTT_SENSORS);
-    wait_subscribed(&acme);
+    let acme = sensors_tenant(&server, &broker);
     broker.publish_lines(
         "home/kitchen/temperature",
         "21.5\nwarm-ish\n{\"value\": \"n/a\"}\n{broken json\n22.5\n",
@@ -230,10 +233,7 @@ fn distinct(values: &[(Value, f64)]) -> BTreeMap<u64, usize> {
 fn hot_swap_under_load_loses_and_repeats_nothing() {
     let broker = Mosquitto::start();
     let server = Server::start(BIN);
-    let acme = server.tenant("acme");
-    connect(&acme, &broker);
-    acme.push(&sensors_manifest("1.0.0", "v1", "home/#"), MQTT_SENSORS);
-    wait_subscribed(&acme);
+    let acme = sensors_tenant(&server, &broker);
 
     // 11,000 messages paced at 1,100/s: at least 1,000 msg/s for 10 s.
     let total = 11_000;
@@ -303,10 +303,7 @@ fn hot_swap_under_load_loses_and_repeats_nothing() {
 fn a_broker_restart_mid_stream_loses_nothing() {
     let mut broker = Mosquitto::start();
     let server = Server::start(BIN);
-    let acme = server.tenant("acme");
-    connect(&acme, &broker);
-    acme.push(&sensors_manifest("1.0.0", "v1", "home/#"), MQTT_SENSORS);
-    wait_subscribed(&acme);
+    let acme = sensors_tenant(&server, &broker);
 
     let total = 4000;
     let publisher = Publisher::start(
@@ -347,10 +344,7 @@ fn sotp_killed_mid_stream_loses_and_doubles_nothing() {
     // PUBACKs held 300 ms after the commit: the kill lands while committed messages still
     // await their acknowledgement, so the broker redelivers some that are already stored.
     let mut server = Server::start_with_env(BIN, &[("SOTP_FAILPOINT_MQTT_ACK_DELAY_MS", "300")]);
-    let acme = server.tenant("acme");
-    connect(&acme, &broker);
-    acme.push(&sensors_manifest("1.0.0", "v1", "home/#"), MQTT_SENSORS);
-    wait_subscribed(&acme);
+    let acme = sensors_tenant(&server, &broker);
 
     let total = 5000;
     let publisher = Publisher::start(

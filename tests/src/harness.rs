@@ -379,3 +379,14 @@ pub fn manifest(name: &str, version: &str, every: &str, extra: &str) -> String {
         "name = \"{name}\"\nversion = \"{version}\"\nworld = \"collector\"\n\n[schedule]\nevery = \"{every}\"\n\n{extra}\n"
     )
 }
+
+/// Bring up the `basic` lab as `id` (clearing leftovers of a killed run) and wait until it
+/// is healthy. Needs root.
+pub fn basic_lab(id: u8) -> sotp_labs::Lab {
+    let topology = sotp_labs::Topology::load(&sotp_labs::topology_path("basic")).unwrap();
+    let mut log = |m: &str| eprintln!("lab {id}: {m}");
+    let lab = sotp_labs::Lab::up_fresh(&topology, id, &mut log).expect("lab up (needs root)");
+    lab.check_until(Duration::from_secs(60), &mut log)
+        .expect("lab healthy");
+    lab
+}

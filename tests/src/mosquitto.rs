@@ -253,28 +253,7 @@ impl Mosquitto {
 
     /// Publish with `mosquitto_pub -l`: one QoS 1 message per line of `lines`.
     pub fn publish_lines(&self, topic: &str, lines: &str) {
-        use std::io::Write;
-        let port = self.port.to_string();
-        let mut child = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-l", "-t", topic])
-            .args(&self.client_args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_pub (Debian package mosquitto-clients)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lines.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "mosquitto_pub: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        publish_with(self.port, topic, lines, &self.client_args);
     }
 }
 
@@ -425,19 +404,15 @@ impl Publisher {
 
 /// `mosquitto_pub -l` against a broker on `port` (usable from other threads).
 pub fn publish_lines_to(port: u16, topic: &str, lines: &str) {
+    publish_with(port, topic, lines, &[]);
+}
+
+fn publish_with(port: u16, topic: &str, lines: &str, extra: &[String]) {
     use std::io::Write;
+    let port = port.to_string();
     let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-l",
-            "-t",
-            topic,
-        ])
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-l", "-t", topic])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
