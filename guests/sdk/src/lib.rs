@@ -156,6 +156,19 @@ impl Config {
         self.0.get(key).and_then(|v| v.as_f64()).unwrap_or(default)
     }
 
+    /// A list of strings (`tags = ["a", "b"]`); empty if absent.
+    pub fn strings(&self, key: &str) -> Vec<String> {
+        self.0
+            .get(key)
+            .and_then(|t| t.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn bool_or(&self, key: &str, default: bool) -> bool {
         self.0.get(key).and_then(|v| v.as_bool()).unwrap_or(default)
     }

@@ -35,15 +35,7 @@ struct Interfaces {
 
 impl Collector for Interfaces {
     fn init(config: &Config) -> Result<Self, String> {
-        let tags = config
-            .get("tags")
-            .and_then(|t| t.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let tags = config.strings("tags");
         Ok(Interfaces {
             tags,
             previous: HashMap::new(),

@@ -19,15 +19,7 @@ impl Collector for Backup {
     fn init(config: &Config) -> Result<Self, String> {
         Ok(Backup {
             command: config.str_or("command", "show running-config").to_string(),
-            tags: config
-                .get("tags")
-                .and_then(|t| t.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            tags: config.strings("tags"),
             timeout_ms: config.u64_or("timeout_ms", 20_000) as u32,
         })
     }
