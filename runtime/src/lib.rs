@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod flow;
 pub mod grants;
 pub mod host;
 pub mod instance;

@@ -1,0 +1,317 @@
+//! Template state of NetFlow v9 and IPFIX exporters: templates, options-derived sampling
+//! rates and system init times, per (protocol, exporter, observation domain).
+//!
+//! Persisted as one small JSON file in the data directory whenever it changes (templates are
+//! re-announced often but change rarely, so writes are rare). Without that, a restart of
+//! SOTP would drop every data record until each exporter re-sends its templates — the
+//! "template not found" complaint of goflow2#309 and akvorado#697.
+
+use super::DecodeError;
+use super::bytes::Cursor;
+use super::fields::{self, Extras, Field, VARIABLE};
+use super::record::{FlowProtocol, FlowRecord, SamplingSource};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FieldSpec {
+    pub ie: u16,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pen: u32,
+    pub len: u16,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// A template compiled for decoding.
+#[derive(Debug)]
+pub struct Template {
+    pub specs: Vec<FieldSpec>,
+    /// Options templates: how many leading fields are scope fields.
+    pub scope_fields: u16,
+    pub options: bool,
+    steps: Vec<(Field, u16)>,
+    /// The shortest a record can be (variable-length fields count one byte); a set's tail
+    /// shorter than this is padding.
+    min_len: usize,
+}
+
+impl Template {
+    pub fn new(
+        protocol: FlowProtocol,
+        specs: Vec<FieldSpec>,
+        options: bool,
+        scope_fields: u16,
+    ) -> Self {
+        let steps = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                // NetFlow v9 scope fields are typed in their own namespace (1 = System, 2 =
+                // Interface, ...), not as information elements.
+                let in_v9_scope =
+                    protocol == FlowProtocol::NetflowV9 && options && i < scope_fields as usize;
+                let field = if in_v9_scope {
+                    Field::Skip
+                } else {
+                    fields::field_for(s.pen, s.ie)
+                };
+                (field, s.len)
+            })
+            .collect();
+        let min_len = specs
+            .iter()
+            .map(|s| if s.len == VARIABLE { 1 } else { s.len as usize })
+            .sum::<usize>()
+            .max(1);
+        Template {
+            specs,
+            scope_fields,
+            options,
+            steps,
+            min_len,
+        }
+    }
+
+    /// Decode every record of a data set body. `uptime` as in `fields::finish`.
+    pub fn decode_records(
+        &self,
+        body: &[u8],
+        mut base: FlowRecord,
+        export_ms: i64,
+        uptime: Option<(u32, i64)>,
+        domain: &DomainState,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<usize, DecodeError> {
+        let mut c = Cursor::new(body);
+        let mut n = 0;
+        if let Some(rate) = domain.default_rate {
+            base.offer_sampling(rate, SamplingSource::Options);
+        }
+        while c.remaining() >= self.min_len {
+            let mut f = base;
+            let mut x = Extras::default();
+            self.walk(&mut c, |field, b| fields::apply(field, b, &mut f, &mut x))?;
+            if let Some(id) = x.sampler_id
+                && let Some(rate) = domain.samplers.get(&id)
+            {
+                f.offer_sampling(*rate, SamplingSource::Sampler);
+            }
+            fields::finish(&mut f, &x, export_ms, uptime);
+            out.push(f);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Decode the records of an options data set into what they say about sampling and time.
+    pub fn decode_options(&self, body: &[u8]) -> Result<Vec<Extras>, DecodeError> {
+        let mut c = Cursor::new(body);
+        let mut all = Vec::new();
+        while c.remaining() >= self.min_len {
+            let mut scratch = FlowRecord::empty(FlowProtocol::Ipfix, IpAddr::from([0, 0, 0, 0]), 0);
+            let mut x = Extras::default();
+            self.walk(&mut c, |field, b| {
+                fields::apply(field, b, &mut scratch, &mut x)
+            })?;
+            all.push(x);
+        }
+        Ok(all)
+    }
+
+    #[inline]
+    fn walk<'a>(
+        &self,
+        c: &mut Cursor<'a>,
+        mut each: impl FnMut(Field, &'a [u8]),
+    ) -> Result<(), DecodeError> {
+        for &(field, len) in &self.steps {
+            let len = if len == VARIABLE {
+                match c
+                    .u8()
+                    .ok_or(DecodeError::Truncated("variable-length field"))?
+                {
+                    255 => c
+                        .u16()
+                        .ok_or(DecodeError::Truncated("variable-length field"))?
+                        as usize,
+                    n => n as usize,
+                }
+            } else {
+                len as usize
+            };
+            let b = c.take(len).ok_or(DecodeError::Truncated("data record"))?;
+            each(field, b);
+        }
+        Ok(())
+    }
+}
+
+/// Identifies one exporter's template space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DomainKey {
+    pub protocol: FlowProtocol,
+    pub exporter: IpAddr,
+    pub domain: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct DomainState {
+    pub templates: HashMap<u16, Arc<Template>>,
+    /// From options records without a sampler id (v9 System scope, IPFIX domain scope).
+    pub default_rate: Option<u32>,
+    /// Sampler / selector id → 1-in-N.
+    pub samplers: HashMap<u64, u32>,
+    /// IPFIX systemInitTimeMilliseconds: anchors sysUpTime-relative IEs 21/22.
+    pub system_init_ms: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct TemplateCache {
+    pub domains: HashMap<DomainKey, DomainState>,
+    path: Option<PathBuf>,
+    pub dirty: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedDomain {
+    #[serde(flatten)]
+    key: DomainKey,
+    #[serde(default)]
+    default_rate: Option<u32>,
+    #[serde(default)]
+    samplers: Vec<(u64, u32)>,
+    #[serde(default)]
+    system_init_ms: Option<i64>,
+    templates: Vec<SavedTemplate>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedTemplate {
+    id: u16,
+    #[serde(default)]
+    options: bool,
+    #[serde(default)]
+    scope_fields: u16,
+    fields: Vec<FieldSpec>,
+}
+
+impl TemplateCache {
+    /// A cache persisted at `path` (loaded now if the file exists).
+    pub fn persistent(path: &Path) -> Result<Self, std::io::Error> {
+        let mut cache = TemplateCache {
+            path: Some(path.to_owned()),
+            ..Default::default()
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let saved: Vec<SavedDomain> = serde_json::from_slice(&bytes)
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+                for d in saved {
+                    let state = cache.domains.entry(d.key).or_default();
+                    state.default_rate = d.default_rate;
+                    state.samplers = d.samplers.into_iter().collect();
+                    state.system_init_ms = d.system_init_ms;
+                    for t in d.templates {
+                        let tpl =
+                            Template::new(d.key.protocol, t.fields, t.options, t.scope_fields);
+                        state.templates.insert(t.id, Arc::new(tpl));
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(cache)
+    }
+
+    pub fn template_count(&self) -> usize {
+        self.domains.values().map(|d| d.templates.len()).sum()
+    }
+
+    pub fn domain(&mut self, key: DomainKey) -> &mut DomainState {
+        self.domains.entry(key).or_default()
+    }
+
+    /// Learn a template; returns true if it is new or changed.
+    pub fn insert(&mut self, key: DomainKey, id: u16, tpl: Template) -> bool {
+        let state = self.domains.entry(key).or_default();
+        let same = state.templates.get(&id).is_some_and(|t| {
+            t.specs == tpl.specs && t.options == tpl.options && t.scope_fields == tpl.scope_fields
+        });
+        if !same {
+            state.templates.insert(id, Arc::new(tpl));
+            self.dirty = true;
+        }
+        !same
+    }
+
+    pub fn withdraw(&mut self, key: DomainKey, id: Option<u16>) {
+        if let Some(state) = self.domains.get_mut(&key) {
+            match id {
+                Some(id) => {
+                    state.templates.remove(&id);
+                }
+                None => state.templates.clear(),
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// Record what an options data record says about sampling or system init time.
+    pub fn learn_options(&mut self, key: DomainKey, x: &Extras) {
+        let state = self.domains.entry(key).or_default();
+        if let Some(rate) = x.stated_rate() {
+            let changed = match x.sampler_id {
+                Some(id) => state.samplers.insert(id, rate) != Some(rate),
+                None => state.default_rate.replace(rate) != Some(rate),
+            };
+            self.dirty |= changed;
+        }
+        if let Some(init) = x.system_init_ms {
+            let init = init as i64;
+            if state.system_init_ms != Some(init) {
+                state.system_init_ms = Some(init);
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Write the cache if it changed since the last save (atomically: temp file + rename).
+    pub fn save_if_dirty(&mut self) -> Result<(), std::io::Error> {
+        let Some(path) = self.path.clone().filter(|_| self.dirty) else {
+            return Ok(());
+        };
+        let saved: Vec<SavedDomain> = self
+            .domains
+            .iter()
+            .map(|(key, d)| SavedDomain {
+                key: *key,
+                default_rate: d.default_rate,
+                samplers: d.samplers.iter().map(|(k, v)| (*k, *v)).collect(),
+                system_init_ms: d.system_init_ms,
+                templates: d
+                    .templates
+                    .iter()
+                    .map(|(id, t)| SavedTemplate {
+                        id: *id,
+                        options: t.options,
+                        scope_fields: t.scope_fields,
+                        fields: t.specs.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let json = serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, &path)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
