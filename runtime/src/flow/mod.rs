@@ -9,13 +9,19 @@
 //! panic (fuzzed, see fuzz/).
 
 mod bytes;
+pub mod config;
+pub mod enrich;
 pub mod fields;
 pub mod ipfix;
+pub mod listener;
 pub mod netflow_v5;
 pub mod netflow_v9;
 pub mod packet;
+pub mod query;
 pub mod record;
+pub mod service;
 pub mod sflow;
+pub mod store;
 pub mod template;
 
 pub use record::{Direction, FlowProtocol, FlowRecord, InterfaceCounters, SamplingSource};

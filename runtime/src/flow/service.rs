@@ -1,0 +1,307 @@
+//! The flow pipeline: listener threads decode and enrich, one writer thread commits batches
+//! to the flow store and updates the `/metrics` aggregates, sinks replay from the store.
+//!
+//! ```text
+//! socket ×N ─ recvmmsg ─ decode (shared template state) ─ enrich ─┐
+//!                                                                 ├─ writer ─ FlowStore ─ sinks
+//! socket ×N ─ ...                                                 ┘        └─ /metrics aggregates
+//! ```
+
+use super::config::FlowConfig;
+use super::enrich::{Applications, TenantMap};
+use super::listener::{self, Batch};
+use super::store::{FlowStore, StoredCounters, StoredFlow};
+use super::{DecodeCounters, DecodeOutput, FlowDecoder, PendingLimits, TemplateCache};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Hand a batch to the writer at this many records, or after this long.
+const SEND_AT: usize = 4096;
+const SEND_EVERY: Duration = Duration::from_millis(50);
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+#[derive(Default, Debug)]
+pub struct PipelineCounters {
+    /// Records dropped because their exporter maps to no tenant.
+    pub unmapped: AtomicU64,
+    pub metrics_series_dropped: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+/// Per (tenant, exporter, application): scaled bytes, packets, flows — for `/metrics`.
+#[derive(Default)]
+pub struct Aggregates {
+    pub series: HashMap<(Arc<str>, IpAddr, Arc<str>), [u64; 3]>,
+}
+
+struct Message {
+    flows: Vec<StoredFlow>,
+    counters: Vec<StoredCounters>,
+}
+
+pub struct FlowService {
+    pub config: FlowConfig,
+    pub store: Arc<FlowStore>,
+    pub decode_counters: Arc<DecodeCounters>,
+    pub counters: Arc<PipelineCounters>,
+    pub aggregates: Arc<Mutex<Aggregates>>,
+    decoder: Arc<Mutex<FlowDecoder>>,
+    /// Bound listener addresses (with the actual port when 0 was asked for).
+    pub bound: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Bumped after each commit; sinks wait on it.
+    pub committed: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
+}
+
+impl FlowService {
+    pub fn start(config: FlowConfig, data_dir: &Path) -> anyhow::Result<Arc<FlowService>> {
+        let apps = Arc::new(Applications::new(&config.applications).map_err(anyhow::Error::msg)?);
+        let tenants = Arc::new(TenantMap::new(&config).map_err(anyhow::Error::msg)?);
+        let store = Arc::new(FlowStore::open(
+            &data_dir.join("flows.duckdb"),
+            config.store_raw,
+        )?);
+        let cache = TemplateCache::persistent(&data_dir.join("flow-templates.json"))?;
+        let decode_counters = Arc::new(DecodeCounters::default());
+        let decoder = FlowDecoder::new(cache, decode_counters.clone()).with_limits(PendingLimits {
+            max_bytes: config.pending_bytes.0 as usize,
+            max_age: config.pending_age.0,
+        });
+        let decoder = Arc::new(Mutex::new(decoder));
+        let mut sockets = Vec::new();
+        let mut bound = Vec::new();
+        for addr in config.listen_addresses() {
+            let want: SocketAddr = addr
+                .parse()
+                .map_err(|_| anyhow::anyhow!("flows: {addr:?} is not an address:port"))?;
+            let mut port = want.port();
+            for _ in 0..config.sockets_per_address.max(1) {
+                let at = SocketAddr::new(want.ip(), port);
+                let socket = listener::bind(at, config.receive_buffer.0 as usize)
+                    .map_err(|e| anyhow::anyhow!("flows: cannot listen on {at}: {e}"))?;
+                port = socket.local_addr()?.port();
+                sockets.push(socket);
+            }
+            bound.push(SocketAddr::new(want.ip(), port));
+        }
+        let (tx, rx) = mpsc::sync_channel::<Message>(256);
+        let service = Arc::new(FlowService {
+            config,
+            store,
+            decode_counters,
+            counters: Arc::new(PipelineCounters::default()),
+            aggregates: Arc::new(Mutex::new(Aggregates::default())),
+            decoder,
+            bound,
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::new(Vec::new()),
+            committed: Arc::new((std::sync::Mutex::new(0), std::sync::Condvar::new())),
+        });
+        let mut threads = Vec::new();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let s = service.clone();
+            let tx = tx.clone();
+            let (apps, tenants) = (apps.clone(), tenants.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sotp-flow-rx{i}"))
+                    .spawn(move || s.receive_loop(socket, apps, tenants, tx))?,
+            );
+        }
+        drop(tx);
+        let s = service.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("sotp-flow-writer".into())
+                .spawn(move || s.writer_loop(rx))?,
+        );
+        *service.threads.lock() = threads;
+        for addr in &service.bound {
+            tracing::info!(%addr, sockets = service.config.sockets_per_address, "flow listener");
+        }
+        Ok(service)
+    }
+
+    /// Stop the listeners, commit what they decoded, persist templates.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        self.decoder.lock().save_templates();
+    }
+
+    pub fn template_count(&self) -> usize {
+        self.decoder.lock().templates().template_count()
+    }
+
+    fn receive_loop(
+        &self,
+        socket: UdpSocket,
+        apps: Arc<Applications>,
+        tenants: Arc<TenantMap>,
+        tx: mpsc::SyncSender<Message>,
+    ) {
+        let mut batch = Batch::default();
+        let mut out = DecodeOutput::default();
+        let mut pending = Message {
+            flows: Vec::with_capacity(SEND_AT * 2),
+            counters: Vec::new(),
+        };
+        let mut last_send = Instant::now();
+        let mut tenant_cache: Option<(IpAddr, Option<Arc<str>>)> = None;
+        while !self.stop.load(Relaxed) {
+            match batch.receive(&socket) {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "flow socket receive failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            if !batch.is_empty() {
+                let now = crate::now_ms();
+                {
+                    let mut decoder = self.decoder.lock();
+                    for (source, dgram) in batch.iter() {
+                        // Errors are counted by the decoder; records decoded before one stay.
+                        let _ = decoder.decode(source, now, dgram, &mut out);
+                    }
+                }
+                for record in out.flows.drain(..) {
+                    let tenant = match &tenant_cache {
+                        Some((ip, t)) if *ip == record.exporter => t.clone(),
+                        _ => {
+                            let t = tenants.tenant(record.exporter).cloned();
+                            tenant_cache = Some((record.exporter, t.clone()));
+                            t
+                        }
+                    };
+                    let Some(tenant) = tenant else {
+                        self.counters.unmapped.fetch_add(1, Relaxed);
+                        continue;
+                    };
+                    let app = apps.name(apps.classify(&record)).clone();
+                    pending.flows.push(StoredFlow {
+                        tenant,
+                        app,
+                        record,
+                    });
+                }
+                for c in out.interfaces.drain(..) {
+                    if let Some(tenant) = c.agent.and_then(|a| tenants.tenant(a).cloned()) {
+                        pending.counters.push(StoredCounters {
+                            tenant,
+                            ts_ms: now,
+                            counters: c,
+                        });
+                    }
+                }
+            }
+            let due = last_send.elapsed() >= SEND_EVERY;
+            if pending.flows.len() >= SEND_AT
+                || (due && !(pending.flows.is_empty() && pending.counters.is_empty()))
+            {
+                let full = std::mem::replace(
+                    &mut pending,
+                    Message {
+                        flows: Vec::with_capacity(SEND_AT * 2),
+                        counters: Vec::new(),
+                    },
+                );
+                // Blocks when the writer is behind: the socket buffer absorbs bursts and the
+                // kernel counts what overflows it (`sotp_flow_socket_drops_total`).
+                if tx.send(full).is_err() {
+                    return;
+                }
+                last_send = Instant::now();
+            } else if due {
+                last_send = Instant::now();
+            }
+        }
+        if !pending.flows.is_empty() || !pending.counters.is_empty() {
+            let _ = tx.send(pending);
+        }
+    }
+
+    fn writer_loop(&self, rx: mpsc::Receiver<Message>) {
+        let flush_every = self.config.flush_interval.0;
+        let mut flows: Vec<StoredFlow> = Vec::new();
+        let mut counters: Vec<StoredCounters> = Vec::new();
+        let mut last_flush = Instant::now();
+        let mut last_retention = Instant::now() - RETENTION_EVERY + Duration::from_secs(30);
+        loop {
+            let wait = flush_every.saturating_sub(last_flush.elapsed());
+            let closed = match rx.recv_timeout(wait) {
+                Ok(m) => {
+                    flows.extend(m.flows);
+                    counters.extend(m.counters);
+                    false
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+                Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            };
+            if closed || last_flush.elapsed() >= flush_every || flows.len() >= 256 * 1024 {
+                self.flush(&mut flows, &mut counters);
+                last_flush = Instant::now();
+            }
+            if last_retention.elapsed() >= RETENTION_EVERY {
+                last_retention = Instant::now();
+                if let Err(e) = self.store.apply_retention(
+                    crate::now_ms(),
+                    self.config.raw_retention.0,
+                    self.config.rollup_retention.0,
+                ) {
+                    tracing::warn!(error = %e, "flow retention failed");
+                }
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+
+    fn flush(&self, flows: &mut Vec<StoredFlow>, counters: &mut Vec<StoredCounters>) {
+        if flows.is_empty() && counters.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.commit(flows, counters) {
+            // Kept for the next flush: the store is local, a failure is transient (disk full).
+            self.counters.store_errors.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, rows = flows.len(), "flow commit failed; retrying with the next batch");
+            return;
+        }
+        self.aggregate(flows);
+        flows.clear();
+        counters.clear();
+        let (lock, cv) = &*self.committed;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        cv.notify_all();
+    }
+
+    fn aggregate(&self, flows: &[StoredFlow]) {
+        let limit = self.config.metrics_series_limit;
+        let mut agg = self.aggregates.lock();
+        for f in flows {
+            let key = (f.tenant.clone(), f.record.exporter, f.app.clone());
+            let len = agg.series.len();
+            let entry = match agg.series.get_mut(&key) {
+                Some(e) => e,
+                None if len < limit => agg.series.entry(key).or_default(),
+                None => {
+                    self.counters.metrics_series_dropped.fetch_add(1, Relaxed);
+                    continue;
+                }
+            };
+            entry[0] += f.record.scaled_bytes();
+            entry[1] += f.record.scaled_packets();
+            entry[2] += 1;
+        }
+    }
+}
