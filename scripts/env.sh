@@ -6,3 +6,6 @@ SOTP_DEPS_DIR="${SOTP_DEPS_DIR:-$HOME/.cache/sotp/deps}"
 DUCKDB_NPM_PACKAGE="@duckdb/node-bindings-linux-x64"
 DUCKDB_NPM_VERSION="1.5.6-r.1"   # DuckDB 1.5.6, matching the duckdb crate =1.10506.0
 export DUCKDB_LIB_DIR="$SOTP_DEPS_DIR/duckdb-$DUCKDB_NPM_VERSION"
+# QuestDB server for tests (scripts/peers/questdb): Maven artifact org.questdb:questdb.
+# 9.x is compiled for Java 17, the machine's default Java.
+QUESTDB_VERSION="9.3.4"
