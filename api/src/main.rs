@@ -55,6 +55,9 @@ enum Command {
     Secret(cli::secret::SecretCmd),
     /// Query stored samples.
     Query(cli::query::QueryArgs),
+    /// Flows: top talkers and applications, rates, collector status.
+    #[command(subcommand)]
+    Flows(cli::flows::FlowsCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -84,6 +87,7 @@ fn main() -> std::process::ExitCode {
             Command::Mqtt(cmd) => cli::mqtt::exec(cmd).await,
             Command::Secret(cmd) => cli::secret::exec(cmd).await,
             Command::Query(args) => cli::query::exec(args).await,
+            Command::Flows(cmd) => cli::flows::exec(cmd).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod component;
 pub mod device;
+pub mod flows;
 pub mod mqtt;
 pub mod query;
 pub mod run;

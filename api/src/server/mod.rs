@@ -8,6 +8,7 @@ mod backups;
 mod components;
 mod devices;
 mod error;
+mod flows;
 mod mqtt;
 mod ops;
 mod query;
@@ -78,6 +79,9 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         )
         .route("/secrets", get(secrets::list))
         .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
+        .route("/flows/top", get(flows::top))
+        .route("/flows/rate", get(flows::rate))
+        .route("/flows/status", get(flows::status))
         .route("/query", get(query::query))
         .route("/logs", get(query::logs))
         .route("/openapi.json", get(ops::openapi));

@@ -105,12 +105,12 @@ pub fn parse_query(
     Ok(query)
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e}); try 5m"))
 }
 
 /// ms since the epoch, RFC 3339, `now`, or `now-<duration>`.
-fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
+pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
