@@ -3,6 +3,7 @@
 
 pub mod harness;
 pub mod mosquitto;
+pub mod pcap;
 
 /// Paths of the guest components built for the tests.
 pub mod guests {
