@@ -1,0 +1,378 @@
+//! Flows end to end against a running `sotp`: exports sent over UDP to its listeners,
+//! templates surviving a restart, a real softflowd exporting real packets, the query API's
+//! answers checked against the traffic generated, and a real Prometheus scraping the
+//! aggregates.
+
+use serde_json::Value;
+use sotp_runtime::flow::{DecodeOutput, FlowDecoder, TemplateCache};
+use sotp_tests::harness::Server;
+use sotp_tests::mosquitto::free_port;
+use sotp_tests::pcap;
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SOTP: &str = env!("CARGO_BIN_EXE_sotp");
+
+struct Ports {
+    netflow: u16,
+    ipfix: u16,
+    sflow: u16,
+}
+
+/// A sotp with all three listeners on loopback; every exporter's flows go to tenant acme.
+fn start(config_dir: &Path) -> (Server, Ports) {
+    let ports = Ports {
+        netflow: free_port(),
+        ipfix: free_port(),
+        sflow: free_port(),
+    };
+    let config = config_dir.join("sotp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runtime.flows]\nnetflow = [\"127.0.0.1:{}\"]\nipfix = [\"127.0.0.1:{}\"]\nsflow = [\"127.0.0.1:{}\"]\n\
+             default_tenant = \"acme\"\nflush_interval = \"200ms\"\n[runtime.flows.applications]\n\"tcp/40000\" = \"test-app\"\n",
+            ports.netflow, ports.ipfix, ports.sflow
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(SOTP, &["--config", config.to_str().unwrap()]);
+    (server, ports)
+}
+
+fn send(frames: &[&pcap::Datagram], port: u16) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in frames {
+        socket.send_to(&d.payload, ("127.0.0.1", port)).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn status(server: &Server) -> Value {
+    let (code, body) = server.admin().get("/v1/flows/status");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+fn wait_stored(server: &Server, rows: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(server);
+        if s["stored_rows"].as_u64() == Some(rows) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {rows} stored flows: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Records SOTP's decoder finds in `frames` starting from no template state.
+fn records_without_templates(frames: &[&pcap::Datagram]) -> usize {
+    let mut d = FlowDecoder::new(TemplateCache::default(), Default::default());
+    let mut out = DecodeOutput::default();
+    for f in frames {
+        let _ = d.decode(f.source, 0, &f.payload, &mut out);
+    }
+    out.flows.len()
+}
+
+/// Whether a NetFlow v9 datagram carries a template or options template flowset.
+fn has_v9_template(payload: &[u8]) -> bool {
+    let mut pos = 20;
+    while pos + 4 <= payload.len() {
+        let id = u16::from_be_bytes([payload[pos], payload[pos + 1]]);
+        let len = u16::from_be_bytes([payload[pos + 2], payload[pos + 3]]) as usize;
+        if id <= 1 {
+            return true;
+        }
+        pos += len.max(4);
+    }
+    false
+}
+
+#[test]
+fn templates_survive_a_restart_and_every_protocol_is_stored() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let pcaps = tempfile::tempdir().unwrap();
+    pcap::generate(pcaps.path()).unwrap();
+    let (mut server, ports) = start(config_dir.path());
+    server.tenant("acme");
+
+    let v9 = pcap::read_udp(&pcaps.path().join("nfv9.pcap")).unwrap();
+    let all: Vec<&pcap::Datagram> = v9.iter().collect();
+    send(&all, ports.netflow);
+    wait_stored(&server, 40);
+    assert!(status(&server)["templates"].as_u64().unwrap() >= 3);
+
+    // After a restart, only the data: no template flowsets are sent again.
+    server.stop();
+    server.restart();
+    let data_only: Vec<&pcap::Datagram> =
+        v9.iter().filter(|d| !has_v9_template(&d.payload)).collect();
+    let expected = {
+        // Records of the data-only frames, decoded with the templates learned before them.
+        let mut n = 0;
+        let mut d = FlowDecoder::new(TemplateCache::default(), Default::default());
+        for f in &v9 {
+            let mut o = DecodeOutput::default();
+            let _ = d.decode(f.source, 0, &f.payload, &mut o);
+            if !has_v9_template(&f.payload) {
+                n += o.flows.len();
+            }
+        }
+        n
+    };
+    assert!(
+        !data_only.is_empty() && expected > 0,
+        "the capture must have data-only datagrams"
+    );
+    assert_eq!(
+        records_without_templates(&data_only),
+        0,
+        "those datagrams cannot decode without templates"
+    );
+    let before = status(&server)["stored_rows"].as_u64().unwrap_or(0);
+    assert_eq!(before, 0, "counters restart at 0");
+    send(&data_only, ports.netflow);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(&server);
+        if s["records"]["netflow9"].as_u64() == Some(expected as u64) {
+            assert_eq!(
+                s["pending_held"].as_u64(),
+                Some(0),
+                "nothing waited for a template: {s}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "data after restart not decoded: {s}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The other protocols, on their own listeners; malformed input is counted, not fatal.
+    for (file, port) in [
+        ("nfv5.pcap", ports.netflow),
+        ("ipfix.pcap", ports.ipfix),
+        ("sflow.pcap", ports.sflow),
+    ] {
+        let frames = pcap::read_udp(&pcaps.path().join(file)).unwrap();
+        send(&frames.iter().collect::<Vec<_>>(), port);
+    }
+    let junk = pcap::Datagram {
+        source: "127.0.0.1".parse().unwrap(),
+        dst_port: 0,
+        payload: vec![0, 9, 0, 1, 2],
+    };
+    let truncated_v5 = pcap::Datagram {
+        source: junk.source,
+        dst_port: 0,
+        payload: vec![0, 5, 0, 30, 0, 0, 0, 0],
+    };
+    send(&[&junk, &truncated_v5], ports.netflow);
+    let s = loop {
+        let s = status(&server);
+        let r = &s["records"];
+        if r["netflow5"] == 48 && r["ipfix"] == 40 && r["sflow"] == 20 && s["malformed"] == 2 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(20),
+            "not all decoded: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(s["unmapped"], 0);
+
+    // Tenant scoping: another tenant sees none of acme's flows.
+    let other = server.tenant("globex");
+    let (code, body) = other.get("/v1/flows/top?start=0&end=now&by=src_addr");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["rows"].as_array().unwrap().len(), 0, "{body}");
+    // A bad grouping is a 400 that says what is allowed.
+    let (code, body) = other.get("/v1/flows/top?by=colour");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("src_addr"),
+        "{body}"
+    );
+}
+
+/// Per (source address, application): bytes in traffic.pcap, from gen_traffic.py's totals.
+fn traffic_truth(json: &Value) -> BTreeMap<(String, String), u64> {
+    let mut by = BTreeMap::new();
+    for (name, c) in json.as_object().unwrap() {
+        let host = |s: &str| s.rsplit_once(':').unwrap().0.to_string();
+        let port = |s: &str| s.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+        let (a, b) = (c["a"].as_str().unwrap(), c["b"].as_str().unwrap());
+        let app = match (c["proto"].as_str().unwrap(), port(b)) {
+            ("tcp", 22) => "ssh",
+            (_, 53) => "dns",
+            ("tcp", 80) => "http",
+            ("tcp", 443) => "https",
+            (_, 5201) => "iperf3",
+            other => panic!("conversation {name}: no application for {other:?}"),
+        };
+        for (src, dir) in [(a, "a_to_b_packets_bytes"), (b, "b_to_a_packets_bytes")] {
+            let bytes = c[dir][1].as_u64().unwrap();
+            if bytes > 0 {
+                *by.entry((host(src), app.to_string())).or_default() += bytes;
+            }
+        }
+    }
+    by
+}
+
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn softflowd_real_traffic_answers_top_talkers_and_prometheus_scrapes() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let (server, ports) = start(config_dir.path());
+    let acme = server.tenant("acme");
+    let traffic = config_dir.path().join("traffic.pcap");
+    let ok = Command::new("/usr/bin/python3")
+        .arg(pcap::flows_dir().join("gen_traffic.py"))
+        .arg(&traffic)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let truth: Value = serde_json::from_slice(
+        &std::fs::read(config_dir.path().join("traffic.pcap.json")).unwrap(),
+    )
+    .unwrap();
+    let truth = traffic_truth(&truth);
+
+    // softflowd reads the packets and exports IPFIX straight to sotp's listener.
+    let out = Command::new("softflowd")
+        .args(["-d", "-r"])
+        .arg(&traffic)
+        .args([
+            "-n",
+            &format!("127.0.0.1:{}", ports.ipfix),
+            "-v",
+            "10",
+            "-a",
+        ])
+        .output()
+        .expect("softflowd (scripts/setup installs it)");
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("Flows exported"), "softflowd: {log}");
+    wait_stored(&server, 11);
+
+    // Top talkers by bytes, and bytes/s by source and application in 5-minute buckets (the
+    // packets carry 2023-11-14 timestamps, which softflowd -a keeps).
+    let (code, top) = acme.get("/v1/flows/top?start=0&end=now&by=src_addr,app&limit=50");
+    assert_eq!(code, 200, "{top}");
+    let got: BTreeMap<(String, String), u64> = top["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["group"]["src_addr"].as_str().unwrap().to_string(),
+                    r["group"]["app"].as_str().unwrap().to_string(),
+                ),
+                r["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got, truth,
+        "top talkers by source and application vs the traffic generated"
+    );
+    let rows = top["rows"].as_array().unwrap();
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0]["bytes"].as_u64() >= w[1]["bytes"].as_u64()),
+        "ordered by bytes"
+    );
+
+    let (code, rate) = acme.get(
+        "/v1/flows/rate?start=1699999800000&end=1700001000000&by=src_addr,app&step=5m&limit=100",
+    );
+    assert_eq!(code, 200, "{rate}");
+    let mut per_group: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for r in rate["rows"].as_array().unwrap() {
+        let key = (
+            r["group"]["src_addr"].as_str().unwrap().to_string(),
+            r["group"]["app"].as_str().unwrap().to_string(),
+        );
+        *per_group.entry(key).or_default() += r["bytes_per_second"].as_f64().unwrap() * 300.0;
+    }
+    let per_group: BTreeMap<_, u64> = per_group
+        .into_iter()
+        .map(|(k, v)| (k, v.round() as u64))
+        .collect();
+    assert_eq!(
+        per_group, truth,
+        "bytes/s × 300 s per source and application"
+    );
+
+    // A real Prometheus scrapes the aggregates.
+    let prom_port = free_port();
+    let prom_dir = tempfile::tempdir().unwrap();
+    let target = server
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/peers/prometheus");
+    let _prom = Prometheus(
+        Command::new(script)
+            .arg("run")
+            .arg(prom_dir.path())
+            .arg(prom_port.to_string())
+            .arg(&target)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (scripts/setup installs it)"),
+    );
+    let client = reqwest::blocking::Client::new();
+    let total: u64 = truth.values().sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let url = format!(
+            "http://127.0.0.1:{prom_port}/api/v1/query?query=sum(sotp_flow_bytes_total{{tenant=\"acme\"}})"
+        );
+        let body: Option<Value> = client.get(&url).send().ok().and_then(|r| r.json().ok());
+        let value = body.as_ref().and_then(|b| {
+            b["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(str::to_string)
+        });
+        if let Some(v) = value {
+            assert_eq!(
+                v.parse::<f64>().unwrap() as u64,
+                total,
+                "Prometheus' sum of sotp_flow_bytes_total"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the flow aggregates: {body:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
