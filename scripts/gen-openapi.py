@@ -24,6 +24,15 @@ def json_body(props, required=()):
 name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 pid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 q = lambda n, d, t="string": {"name": n, "in": "query", "schema": {"type": t}, "description": d}
+FLOW_PARAMS = [
+    q("start", "ms since the epoch, RFC 3339, now, now-5m"), q("end", "exclusive end; default now"),
+    q("since", "duration back from end (default 1h)"),
+    q("by", "comma-separated: src_addr, dst_addr, app, exporter, ip_protocol, src_port, dst_port, in_if, out_if"),
+    q("exporter", "only this exporter"), q("addr", "source or destination address"),
+    q("src_addr", "source address"), q("dst_addr", "destination address"),
+    q("port", "source or destination port (raw flows)", "integer"),
+    q("protocol", "tcp, udp, icmp, icmpv6 or a number"), q("app", "application name"),
+    q("limit", "rows (top) or groups per bucket (rate)", "integer")]
 
 paths = {
   "/healthz": {"get": op("Liveness", errors=(), tag="ops", auth=False)},
@@ -97,6 +106,11 @@ paths = {
         q("since", "duration back from end (default 1h)"), q("step", "bucket width, e.g. 1m; absent = raw points"),
         q("agg", "avg|sum|min|max|count|rate"), q("by", "comma-separated labels to group by; empty = all")])},
   "/v1/logs": {"get": op("Recent telemetry log records", tag="query", params=[q("component", "only this component"), q("limit", "max records", "integer")])},
+  "/v1/flows/top": {"get": op("Top groups of the tenant's flows by bytes, packets or flows over a window", tag="flows", params=FLOW_PARAMS + [
+        q("measure", "bytes (default), packets or flows")])},
+  "/v1/flows/rate": {"get": op("Bytes/s and packets/s per group per time bucket", tag="flows", params=FLOW_PARAMS + [
+        q("step", "bucket width (default 5m)")])},
+  "/v1/flows/status": {"get": op("Flow listeners, template state and decoder counters", tag="flows")},
 }
 doc = {
   "openapi": "3.0.3",

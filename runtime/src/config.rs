@@ -16,6 +16,8 @@ pub struct RuntimeConfig {
     pub limits: LimitsConfig,
     /// Quotas given to a tenant created without explicit ones.
     pub tenant_defaults: TenantQuotas,
+    /// Flow collection (NetFlow, IPFIX, sFlow); off until a listen address is set.
+    pub flows: crate::flow::config::FlowConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +61,7 @@ impl Default for RuntimeConfig {
             engine: EngineConfig::default(),
             limits: LimitsConfig::default(),
             tenant_defaults: TenantQuotas::default(),
+            flows: Default::default(),
         }
     }
 }

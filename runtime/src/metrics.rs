@@ -228,6 +228,9 @@ pub fn render(rt: &Runtime) -> String {
             );
         }
     }
+    if let Some(flows) = &rt.flows {
+        render_flows(&mut out, flows);
+    }
     out
 }
 
@@ -255,4 +258,170 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
+    use crate::flow::FlowProtocol;
+    let d = &flows.decode_counters;
+    let protocols = [
+        FlowProtocol::NetflowV5,
+        FlowProtocol::NetflowV9,
+        FlowProtocol::Ipfix,
+        FlowProtocol::Sflow,
+    ];
+    family(
+        out,
+        "sotp_flow_datagrams_total",
+        "counter",
+        "Flow export datagrams received, by protocol.",
+    );
+    for (i, p) in protocols.iter().enumerate() {
+        line(
+            out,
+            "sotp_flow_datagrams_total",
+            &[("protocol", p.as_str())],
+            d.datagrams[i].load(Relaxed) as f64,
+        );
+    }
+    family(
+        out,
+        "sotp_flow_records_total",
+        "counter",
+        "Flow records decoded, by protocol.",
+    );
+    for (i, p) in protocols.iter().enumerate() {
+        line(
+            out,
+            "sotp_flow_records_total",
+            &[("protocol", p.as_str())],
+            d.records[i].load(Relaxed) as f64,
+        );
+    }
+    let s = &flows.store.counters;
+    for (name, help, value) in [
+        (
+            "sotp_flow_malformed_total",
+            "Datagrams dropped as malformed (truncated, impossible lengths).",
+            d.malformed.load(Relaxed),
+        ),
+        (
+            "sotp_flow_unknown_version_total",
+            "Datagrams of no known export protocol.",
+            d.unknown_version.load(Relaxed),
+        ),
+        (
+            "sotp_flow_templates_learned_total",
+            "NetFlow v9/IPFIX templates learned or redefined.",
+            d.templates_learned.load(Relaxed),
+        ),
+        (
+            "sotp_flow_templates_withdrawn_total",
+            "IPFIX template withdrawals.",
+            d.templates_withdrawn.load(Relaxed),
+        ),
+        (
+            "sotp_flow_options_records_total",
+            "Options records read (sampling, system init time).",
+            d.options_records.load(Relaxed),
+        ),
+        (
+            "sotp_flow_pending_held_total",
+            "Data sets held until their template arrived.",
+            d.pending_held.load(Relaxed),
+        ),
+        (
+            "sotp_flow_pending_decoded_total",
+            "Held records decoded once their template arrived.",
+            d.pending_decoded.load(Relaxed),
+        ),
+        (
+            "sotp_flow_pending_dropped_total",
+            "Held data sets dropped (too old, or the hold buffer full).",
+            d.pending_dropped.load(Relaxed),
+        ),
+        (
+            "sotp_flow_unmapped_total",
+            "Records dropped: their exporter maps to no tenant.",
+            flows.counters.unmapped.load(Relaxed),
+        ),
+        (
+            "sotp_flow_metrics_series_dropped_total",
+            "Records left out of the flow aggregates below because the series cap was reached.",
+            flows.counters.metrics_series_dropped.load(Relaxed),
+        ),
+        (
+            "sotp_flow_store_rows_total",
+            "Raw flow records committed.",
+            s.rows.load(Relaxed),
+        ),
+        (
+            "sotp_flow_store_commits_total",
+            "Flow store commits.",
+            s.commits.load(Relaxed),
+        ),
+        (
+            "sotp_flow_store_commit_failures_total",
+            "Flow store commits that failed (retried).",
+            s.commit_failures.load(Relaxed),
+        ),
+    ] {
+        family(out, name, "counter", help);
+        line(out, name, &[], value as f64);
+    }
+    family(
+        out,
+        "sotp_flow_templates",
+        "gauge",
+        "Templates known (all exporters).",
+    );
+    line(
+        out,
+        "sotp_flow_templates",
+        &[],
+        flows.template_count() as f64,
+    );
+    family(
+        out,
+        "sotp_flow_socket_drops_total",
+        "counter",
+        "Datagrams the kernel dropped on the flow sockets (receive buffer full).",
+    );
+    for addr in &flows.bound {
+        let port = addr.port().to_string();
+        line(
+            out,
+            "sotp_flow_socket_drops_total",
+            &[("port", &port)],
+            crate::flow::listener::kernel_drops(addr.port()) as f64,
+        );
+    }
+    let agg = flows.aggregates.lock();
+    for (i, (name, help)) in [
+        (
+            "sotp_flow_bytes_total",
+            "Bytes seen in flows (scaled by sampling), by tenant, exporter and application.",
+        ),
+        (
+            "sotp_flow_packets_total",
+            "Packets seen in flows (scaled by sampling), by tenant, exporter and application.",
+        ),
+        (
+            "sotp_flow_flows_total",
+            "Flow records, by tenant, exporter and application.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        family(out, name, "counter", help);
+        for ((tenant, exporter, app), v) in &agg.series {
+            let exporter = exporter.to_string();
+            line(
+                out,
+                name,
+                &[("tenant", tenant), ("exporter", &exporter), ("app", app)],
+                v[i] as f64,
+            );
+        }
+    }
 }

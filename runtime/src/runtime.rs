@@ -8,6 +8,9 @@ use crate::config::RuntimeConfig;
 use crate::crypto::SecretBox;
 use crate::engine::{Allocation, EngineSettings, WasmEngine};
 use crate::error::RuntimeError;
+use crate::flow;
+use crate::flow::query::{FlowQueryError, RateQuery, RateRow, TopQuery, TopRow};
+use crate::flow::service::FlowService;
 use crate::host::{HostServices, HostState, InstanceEnv, collector_linker};
 use crate::instance::LoadedVersion;
 use crate::inventory::Device;
@@ -103,6 +106,8 @@ pub struct Runtime {
     pub telemetry: Arc<TelemetryStore>,
     pub mqtt: Arc<MqttHub>,
     pub backups: Arc<Backups>,
+    /// The flow pipeline, when `[flows]` configures a listener.
+    pub flows: Option<Arc<FlowService>>,
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
     wasm_dir: PathBuf,
     ready: AtomicBool,
@@ -211,7 +216,13 @@ impl Runtime {
             telemetry.clone(),
             Arc::new(StateSecrets(state.clone(), backups.clone())),
         ));
+        let flows = if config.flows.enabled() {
+            Some(FlowService::start(config.flows.clone(), dir)?)
+        } else {
+            None
+        };
         Ok(Arc::new(Runtime {
+            flows,
             config,
             engine,
             linker,
@@ -283,6 +294,9 @@ impl Runtime {
     /// Stop every component and close the stores cleanly.
     pub fn shutdown(&self) {
         self.mqtt.shutdown();
+        if let Some(flows) = &self.flows {
+            flows.shutdown();
+        }
         for handle in self.components.write().drain().map(|(_, h)| h) {
             handle.deactivate();
         }
@@ -889,6 +903,38 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(e.to_string()))??)
     }
 
+    fn flow_service(&self) -> Result<Arc<FlowService>, RuntimeError> {
+        self.flows.clone().ok_or_else(|| {
+            RuntimeError::NotFound(
+                "flow collection is off: set runtime.flows.netflow / ipfix / sflow listen addresses".into(),
+            )
+        })
+    }
+
+    /// Top groups of the tenant's flows over a window.
+    pub async fn flow_top(&self, q: TopQuery) -> Result<Vec<TopRow>, RuntimeError> {
+        let flows = self.flow_service()?;
+        tokio::task::spawn_blocking(move || flow::query::top(&flows.store, &q))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+            .map_err(flow_query_error)
+    }
+
+    /// Rates per group per time bucket of the tenant's flows.
+    pub async fn flow_rate(&self, q: RateQuery) -> Result<Vec<RateRow>, RuntimeError> {
+        let flows = self.flow_service()?;
+        tokio::task::spawn_blocking(move || flow::query::rate(&flows.store, &q))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+            .map_err(flow_query_error)
+    }
+
+    /// Listeners, template state and counters of the flow pipeline.
+    pub fn flow_status(&self) -> Result<serde_json::Value, RuntimeError> {
+        let flows = self.flow_service()?;
+        Ok(flows.status())
+    }
+
     pub async fn telemetry_logs(
         &self,
         tenant: &str,
@@ -1100,4 +1146,11 @@ fn bootstrap_admin(state: &StateStore, dir: &Path) -> anyhow::Result<Option<Path
     crate::write_private_file(&path, format!("{token}\n").as_bytes())?;
     state.insert_token(&info, &hash_token(&token))?;
     Ok(Some(path))
+}
+
+fn flow_query_error(e: FlowQueryError) -> RuntimeError {
+    match e {
+        FlowQueryError::Invalid(m) => RuntimeError::Invalid(m),
+        FlowQueryError::Store(e) => RuntimeError::Internal(e.to_string()),
+    }
 }

@@ -83,7 +83,7 @@ fn options_templates(
         if id < 256 {
             break;
         }
-        if scope_len % 4 != 0 || option_len % 4 != 0 {
+        if !scope_len.is_multiple_of(4) || !option_len.is_multiple_of(4) {
             return Err(DecodeError::Invalid("v9 options template lengths"));
         }
         let scope = scope_len / 4;

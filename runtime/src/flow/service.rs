@@ -138,6 +138,31 @@ impl FlowService {
         self.decoder.lock().save_templates();
     }
 
+    pub fn status(&self) -> serde_json::Value {
+        let d = &self.decode_counters;
+        let by_protocol = |a: &[AtomicU64; 4]| {
+            serde_json::json!({
+                "netflow5": a[0].load(Relaxed), "netflow9": a[1].load(Relaxed),
+                "ipfix": a[2].load(Relaxed), "sflow": a[3].load(Relaxed),
+            })
+        };
+        serde_json::json!({
+            "listeners": self.bound.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "sockets_per_address": self.config.sockets_per_address,
+            "templates": self.template_count(),
+            "datagrams": by_protocol(&d.datagrams),
+            "records": by_protocol(&d.records),
+            "malformed": d.malformed.load(Relaxed),
+            "unknown_version": d.unknown_version.load(Relaxed),
+            "pending_held": d.pending_held.load(Relaxed),
+            "pending_decoded": d.pending_decoded.load(Relaxed),
+            "pending_dropped": d.pending_dropped.load(Relaxed),
+            "unmapped": self.counters.unmapped.load(Relaxed),
+            "stored_rows": self.store.counters.rows.load(Relaxed),
+            "last_seq": self.store.last_seq(),
+        })
+    }
+
     pub fn template_count(&self) -> usize {
         self.decoder.lock().templates().template_count()
     }
