@@ -147,7 +147,7 @@ fn ntp_to_ms(v: u64) -> i64 {
     const NTP_UNIX_OFFSET: i64 = 2_208_988_800;
     let secs = (v >> 32) as i64 - NTP_UNIX_OFFSET;
     let frac_ms = ((v & 0xffff_ffff) * 1000) >> 32;
-    secs * 1000 + frac_ms as i64
+    secs.wrapping_mul(1000).wrapping_add(frac_ms as i64)
 }
 
 #[inline]
@@ -174,8 +174,8 @@ pub fn apply(field: Field, b: &[u8], f: &mut FlowRecord, x: &mut Extras) {
         Field::DstAs => f.dst_as = be_uint(b) as u32,
         Field::FirstSwitched => x.first_switched = Some(be_uint(b) as u32),
         Field::LastSwitched => x.last_switched = Some(be_uint(b) as u32),
-        Field::StartSeconds => f.start_ms = be_uint(b) as i64 * 1000,
-        Field::EndSeconds => f.end_ms = be_uint(b) as i64 * 1000,
+        Field::StartSeconds => f.start_ms = (be_uint(b) as i64).saturating_mul(1000),
+        Field::EndSeconds => f.end_ms = (be_uint(b) as i64).saturating_mul(1000),
         Field::StartMillis => f.start_ms = be_uint(b) as i64,
         Field::EndMillis => f.end_ms = be_uint(b) as i64,
         Field::StartNtp => f.start_ms = ntp_to_ms(be_uint(b)),
@@ -230,10 +230,10 @@ pub fn finish(f: &mut FlowRecord, x: &Extras, export_ms: i64, uptime: Option<(u3
     }
     // `uptime` = (sysUpTime at export, epoch ms of that moment), or the system init time.
     if let (Some(first), Some((up, at_ms))) = (x.first_switched, uptime) {
-        f.start_ms = at_ms - up.wrapping_sub(first) as i32 as i64;
+        f.start_ms = at_ms.wrapping_sub(up.wrapping_sub(first) as i32 as i64);
     }
     if let (Some(last), Some((up, at_ms))) = (x.last_switched, uptime) {
-        f.end_ms = at_ms - up.wrapping_sub(last) as i32 as i64;
+        f.end_ms = at_ms.wrapping_sub(up.wrapping_sub(last) as i32 as i64);
     }
     if let Some(d) = x.start_delta_us {
         f.start_ms = export_ms - (d / 1000) as i64;

@@ -160,7 +160,7 @@ impl Context<'_> {
         if set.uptime.is_none()
             && let Some(init) = domain.system_init_ms
         {
-            set.uptime = Some(((set.export_ms - init) as u32, set.export_ms));
+            set.uptime = Some((set.export_ms.wrapping_sub(init) as u32, set.export_ms));
         }
         let base = netflow_v9::base_record(&set.key);
         tpl.decode_records(body, base, set.export_ms, set.uptime, domain, self.out)
