@@ -2,12 +2,10 @@
 //! written by one thread in large batches through DuckDB's Arrow appender — the row appender
 //! tops out near 300k rows/s here, far below what the decoders produce.
 //!
-//! Every raw row gets a sequence number; sinks (QuestDB, Loki) keep a committed cursor and
-//! replay from this table, so the store is their on-disk buffer while a sink is down
-//! (bounded by `raw_retention`). Raw rows and the rollup rows of the same batch commit in one
-//! transaction, so the two never disagree.
+//! Every raw row gets a sequence number, so that exports (QuestDB, Loki; not built yet) can
+//! keep a committed position and replay from this table while a sink is down. Raw rows and
+//! the rollup rows of the same batch commit in one transaction, so the two never disagree.
 
-use super::enrich::Applications;
 use super::record::FlowRecord;
 use duckdb::arrow::array::{
     ArrayRef, Int64Builder, StringBuilder, UInt8Builder, UInt16Builder, UInt32Builder,
@@ -78,10 +76,6 @@ CREATE TABLE IF NOT EXISTS flow_interface_counters (
     out_errors UINTEGER NOT NULL,
     in_discards UINTEGER NOT NULL,
     out_discards UINTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS flow_sink_cursors (
-    sink VARCHAR PRIMARY KEY,
-    seq UBIGINT NOT NULL
 );
 ";
 
@@ -254,34 +248,6 @@ impl FlowStore {
         let n = (a + b + c) as u64;
         self.counters.retention_deleted.fetch_add(n, Relaxed);
         Ok(n)
-    }
-
-    pub fn sink_cursor(&self, sink: &str) -> Result<u64, duckdb::Error> {
-        let conn = self.reader()?;
-        let seq: Option<u64> = conn
-            .query_row(
-                "SELECT seq FROM flow_sink_cursors WHERE sink = ?",
-                [sink],
-                |r| r.get(0),
-            )
-            .map(Some)
-            .or_else(|e| {
-                if matches!(e, duckdb::Error::QueryReturnedNoRows) {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            })?;
-        Ok(seq.unwrap_or(0))
-    }
-
-    pub fn set_sink_cursor(&self, sink: &str, seq: u64) -> Result<(), duckdb::Error> {
-        let conn = self.reader()?;
-        conn.execute(
-            "INSERT INTO flow_sink_cursors VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq",
-            duckdb::params![sink, seq],
-        )?;
-        Ok(())
     }
 }
 
@@ -536,9 +502,4 @@ fn batch(columns: Vec<(&str, DataType, ArrayRef)>) -> Result<RecordBatch, FlowSt
     );
     let arrays = columns.into_iter().map(|(_, _, a)| a).collect();
     Ok(RecordBatch::try_new(Arc::new(schema), arrays)?)
-}
-
-/// Applications are interned; this resolves a record's application name.
-pub fn app_name(apps: &Applications, record: &FlowRecord) -> Arc<str> {
-    apps.name(apps.classify(record)).clone()
 }
