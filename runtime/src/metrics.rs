@@ -260,6 +260,57 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+fn render_flow_sinks(out: &mut String, flows: &crate::flow::service::FlowService) {
+    if flows.sinks.is_empty() {
+        return;
+    }
+    let last_seq = flows.store.last_seq();
+    type Pick = fn(&crate::flow::sink::SinkHandle, u64) -> u64;
+    let families: [(&str, &str, &str, Pick); 5] = [
+        (
+            "sotp_flow_sink_rows_total",
+            "counter",
+            "Flow rows a sink acknowledged.",
+            |h, _| h.counters.rows.load(Relaxed),
+        ),
+        (
+            "sotp_flow_sink_failures_total",
+            "counter",
+            "Failed sink requests (retried with backoff, or a rejection).",
+            |h, _| h.counters.failures.load(Relaxed),
+        ),
+        (
+            "sotp_flow_sink_rejected_rows_total",
+            "counter",
+            "Flow rows a sink refused for good (4xx) and that were skipped.",
+            |h, _| h.counters.rejected_rows.load(Relaxed),
+        ),
+        (
+            "sotp_flow_sink_lost_rows_total",
+            "counter",
+            "Flow rows deleted by retention before the sink sent them.",
+            |h, _| h.counters.lost_rows.load(Relaxed),
+        ),
+        (
+            "sotp_flow_sink_backlog_rows",
+            "gauge",
+            "Flow rows stored but not yet acknowledged by the sink.",
+            |h, last| last.saturating_sub(h.counters.cursor.load(Relaxed)),
+        ),
+    ];
+    for (name, kind, help, pick) in families {
+        family(out, name, kind, help);
+        for h in &flows.sinks {
+            line(
+                out,
+                name,
+                &[("sink", &h.name), ("type", h.kind)],
+                pick(h, last_seq) as f64,
+            );
+        }
+    }
+}
+
 fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
     use crate::flow::FlowProtocol;
     let d = &flows.decode_counters;
@@ -395,6 +446,7 @@ fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
             crate::flow::listener::kernel_drops(addr.port()) as f64,
         );
     }
+    render_flow_sinks(out, flows);
     let agg = flows.aggregates.lock();
     for (i, (name, help)) in [
         (

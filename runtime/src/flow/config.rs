@@ -44,6 +44,9 @@ pub struct FlowConfig {
     /// Distinct series of flow aggregates on `/metrics`; beyond it groups are dropped and
     /// counted (`sotp_flow_metrics_series_dropped_total`).
     pub metrics_series_limit: usize,
+    /// Exports, by name: `[runtime.flows.sinks.NAME]` with `type = "questdb"` or `"loki"`.
+    /// They replay from the raw flows, so they need `store_raw = true`.
+    pub sinks: BTreeMap<String, super::sink::SinkConfig>,
 }
 
 impl Default for FlowConfig {
@@ -64,6 +67,7 @@ impl Default for FlowConfig {
             pending_bytes: ByteSize::mib(4),
             pending_age: HumanDuration(Duration::from_secs(30)),
             metrics_series_limit: 1000,
+            sinks: BTreeMap::new(),
         }
     }
 }

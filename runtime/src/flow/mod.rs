@@ -21,6 +21,7 @@ pub mod query;
 pub mod record;
 pub mod service;
 pub mod sflow;
+pub mod sink;
 pub mod store;
 pub mod template;
 

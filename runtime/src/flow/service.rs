@@ -10,6 +10,7 @@
 use super::config::FlowConfig;
 use super::enrich::{Applications, TenantMap};
 use super::listener::{self, Batch};
+use super::sink::{self, SinkContext, SinkHandle};
 use super::store::{FlowStore, StoredCounters, StoredFlow};
 use super::{DecodeCounters, DecodeOutput, FlowDecoder, PendingLimits, TemplateCache};
 use parking_lot::Mutex;
@@ -58,10 +59,18 @@ pub struct FlowService {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Bumped after each commit; sinks wait on it.
     pub committed: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
+    pub sinks: Vec<Arc<SinkHandle>>,
+    sink_stop: Arc<AtomicBool>,
+    sink_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl FlowService {
     pub fn start(config: FlowConfig, data_dir: &Path) -> anyhow::Result<Arc<FlowService>> {
+        if !config.sinks.is_empty() && !config.store_raw {
+            anyhow::bail!(
+                "flows: sinks replay from the raw flows; set runtime.flows.store_raw = true or remove the sinks"
+            );
+        }
         let apps = Arc::new(Applications::new(&config.applications).map_err(anyhow::Error::msg)?);
         let tenants = Arc::new(TenantMap::new(&config).map_err(anyhow::Error::msg)?);
         let store = Arc::new(FlowStore::open(
@@ -91,6 +100,16 @@ impl FlowService {
             }
             bound.push(SocketAddr::new(want.ip(), port));
         }
+        let committed = Arc::new((std::sync::Mutex::new(0), std::sync::Condvar::new()));
+        let sink_stop = Arc::new(AtomicBool::new(false));
+        let (sinks, sink_threads) = sink::start(
+            &config.sinks,
+            &SinkContext {
+                store: store.clone(),
+                committed: committed.clone(),
+                stop: sink_stop.clone(),
+            },
+        )?;
         let (tx, rx) = mpsc::sync_channel::<Message>(256);
         let service = Arc::new(FlowService {
             config,
@@ -102,7 +121,10 @@ impl FlowService {
             bound,
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
-            committed: Arc::new((std::sync::Mutex::new(0), std::sync::Condvar::new())),
+            committed,
+            sinks,
+            sink_stop,
+            sink_threads: Mutex::new(sink_threads),
         });
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -129,13 +151,19 @@ impl FlowService {
         Ok(service)
     }
 
-    /// Stop the listeners, commit what they decoded, persist templates.
+    /// Stop the listeners, commit what they decoded, persist templates, stop the sinks (what
+    /// they have not sent yet stays in the store and is sent after the next start).
     pub fn shutdown(&self) {
         self.stop.store(true, Relaxed);
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
         self.decoder.lock().save_templates();
+        self.sink_stop.store(true, Relaxed);
+        self.committed.1.notify_all();
+        for t in self.sink_threads.lock().drain(..) {
+            let _ = t.join();
+        }
     }
 
     pub fn status(&self) -> serde_json::Value {
@@ -160,6 +188,7 @@ impl FlowService {
             "unmapped": self.counters.unmapped.load(Relaxed),
             "stored_rows": self.store.counters.rows.load(Relaxed),
             "last_seq": self.store.last_seq(),
+            "sinks": self.sinks.iter().map(|s| s.status(self.store.last_seq())).collect::<Vec<_>>(),
         })
     }
 

@@ -2,8 +2,9 @@
 //! written by one thread in large batches through DuckDB's Arrow appender — the row appender
 //! tops out near 300k rows/s here, far below what the decoders produce.
 //!
-//! Every raw row gets a sequence number, so that exports (QuestDB, Loki; not built yet) can
-//! keep a committed position and replay from this table while a sink is down. Raw rows and
+//! Every raw row gets a sequence number, so that exports (QuestDB, Loki: `sink/`) keep an
+//! acknowledged position in `flow_sink_cursors` and replay from this table while a sink is
+//! down: the store is the sinks' on-disk buffer, bounded by the raw retention. Raw rows and
 //! the rollup rows of the same batch commit in one transaction, so the two never disagree.
 
 use super::record::FlowRecord;
@@ -63,6 +64,10 @@ CREATE TABLE IF NOT EXISTS flow_rollup_1m (
     packets UBIGINT NOT NULL,
     flows UBIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS flow_sink_cursors (
+    sink VARCHAR PRIMARY KEY,
+    seq UBIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS flow_interface_counters (
     tenant VARCHAR NOT NULL,
     ts_ms BIGINT NOT NULL,
@@ -94,6 +99,43 @@ pub struct StoredFlow {
     pub app: Arc<str>,
     pub record: FlowRecord,
 }
+
+/// A raw flow as stored, read back for an export.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportRow {
+    pub seq: u64,
+    pub tenant: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub exporter: String,
+    /// Export protocol: netflow5, netflow9, ipfix, sflow.
+    pub protocol: String,
+    pub domain: u32,
+    pub in_if: u32,
+    pub out_if: u32,
+    pub src_addr: String,
+    pub dst_addr: String,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub ip_protocol: u8,
+    pub tcp_flags: u16,
+    pub tos: u8,
+    pub bytes: u64,
+    pub packets: u64,
+    pub sampling_rate: u32,
+    pub sampling_source: String,
+    pub bytes_scaled: u64,
+    pub packets_scaled: u64,
+    pub direction: String,
+    pub app: String,
+    pub src_as: u32,
+    pub dst_as: u32,
+    pub vlan: u16,
+}
+
+const EXPORT_COLUMNS: &str = "seq, tenant, start_ms, end_ms, exporter, protocol, domain, in_if, \
+    out_if, src_addr, dst_addr, src_port, dst_port, ip_protocol, tcp_flags, tos, bytes, packets, \
+    sampling_rate, sampling_source, bytes_scaled, packets_scaled, direction, app, src_as, dst_as, vlan";
 
 /// Interface counters from sFlow, with their tenant and arrival time.
 #[derive(Clone, Debug)]
@@ -224,6 +266,69 @@ impl FlowStore {
                 Err(e)
             }
         }
+    }
+
+    /// Raw rows after `seq`, in order, at most `limit` of them — what a sink sends next.
+    pub fn rows_after(
+        conn: &duckdb::Connection,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<ExportRow>, duckdb::Error> {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {EXPORT_COLUMNS} FROM flows WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))?;
+        let rows = stmt.query_map(duckdb::params![seq, limit as u64], |r| {
+            Ok(ExportRow {
+                seq: r.get(0)?,
+                tenant: r.get(1)?,
+                start_ms: r.get(2)?,
+                end_ms: r.get(3)?,
+                exporter: r.get(4)?,
+                protocol: r.get(5)?,
+                domain: r.get(6)?,
+                in_if: r.get(7)?,
+                out_if: r.get(8)?,
+                src_addr: r.get(9)?,
+                dst_addr: r.get(10)?,
+                src_port: r.get(11)?,
+                dst_port: r.get(12)?,
+                ip_protocol: r.get(13)?,
+                tcp_flags: r.get(14)?,
+                tos: r.get(15)?,
+                bytes: r.get(16)?,
+                packets: r.get(17)?,
+                sampling_rate: r.get(18)?,
+                sampling_source: r.get(19)?,
+                bytes_scaled: r.get(20)?,
+                packets_scaled: r.get(21)?,
+                direction: r.get(22)?,
+                app: r.get(23)?,
+                src_as: r.get(24)?,
+                dst_as: r.get(25)?,
+                vlan: r.get(26)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The last sequence number `sink` acknowledged, if it ever did.
+    pub fn sink_cursor(conn: &duckdb::Connection, sink: &str) -> Result<Option<u64>, duckdb::Error> {
+        let mut stmt = conn.prepare_cached("SELECT seq FROM flow_sink_cursors WHERE sink = ?")?;
+        let mut rows = stmt.query([sink])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(r.get(0)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_sink_cursor(
+        conn: &duckdb::Connection,
+        sink: &str,
+        seq: u64,
+    ) -> Result<(), duckdb::Error> {
+        conn.prepare_cached("INSERT OR REPLACE INTO flow_sink_cursors (sink, seq) VALUES (?, ?)")?
+            .execute(duckdb::params![sink, seq])?;
+        Ok(())
     }
 
     /// Delete raw flows and rollups older than their retention.

@@ -1,0 +1,330 @@
+//! Flow exports (QuestDB over ILP, Loki's push API) that lose nothing while a sink is down.
+//!
+//! The flow store already holds every raw record on disk with a sequence number, so it *is*
+//! the sinks' buffer: each sink runs on its own thread, reads the rows after its cursor, sends
+//! them, and only when the sink acknowledged them (HTTP 2xx) moves its cursor, persisted in
+//! `flow_sink_cursors` beside the rows. A sink that is down, slow or restarted resumes where it
+//! was acknowledged; `sotp` restarting loses nothing either. The buffer is bounded by the raw
+//! retention (`runtime.flows.raw_retention`): rows it deletes before a sink caught up are
+//! counted as lost (`sotp_flow_sink_lost_rows_total`), never silently skipped.
+//!
+//! Delivery is at least once: a batch the sink stored but whose acknowledgement was lost is sent
+//! again. The QuestDB sink creates its table with `DEDUP UPSERT KEYS(ts, seq)` so a replay
+//! overwrites rather than duplicates; Loki drops an entry whose stream, timestamp and line are
+//! all equal to one it has, and every line carries its `seq`.
+//!
+//! Errors are either *retryable* (connection refused, timeouts, 429, 5xx: back off, retry the
+//! same batch forever) or a *rejection* (other 4xx: the sink will never take these rows; they
+//! are logged, counted in `sotp_flow_sink_rejected_rows_total` and skipped, so one bad batch
+//! cannot stall an export for good).
+//!
+//! The shape follows Vector's sinks (`src/sinks/loki`): request building is a pure function
+//! with golden tests; the transport around it only sends and classifies the answer.
+
+pub mod loki;
+pub mod questdb;
+
+use super::store::{ExportRow, FlowStore};
+use crate::units::HumanDuration;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// `[runtime.flows.sinks.NAME]`: the name keys the sink's cursor, so renaming a sink starts a
+/// new export (from the rows committed after it first ran).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    Questdb(questdb::QuestDbConfig),
+    Loki(loki::LokiConfig),
+}
+
+impl SinkConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Questdb(_) => "questdb",
+            SinkConfig::Loki(_) => "loki",
+        }
+    }
+
+    fn batch_rows(&self) -> usize {
+        match self {
+            SinkConfig::Questdb(c) => c.batch_rows,
+            SinkConfig::Loki(c) => c.batch_rows,
+        }
+        .max(1)
+    }
+
+    fn build(&self) -> Result<Box<dyn FlowSink>, String> {
+        Ok(match self {
+            SinkConfig::Questdb(c) => Box::new(questdb::QuestDbSink::new(c.clone())?),
+            SinkConfig::Loki(c) => Box::new(loki::LokiSink::new(c.clone())?),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Try the same rows again later: the sink is down, overloaded or timed out.
+    #[error("{0}")]
+    Retry(String),
+    /// The sink refused these rows and always will (a 4xx other than 429).
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+/// One export destination. `send` returns only once the sink acknowledged (or refused) the
+/// whole batch.
+pub trait FlowSink: Send {
+    fn send(&mut self, rows: &[ExportRow]) -> Result<(), SinkError>;
+}
+
+#[derive(Default, Debug)]
+pub struct SinkCounters {
+    pub rows: AtomicU64,
+    pub batches: AtomicU64,
+    pub failures: AtomicU64,
+    pub rejected_rows: AtomicU64,
+    pub lost_rows: AtomicU64,
+    /// Last sequence number acknowledged.
+    pub cursor: AtomicU64,
+}
+
+/// A running sink as `/metrics` and `/v1/flows/status` see it.
+pub struct SinkHandle {
+    pub name: String,
+    pub kind: &'static str,
+    pub counters: SinkCounters,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl SinkHandle {
+    pub fn status(&self, last_seq: u64) -> serde_json::Value {
+        let cursor = self.counters.cursor.load(Relaxed);
+        serde_json::json!({
+            "name": self.name,
+            "type": self.kind,
+            "cursor": cursor,
+            "backlog": last_seq.saturating_sub(cursor),
+            "sent_rows": self.counters.rows.load(Relaxed),
+            "failures": self.counters.failures.load(Relaxed),
+            "rejected_rows": self.counters.rejected_rows.load(Relaxed),
+            "lost_rows": self.counters.lost_rows.load(Relaxed),
+            "last_error": *self.last_error.lock(),
+        })
+    }
+}
+
+/// What a sink thread needs from the flow service.
+pub struct SinkContext {
+    pub store: Arc<FlowStore>,
+    pub committed: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
+    pub stop: Arc<AtomicBool>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// When caught up, look again at least this often even without a commit signal.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Start one thread per configured sink. A sink that cannot be built (bad URL) is an error
+/// here, at startup, rather than a silent export that never happens.
+pub fn start(
+    sinks: &BTreeMap<String, SinkConfig>,
+    ctx: &SinkContext,
+) -> anyhow::Result<(Vec<Arc<SinkHandle>>, Vec<std::thread::JoinHandle<()>>)> {
+    let mut handles = Vec::new();
+    let mut threads = Vec::new();
+    for (name, config) in sinks {
+        let sink = config
+            .build()
+            .map_err(|e| anyhow::anyhow!("flows: sink {name:?}: {e}"))?;
+        let conn = ctx.store.reader()?;
+        // A new sink starts with the rows committed from now on, not the whole history.
+        let cursor = match FlowStore::sink_cursor(&conn, name)? {
+            Some(c) => c,
+            None => {
+                let c = ctx.store.last_seq();
+                FlowStore::set_sink_cursor(&conn, name, c)?;
+                c
+            }
+        };
+        let handle = Arc::new(SinkHandle {
+            name: name.clone(),
+            kind: config.kind(),
+            counters: SinkCounters::default(),
+            last_error: Mutex::new(None),
+        });
+        handle.counters.cursor.store(cursor, Relaxed);
+        let runner = Runner {
+            handle: handle.clone(),
+            sink,
+            conn,
+            batch_rows: config.batch_rows(),
+            store: ctx.store.clone(),
+            committed: ctx.committed.clone(),
+            stop: ctx.stop.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("sotp-flow-sink-{name}"))
+                .spawn(move || runner.run())?,
+        );
+        tracing::info!(sink = %name, kind = config.kind(), cursor, "flow sink started");
+        handles.push(handle);
+    }
+    Ok((handles, threads))
+}
+
+struct Runner {
+    handle: Arc<SinkHandle>,
+    sink: Box<dyn FlowSink>,
+    conn: duckdb::Connection,
+    batch_rows: usize,
+    store: Arc<FlowStore>,
+    committed: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Runner {
+    fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        while !self.stop.load(Relaxed) {
+            let cursor = self.handle.counters.cursor.load(Relaxed);
+            if cursor >= self.store.last_seq() {
+                self.wait_for_commit();
+                continue;
+            }
+            let rows = match FlowStore::rows_after(&self.conn, cursor, self.batch_rows) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.failed(&format!("reading the flow store: {e}"));
+                    self.sleep(&mut backoff);
+                    continue;
+                }
+            };
+            let Some(last) = rows.last().map(|r| r.seq) else {
+                // Everything after the cursor was deleted by retention before it was sent.
+                self.lost(self.store.last_seq() - cursor);
+                self.advance(self.store.last_seq());
+                continue;
+            };
+            if rows[0].seq > cursor + 1 {
+                self.lost(rows[0].seq - cursor - 1);
+            }
+            match self.sink.send(&rows) {
+                Ok(()) => {
+                    let c = &self.handle.counters;
+                    c.rows.fetch_add(rows.len() as u64, Relaxed);
+                    c.batches.fetch_add(1, Relaxed);
+                    *self.handle.last_error.lock() = None;
+                    self.advance(last);
+                    backoff = BACKOFF_MIN;
+                }
+                Err(SinkError::Rejected(reason)) => {
+                    tracing::error!(sink = %self.handle.name, rows = rows.len(), first_seq = rows[0].seq,
+                        %reason, "flow sink rejected a batch; skipping it");
+                    self.handle
+                        .counters
+                        .rejected_rows
+                        .fetch_add(rows.len() as u64, Relaxed);
+                    self.failed(&format!("rejected: {reason}"));
+                    self.advance(last);
+                }
+                Err(SinkError::Retry(reason)) => {
+                    self.failed(&reason);
+                    self.sleep(&mut backoff);
+                }
+            }
+        }
+    }
+
+    fn advance(&self, seq: u64) {
+        self.handle.counters.cursor.store(seq, Relaxed);
+        if let Err(e) = FlowStore::set_sink_cursor(&self.conn, &self.handle.name, seq) {
+            // The rows were acknowledged; at worst they are sent again after a restart.
+            tracing::warn!(sink = %self.handle.name, error = %e, "could not persist the sink cursor");
+        }
+    }
+
+    fn lost(&self, n: u64) {
+        tracing::warn!(sink = %self.handle.name, rows = n,
+            "flow rows deleted by retention before this sink sent them");
+        self.handle.counters.lost_rows.fetch_add(n, Relaxed);
+    }
+
+    fn failed(&self, reason: &str) {
+        let was = self.handle.last_error.lock().replace(reason.to_string());
+        self.handle.counters.failures.fetch_add(1, Relaxed);
+        // Log the first failure of a streak and every change, not every retry.
+        if was.as_deref() != Some(reason) {
+            tracing::warn!(sink = %self.handle.name, error = %reason, "flow sink failed; will retry");
+        }
+    }
+
+    fn sleep(&self, backoff: &mut Duration) {
+        let until = std::time::Instant::now() + *backoff;
+        while !self.stop.load(Relaxed) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    }
+
+    fn wait_for_commit(&self) {
+        let (lock, cv) = &*self.committed;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = *guard;
+        let _ = cv
+            .wait_timeout_while(guard, IDLE_POLL, |n| {
+                *n == seen && !self.stop.load(Relaxed)
+            })
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Defaults shared by the sink configs.
+pub(crate) fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<BTreeMap<String, SinkConfig>, String> {
+        #[derive(Deserialize)]
+        struct Flows {
+            sinks: BTreeMap<String, SinkConfig>,
+        }
+        toml::from_str::<Flows>(toml_text)
+            .map(|f| f.sinks)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sinks_parse_by_type_with_defaults_and_reject_unknown_keys() {
+        let sinks = parse(
+            "[sinks.qdb]\ntype = \"questdb\"\nconf = \"http::addr=127.0.0.1:9000;\"\n\
+             [sinks.logs]\ntype = \"loki\"\nurl = \"http://127.0.0.1:3100/loki/api/v1/push\"\n",
+        )
+        .unwrap();
+        match &sinks["qdb"] {
+            SinkConfig::Questdb(c) => {
+                assert_eq!(c.table, "flows");
+                assert!(c.dedup);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &sinks["logs"] {
+            SinkConfig::Loki(c) => assert_eq!(c.labels["job"], "sotp-flows"),
+            other => panic!("{other:?}"),
+        }
+        let err = parse("[sinks.x]\ntype = \"loki\"\nurl = \"http://a\"\nbatch = 3\n").unwrap_err();
+        assert!(err.contains("batch"), "{err}");
+        let err = parse("[sinks.x]\ntype = \"kafka\"\n").unwrap_err();
+        assert!(err.contains("kafka"), "{err}");
+    }
+}
