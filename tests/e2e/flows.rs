@@ -1,13 +1,14 @@
 //! Flows end to end against a running `sotp`: exports sent over UDP to its listeners,
 //! templates surviving a restart, a real softflowd exporting real packets, the query API's
-//! answers checked against the traffic generated, and a real Prometheus scraping the
-//! aggregates.
+//! answers checked against the traffic generated, the same flows in a real QuestDB through the
+//! sink, and a real Prometheus scraping the aggregates.
 
 use serde_json::Value;
 use sotp_runtime::flow::{DecodeOutput, FlowDecoder, TemplateCache};
 use sotp_tests::harness::Server;
 use sotp_tests::mosquitto::free_port;
 use sotp_tests::pcap;
+use sotp_tests::questdb::QuestDb;
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::path::Path;
@@ -23,7 +24,8 @@ struct Ports {
 }
 
 /// A sotp with all three listeners on loopback; every exporter's flows go to tenant acme.
-fn start(config_dir: &Path) -> (Server, Ports) {
+/// `extra` is appended to its config (sinks).
+fn start(config_dir: &Path, extra: &str) -> (Server, Ports) {
     let ports = Ports {
         netflow: free_port(),
         ipfix: free_port(),
@@ -34,7 +36,7 @@ fn start(config_dir: &Path) -> (Server, Ports) {
         &config,
         format!(
             "[runtime.flows]\nnetflow = [\"127.0.0.1:{}\"]\nipfix = [\"127.0.0.1:{}\"]\nsflow = [\"127.0.0.1:{}\"]\n\
-             default_tenant = \"acme\"\nflush_interval = \"200ms\"\n[runtime.flows.applications]\n\"tcp/40000\" = \"test-app\"\n",
+             default_tenant = \"acme\"\nflush_interval = \"200ms\"\n[runtime.flows.applications]\n\"tcp/40000\" = \"test-app\"\n{extra}",
             ports.netflow, ports.ipfix, ports.sflow
         ),
     )
@@ -101,7 +103,7 @@ fn templates_survive_a_restart_and_every_protocol_is_stored() {
     let config_dir = tempfile::tempdir().unwrap();
     let pcaps = tempfile::tempdir().unwrap();
     pcap::generate(pcaps.path()).unwrap();
-    let (mut server, ports) = start(config_dir.path());
+    let (mut server, ports) = start(config_dir.path(), "");
     server.tenant("acme");
 
     let v9 = pcap::read_udp(&pcaps.path().join("nfv9.pcap")).unwrap();
@@ -242,9 +244,18 @@ impl Drop for Prometheus {
 }
 
 #[test]
-fn softflowd_real_traffic_answers_top_talkers_and_prometheus_scrapes() {
+fn softflowd_real_traffic_answers_top_talkers_questdb_holds_it_and_prometheus_scrapes() {
     let config_dir = tempfile::tempdir().unwrap();
-    let (server, ports) = start(config_dir.path());
+    // QuestDB receives the flows through SOTP's sink.
+    let qdb_dir = tempfile::tempdir().unwrap();
+    let qdb = QuestDb::start(qdb_dir.path());
+    let (server, ports) = start(
+        config_dir.path(),
+        &format!(
+            "[runtime.flows.sinks.questdb]\ntype = \"questdb\"\nconf = \"{}\"\n",
+            qdb.conf()
+        ),
+    );
     let acme = server.tenant("acme");
     let traffic = config_dir.path().join("traffic.pcap");
     let ok = Command::new("/usr/bin/python3")
@@ -327,6 +338,37 @@ fn softflowd_real_traffic_answers_top_talkers_and_prometheus_scrapes() {
         per_group, truth,
         "bytes/s × 300 s per source and application"
     );
+
+    // The real QuestDB holds the same flows: bytes by source and application.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = qdb.exec(
+            "SELECT src_addr, app, sum(bytes_scaled) FROM flows WHERE tenant = 'acme' \
+             GROUP BY src_addr, app",
+        );
+        let got: Option<BTreeMap<(String, String), u64>> = body.ok().map(|b| {
+            b["dataset"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        (r[0].as_str().unwrap().into(), r[1].as_str().unwrap().into()),
+                        r[2].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        });
+        if got.as_ref() == Some(&truth) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "QuestDB's flows by source and application: {got:?}, want {truth:?}; {}",
+            status(&server)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // A real Prometheus scrapes the aggregates.
     let prom_port = free_port();

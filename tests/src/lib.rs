@@ -2,8 +2,10 @@
 //! `sotp` process on a loopback port with its own data dir and talks to it over HTTP.
 
 pub mod harness;
+pub mod http_recorder;
 pub mod mosquitto;
 pub mod pcap;
+pub mod questdb;
 
 /// Paths of the guest components built for the tests.
 pub mod guests {

@@ -312,7 +312,10 @@ impl FlowStore {
     }
 
     /// The last sequence number `sink` acknowledged, if it ever did.
-    pub fn sink_cursor(conn: &duckdb::Connection, sink: &str) -> Result<Option<u64>, duckdb::Error> {
+    pub fn sink_cursor(
+        conn: &duckdb::Connection,
+        sink: &str,
+    ) -> Result<Option<u64>, duckdb::Error> {
         let mut stmt = conn.prepare_cached("SELECT seq FROM flow_sink_cursors WHERE sink = ?")?;
         let mut rows = stmt.query([sink])?;
         match rows.next()? {

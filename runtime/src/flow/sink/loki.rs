@@ -242,8 +242,16 @@ mod tests {
             .err()
         };
         assert!(with("127.0.0.1:3100", "job").unwrap().contains("http://"));
-        assert!(with("http://127.0.0.1:3100/loki/api/v1/push", "app").unwrap().contains("per flow"));
-        assert!(with("http://127.0.0.1:3100/loki/api/v1/push", "9x").unwrap().contains("label names"));
+        assert!(
+            with("http://127.0.0.1:3100/loki/api/v1/push", "app")
+                .unwrap()
+                .contains("per flow")
+        );
+        assert!(
+            with("http://127.0.0.1:3100/loki/api/v1/push", "9x")
+                .unwrap()
+                .contains("label names")
+        );
         assert!(with("http://127.0.0.1:3100/loki/api/v1/push", "site").is_none());
     }
 }

@@ -130,12 +130,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// When caught up, look again at least this often even without a commit signal.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// The sinks' handles (for status and metrics) and their threads (joined on shutdown).
+pub type Started = (Vec<Arc<SinkHandle>>, Vec<std::thread::JoinHandle<()>>);
+
 /// Start one thread per configured sink. A sink that cannot be built (bad URL) is an error
 /// here, at startup, rather than a silent export that never happens.
-pub fn start(
-    sinks: &BTreeMap<String, SinkConfig>,
-    ctx: &SinkContext,
-) -> anyhow::Result<(Vec<Arc<SinkHandle>>, Vec<std::thread::JoinHandle<()>>)> {
+pub fn start(sinks: &BTreeMap<String, SinkConfig>, ctx: &SinkContext) -> anyhow::Result<Started> {
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     for (name, config) in sinks {
@@ -278,9 +278,7 @@ impl Runner {
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         let seen = *guard;
         let _ = cv
-            .wait_timeout_while(guard, IDLE_POLL, |n| {
-                *n == seen && !self.stop.load(Relaxed)
-            })
+            .wait_timeout_while(guard, IDLE_POLL, |n| *n == seen && !self.stop.load(Relaxed))
             .unwrap_or_else(|e| e.into_inner());
     }
 }

@@ -70,7 +70,11 @@ impl QuestDbSink {
         let addr = parsed
             .get("addr")
             .ok_or_else(|| format!("conf {:?}: no addr=host:port", config.conf))?;
-        let auth = match (parsed.get("username"), parsed.get("password"), parsed.get("token")) {
+        let auth = match (
+            parsed.get("username"),
+            parsed.get("password"),
+            parsed.get("token"),
+        ) {
             (Some(u), Some(p), _) => Some(basic_auth(u, p)),
             (_, _, Some(t)) => Some(format!("Bearer {t}")),
             _ => None,
@@ -82,7 +86,12 @@ impl QuestDbSink {
         if parsed.get("retry_timeout").is_none() {
             conf.push_str("retry_timeout=0;");
         }
-        if config.table.is_empty() || !config.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if config.table.is_empty()
+            || !config
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(format!(
                 "table {:?}: use letters, digits and underscores",
                 config.table
@@ -120,7 +129,10 @@ impl QuestDbSink {
             return Ok(());
         }
         let body = response.body_mut().read_to_string().unwrap_or_default();
-        let reason = format!("creating table {}: HTTP {status}: {body}", self.config.table);
+        let reason = format!(
+            "creating table {}: HTTP {status}: {body}",
+            self.config.table
+        );
         // A 400 to our own DDL means the table exists with another layout: write anyway.
         if status == 400 {
             tracing::warn!(%reason, "QuestDB refused the table DDL; writing to the existing table");
@@ -173,7 +185,10 @@ fn write_row(buffer: &mut Buffer, table: &str, r: &ExportRow) -> questdb::Result
         .symbol("direction", &r.direction)?
         .symbol("sampling_source", &r.sampling_source)?
         .column_i64("seq", long(r.seq))?
-        .column_ts("start", TimestampMicros::new(r.start_ms.saturating_mul(1000)))?
+        .column_ts(
+            "start",
+            TimestampMicros::new(r.start_ms.saturating_mul(1000)),
+        )?
         .column_str("src_addr", &r.src_addr)?
         .column_str("dst_addr", &r.dst_addr)?
         .column_i64("src_port", r.src_port.into())?
@@ -246,7 +261,12 @@ mod tests {
         assert_eq!(s.exec_base, "http://127.0.0.1:9000");
         let s = ok("http::addr=127.0.0.1:9000;retry_timeout=5000;").unwrap();
         assert_eq!(s.conf, "http::addr=127.0.0.1:9000;retry_timeout=5000;");
-        assert!(ok("tcp::addr=127.0.0.1:9009;").err().unwrap().contains("acknowledge"));
+        assert!(
+            ok("tcp::addr=127.0.0.1:9009;")
+                .err()
+                .unwrap()
+                .contains("acknowledge")
+        );
         assert!(ok("http::").err().unwrap().contains("addr"));
         let bad_table = QuestDbSink::new(QuestDbConfig {
             conf: "http::addr=127.0.0.1:9000;".into(),
