@@ -3,7 +3,7 @@
 //! they cost a few nanoseconds per record.
 
 use super::config::FlowConfig;
-use super::record::FlowRecord;
+use sotp_flow::record::FlowRecord;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::Arc;

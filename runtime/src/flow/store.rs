@@ -7,7 +7,7 @@
 //! down: the store is the sinks' on-disk buffer, bounded by the raw retention. Raw rows and
 //! the rollup rows of the same batch commit in one transaction, so the two never disagree.
 
-use super::record::FlowRecord;
+use sotp_flow::record::FlowRecord;
 use duckdb::arrow::array::{
     ArrayRef, Int64Builder, StringBuilder, UInt8Builder, UInt16Builder, UInt32Builder,
     UInt64Builder,
