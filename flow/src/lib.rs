@@ -25,7 +25,7 @@ pub mod template;
 pub use record::{Direction, FlowProtocol, FlowRecord, InterfaceCounters, SamplingSource};
 pub use template::TemplateCache;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -92,17 +92,97 @@ impl Default for PendingLimits {
     }
 }
 
+/// What one held set costs against `max_bytes` beyond its body: without it, empty data sets
+/// would be free to hold, and a flood of them would make every template scan a long queue.
+const HELD_SET_OVERHEAD: usize = 64;
+
 struct PendingSet {
     set: SetContext,
-    template_id: u16,
     body: Vec<u8>,
-    at: Instant,
+    seq: u64,
 }
 
+impl PendingSet {
+    fn cost(&self) -> usize {
+        self.body.len() + HELD_SET_OVERHEAD
+    }
+}
+
+type TemplateKey = (DomainKey, u16);
+
+/// Data sets waiting for their template, indexed by (domain, template id) so that learning a
+/// template touches only the sets waiting for it — never the whole buffer — and in arrival
+/// order across templates for expiry. All sets of one template leave together (released),
+/// or oldest first (expired), so an `order` entry whose set is no longer at the front of its
+/// template's queue is stale and skipped.
 #[derive(Default)]
 struct Pending {
-    sets: VecDeque<PendingSet>,
+    by_template: HashMap<TemplateKey, VecDeque<PendingSet>>,
+    order: VecDeque<(u64, Instant, TemplateKey)>,
+    next_seq: u64,
+    sets: usize,
     bytes: usize,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.sets == 0
+    }
+
+    fn push(&mut self, key: TemplateKey, set: SetContext, body: &[u8], now: Instant) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let held = PendingSet {
+            set,
+            body: body.to_vec(),
+            seq,
+        };
+        self.bytes += held.cost();
+        self.sets += 1;
+        self.by_template.entry(key).or_default().push_back(held);
+        self.order.push_back((seq, now, key));
+        // Entries of released sets linger in `order` until they age out; keep them bounded.
+        if self.order.len() > 2 * self.sets + 1024 {
+            let live = &self.by_template;
+            self.order.retain(|(seq, _, key)| {
+                live.get(key)
+                    .and_then(|q| q.front())
+                    .is_some_and(|front| front.seq <= *seq)
+            });
+        }
+    }
+
+    /// Drop the sets held longer than `max_age`; returns how many.
+    fn expire(&mut self, max_age: Duration) -> u64 {
+        let mut dropped = 0;
+        while let Some(&(seq, at, key)) = self.order.front() {
+            if at.elapsed() <= max_age {
+                break;
+            }
+            self.order.pop_front();
+            let Some(queue) = self.by_template.get_mut(&key) else {
+                continue;
+            };
+            if queue.front().is_some_and(|f| f.seq == seq) {
+                let gone = queue.pop_front().map(|p| p.cost()).unwrap_or(0);
+                self.bytes -= gone;
+                self.sets -= 1;
+                dropped += 1;
+                if queue.is_empty() {
+                    self.by_template.remove(&key);
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Take every set waiting for `key`.
+    fn release(&mut self, key: TemplateKey) -> VecDeque<PendingSet> {
+        let ready = self.by_template.remove(&key).unwrap_or_default();
+        self.bytes -= ready.iter().map(PendingSet::cost).sum::<usize>();
+        self.sets -= ready.len();
+        ready
+    }
 }
 
 /// What a data set needs from its message header.
@@ -166,50 +246,40 @@ impl Context<'_> {
 
     fn hold(&mut self, set: SetContext, template_id: u16, body: &[u8]) {
         self.expire_pending();
-        if self.pending.bytes + body.len() > self.limits.max_bytes {
+        if self.pending.bytes + body.len() + HELD_SET_OVERHEAD > self.limits.max_bytes {
             self.counters.pending_dropped.fetch_add(1, Relaxed);
             return;
         }
-        self.pending.bytes += body.len();
-        self.pending.sets.push_back(PendingSet {
-            set,
-            template_id,
-            body: body.to_vec(),
-            at: Instant::now(),
-        });
+        self.pending
+            .push((set.key, template_id), set, body, Instant::now());
         self.counters.pending_held.fetch_add(1, Relaxed);
     }
 
     fn expire_pending(&mut self) {
-        while let Some(front) = self.pending.sets.front() {
-            if front.at.elapsed() <= self.limits.max_age {
-                break;
-            }
-            let gone = self
-                .pending
-                .sets
-                .pop_front()
-                .map(|p| p.body.len())
-                .unwrap_or(0);
-            self.pending.bytes -= gone;
-            self.counters.pending_dropped.fetch_add(1, Relaxed);
+        let dropped = self.pending.expire(self.limits.max_age);
+        if dropped > 0 {
+            self.counters.pending_dropped.fetch_add(dropped, Relaxed);
         }
     }
 
+    /// Decode the sets that waited for template `id`. A malformed one does not take the others
+    /// with it: each is decoded, and the first error is returned (and counted by the caller).
     fn release_pending(&mut self, key: DomainKey, id: u16) -> Result<(), DecodeError> {
-        if self.pending.sets.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let (ready, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.pending.sets)
-            .into_iter()
-            .partition(|p| p.set.key == key && p.template_id == id);
-        self.pending.sets = keep;
-        for p in ready {
-            self.pending.bytes -= p.body.len();
-            let n = self.data_set(&p.set, p.template_id, &p.body)?;
-            self.counters.pending_decoded.fetch_add(n as u64, Relaxed);
+        let mut first_error = None;
+        for p in self.pending.release((key, id)) {
+            match self.data_set(&p.set, id, &p.body) {
+                Ok(n) => {
+                    self.counters.pending_decoded.fetch_add(n as u64, Relaxed);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -337,5 +407,74 @@ impl FlowDecoder {
             self.save_templates();
         }
         result.map(|_| decoded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPFIX message of observation domain 1 with the given sets (id, body).
+    fn ipfix(sets: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (id, b) in sets {
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&(b.len() as u16 + 4).to_be_bytes());
+            body.extend_from_slice(b);
+        }
+        let mut m = vec![0, 10];
+        m.extend_from_slice(&(body.len() as u16 + 16).to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    /// Held data sets released by their template, the first of them malformed: the hold
+    /// buffer must not go on counting the bytes of the ones after it.
+    #[test]
+    fn release_of_malformed_pending_set_frees_all_bytes() {
+        let mut d = FlowDecoder::new(TemplateCache::default(), Default::default());
+        let mut out = DecodeOutput::default();
+        let src = IpAddr::from([192, 0, 2, 1]);
+        // Two data sets of template 256 before it: a variable-length field cut short, and a
+        // good one-byte string.
+        let data = ipfix(&[(256, &[0xff]), (256, &[1, b'x'])]);
+        assert_eq!(d.decode(src, 0, &data, &mut out), Ok(0));
+        assert_eq!(d.pending.bytes, 3 + 2 * HELD_SET_OVERHEAD);
+        // Template 256: applicationName (IE 96), variable length.
+        let tpl = ipfix(&[(2, &[1, 0, 0, 1, 0, 96, 0xff, 0xff])]);
+        let _ = d.decode(src, 0, &tpl, &mut out);
+        assert!(d.pending.is_empty());
+        assert_eq!(d.pending.bytes, 0);
+        // The good set after the malformed one was still decoded.
+        assert_eq!(out.flows.len(), 1);
+    }
+
+    /// Empty data sets are not free to hold, and learning a template touches only the sets
+    /// waiting for it (a flood of held sets once made every template scan all of them).
+    #[test]
+    fn held_sets_are_bounded_and_released_per_template() {
+        let counters = std::sync::Arc::new(DecodeCounters::default());
+        let mut d = FlowDecoder::new(TemplateCache::default(), counters.clone()).with_limits(
+            PendingLimits {
+                max_bytes: 64 << 10,
+                max_age: Duration::from_secs(30),
+            },
+        );
+        let mut out = DecodeOutput::default();
+        let src = IpAddr::from([192, 0, 2, 1]);
+        // 16,000 empty data sets over 1,000 template ids, in one message.
+        let sets: Vec<(u16, &[u8])> = (0..16_000u16).map(|i| (256 + i % 1000, &[][..])).collect();
+        let _ = d.decode(src, 0, &ipfix(&sets), &mut out);
+        let held = d.pending.sets;
+        assert_eq!(held, (64 << 10) / HELD_SET_OVERHEAD);
+        assert_eq!(counters.pending_held.load(Relaxed), held as u64);
+        assert_eq!(counters.pending_dropped.load(Relaxed), 16_000 - held as u64);
+        // Template 256 releases the sets waiting for it and only those.
+        let waiting_for_256 = d.pending.by_template[&(d.pending.order[0].2)].len();
+        let tpl = ipfix(&[(2, &[1, 0, 0, 1, 0, 96, 0xff, 0xff])]);
+        let _ = d.decode(src, 0, &tpl, &mut out);
+        assert_eq!(d.pending.sets, held - waiting_for_256);
+        assert!(!d.pending.by_template.keys().any(|(_, id)| *id == 256));
     }
 }
