@@ -31,6 +31,8 @@ pub struct FlowConfig {
     pub applications: BTreeMap<String, String>,
     /// Keep every decoded record (raw flows); rollups are kept either way.
     pub store_raw: bool,
+    /// Memory the flow store's DuckDB may use for caching and queries (at least 64 MiB).
+    pub store_memory_limit: ByteSize,
     /// How long raw flows are kept.
     pub raw_retention: HumanDuration,
     /// How long per-minute rollups are kept.
@@ -61,6 +63,7 @@ impl Default for FlowConfig {
             default_tenant: None,
             applications: BTreeMap::new(),
             store_raw: true,
+            store_memory_limit: ByteSize::mib(512),
             raw_retention: HumanDuration(Duration::from_secs(7 * 86400)),
             rollup_retention: HumanDuration(Duration::from_secs(90 * 86400)),
             flush_interval: HumanDuration(Duration::from_millis(500)),

@@ -3,8 +3,8 @@
 //! they cost a few nanoseconds per record.
 
 use super::config::FlowConfig;
-use sotp_flow::record::FlowRecord;
 use ipnet::IpNet;
+use sotp_flow::record::FlowRecord;
 use std::net::IpAddr;
 use std::sync::Arc;
 

@@ -76,6 +76,7 @@ impl FlowService {
         let store = Arc::new(FlowStore::open(
             &data_dir.join("flows.duckdb"),
             config.store_raw,
+            config.store_memory_limit.0,
         )?);
         let cache = TemplateCache::persistent(&data_dir.join("flow-templates.json"))?;
         let decode_counters = Arc::new(DecodeCounters::default());

@@ -7,7 +7,6 @@
 //! down: the store is the sinks' on-disk buffer, bounded by the raw retention. Raw rows and
 //! the rollup rows of the same batch commit in one transaction, so the two never disagree.
 
-use sotp_flow::record::FlowRecord;
 use duckdb::arrow::array::{
     ArrayRef, Int64Builder, StringBuilder, UInt8Builder, UInt16Builder, UInt32Builder,
     UInt64Builder,
@@ -15,6 +14,7 @@ use duckdb::arrow::array::{
 use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
+use sotp_flow::record::FlowRecord;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -175,8 +175,14 @@ struct RollupKey {
 }
 
 impl FlowStore {
-    pub fn open(path: &Path, store_raw: bool) -> Result<Self, FlowStoreError> {
+    /// Open (or create) the store. `memory_limit` caps DuckDB's buffer pool for this file
+    /// (its default is 80% of RAM, which on a busy collector reads as a leak).
+    pub fn open(path: &Path, store_raw: bool, memory_limit: u64) -> Result<Self, FlowStoreError> {
         let conn = duckdb::Connection::open(path)?;
+        conn.execute_batch(&format!(
+            "SET memory_limit = '{}MB';",
+            (memory_limit >> 20).max(64)
+        ))?;
         conn.execute_batch(SCHEMA)?;
         let max: Option<u64> = conn.query_row("SELECT max(seq) FROM flows", [], |r| r.get(0))?;
         let reader = conn.try_clone()?;
