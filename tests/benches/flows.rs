@@ -14,6 +14,9 @@
 //!   2-core machine where the sender competes for the same cores;
 //! - ratios against nfcapd (sFlow: sfacctd).
 //!
+//! `sotp-rollups` is SOTP with `store_raw = false` (decode, enrichment, rollups, no raw rows):
+//! the difference to `sotp` is what keeping every raw flow in DuckDB costs.
+//!
 //! Also decode-only records/s on one core (the `sotp-flow` decoder alone), and with `--soak
 //! SECS` the resident memory of SOTP's pipeline at a steady rate (sampled every 10 s).
 //!
@@ -532,6 +535,8 @@ fn send(c: &Capture, port: u16, rate: u64, flows: u64) -> (u64, Duration) {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Peer {
     Sotp,
+    /// SOTP with `store_raw = false`: rollups only — shows what the raw flow store costs.
+    SotpRollups,
     Nfcapd,
     Nfacctd,
     Sfacctd,
@@ -542,6 +547,7 @@ impl Peer {
     fn name(self) -> &'static str {
         match self {
             Peer::Sotp => "sotp",
+            Peer::SotpRollups => "sotp-rollups",
             Peer::Nfcapd => "nfcapd",
             Peer::Nfacctd => "nfacctd",
             Peer::Sfacctd => "sfacctd",
@@ -550,14 +556,14 @@ impl Peer {
     }
     fn handles(self, p: Proto) -> bool {
         match self {
-            Peer::Sotp | Peer::Goflow2 => true,
+            Peer::Sotp | Peer::SotpRollups | Peer::Goflow2 => true,
             Peer::Nfcapd | Peer::Nfacctd => p != Proto::Sflow,
             Peer::Sfacctd => p == Proto::Sflow,
         }
     }
     fn binary(self) -> Option<PathBuf> {
         let name = match self {
-            Peer::Sotp => return Some(PathBuf::new()),
+            Peer::Sotp | Peer::SotpRollups => return Some(PathBuf::new()),
             p => p.name(),
         };
         let home = std::env::var("HOME").unwrap_or_default();
@@ -616,9 +622,12 @@ impl Collector for SotpCollector {
     }
 }
 
-fn start_sotp() -> Box<dyn Collector> {
+fn start_sotp(store_raw: bool) -> Box<dyn Collector> {
     let dir = tempfile::tempdir().unwrap();
-    let extra = std::env::var("SOTP_BENCH_FLOW_CONFIG").unwrap_or_default();
+    let mut extra = std::env::var("SOTP_BENCH_FLOW_CONFIG").unwrap_or_default();
+    if !store_raw {
+        extra.push_str("\nstore_raw = false\n");
+    }
     let config: FlowConfig = toml::from_str(&format!(
         "netflow = [\"127.0.0.1:0\"]\ndefault_tenant = \"bench\"\n{extra}\n"
     ))
@@ -718,7 +727,7 @@ fn start_process(peer: Peer, bin: &Path) -> Box<dyn Collector> {
                 .arg("-transport.file")
                 .arg(d.join("out.json"));
         }
-        Peer::Sotp => unreachable!(),
+        Peer::Sotp | Peer::SotpRollups => unreachable!(),
     }
     let child = cmd
         .stdout(Stdio::null())
@@ -769,13 +778,14 @@ fn count_output(peer: Peer, dir: &Path) -> u64 {
             let bytes = std::fs::read(dir.join("out.json")).unwrap_or_default();
             bytes.iter().filter(|b| **b == b'\n').count() as u64
         }
-        Peer::Sotp => unreachable!(),
+        Peer::Sotp | Peer::SotpRollups => unreachable!(),
     }
 }
 
 fn start(peer: Peer, bin: &Path) -> Box<dyn Collector> {
     match peer {
-        Peer::Sotp => start_sotp(),
+        Peer::Sotp => start_sotp(true),
+        Peer::SotpRollups => start_sotp(false),
         _ => start_process(peer, bin),
     }
 }
@@ -809,7 +819,7 @@ fn measure(peer: Peer, bin: &Path, capture: &Capture, rate: u64, seconds: f64) -
     let (sent, sender_cpu) = send(capture, port, rate, (rate as f64 * seconds) as u64);
     settle(collector.as_ref());
     let mut cpu = collector.cpu() - cpu0;
-    if peer == Peer::Sotp {
+    if matches!(peer, Peer::Sotp | Peer::SotpRollups) {
         // The sender is a thread of this process: its CPU is not SOTP's.
         cpu = cpu.saturating_sub(sender_cpu);
     }
@@ -910,6 +920,7 @@ fn parse_args() -> Args {
         only: vec![Proto::V9, Proto::Ipfix, Proto::Sflow],
         peers: vec![
             Peer::Sotp,
+            Peer::SotpRollups,
             Peer::Nfcapd,
             Peer::Nfacctd,
             Peer::Sfacctd,
@@ -944,6 +955,7 @@ fn parse_args() -> Args {
                     .split(',')
                     .map(|p| match p {
                         "sotp" => Peer::Sotp,
+                        "sotp-rollups" => Peer::SotpRollups,
                         "nfcapd" => Peer::Nfcapd,
                         "nfacctd" => Peer::Nfacctd,
                         "sfacctd" => Peer::Sfacctd,
@@ -977,7 +989,7 @@ fn soak(capture: &Capture, secs: u64, rate: u64) {
         fmt_rate(rate as f64),
         capture.proto.name()
     );
-    let collector = start_sotp();
+    let collector = start_sotp(true);
     let port = collector.port();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
