@@ -765,6 +765,24 @@ impl Runtime {
         Ok(self.state.interface_names(tenant, name)?)
     }
 
+    /// Replace a device's interface-name table (what the SNMP collector does through
+    /// `inventory.set-interface-names`, for devices it does not poll).
+    pub fn set_interface_names(
+        &self,
+        tenant: &str,
+        name: &str,
+        names: &[(u32, String)],
+    ) -> Result<(), RuntimeError> {
+        self.device(tenant, name)?;
+        if let Some((index, _)) = names.iter().find(|(_, n)| n.trim().is_empty()) {
+            return Err(RuntimeError::Invalid(format!(
+                "interface {index}: the name is empty"
+            )));
+        }
+        self.state.set_interface_names(tenant, name, names)?;
+        Ok(())
+    }
+
     /// Forget a device's pinned SSH host key (after a legitimate key change).
     pub fn forget_ssh_host_key(&self, tenant: &str, name: &str) -> Result<(), RuntimeError> {
         self.device(tenant, name)?;
@@ -914,19 +932,64 @@ impl Runtime {
     /// Top groups of the tenant's flows over a window.
     pub async fn flow_top(&self, q: TopQuery) -> Result<Vec<TopRow>, RuntimeError> {
         let flows = self.flow_service()?;
-        tokio::task::spawn_blocking(move || flow::query::top(&flows.store, &q))
+        let (tenant, exporter, by) = (q.tenant.clone(), q.filter.exporter.clone(), q.by.clone());
+        let mut rows = tokio::task::spawn_blocking(move || flow::query::top(&flows.store, &q))
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))?
-            .map_err(flow_query_error)
+            .map_err(flow_query_error)?;
+        self.name_flow_interfaces(
+            &tenant,
+            &by,
+            exporter.as_deref(),
+            rows.iter_mut().map(|r| &mut r.group),
+        );
+        Ok(rows)
     }
 
     /// Rates per group per time bucket of the tenant's flows.
     pub async fn flow_rate(&self, q: RateQuery) -> Result<Vec<RateRow>, RuntimeError> {
         let flows = self.flow_service()?;
-        tokio::task::spawn_blocking(move || flow::query::rate(&flows.store, &q))
+        let (tenant, exporter, by) = (q.tenant.clone(), q.filter.exporter.clone(), q.by.clone());
+        let mut rows = tokio::task::spawn_blocking(move || flow::query::rate(&flows.store, &q))
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))?
-            .map_err(flow_query_error)
+            .map_err(flow_query_error)?;
+        self.name_flow_interfaces(
+            &tenant,
+            &by,
+            exporter.as_deref(),
+            rows.iter_mut().map(|r| &mut r.group),
+        );
+        Ok(rows)
+    }
+
+    /// Add interface names to rows grouped by interface, from the interface table of the
+    /// inventory device whose address is the exporter (see `flow::enrich::name_interfaces`).
+    fn name_flow_interfaces<'a>(
+        &self,
+        tenant: &str,
+        by: &[flow::query::GroupBy],
+        exporter: Option<&str>,
+        groups: impl Iterator<Item = &'a mut serde_json::Map<String, serde_json::Value>>,
+    ) {
+        use flow::query::GroupBy;
+        if !by
+            .iter()
+            .any(|g| matches!(g, GroupBy::InIf | GroupBy::OutIf))
+        {
+            return;
+        }
+        let Ok(devices) = self.state.devices(tenant) else {
+            return;
+        };
+        flow::enrich::name_interfaces(groups, exporter, |exporter| {
+            let ip: std::net::IpAddr = exporter.parse().ok()?;
+            let device = devices
+                .iter()
+                .find(|d| d.address.trim().parse::<std::net::IpAddr>().ok() == Some(ip))?;
+            let names = self.state.interface_names(tenant, &device.name).ok()?;
+            Some(names.into_iter().collect())
+        });
     }
 
     /// Listeners, template state and counters of the flow pipeline.

@@ -104,7 +104,7 @@ fn templates_survive_a_restart_and_every_protocol_is_stored() {
     let pcaps = tempfile::tempdir().unwrap();
     pcap::generate(pcaps.path()).unwrap();
     let (mut server, ports) = start(config_dir.path(), "");
-    server.tenant("acme");
+    let acme = server.tenant("acme");
 
     let v9 = pcap::read_udp(&pcaps.path().join("nfv9.pcap")).unwrap();
     let all: Vec<&pcap::Datagram> = v9.iter().collect();
@@ -194,6 +194,43 @@ fn templates_survive_a_restart_and_every_protocol_is_stored() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(s["unmapped"], 0);
+
+    // Interface names: the loopback exporter is inventory device edge1, whose interface table
+    // names ifIndex 0..=31; the sFlow agent (10.0.0.1) is no device and stays unnamed.
+    let acme = server.api(&acme.token); // the restarted server listens on a new port
+    wait_stored(&server, expected as u64 + 48 + 40 + 20); // stored since the restart
+    let (code, body) = acme.put(
+        "/v1/devices/edge1",
+        serde_json::json!({ "name": "edge1", "address": "127.0.0.1" }),
+    );
+    assert_eq!(code, 201, "{body}");
+    let names: Vec<Value> = (0..32)
+        .map(|i| serde_json::json!({ "index": i, "name": format!("ge-0/0/{i}") }))
+        .collect();
+    let (code, body) = acme.put(
+        "/v1/devices/edge1/interfaces",
+        serde_json::json!({ "interfaces": names }),
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = acme.put(
+        "/v1/devices/edge1/interfaces",
+        serde_json::json!({ "interfaces": [{ "index": 1, "name": " " }] }),
+    );
+    assert_eq!(code, 400, "an empty name is refused: {body}");
+    let (code, top) = acme.get("/v1/flows/top?start=0&end=now&by=exporter,in_if&limit=200");
+    assert_eq!(code, 200, "{top}");
+    let rows = top["rows"].as_array().unwrap();
+    let mut named = 0;
+    for r in rows {
+        let g = &r["group"];
+        if g["exporter"] == "127.0.0.1" && g["in_if"].as_u64().unwrap() < 32 {
+            assert_eq!(g["in_if_name"], format!("ge-0/0/{}", g["in_if"]), "{r}");
+            named += 1;
+        } else {
+            assert!(g.get("in_if_name").is_none(), "{r}");
+        }
+    }
+    assert!(named > 0 && named < rows.len(), "{top}");
 
     // Tenant scoping: another tenant sees none of acme's flows.
     let other = server.tenant("globex");

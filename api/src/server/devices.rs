@@ -108,6 +108,39 @@ pub async fn interfaces(
     Ok(Json(json!({ "interfaces": names })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceName {
+    index: u32,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceNames {
+    interfaces: Vec<InterfaceName>,
+}
+
+/// Replace a device's interface names by hand — for devices no SNMP collector polls. The
+/// flow queries name `in_if`/`out_if` from this table.
+pub async fn put_interfaces(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<InterfaceNames>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(body) = body.map_err(json_error)?;
+    let names = body
+        .interfaces
+        .into_iter()
+        .map(|i| (i.index, i.name))
+        .collect::<Vec<_>>();
+    state
+        .runtime
+        .set_interface_names(caller.tenant()?, &name, &names)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn forget_host_key(
     State(state): State<AppState>,
     caller: Caller,

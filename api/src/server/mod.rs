@@ -72,7 +72,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             "/devices/{name}",
             get(devices::show).put(devices::put).delete(devices::delete),
         )
-        .route("/devices/{name}/interfaces", get(devices::interfaces))
+        .route(
+            "/devices/{name}/interfaces",
+            get(devices::interfaces).put(devices::put_interfaces),
+        )
         .route(
             "/devices/{name}/ssh-host-key",
             axum::routing::delete(devices::forget_host_key),

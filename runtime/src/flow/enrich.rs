@@ -202,3 +202,88 @@ impl TenantMap {
             .or(self.default.as_ref())
     }
 }
+
+/// Interface names, applied at query time: rows grouped by `in_if`/`out_if` get `in_if_name`
+/// / `out_if_name` from the exporter's interface table (ifIndex → name), which the SNMP
+/// collector fills per inventory device (`/v1/devices/{name}/interfaces`). Done when asked
+/// rather than at ingest so a table filled (or an interface renamed) after the flows arrived
+/// still names them. The exporter of a row is its `exporter` group, else the query's exporter
+/// filter; without either, ifIndex values of different exporters cannot be told apart and
+/// rows stay unnamed. `table` looks up one exporter's names (called once per exporter).
+pub fn name_interfaces<'a>(
+    groups: impl Iterator<Item = &'a mut serde_json::Map<String, serde_json::Value>>,
+    filter_exporter: Option<&str>,
+    mut table: impl FnMut(&str) -> Option<std::collections::HashMap<u32, String>>,
+) {
+    let mut tables: std::collections::HashMap<String, Option<_>> = Default::default();
+    for group in groups {
+        let exporter = match group.get("exporter").and_then(|e| e.as_str()) {
+            Some(e) => e.to_string(),
+            None => match filter_exporter {
+                Some(e) => e.to_string(),
+                None => return,
+            },
+        };
+        let names = tables
+            .entry(exporter.clone())
+            .or_insert_with(|| table(&exporter));
+        let Some(names) = names else { continue };
+        for key in ["in_if", "out_if"] {
+            let index = group.get(key).and_then(|v| v.as_u64());
+            if let Some(name) = index.and_then(|i| names.get(&(i as u32))) {
+                group.insert(format!("{key}_name"), name.clone().into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod interface_name_tests {
+    use super::name_interfaces;
+    use serde_json::{Map, Value, json};
+    use std::collections::HashMap;
+
+    fn group(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn rows_get_names_from_their_exporters_table() {
+        let mut rows = vec![
+            group(json!({"exporter": "10.0.0.1", "in_if": 2, "out_if": 3})),
+            group(json!({"exporter": "10.0.0.2", "in_if": 2})),
+            group(json!({"exporter": "10.0.0.9", "in_if": 2})),
+        ];
+        let mut lookups = 0;
+        name_interfaces(rows.iter_mut(), None, |exporter| {
+            lookups += 1;
+            match exporter {
+                "10.0.0.1" => Some(HashMap::from([
+                    (2, "ge-0/0/2".into()),
+                    (3, "ge-0/0/3".into()),
+                ])),
+                "10.0.0.2" => Some(HashMap::from([(2, "eth2".into())])),
+                _ => None,
+            }
+        });
+        assert_eq!(rows[0]["in_if_name"], "ge-0/0/2");
+        assert_eq!(rows[0]["out_if_name"], "ge-0/0/3");
+        assert_eq!(rows[1]["in_if_name"], "eth2");
+        assert!(
+            !rows[2].contains_key("in_if_name"),
+            "unknown exporter: no name"
+        );
+        assert_eq!(lookups, 3);
+
+        // Without an exporter group, the filter's exporter names the rows; without either,
+        // nothing is named.
+        let mut rows = vec![group(json!({"in_if": 3}))];
+        name_interfaces(rows.iter_mut(), Some("10.0.0.1"), |_| {
+            Some(HashMap::from([(3, "ge-0/0/3".into())]))
+        });
+        assert_eq!(rows[0]["in_if_name"], "ge-0/0/3");
+        let mut rows = vec![group(json!({"in_if": 3}))];
+        name_interfaces(rows.iter_mut(), None, |_| panic!("no exporter to look up"));
+        assert!(!rows[0].contains_key("in_if_name"));
+    }
+}
