@@ -249,7 +249,7 @@ mod interface_name_tests {
 
     #[test]
     fn rows_get_names_from_their_exporters_table() {
-        let mut rows = vec![
+        let mut rows = [
             group(json!({"exporter": "10.0.0.1", "in_if": 2, "out_if": 3})),
             group(json!({"exporter": "10.0.0.2", "in_if": 2})),
             group(json!({"exporter": "10.0.0.9", "in_if": 2})),
@@ -277,12 +277,12 @@ mod interface_name_tests {
 
         // Without an exporter group, the filter's exporter names the rows; without either,
         // nothing is named.
-        let mut rows = vec![group(json!({"in_if": 3}))];
+        let mut rows = [group(json!({"in_if": 3}))];
         name_interfaces(rows.iter_mut(), Some("10.0.0.1"), |_| {
             Some(HashMap::from([(3, "ge-0/0/3".into())]))
         });
         assert_eq!(rows[0]["in_if_name"], "ge-0/0/3");
-        let mut rows = vec![group(json!({"in_if": 3}))];
+        let mut rows = [group(json!({"in_if": 3}))];
         name_interfaces(rows.iter_mut(), None, |_| panic!("no exporter to look up"));
         assert!(!rows[0].contains_key("in_if_name"));
     }
