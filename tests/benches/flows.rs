@@ -14,6 +14,9 @@
 //!   2-core machine where the sender competes for the same cores;
 //! - ratios against nfcapd (sFlow: sfacctd).
 //!
+//! `goflow2` writes JSON to a file (its default; records counted as lines); `goflow2-bin` is
+//! its cheapest mode, protobuf to /dev/null, records counted from its Prometheus metrics.
+//!
 //! `sotp-rollups` is SOTP with `store_raw = false` (decode, enrichment, rollups, no raw rows):
 //! the difference to `sotp` is what keeping every raw flow in DuckDB costs.
 //!
@@ -541,6 +544,8 @@ enum Peer {
     Nfacctd,
     Sfacctd,
     Goflow2,
+    /// goflow2 in its cheapest mode: protobuf to /dev/null, records counted from its metrics.
+    Goflow2Bin,
 }
 
 impl Peer {
@@ -552,11 +557,12 @@ impl Peer {
             Peer::Nfacctd => "nfacctd",
             Peer::Sfacctd => "sfacctd",
             Peer::Goflow2 => "goflow2",
+            Peer::Goflow2Bin => "goflow2-bin",
         }
     }
     fn handles(self, p: Proto) -> bool {
         match self {
-            Peer::Sotp | Peer::SotpRollups | Peer::Goflow2 => true,
+            Peer::Sotp | Peer::SotpRollups | Peer::Goflow2 | Peer::Goflow2Bin => true,
             Peer::Nfcapd | Peer::Nfacctd => p != Proto::Sflow,
             Peer::Sfacctd => p == Proto::Sflow,
         }
@@ -564,6 +570,7 @@ impl Peer {
     fn binary(self) -> Option<PathBuf> {
         let name = match self {
             Peer::Sotp | Peer::SotpRollups => return Some(PathBuf::new()),
+            Peer::Goflow2Bin => "goflow2",
             p => p.name(),
         };
         let home = std::env::var("HOME").unwrap_or_default();
@@ -645,6 +652,8 @@ struct ProcessCollector {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    /// goflow2's Prometheus endpoint.
+    metrics_port: u16,
 }
 
 impl Collector for ProcessCollector {
@@ -655,6 +664,8 @@ impl Collector for ProcessCollector {
         tree_cpu(self.child.id())
     }
     fn finish(mut self: Box<Self>) -> u64 {
+        let from_metrics =
+            (self.peer == Peer::Goflow2Bin).then(|| goflow2_records(self.metrics_port));
         // pmacct exits (and flushes) on SIGINT; its core process ignores SIGTERM.
         let signal = match self.peer {
             Peer::Nfacctd | Peer::Sfacctd => "-INT",
@@ -674,8 +685,25 @@ impl Collector for ProcessCollector {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(300));
-        count_output(self.peer, self.dir.path())
+        from_metrics.unwrap_or_else(|| count_output(self.peer, self.dir.path()))
     }
+}
+
+/// Flow records goflow2 decoded: NetFlow/IPFIX data records plus sFlow flow samples.
+fn goflow2_records(metrics_port: u16) -> u64 {
+    let text = reqwest::blocking::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            (l.starts_with("goflow2_flow_process_nf_flowset_records_total")
+                && l.contains("type=\"DataFlowSet\""))
+                || (l.starts_with("goflow2_flow_process_sf_samples_total")
+                    && (l.contains("type=\"FlowSample\"")
+                        || l.contains("type=\"ExpandedFlowSample\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 fn free_udp_port() -> u16 {
@@ -690,6 +718,7 @@ fn start_process(peer: Peer, bin: &Path) -> Box<dyn Collector> {
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
     let d = dir.path();
+    let metrics_port = free_udp_port();
     let mut cmd = Command::new(bin);
     match peer {
         Peer::Nfcapd => {
@@ -723,9 +752,20 @@ fn start_process(peer: Peer, bin: &Path) -> Box<dyn Collector> {
                 ))
                 .args(["-format", "json", "-loglevel", "error"])
                 .arg("-addr")
-                .arg(format!("127.0.0.1:{}", free_udp_port()))
+                .arg(format!("127.0.0.1:{metrics_port}"))
                 .arg("-transport.file")
                 .arg(d.join("out.json"));
+        }
+        Peer::Goflow2Bin => {
+            cmd.arg("-listen")
+                .arg(format!(
+                    "netflow://127.0.0.1:{port},sflow://127.0.0.1:{}",
+                    port + 1
+                ))
+                .args(["-format", "bin", "-loglevel", "error"])
+                .arg("-addr")
+                .arg(format!("127.0.0.1:{metrics_port}"))
+                .args(["-transport.file", "/dev/null"]);
         }
         Peer::Sotp | Peer::SotpRollups => unreachable!(),
     }
@@ -740,6 +780,7 @@ fn start_process(peer: Peer, bin: &Path) -> Box<dyn Collector> {
         child,
         port,
         dir,
+        metrics_port,
     })
 }
 
@@ -778,7 +819,7 @@ fn count_output(peer: Peer, dir: &Path) -> u64 {
             let bytes = std::fs::read(dir.join("out.json")).unwrap_or_default();
             bytes.iter().filter(|b| **b == b'\n').count() as u64
         }
-        Peer::Sotp | Peer::SotpRollups => unreachable!(),
+        Peer::Sotp | Peer::SotpRollups | Peer::Goflow2Bin => unreachable!(),
     }
 }
 
@@ -812,7 +853,7 @@ fn settle(c: &dyn Collector) {
 fn measure(peer: Peer, bin: &Path, capture: &Capture, rate: u64, seconds: f64) -> Measured {
     let collector = start(peer, bin);
     let port = match (peer, capture.proto) {
-        (Peer::Goflow2, Proto::Sflow) => collector.port() + 1,
+        (Peer::Goflow2 | Peer::Goflow2Bin, Proto::Sflow) => collector.port() + 1,
         _ => collector.port(),
     };
     let cpu0 = collector.cpu();
@@ -925,6 +966,7 @@ fn parse_args() -> Args {
             Peer::Nfacctd,
             Peer::Sfacctd,
             Peer::Goflow2,
+            Peer::Goflow2Bin,
         ],
         rates: vec![250_000, 500_000, 1_000_000, 2_000_000],
         soak: None,
@@ -960,6 +1002,7 @@ fn parse_args() -> Args {
                         "nfacctd" => Peer::Nfacctd,
                         "sfacctd" => Peer::Sfacctd,
                         "goflow2" => Peer::Goflow2,
+                        "goflow2-bin" => Peer::Goflow2Bin,
                         other => panic!("--peers: unknown collector {other}"),
                     })
                     .collect()
