@@ -55,7 +55,6 @@ impl SinkConfig {
             SinkConfig::Questdb(c) => c.batch_rows,
             SinkConfig::Loki(c) => c.batch_rows,
         }
-        .max(1)
     }
 
     fn build(&self) -> Result<Box<dyn FlowSink>, String> {
@@ -142,41 +141,52 @@ pub fn start(sinks: &BTreeMap<String, SinkConfig>, ctx: &SinkContext) -> anyhow:
         let sink = config
             .build()
             .map_err(|e| anyhow::anyhow!("flows: sink {name:?}: {e}"))?;
-        let conn = ctx.store.reader()?;
-        // A new sink starts with the rows committed from now on, not the whole history.
-        let cursor = match FlowStore::sink_cursor(&conn, name)? {
-            Some(c) => c,
-            None => {
-                let c = ctx.store.last_seq();
-                FlowStore::set_sink_cursor(&conn, name, c)?;
-                c
-            }
-        };
-        let handle = Arc::new(SinkHandle {
-            name: name.clone(),
-            kind: config.kind(),
-            counters: SinkCounters::default(),
-            last_error: Mutex::new(None),
-        });
-        handle.counters.cursor.store(cursor, Relaxed);
-        let runner = Runner {
-            handle: handle.clone(),
-            sink,
-            conn,
-            batch_rows: config.batch_rows(),
-            store: ctx.store.clone(),
-            committed: ctx.committed.clone(),
-            stop: ctx.stop.clone(),
-        };
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("sotp-flow-sink-{name}"))
-                .spawn(move || runner.run())?,
-        );
-        tracing::info!(sink = %name, kind = config.kind(), cursor, "flow sink started");
+        let (handle, thread) = spawn(name, config.kind(), sink, config.batch_rows(), ctx)?;
         handles.push(handle);
+        threads.push(thread);
     }
     Ok((handles, threads))
+}
+
+/// Run `sink` on its own thread from its persisted cursor (a new sink starts at the rows
+/// committed from now on, not the whole history).
+pub fn spawn(
+    name: &str,
+    kind: &'static str,
+    sink: Box<dyn FlowSink>,
+    batch_rows: usize,
+    ctx: &SinkContext,
+) -> anyhow::Result<(Arc<SinkHandle>, std::thread::JoinHandle<()>)> {
+    let conn = ctx.store.reader()?;
+    let cursor = match FlowStore::sink_cursor(&conn, name)? {
+        Some(c) => c,
+        None => {
+            let c = ctx.store.last_seq();
+            FlowStore::set_sink_cursor(&conn, name, c)?;
+            c
+        }
+    };
+    let handle = Arc::new(SinkHandle {
+        name: name.to_string(),
+        kind,
+        counters: SinkCounters::default(),
+        last_error: Mutex::new(None),
+    });
+    handle.counters.cursor.store(cursor, Relaxed);
+    let runner = Runner {
+        handle: handle.clone(),
+        sink,
+        conn,
+        batch_rows: batch_rows.max(1),
+        store: ctx.store.clone(),
+        committed: ctx.committed.clone(),
+        stop: ctx.stop.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("sotp-flow-sink-{name}"))
+        .spawn(move || runner.run())?;
+    tracing::info!(sink = %name, kind, cursor, "flow sink started");
+    Ok((handle, thread))
 }
 
 struct Runner {
@@ -194,7 +204,9 @@ impl Runner {
         let mut backoff = BACKOFF_MIN;
         while !self.stop.load(Relaxed) {
             let cursor = self.handle.counters.cursor.load(Relaxed);
-            if cursor >= self.store.last_seq() {
+            // Read before the query: rows up to `last` are committed and visible to it.
+            let last_committed = self.store.last_seq();
+            if cursor >= last_committed {
                 self.wait_for_commit();
                 continue;
             }
@@ -207,9 +219,10 @@ impl Runner {
                 }
             };
             let Some(last) = rows.last().map(|r| r.seq) else {
-                // Everything after the cursor was deleted by retention before it was sent.
-                self.lost(self.store.last_seq() - cursor);
-                self.advance(self.store.last_seq());
+                // Everything up to `last_committed` was deleted by retention before it was
+                // sent (rows committed since the query are not skipped).
+                self.lost(last_committed - cursor);
+                self.advance(last_committed);
                 continue;
             };
             if rows[0].seq > cursor + 1 {
@@ -324,5 +337,157 @@ mod tests {
         assert!(err.contains("batch"), "{err}");
         let err = parse("[sinks.x]\ntype = \"kafka\"\n").unwrap_err();
         assert!(err.contains("kafka"), "{err}");
+    }
+
+    /// A sink that refuses the first `fail` requests (retryable), then records what it got.
+    struct Recording {
+        fail: usize,
+        got: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl FlowSink for Recording {
+        fn send(&mut self, rows: &[ExportRow]) -> Result<(), SinkError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(SinkError::Retry("down".into()));
+            }
+            self.got.lock().extend(rows.iter().map(|r| r.seq));
+            Ok(())
+        }
+    }
+
+    fn flows(n: usize, end_ms: i64) -> Vec<super::super::store::StoredFlow> {
+        let exporter = std::net::IpAddr::from([192, 0, 2, 1]);
+        (0..n)
+            .map(|i| {
+                let mut record =
+                    sotp_flow::FlowRecord::empty(sotp_flow::FlowProtocol::NetflowV5, exporter, 0);
+                record.end_ms = end_ms;
+                record.src_port = i as u16;
+                super::super::store::StoredFlow {
+                    tenant: "acme".into(),
+                    app: "other".into(),
+                    record,
+                }
+            })
+            .collect()
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        ctx: SinkContext,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FlowStore::open(&dir.path().join("flows.duckdb"), true, 64 << 20).unwrap();
+        Fixture {
+            _dir: dir,
+            ctx: SinkContext {
+                store: Arc::new(store),
+                committed: Arc::new((std::sync::Mutex::new(0), std::sync::Condvar::new())),
+                stop: Arc::new(AtomicBool::new(false)),
+            },
+        }
+    }
+
+    fn commit(ctx: &SinkContext, rows: &[super::super::store::StoredFlow]) {
+        ctx.store.commit(rows, &[]).unwrap();
+        *ctx.committed.0.lock().unwrap() += 1;
+        ctx.committed.1.notify_all();
+    }
+
+    fn wait_until(what: &str, ok: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_down_sink_gets_every_row_in_order_and_resumes_from_its_cursor() {
+        let f = fixture();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = Recording {
+            fail: 3,
+            got: got.clone(),
+        };
+        let (handle, thread) = spawn("t", "test", Box::new(sink), 7, &f.ctx).unwrap();
+        for _ in 0..3 {
+            commit(&f.ctx, &flows(10, crate::now_ms()));
+        }
+        wait_until("30 rows delivered", || got.lock().len() == 30);
+        assert_eq!(*got.lock(), (1..=30).collect::<Vec<u64>>());
+        assert_eq!(handle.counters.failures.load(Relaxed), 3);
+        assert_eq!(handle.counters.cursor.load(Relaxed), 30);
+        f.ctx.stop.store(true, Relaxed);
+        f.ctx.committed.1.notify_all();
+        thread.join().unwrap();
+
+        // Restarted: it resumes after its persisted cursor; rows committed meanwhile arrive.
+        commit(&f.ctx, &flows(5, crate::now_ms()));
+        f.ctx.stop.store(false, Relaxed);
+        let again = Arc::new(Mutex::new(Vec::new()));
+        let sink = Recording {
+            fail: 0,
+            got: again.clone(),
+        };
+        let (_, thread) = spawn("t", "test", Box::new(sink), 7, &f.ctx).unwrap();
+        wait_until("the 5 new rows", || again.lock().len() == 5);
+        assert_eq!(*again.lock(), (31..=35).collect::<Vec<u64>>());
+        f.ctx.stop.store(true, Relaxed);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn rows_deleted_by_retention_before_they_were_sent_are_counted_lost() {
+        let f = fixture();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        // The sink is stopped (as when down for longer than the raw retention) while rows
+        // arrive and retention deletes the older ones; then it starts again.
+        let (handle, thread) = spawn(
+            "t",
+            "test",
+            Box::new(Recording {
+                fail: 0,
+                got: got.clone(),
+            }),
+            100,
+            &f.ctx,
+        )
+        .unwrap();
+        f.ctx.stop.store(true, Relaxed);
+        f.ctx.committed.1.notify_all();
+        thread.join().unwrap();
+        let old = crate::now_ms() - 3_600_000;
+        commit(&f.ctx, &flows(4, old));
+        commit(&f.ctx, &flows(3, crate::now_ms()));
+        f.ctx
+            .store
+            .apply_retention(
+                crate::now_ms(),
+                Duration::from_secs(60),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        f.ctx.stop.store(false, Relaxed);
+        let (handle2, thread) = spawn(
+            "t",
+            "test",
+            Box::new(Recording {
+                fail: 0,
+                got: got.clone(),
+            }),
+            100,
+            &f.ctx,
+        )
+        .unwrap();
+        wait_until("the 3 kept rows", || got.lock().len() == 3);
+        assert_eq!(*got.lock(), vec![5, 6, 7]);
+        assert_eq!(handle2.counters.lost_rows.load(Relaxed), 4);
+        assert_eq!(handle.counters.lost_rows.load(Relaxed), 0);
+        f.ctx.stop.store(true, Relaxed);
+        thread.join().unwrap();
     }
 }
