@@ -931,35 +931,47 @@ impl Runtime {
 
     /// Top groups of the tenant's flows over a window.
     pub async fn flow_top(&self, q: TopQuery) -> Result<Vec<TopRow>, RuntimeError> {
-        let flows = self.flow_service()?;
         let (tenant, exporter, by) = (q.tenant.clone(), q.filter.exporter.clone(), q.by.clone());
-        let mut rows = tokio::task::spawn_blocking(move || flow::query::top(&flows.store, &q))
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?
-            .map_err(flow_query_error)?;
-        self.name_flow_interfaces(
+        self.flow_query(
             &tenant,
             &by,
             exporter.as_deref(),
-            rows.iter_mut().map(|r| &mut r.group),
-        );
-        Ok(rows)
+            |r: &mut TopRow| &mut r.group,
+            move |store| flow::query::top(store, &q),
+        )
+        .await
     }
 
     /// Rates per group per time bucket of the tenant's flows.
     pub async fn flow_rate(&self, q: RateQuery) -> Result<Vec<RateRow>, RuntimeError> {
-        let flows = self.flow_service()?;
         let (tenant, exporter, by) = (q.tenant.clone(), q.filter.exporter.clone(), q.by.clone());
-        let mut rows = tokio::task::spawn_blocking(move || flow::query::rate(&flows.store, &q))
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?
-            .map_err(flow_query_error)?;
-        self.name_flow_interfaces(
+        self.flow_query(
             &tenant,
             &by,
             exporter.as_deref(),
-            rows.iter_mut().map(|r| &mut r.group),
-        );
+            |r: &mut RateRow| &mut r.group,
+            move |store| flow::query::rate(store, &q),
+        )
+        .await
+    }
+
+    /// Run a flow query off the async threads, then name the interfaces of its rows.
+    async fn flow_query<R: Send + 'static>(
+        &self,
+        tenant: &str,
+        by: &[flow::query::GroupBy],
+        exporter: Option<&str>,
+        group: impl Fn(&mut R) -> &mut serde_json::Map<String, serde_json::Value>,
+        run: impl FnOnce(&flow::store::FlowStore) -> Result<Vec<R>, flow::query::FlowQueryError>
+        + Send
+        + 'static,
+    ) -> Result<Vec<R>, RuntimeError> {
+        let flows = self.flow_service()?;
+        let mut rows = tokio::task::spawn_blocking(move || run(&flows.store))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+            .map_err(flow_query_error)?;
+        self.name_flow_interfaces(tenant, by, exporter, rows.iter_mut().map(group));
         Ok(rows)
     }
 

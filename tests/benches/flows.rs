@@ -152,16 +152,36 @@ fn v9_header(count: u16, seq: u32) -> Vec<u8> {
     b
 }
 
+/// A template set (v9 set id 0, IPFIX set id 2) defining template 256 with `fields`.
+fn template_set(set_id: u16, fields: &[(u16, u16)]) -> Vec<u8> {
+    let mut t = Vec::new();
+    put16(&mut t, set_id);
+    put16(&mut t, (8 + fields.len() * 4) as u16);
+    put16(&mut t, 256);
+    put16(&mut t, fields.len() as u16);
+    for (ty, len) in fields {
+        put16(&mut t, *ty);
+        put16(&mut t, *len);
+    }
+    t
+}
+
+/// The fields v9 and IPFIX records share (the first 11 of both templates).
+fn put_common_fields(b: &mut Vec<u8>, f: &FlowSpec) {
+    b.extend_from_slice(&f.src);
+    b.extend_from_slice(&f.dst);
+    put16(b, f.sport);
+    put16(b, f.dport);
+    b.extend_from_slice(&[f.proto, if f.proto == 6 { 0x18 } else { 0 }, 0]);
+    put16(b, 1);
+    put16(b, 2);
+    put32(b, f.bytes);
+    put32(b, 1);
+}
+
 fn gen_v9() -> Capture {
     let mut t = v9_header(1, 0);
-    put16(&mut t, 0);
-    put16(&mut t, (8 + V9_FIELDS.len() * 4) as u16);
-    put16(&mut t, 256);
-    put16(&mut t, V9_FIELDS.len() as u16);
-    for (ty, len) in V9_FIELDS {
-        put16(&mut t, ty);
-        put16(&mut t, len);
-    }
+    t.extend_from_slice(&template_set(0, &V9_FIELDS));
     let per = Proto::V9.records_per_datagram();
     let data = (0..DISTINCT_FLOWS / per)
         .map(|d| {
@@ -170,16 +190,7 @@ fn gen_v9() -> Capture {
             put16(&mut b, 256);
             put16(&mut b, 0);
             for i in 0..per {
-                let f = flow_spec(d * per + i);
-                b.extend_from_slice(&f.src);
-                b.extend_from_slice(&f.dst);
-                put16(&mut b, f.sport);
-                put16(&mut b, f.dport);
-                b.extend_from_slice(&[f.proto, if f.proto == 6 { 0x18 } else { 0 }, 0]);
-                put16(&mut b, 1);
-                put16(&mut b, 2);
-                put32(&mut b, f.bytes);
-                put32(&mut b, 1);
+                put_common_fields(&mut b, &flow_spec(d * per + i));
                 put32(&mut b, 3_598_000);
                 put32(&mut b, 3_599_000);
             }
@@ -226,16 +237,7 @@ fn ipfix_message(seq: u32, body: &[u8]) -> Vec<u8> {
 }
 
 fn gen_ipfix() -> Capture {
-    let mut set = Vec::new();
-    put16(&mut set, 2);
-    put16(&mut set, (8 + IPFIX_FIELDS.len() * 4) as u16);
-    put16(&mut set, 256);
-    put16(&mut set, IPFIX_FIELDS.len() as u16);
-    for (ie, len) in IPFIX_FIELDS {
-        put16(&mut set, ie);
-        put16(&mut set, len);
-    }
-    let template = ipfix_message(0, &set);
+    let template = ipfix_message(0, &template_set(2, &IPFIX_FIELDS));
     let now_ms = u64::from(now_secs()) * 1000;
     let per = Proto::Ipfix.records_per_datagram();
     let data = (0..DISTINCT_FLOWS / per)
@@ -244,16 +246,7 @@ fn gen_ipfix() -> Capture {
             put16(&mut set, 256);
             put16(&mut set, 0);
             for i in 0..per {
-                let f = flow_spec(d * per + i);
-                set.extend_from_slice(&f.src);
-                set.extend_from_slice(&f.dst);
-                put16(&mut set, f.sport);
-                put16(&mut set, f.dport);
-                set.extend_from_slice(&[f.proto, if f.proto == 6 { 0x18 } else { 0 }, 0]);
-                put16(&mut set, 1);
-                put16(&mut set, 2);
-                put32(&mut set, f.bytes);
-                put32(&mut set, 1);
+                put_common_fields(&mut set, &flow_spec(d * per + i));
                 put64(&mut set, now_ms - 2000);
                 put64(&mut set, now_ms - 1000);
             }

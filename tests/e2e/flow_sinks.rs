@@ -41,20 +41,14 @@ fn start(dir: &Path, sinks: &str) -> (Server, u16, u16) {
     (server, netflow, sflow)
 }
 
-fn status(server: &Server) -> Value {
-    let (code, body) = server.admin().get("/v1/flows/status");
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
 fn sink(server: &Server, name: &str) -> Value {
-    status(server)["sinks"]
+    server.flow_status()["sinks"]
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["name"] == name)
         .cloned()
-        .unwrap_or_else(|| panic!("no sink {name} in {}", status(server)))
+        .unwrap_or_else(|| panic!("no sink {name} in {}", server.flow_status()))
 }
 
 fn wait(what: &str, secs: u64, mut ok: impl FnMut() -> Option<String>) {
@@ -64,13 +58,6 @@ fn wait(what: &str, secs: u64, mut ok: impl FnMut() -> Option<String>) {
         assert!(Instant::now() < deadline, "waiting for {what}: {state}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn wait_stored(server: &Server, rows: u64) {
-    wait(&format!("{rows} stored flows"), 30, || {
-        let s = status(server);
-        (s["stored_rows"].as_u64() != Some(rows)).then(|| s.to_string())
-    });
 }
 
 fn generated(name: &str) -> Vec<pcap::Datagram> {
@@ -194,11 +181,11 @@ fn deliver_after_outage(
     port: u16,
 ) -> sotp_tests::http_recorder::Request {
     loki.set_default(503);
-    let before = status(server)["stored_rows"].as_u64().unwrap();
+    let before = server.flow_status()["stored_rows"].as_u64().unwrap();
     let failures = sink(server, "loki")["failures"].as_u64().unwrap();
     send(frames, port);
     let records = pcap_records(server, before);
-    wait_stored(server, before + records);
+    server.wait_flows_stored(before + records);
     wait("a refused push", 30, || {
         let s = sink(server, "loki");
         (s["failures"].as_u64().unwrap() <= failures).then(|| s.to_string())
@@ -224,7 +211,7 @@ fn pcap_records(server: &Server, before: u64) -> u64 {
     let mut stable = 0;
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(100));
-        let now = status(server)["stored_rows"].as_u64().unwrap();
+        let now = server.flow_status()["stored_rows"].as_u64().unwrap();
         if now == last && now > before {
             stable += 1;
             if stable >= 5 {
@@ -274,9 +261,9 @@ fn loki_push_requests_match_golden_cases_and_survive_outages_and_rejections() {
 
     // A batch Loki refuses (400) is skipped and counted; the export carries on after it.
     loki.set_default(400);
-    let before = status(&server)["stored_rows"].as_u64().unwrap();
+    let before = server.flow_status()["stored_rows"].as_u64().unwrap();
     send(&v5, netflow);
-    wait_stored(&server, before + 48);
+    server.wait_flows_stored(before + 48);
     wait("the refused batch skipped", 30, || {
         let s = sink(&server, "loki");
         (s["rejected_rows"].as_u64() != Some(48) || s["backlog"].as_u64() != Some(0))
@@ -391,7 +378,7 @@ fn questdb_holds_every_row_through_a_one_minute_outage() {
 
     // QuestDB goes away for a minute while the exporter keeps sending.
     qdb.stop();
-    let stored_at_stop = status(&server)["stored_rows"].as_u64().unwrap();
+    let stored_at_stop = server.flow_status()["stored_rows"].as_u64().unwrap();
     std::thread::sleep(Duration::from_secs(60));
     let during = sink(&server, "questdb");
     assert!(
@@ -402,14 +389,14 @@ fn questdb_holds_every_row_through_a_one_minute_outage() {
         during["backlog"].as_u64().unwrap() > 0,
         "rows wait in the store: {during}"
     );
-    assert!(status(&server)["stored_rows"].as_u64().unwrap() > stored_at_stop + 10_000);
+    assert!(server.flow_status()["stored_rows"].as_u64().unwrap() > stored_at_stop + 10_000);
 
     qdb.restart();
     std::thread::sleep(Duration::from_secs(3));
     let rounds = stream.finish();
     let stored = {
         let expect = rounds * 40;
-        wait_stored(&server, expect);
+        server.wait_flows_stored(expect);
         expect
     };
     wait("the sink caught up", 120, || {

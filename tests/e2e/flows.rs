@@ -53,27 +53,6 @@ fn send(frames: &[&pcap::Datagram], port: u16) {
     }
 }
 
-fn status(server: &Server) -> Value {
-    let (code, body) = server.admin().get("/v1/flows/status");
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
-fn wait_stored(server: &Server, rows: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = status(server);
-        if s["stored_rows"].as_u64() == Some(rows) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waiting for {rows} stored flows: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Records SOTP's decoder finds in `frames` starting from no template state.
 fn records_without_templates(frames: &[&pcap::Datagram]) -> usize {
     let mut d = FlowDecoder::new(TemplateCache::default(), Default::default());
@@ -109,8 +88,8 @@ fn templates_survive_a_restart_and_every_protocol_is_stored() {
     let v9 = pcap::read_udp(&pcaps.path().join("nfv9.pcap")).unwrap();
     let all: Vec<&pcap::Datagram> = v9.iter().collect();
     send(&all, ports.netflow);
-    wait_stored(&server, 40);
-    assert!(status(&server)["templates"].as_u64().unwrap() >= 3);
+    server.wait_flows_stored(40);
+    assert!(server.flow_status()["templates"].as_u64().unwrap() >= 3);
 
     // After a restart, only the data: no template flowsets are sent again.
     server.stop();
@@ -139,12 +118,12 @@ fn templates_survive_a_restart_and_every_protocol_is_stored() {
         0,
         "those datagrams cannot decode without templates"
     );
-    let before = status(&server)["stored_rows"].as_u64().unwrap_or(0);
+    let before = server.flow_status()["stored_rows"].as_u64().unwrap_or(0);
     assert_eq!(before, 0, "counters restart at 0");
     send(&data_only, ports.netflow);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s = status(&server);
+        let s = server.flow_status();
         if s["records"]["netflow9"].as_u64() == Some(expected as u64) {
             assert_eq!(
                 s["pending_held"].as_u64(),
@@ -182,7 +161,7 @@ fn templates_survive_a_restart_and_every_protocol_is_stored() {
     };
     send(&[&junk, &truncated_v5], ports.netflow);
     let s = loop {
-        let s = status(&server);
+        let s = server.flow_status();
         let r = &s["records"];
         if r["netflow5"] == 48 && r["ipfix"] == 40 && r["sflow"] == 20 && s["malformed"] == 2 {
             break s;
@@ -198,7 +177,7 @@ fn templates_survive_a_restart_and_every_protocol_is_stored() {
     // Interface names: the loopback exporter is inventory device edge1, whose interface table
     // names ifIndex 0..=31; the sFlow agent (10.0.0.1) is no device and stays unnamed.
     let acme = server.api(&acme.token); // the restarted server listens on a new port
-    wait_stored(&server, expected as u64 + 48 + 40 + 20); // stored since the restart
+    server.wait_flows_stored(expected as u64 + 48 + 40 + 20); // stored since the restart
     let (code, body) = acme.put(
         "/v1/devices/edge1",
         serde_json::json!({ "name": "edge1", "address": "127.0.0.1" }),
@@ -324,7 +303,7 @@ fn softflowd_real_traffic_answers_top_talkers_questdb_holds_it_and_prometheus_sc
     let log =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("Flows exported"), "softflowd: {log}");
-    wait_stored(&server, 11);
+    server.wait_flows_stored(11);
 
     // Top talkers by bytes, and bytes/s by source and application in 5-minute buckets (the
     // packets carry 2023-11-14 timestamps, which softflowd -a keeps).
@@ -402,7 +381,7 @@ fn softflowd_real_traffic_answers_top_talkers_questdb_holds_it_and_prometheus_sc
         assert!(
             Instant::now() < deadline,
             "QuestDB's flows by source and application: {got:?}, want {truth:?}; {}",
-            status(&server)
+            server.flow_status()
         );
         std::thread::sleep(Duration::from_millis(250));
     }

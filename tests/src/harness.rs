@@ -188,6 +188,29 @@ impl Server {
         Api::new(&self.base, token)
     }
 
+    /// `/v1/flows/status`: listeners, decoder counters, stored rows, sinks.
+    pub fn flow_status(&self) -> Value {
+        let (code, body) = self.admin().get("/v1/flows/status");
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// Wait until exactly `rows` flows are stored (since this process started).
+    pub fn wait_flows_stored(&self, rows: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.flow_status();
+            if s["stored_rows"].as_u64() == Some(rows) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waiting for {rows} stored flows: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Create a tenant and return an API client holding its token.
     pub fn tenant(&self, id: &str) -> Api {
         let (status, body) = self.admin().post("/v1/tenants", json!({ "id": id }));

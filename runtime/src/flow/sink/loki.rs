@@ -46,7 +46,7 @@ impl Default for LokiConfig {
             labels: BTreeMap::from([("job".to_string(), "sotp-flows".to_string())]),
             headers: BTreeMap::new(),
             batch_rows: 5_000,
-            timeout: super::default_timeout(),
+            timeout: HumanDuration(std::time::Duration::from_secs(10)),
         }
     }
 }

@@ -25,7 +25,6 @@ pub mod loki;
 pub mod questdb;
 
 use super::store::{ExportRow, FlowStore};
-use crate::units::HumanDuration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -294,11 +293,6 @@ impl Runner {
             .wait_timeout_while(guard, IDLE_POLL, |n| *n == seen && !self.stop.load(Relaxed))
             .unwrap_or_else(|e| e.into_inner());
     }
-}
-
-/// Defaults shared by the sink configs.
-pub(crate) fn default_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
 }
 
 #[cfg(test)]
