@@ -466,12 +466,17 @@ fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
     .enumerate()
     {
         family(out, name, "counter", help);
+        let names = flows.store.names();
         for ((tenant, exporter, app), v) in &agg.series {
             let exporter = exporter.to_string();
             line(
                 out,
                 name,
-                &[("tenant", tenant), ("exporter", &exporter), ("app", app)],
+                &[
+                    ("tenant", names.tenant(*tenant)),
+                    ("exporter", &exporter),
+                    ("app", names.app(*app)),
+                ],
                 v[i] as f64,
             );
         }

@@ -1227,5 +1227,6 @@ fn flow_query_error(e: FlowQueryError) -> RuntimeError {
     match e {
         FlowQueryError::Invalid(m) => RuntimeError::Invalid(m),
         FlowQueryError::Store(e) => RuntimeError::Internal(e.to_string()),
+        FlowQueryError::Raw(e) => RuntimeError::Internal(e.to_string()),
     }
 }

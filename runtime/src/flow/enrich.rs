@@ -161,6 +161,11 @@ impl Applications {
         table[f.src_port as usize]
     }
 
+    /// Every application name; a name's index is the id `classify` returns.
+    pub fn names(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
     pub fn name(&self, id: u16) -> &Arc<str> {
         self.names.get(id as usize).unwrap_or(&self.names[0])
     }
@@ -188,6 +193,14 @@ impl TenantMap {
             prefixes,
             default: config.default_tenant.as_deref().map(Arc::from),
         })
+    }
+
+    /// Every tenant a flow can be mapped to.
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.prefixes
+            .iter()
+            .map(|(_, t)| t)
+            .chain(self.default.iter())
     }
 
     pub fn tenant(&self, exporter: IpAddr) -> Option<&Arc<str>> {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod enrich;
 pub mod listener;
 pub mod query;
+pub mod rawlog;
 pub mod service;
 pub mod sink;
 pub mod store;

@@ -10,8 +10,9 @@
 use super::config::FlowConfig;
 use super::enrich::{Applications, TenantMap};
 use super::listener::{self, Batch};
+use super::rawlog::RawFlow;
 use super::sink::{self, SinkContext, SinkHandle};
-use super::store::{FlowStore, StoredCounters, StoredFlow};
+use super::store::{FlowStore, StoredCounters};
 use super::{DecodeCounters, DecodeOutput, FlowDecoder, PendingLimits, TemplateCache};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -35,14 +36,23 @@ pub struct PipelineCounters {
     pub store_errors: AtomicU64,
 }
 
-/// Per (tenant, exporter, application): scaled bytes, packets, flows — for `/metrics`.
+/// Per (tenant id, exporter, application id): scaled bytes, packets, flows — for `/metrics`
+/// (names from [`FlowStore::names`]).
 #[derive(Default)]
 pub struct Aggregates {
-    pub series: HashMap<(Arc<str>, IpAddr, Arc<str>), [u64; 3]>,
+    pub series: HashMap<(u16, IpAddr, u16), [u64; 3], foldhash::fast::RandomState>,
+}
+
+/// What a receive thread needs to enrich records.
+struct Enrichment {
+    apps: Arc<Applications>,
+    /// `apps.classify()` index → the store's application id.
+    app_ids: Arc<Vec<u16>>,
+    tenants: Arc<TenantMap>,
 }
 
 struct Message {
-    flows: Vec<StoredFlow>,
+    flows: Vec<RawFlow>,
     counters: Vec<StoredCounters>,
 }
 
@@ -73,11 +83,22 @@ impl FlowService {
         }
         let apps = Arc::new(Applications::new(&config.applications).map_err(anyhow::Error::msg)?);
         let tenants = Arc::new(TenantMap::new(&config).map_err(anyhow::Error::msg)?);
+        let tenant_names: Vec<&str> = tenants.tenants().map(|t| &**t).collect();
+        let app_names: Vec<&str> = apps.names().iter().map(|a| &**a).collect();
         let store = Arc::new(FlowStore::open(
-            &data_dir.join("flows.duckdb"),
+            data_dir,
             config.store_raw,
             config.store_memory_limit.0,
+            &tenant_names,
+            &app_names,
         )?);
+        // classify() index → the store's persisted application id.
+        let app_ids: Arc<Vec<u16>> = Arc::new(
+            app_names
+                .iter()
+                .map(|a| store.names().app_id(a).expect("registered at open"))
+                .collect(),
+        );
         let cache = TemplateCache::persistent(&data_dir.join("flow-templates.json"))?;
         let decode_counters = Arc::new(DecodeCounters::default());
         let decoder = FlowDecoder::new(cache, decode_counters.clone()).with_limits(PendingLimits {
@@ -131,11 +152,15 @@ impl FlowService {
         for (i, socket) in sockets.into_iter().enumerate() {
             let s = service.clone();
             let tx = tx.clone();
-            let (apps, tenants) = (apps.clone(), tenants.clone());
+            let enrich = Enrichment {
+                apps: apps.clone(),
+                app_ids: app_ids.clone(),
+                tenants: tenants.clone(),
+            };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("sotp-flow-rx{i}"))
-                    .spawn(move || s.receive_loop(socket, apps, tenants, tx))?,
+                    .spawn(move || s.receive_loop(socket, enrich, tx))?,
             );
         }
         drop(tx);
@@ -160,6 +185,10 @@ impl FlowService {
             let _ = t.join();
         }
         self.decoder.lock().save_templates();
+        if let Err(e) = self.store.flush_rollups() {
+            // The next start rebuilds them from the raw log.
+            tracing::warn!(error = %e, "flow rollups not written at shutdown");
+        }
         self.sink_stop.store(true, Relaxed);
         self.committed.1.notify_all();
         for t in self.sink_threads.lock().drain(..) {
@@ -197,13 +226,13 @@ impl FlowService {
         self.decoder.lock().templates().template_count()
     }
 
-    fn receive_loop(
-        &self,
-        socket: UdpSocket,
-        apps: Arc<Applications>,
-        tenants: Arc<TenantMap>,
-        tx: mpsc::SyncSender<Message>,
-    ) {
+    fn receive_loop(&self, socket: UdpSocket, enrich: Enrichment, tx: mpsc::SyncSender<Message>) {
+        let Enrichment {
+            apps,
+            app_ids,
+            tenants,
+        } = enrich;
+        let names = self.store.names();
         let mut batch = Batch::default();
         let mut out = DecodeOutput::default();
         let mut pending = Message {
@@ -211,7 +240,7 @@ impl FlowService {
             counters: Vec::new(),
         };
         let mut last_send = Instant::now();
-        let mut tenant_cache: Option<(IpAddr, Option<Arc<str>>)> = None;
+        let mut tenant_cache: Option<(IpAddr, Option<u16>)> = None;
         while !self.stop.load(Relaxed) {
             match batch.receive(&socket) {
                 Ok(_) => {}
@@ -230,11 +259,13 @@ impl FlowService {
                     }
                 }
                 for record in out.flows.drain(..) {
-                    let tenant = match &tenant_cache {
-                        Some((ip, t)) if *ip == record.exporter => t.clone(),
+                    let tenant = match tenant_cache {
+                        Some((ip, t)) if ip == record.exporter => t,
                         _ => {
-                            let t = tenants.tenant(record.exporter).cloned();
-                            tenant_cache = Some((record.exporter, t.clone()));
+                            let t = tenants
+                                .tenant(record.exporter)
+                                .and_then(|t| names.tenant_id(t));
+                            tenant_cache = Some((record.exporter, t));
                             t
                         }
                     };
@@ -242,11 +273,11 @@ impl FlowService {
                         self.counters.unmapped.fetch_add(1, Relaxed);
                         continue;
                     };
-                    let app = apps.name(apps.classify(&record)).clone();
-                    pending.flows.push(StoredFlow {
+                    let app = app_ids[apps.classify(&record) as usize];
+                    pending.flows.push(RawFlow {
+                        record,
                         tenant,
                         app,
-                        record,
                     });
                 }
                 for c in out.interfaces.drain(..) {
@@ -287,7 +318,7 @@ impl FlowService {
 
     fn writer_loop(&self, rx: mpsc::Receiver<Message>) {
         let flush_every = self.config.flush_interval.0;
-        let mut flows: Vec<StoredFlow> = Vec::new();
+        let mut flows: Vec<RawFlow> = Vec::new();
         let mut counters: Vec<StoredCounters> = Vec::new();
         let mut last_flush = Instant::now();
         let mut last_retention = Instant::now() - RETENTION_EVERY + Duration::from_secs(30);
@@ -322,7 +353,7 @@ impl FlowService {
         }
     }
 
-    fn flush(&self, flows: &mut Vec<StoredFlow>, counters: &mut Vec<StoredCounters>) {
+    fn flush(&self, flows: &mut Vec<RawFlow>, counters: &mut Vec<StoredCounters>) {
         if flows.is_empty() && counters.is_empty() {
             return;
         }
@@ -340,11 +371,11 @@ impl FlowService {
         cv.notify_all();
     }
 
-    fn aggregate(&self, flows: &[StoredFlow]) {
+    fn aggregate(&self, flows: &[RawFlow]) {
         let limit = self.config.metrics_series_limit;
         let mut agg = self.aggregates.lock();
         for f in flows {
-            let key = (f.tenant.clone(), f.record.exporter, f.app.clone());
+            let key = (f.tenant, f.record.exporter, f.app);
             let len = agg.series.len();
             let entry = match agg.series.get_mut(&key) {
                 Some(e) => e,

@@ -1,57 +1,41 @@
-//! Flow storage: raw records and per-minute rollups in their own DuckDB file (`flows.duckdb`),
-//! written by one thread in large batches through DuckDB's Arrow appender — the row appender
-//! tops out near 300k rows/s here, far below what the decoders produce.
+//! Flow storage. Raw flows go to the raw flow log (`rawlog`: fixed-width entries in
+//! append-only segment files under `<data_dir>/flows-raw/`); per-minute rollups, sFlow
+//! interface counters and the exports' cursors go to DuckDB (`flows.duckdb`), where queries
+//! over them are SQL. Raw flows left DuckDB because its per-row cost (~5 µs, most of it
+//! string-column compression analysis) was 20× the cost of receiving and decoding a flow.
 //!
-//! Every raw row gets a sequence number, so that exports (QuestDB, Loki: `sink/`) keep an
-//! acknowledged position in `flow_sink_cursors` and replay from this table while a sink is
-//! down: the store is the sinks' on-disk buffer, bounded by the raw retention. Raw rows and
-//! the rollup rows of the same batch commit in one transaction, so the two never disagree.
+//! - **Sequence numbers**: a raw flow's number is its position in the log. Exports (QuestDB,
+//!   Loki: `sink/`) keep an acknowledged position in `flow_sink_cursors` and read on from the
+//!   log while a sink is down: the log is the sinks' on-disk buffer, bounded by retention.
+//! - **Rollups** are summed in memory per (minute, tenant, exporter, src/dst address, IP
+//!   protocol, application) and written to `flow_rollup_1m` every [`ROLLUP_EVERY`], when
+//!   [`ROLLUP_MAX_KEYS`] groups are open, before a rollup query reads the table, and at
+//!   shutdown — so DuckDB gets one row per group per minute instead of one per flow, and
+//!   its memory stays small. The same transaction records the last sequence number the
+//!   table includes (`flow_store_state.rollups_through`); after a crash, opening the store
+//!   rebuilds the missing rollups from the raw log, so the two never disagree.
+//! - **Names**: tenants and applications are 16-bit ids in the log; the id ↔ name table is
+//!   `flows-raw/names.json`, appended to when a configuration brings a new name.
 
-use duckdb::arrow::array::{
-    ArrayRef, Int64Builder, StringBuilder, UInt8Builder, UInt16Builder, UInt32Builder,
-    UInt64Builder,
-};
+use super::rawlog::{RawFlow, RawLog, RawLogError, RawReader, Segment};
+use duckdb::arrow::array::{ArrayRef, Int64Builder, StringBuilder, UInt8Builder, UInt64Builder};
 use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::arrow::record_batch::RecordBatch;
-use parking_lot::Mutex;
-use sotp_flow::record::FlowRecord;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Write the open rollups to DuckDB at least this often.
+pub const ROLLUP_EVERY: Duration = Duration::from_secs(60);
+/// ... or when this many groups are open (~100 bytes each).
+pub const ROLLUP_MAX_KEYS: usize = 1 << 20;
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS flows (
-    seq UBIGINT NOT NULL,
-    tenant VARCHAR NOT NULL,
-    start_ms BIGINT NOT NULL,
-    end_ms BIGINT NOT NULL,
-    exporter VARCHAR NOT NULL,
-    protocol VARCHAR NOT NULL,
-    domain UINTEGER NOT NULL,
-    in_if UINTEGER NOT NULL,
-    out_if UINTEGER NOT NULL,
-    src_addr VARCHAR NOT NULL,
-    dst_addr VARCHAR NOT NULL,
-    src_port USMALLINT NOT NULL,
-    dst_port USMALLINT NOT NULL,
-    ip_protocol UTINYINT NOT NULL,
-    tcp_flags USMALLINT NOT NULL,
-    tos UTINYINT NOT NULL,
-    bytes UBIGINT NOT NULL,
-    packets UBIGINT NOT NULL,
-    sampling_rate UINTEGER NOT NULL,
-    sampling_source VARCHAR NOT NULL,
-    bytes_scaled UBIGINT NOT NULL,
-    packets_scaled UBIGINT NOT NULL,
-    direction VARCHAR NOT NULL,
-    app VARCHAR NOT NULL,
-    src_as UINTEGER NOT NULL,
-    dst_as UINTEGER NOT NULL,
-    vlan USMALLINT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS flow_rollup_1m (
     tenant VARCHAR NOT NULL,
     minute_ms BIGINT NOT NULL,
@@ -67,6 +51,10 @@ CREATE TABLE IF NOT EXISTS flow_rollup_1m (
 CREATE TABLE IF NOT EXISTS flow_sink_cursors (
     sink VARCHAR PRIMARY KEY,
     seq UBIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flow_store_state (
+    key VARCHAR PRIMARY KEY,
+    value UBIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS flow_interface_counters (
     tenant VARCHAR NOT NULL,
@@ -90,14 +78,10 @@ pub enum FlowStoreError {
     Db(#[from] duckdb::Error),
     #[error("flow store: building a batch: {0}")]
     Arrow(#[from] duckdb::arrow::error::ArrowError),
-}
-
-/// A decoded, enriched record on its way to the store.
-#[derive(Clone, Debug)]
-pub struct StoredFlow {
-    pub tenant: Arc<str>,
-    pub app: Arc<str>,
-    pub record: FlowRecord,
+    #[error(transparent)]
+    Raw(#[from] RawLogError),
+    #[error("flow store: name table {path}: {reason}")]
+    Names { path: PathBuf, reason: String },
 }
 
 /// A raw flow as stored, read back for an export.
@@ -133,10 +117,6 @@ pub struct ExportRow {
     pub vlan: u16,
 }
 
-const EXPORT_COLUMNS: &str = "seq, tenant, start_ms, end_ms, exporter, protocol, domain, in_if, \
-    out_if, src_addr, dst_addr, src_port, dst_port, ip_protocol, tcp_flags, tos, bytes, packets, \
-    sampling_rate, sampling_source, bytes_scaled, packets_scaled, direction, app, src_as, dst_as, vlan";
-
 /// Interface counters from sFlow, with their tenant and arrival time.
 #[derive(Clone, Debug)]
 pub struct StoredCounters {
@@ -153,51 +133,198 @@ pub struct FlowStoreCounters {
     pub commit_failures: AtomicU64,
     pub commit_micros_total: AtomicU64,
     pub retention_deleted: AtomicU64,
+    /// sFlow interface counter rows DuckDB refused (not retried: the next sample carries
+    /// the same cumulative counters).
+    pub interface_counter_failures: AtomicU64,
 }
 
-pub struct FlowStore {
-    writer: Mutex<duckdb::Connection>,
-    reader: Mutex<duckdb::Connection>,
-    next_seq: AtomicU64,
-    store_raw: bool,
-    pub counters: FlowStoreCounters,
+/// Tenant and application names ↔ the 16-bit ids the raw log stores.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Names {
+    tenants: Vec<String>,
+    apps: Vec<String>,
 }
 
-#[derive(Hash, PartialEq, Eq, Clone)]
+impl Names {
+    /// Load `path` and add the names not in it yet (ids are never reused or renumbered).
+    fn load(path: &Path, tenants: &[&str], apps: &[&str]) -> Result<Names, FlowStoreError> {
+        let bad = |reason: String| FlowStoreError::Names {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut names: Names = match std::fs::read(path) {
+            Ok(json) => serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Names::default(),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let mut changed = false;
+        for (list, new) in [(&mut names.tenants, tenants), (&mut names.apps, apps)] {
+            for name in new {
+                if !list.iter().any(|n| n == name) {
+                    list.push(name.to_string());
+                    changed = true;
+                }
+            }
+            if list.len() > u16::MAX as usize {
+                return Err(bad(format!(
+                    "{} names: at most {} fit",
+                    list.len(),
+                    u16::MAX
+                )));
+            }
+        }
+        if changed {
+            let tmp = path.with_extension("json.tmp");
+            let json = serde_json::to_vec_pretty(&names).expect("names serialize");
+            std::fs::write(&tmp, json)
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(names)
+    }
+
+    pub fn tenant(&self, id: u16) -> &str {
+        self.tenants
+            .get(id as usize)
+            .map(|n| n.as_str())
+            .unwrap_or("?")
+    }
+
+    pub fn app(&self, id: u16) -> &str {
+        self.apps
+            .get(id as usize)
+            .map(|n| n.as_str())
+            .unwrap_or("other")
+    }
+
+    pub fn tenant_id(&self, name: &str) -> Option<u16> {
+        self.tenants
+            .iter()
+            .position(|n| n == name)
+            .map(|i| i as u16)
+    }
+
+    pub fn app_id(&self, name: &str) -> Option<u16> {
+        self.apps.iter().position(|n| n == name).map(|i| i as u16)
+    }
+}
+
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
 struct RollupKey {
-    tenant: Arc<str>,
+    tenant: u16,
+    app: u16,
+    ip_protocol: u8,
     minute_ms: i64,
     exporter: IpAddr,
     src: IpAddr,
     dst: IpAddr,
-    ip_protocol: u8,
-    app: Arc<str>,
+}
+
+type RollupMap = HashMap<RollupKey, [u64; 3], foldhash::fast::RandomState>;
+
+/// What only the writer changes.
+struct Writer {
+    log: RawLog,
+    /// Rollups of the flows after `rollups_through`, not yet in DuckDB.
+    open: RollupMap,
+    open_since: Instant,
+}
+
+pub struct FlowStore {
+    db: Mutex<duckdb::Connection>,
+    reader_conn: Mutex<duckdb::Connection>,
+    writer: Mutex<Writer>,
+    /// The log's segments as of the last commit: what readers may read.
+    segments: RwLock<Arc<Vec<Segment>>>,
+    raw: RawReader,
+    next_seq: AtomicU64,
+    store_raw: bool,
+    names: Names,
+    pub counters: FlowStoreCounters,
 }
 
 impl FlowStore {
-    /// Open (or create) the store. `memory_limit` caps DuckDB's buffer pool for this file
-    /// (its default is 80% of RAM, which on a busy collector reads as a leak).
-    pub fn open(path: &Path, store_raw: bool, memory_limit: u64) -> Result<Self, FlowStoreError> {
-        let conn = duckdb::Connection::open(path)?;
+    /// Open (or create) the store in `data_dir`, registering the tenant and application names
+    /// the configuration can produce. `memory_limit` caps DuckDB's buffer pool (its default
+    /// is 80% of RAM, which on a busy collector reads as a leak).
+    pub fn open(
+        data_dir: &Path,
+        store_raw: bool,
+        memory_limit: u64,
+        tenants: &[&str],
+        apps: &[&str],
+    ) -> Result<Self, FlowStoreError> {
+        let conn = duckdb::Connection::open(data_dir.join("flows.duckdb"))?;
         conn.execute_batch(&format!(
             "SET memory_limit = '{}MB';",
             (memory_limit >> 20).max(64)
         ))?;
         conn.execute_batch(SCHEMA)?;
-        let max: Option<u64> = conn.query_row("SELECT max(seq) FROM flows", [], |r| r.get(0))?;
-        let reader = conn.try_clone()?;
-        Ok(FlowStore {
-            writer: Mutex::new(conn),
-            reader: Mutex::new(reader),
-            next_seq: AtomicU64::new(max.map(|m| m + 1).unwrap_or(1)),
+        let legacy_next = retire_legacy_raw_table(&conn)?;
+        let raw_dir = data_dir.join("flows-raw");
+        let log = RawLog::open(&raw_dir, legacy_next)?;
+        let names = Names::load(&raw_dir.join("names.json"), tenants, apps)?;
+        let reader_conn = conn.try_clone()?;
+        let next_seq = log.next_seq();
+        let store = FlowStore {
+            db: Mutex::new(conn),
+            reader_conn: Mutex::new(reader_conn),
+            segments: RwLock::new(Arc::new(log.segments())),
+            raw: RawReader::new(&raw_dir),
+            writer: Mutex::new(Writer {
+                log,
+                open: RollupMap::default(),
+                open_since: Instant::now(),
+            }),
+            next_seq: AtomicU64::new(next_seq),
             store_raw,
+            names,
             counters: FlowStoreCounters::default(),
-        })
+        };
+        store.rebuild_rollups()?;
+        Ok(store)
+    }
+
+    /// Rollups of raw flows committed after the last rollup write (a crash lost them with
+    /// the in-memory groups): summed again from the log and written.
+    fn rebuild_rollups(&self) -> Result<(), FlowStoreError> {
+        let last = self.last_seq();
+        let through = {
+            let db = self.db.lock();
+            let mut stmt =
+                db.prepare("SELECT value FROM flow_store_state WHERE key = 'rollups_through'")?;
+            let mut rows = stmt.query([])?;
+            match rows.next()? {
+                Some(r) => r.get::<_, u64>(0)?,
+                None => last,
+            }
+        };
+        if !self.store_raw || through >= last {
+            return Ok(());
+        }
+        let segments = self.segments();
+        let mut w = self.writer.lock();
+        let mut after = through;
+        loop {
+            let rows = self.raw.read_after(&segments, after, last, 65536)?;
+            let Some(&(seq, _)) = rows.last() else { break };
+            add_rollups(&mut w.open, rows.iter().map(|(_, f)| f));
+            after = seq;
+        }
+        tracing::info!(
+            flows = last - through,
+            "flow store: rebuilt rollups from the raw log after an unclean stop"
+        );
+        self.flush_rollups_locked(&mut w)
     }
 
     /// A connection for queries (DuckDB connections are cheap clones of one database).
     pub fn reader(&self) -> Result<duckdb::Connection, duckdb::Error> {
-        self.reader.lock().try_clone()
+        self.reader_conn.lock().try_clone()
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
     /// The highest sequence number committed so far.
@@ -205,116 +332,168 @@ impl FlowStore {
         self.next_seq.load(Relaxed) - 1
     }
 
-    /// Append raw flows, their rollups and interface counters in one transaction.
+    /// The raw log's segments as of the last commit.
+    pub fn segments(&self) -> Arc<Vec<Segment>> {
+        self.segments.read().clone()
+    }
+
+    /// Append raw flows to the log (when raw flows are kept), sum their rollups and store the
+    /// interface counters. On an error nothing of `flows` was stored: commit them again.
     pub fn commit(
         &self,
-        flows: &[StoredFlow],
+        flows: &[RawFlow],
         counters: &[StoredCounters],
     ) -> Result<(), FlowStoreError> {
         if flows.is_empty() && counters.is_empty() {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let mut conn = self.writer.lock();
-        let result = (|| {
-            let tx = conn.transaction()?;
-            let first_seq = self.next_seq.load(Relaxed);
-            if self.store_raw && !flows.is_empty() {
-                let batch = raw_batch(flows, first_seq)?;
-                tx.appender("flows")?.append_record_batch(batch)?;
-            }
-            let rollups = rollup(flows);
-            if !rollups.is_empty() {
-                tx.appender("flow_rollup_1m")?
-                    .append_record_batch(rollup_batch(&rollups)?)?;
-            }
-            if !counters.is_empty() {
-                let mut app = tx.appender("flow_interface_counters")?;
-                for c in counters {
-                    let i = &c.counters;
-                    let agent = i.agent.map(|a| a.to_string()).unwrap_or_default();
-                    app.append_row(duckdb::params![
-                        &*c.tenant,
-                        c.ts_ms,
-                        agent,
-                        i.if_index,
-                        i.if_speed,
-                        i.if_status,
-                        i.in_octets,
-                        i.out_octets,
-                        i.in_errors,
-                        i.out_errors,
-                        i.in_discards,
-                        i.out_discards
-                    ])?;
-                }
-            }
-            tx.commit()?;
-            if self.store_raw {
-                self.next_seq.store(first_seq + flows.len() as u64, Relaxed);
-            }
-            Ok::<usize, FlowStoreError>(rollups.len())
-        })();
-        match result {
-            Ok(rollup_rows) => {
-                self.counters.commits.fetch_add(1, Relaxed);
-                self.counters.rows.fetch_add(flows.len() as u64, Relaxed);
-                self.counters
-                    .rollup_rows
-                    .fetch_add(rollup_rows as u64, Relaxed);
-                self.counters
-                    .commit_micros_total
-                    .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-                Ok(())
-            }
-            Err(e) => {
+        let started = Instant::now();
+        let mut w = self.writer.lock();
+        if self.store_raw && !flows.is_empty() {
+            if let Err(e) = w.log.append(flows.iter().copied()) {
                 self.counters.commit_failures.fetch_add(1, Relaxed);
-                Err(e)
+                return Err(e.into());
             }
+            *self.segments.write() = Arc::new(w.log.segments());
         }
+        add_rollups(&mut w.open, flows.iter());
+        if self.store_raw {
+            self.next_seq.store(w.log.next_seq(), Relaxed);
+        }
+        if !counters.is_empty()
+            && let Err(e) = self.append_interface_counters(counters)
+        {
+            self.counters
+                .interface_counter_failures
+                .fetch_add(counters.len() as u64, Relaxed);
+            tracing::warn!(error = %e, rows = counters.len(), "flow store: interface counters not stored");
+        }
+        if (w.open_since.elapsed() >= ROLLUP_EVERY || w.open.len() >= ROLLUP_MAX_KEYS)
+            && let Err(e) = self.flush_rollups_locked(&mut w)
+        {
+            // Kept in memory and tried again with the next commit.
+            tracing::error!(error = %e, "flow store: writing rollups failed");
+        }
+        self.counters.commits.fetch_add(1, Relaxed);
+        self.counters.rows.fetch_add(flows.len() as u64, Relaxed);
+        self.counters
+            .commit_micros_total
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        Ok(())
     }
 
-    /// Raw rows after `seq`, in order, at most `limit` of them — what a sink sends next.
-    pub fn rows_after(
-        conn: &duckdb::Connection,
-        seq: u64,
-        limit: usize,
-    ) -> Result<Vec<ExportRow>, duckdb::Error> {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {EXPORT_COLUMNS} FROM flows WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))?;
-        let rows = stmt.query_map(duckdb::params![seq, limit as u64], |r| {
-            Ok(ExportRow {
-                seq: r.get(0)?,
-                tenant: r.get(1)?,
-                start_ms: r.get(2)?,
-                end_ms: r.get(3)?,
-                exporter: r.get(4)?,
-                protocol: r.get(5)?,
-                domain: r.get(6)?,
-                in_if: r.get(7)?,
-                out_if: r.get(8)?,
-                src_addr: r.get(9)?,
-                dst_addr: r.get(10)?,
-                src_port: r.get(11)?,
-                dst_port: r.get(12)?,
-                ip_protocol: r.get(13)?,
-                tcp_flags: r.get(14)?,
-                tos: r.get(15)?,
-                bytes: r.get(16)?,
-                packets: r.get(17)?,
-                sampling_rate: r.get(18)?,
-                sampling_source: r.get(19)?,
-                bytes_scaled: r.get(20)?,
-                packets_scaled: r.get(21)?,
-                direction: r.get(22)?,
-                app: r.get(23)?,
-                src_as: r.get(24)?,
-                dst_as: r.get(25)?,
-                vlan: r.get(26)?,
-            })
-        })?;
-        rows.collect()
+    /// Write the open rollups to DuckDB now (before a query reads them; at shutdown).
+    pub fn flush_rollups(&self) -> Result<(), FlowStoreError> {
+        let mut w = self.writer.lock();
+        self.flush_rollups_locked(&mut w)
+    }
+
+    fn flush_rollups_locked(&self, w: &mut Writer) -> Result<(), FlowStoreError> {
+        w.open_since = Instant::now();
+        let through = self.last_seq();
+        let mut db = self.db.lock();
+        let tx = db.transaction()?;
+        if !w.open.is_empty() {
+            tx.appender("flow_rollup_1m")?
+                .append_record_batch(rollup_batch(&w.open, &self.names)?)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO flow_store_state (key, value) VALUES ('rollups_through', ?)",
+            [through],
+        )?;
+        tx.commit()?;
+        self.counters
+            .rollup_rows
+            .fetch_add(w.open.len() as u64, Relaxed);
+        w.open.clear();
+        if w.open.capacity() > ROLLUP_MAX_KEYS / 4 {
+            // A burst of groups: give the memory back rather than keep it for good.
+            w.open.shrink_to(0);
+        }
+        Ok(())
+    }
+
+    fn append_interface_counters(&self, counters: &[StoredCounters]) -> Result<(), duckdb::Error> {
+        let db = self.db.lock();
+        let mut app = db.appender("flow_interface_counters")?;
+        for c in counters {
+            let i = &c.counters;
+            let agent = i.agent.map(|a| a.to_string()).unwrap_or_default();
+            app.append_row(duckdb::params![
+                &*c.tenant,
+                c.ts_ms,
+                agent,
+                i.if_index,
+                i.if_speed,
+                i.if_status,
+                i.in_octets,
+                i.out_octets,
+                i.in_errors,
+                i.out_errors,
+                i.in_discards,
+                i.out_discards
+            ])?;
+        }
+        app.flush()
+    }
+
+    /// Raw flows after `seq`, in order, at most `limit` of them — what a sink sends next.
+    /// Flows deleted by retention are skipped (the caller sees the gap in `seq`).
+    pub fn rows_after(&self, seq: u64, limit: usize) -> Result<Vec<ExportRow>, FlowStoreError> {
+        let segments = self.segments();
+        let rows = self
+            .raw
+            .read_after(&segments, seq, self.last_seq(), limit)?;
+        Ok(rows
+            .iter()
+            .map(|(seq, f)| self.export_row(*seq, f))
+            .collect())
+    }
+
+    /// Every raw flow (committed when called) whose end time is in `[from_ms, to_ms)`.
+    pub fn scan_raw(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        each: impl FnMut(&RawFlow),
+    ) -> Result<u64, FlowStoreError> {
+        let segments = self.segments();
+        Ok(self
+            .raw
+            .scan(&segments, from_ms, to_ms, self.last_seq(), each)?)
+    }
+
+    fn export_row(&self, seq: u64, f: &RawFlow) -> ExportRow {
+        let r = &f.record;
+        ExportRow {
+            seq,
+            tenant: self.names.tenant(f.tenant).to_string(),
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+            exporter: r.exporter.to_string(),
+            protocol: r.protocol.as_str().to_string(),
+            domain: r.domain,
+            in_if: r.in_if,
+            out_if: r.out_if,
+            src_addr: r.src_addr.to_string(),
+            dst_addr: r.dst_addr.to_string(),
+            src_port: r.src_port,
+            dst_port: r.dst_port,
+            ip_protocol: r.ip_protocol,
+            tcp_flags: r.tcp_flags,
+            tos: r.tos,
+            bytes: r.bytes,
+            packets: r.packets,
+            sampling_rate: r.sampling_rate,
+            sampling_source: r.sampling_source.as_str().to_string(),
+            bytes_scaled: r.scaled_bytes(),
+            packets_scaled: r.scaled_packets(),
+            direction: r.direction.as_str().to_string(),
+            app: self.names.app(f.app).to_string(),
+            src_as: r.src_as,
+            dst_as: r.dst_as,
+            vlan: r.vlan,
+        }
     }
 
     /// The last sequence number `sink` acknowledged, if it ever did.
@@ -340,50 +519,84 @@ impl FlowStore {
         Ok(())
     }
 
-    /// Delete raw flows and rollups older than their retention.
+    /// Start a new raw log segment now (tests of retention, which deletes whole segments).
+    pub fn rotate_raw_segment(&self) -> Result<(), FlowStoreError> {
+        let mut w = self.writer.lock();
+        w.log.seal()?;
+        *self.segments.write() = Arc::new(w.log.segments());
+        Ok(())
+    }
+
+    /// Delete raw flows (whole segments), rollups and interface counters older than their
+    /// retention; the number of rows deleted.
     pub fn apply_retention(
         &self,
         now_ms: i64,
-        raw: std::time::Duration,
-        rollup: std::time::Duration,
-    ) -> Result<u64, duckdb::Error> {
-        let conn = self.writer.lock();
+        raw: Duration,
+        rollup: Duration,
+    ) -> Result<u64, FlowStoreError> {
         let raw_cut = now_ms - raw.as_millis() as i64;
         let rollup_cut = now_ms - rollup.as_millis() as i64;
-        let a = conn.execute("DELETE FROM flows WHERE end_ms < ?", [raw_cut])?;
-        let b = conn.execute(
+        let a = {
+            let mut w = self.writer.lock();
+            let n = w.log.delete_older_than(raw_cut)?;
+            *self.segments.write() = Arc::new(w.log.segments());
+            n
+        };
+        let db = self.db.lock();
+        let b = db.execute(
             "DELETE FROM flow_rollup_1m WHERE minute_ms < ?",
             [rollup_cut],
         )?;
-        let c = conn.execute(
+        let c = db.execute(
             "DELETE FROM flow_interface_counters WHERE ts_ms < ?",
             [raw_cut],
         )?;
-        let n = (a + b + c) as u64;
+        let n = a + (b + c) as u64;
         self.counters.retention_deleted.fetch_add(n, Relaxed);
         Ok(n)
     }
 }
 
-fn rollup(flows: &[StoredFlow]) -> HashMap<RollupKey, (u64, u64, u64)> {
-    let mut map: HashMap<RollupKey, (u64, u64, u64)> = HashMap::new();
+/// Raw flows of stores written before the raw log existed were a DuckDB table `flows`: it
+/// is renamed `flows_legacy` (kept, not read) and the log numbers on from its last flow so
+/// the sinks' cursors stay valid. Returns the first sequence number for a new log.
+fn retire_legacy_raw_table(conn: &duckdb::Connection) -> Result<u64, duckdb::Error> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM duckdb_tables() WHERE table_name = 'flows' AND schema_name = 'main'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(1);
+    }
+    let max: Option<u64> = conn.query_row("SELECT max(seq) FROM flows", [], |r| r.get(0))?;
+    conn.execute_batch("ALTER TABLE flows RENAME TO flows_legacy")?;
+    tracing::warn!(
+        last_seq = max.unwrap_or(0),
+        "flow store: raw flows now live in flows-raw/; the old DuckDB table is kept as \
+         flows_legacy and no longer read (DROP TABLE flows_legacy frees the space)"
+    );
+    Ok(max.map(|m| m + 1).unwrap_or(1))
+}
+
+fn add_rollups<'a>(open: &mut RollupMap, flows: impl Iterator<Item = &'a RawFlow>) {
     for f in flows {
         let r = &f.record;
         let key = RollupKey {
-            tenant: f.tenant.clone(),
+            tenant: f.tenant,
+            app: f.app,
+            ip_protocol: r.ip_protocol,
             minute_ms: r.end_ms - r.end_ms.rem_euclid(60_000),
             exporter: r.exporter,
             src: r.src_addr,
             dst: r.dst_addr,
-            ip_protocol: r.ip_protocol,
-            app: f.app.clone(),
         };
-        let e = map.entry(key).or_default();
-        e.0 += r.scaled_bytes();
-        e.1 += r.scaled_packets();
-        e.2 += 1;
+        let e = open.entry(key).or_default();
+        e[0] += r.scaled_bytes();
+        e[1] += r.scaled_packets();
+        e[2] += 1;
     }
-    map
 }
 
 fn ip_column(values: impl Iterator<Item = IpAddr>, len: usize) -> ArrayRef {
@@ -415,152 +628,7 @@ macro_rules! prim_column {
     }};
 }
 
-fn raw_batch(flows: &[StoredFlow], first_seq: u64) -> Result<RecordBatch, FlowStoreError> {
-    let n = flows.len();
-    let r = || flows.iter().map(|f| &f.record);
-    let columns: Vec<(&str, DataType, ArrayRef)> = vec![
-        (
-            "seq",
-            DataType::UInt64,
-            prim_column!(UInt64Builder, n, (0..n as u64).map(|i| first_seq + i)),
-        ),
-        (
-            "tenant",
-            DataType::Utf8,
-            str_column(flows.iter().map(|f| &*f.tenant), n),
-        ),
-        (
-            "start_ms",
-            DataType::Int64,
-            prim_column!(Int64Builder, n, r().map(|f| f.start_ms)),
-        ),
-        (
-            "end_ms",
-            DataType::Int64,
-            prim_column!(Int64Builder, n, r().map(|f| f.end_ms)),
-        ),
-        (
-            "exporter",
-            DataType::Utf8,
-            ip_column(r().map(|f| f.exporter), n),
-        ),
-        (
-            "protocol",
-            DataType::Utf8,
-            str_column(r().map(|f| f.protocol.as_str()), n),
-        ),
-        (
-            "domain",
-            DataType::UInt32,
-            prim_column!(UInt32Builder, n, r().map(|f| f.domain)),
-        ),
-        (
-            "in_if",
-            DataType::UInt32,
-            prim_column!(UInt32Builder, n, r().map(|f| f.in_if)),
-        ),
-        (
-            "out_if",
-            DataType::UInt32,
-            prim_column!(UInt32Builder, n, r().map(|f| f.out_if)),
-        ),
-        (
-            "src_addr",
-            DataType::Utf8,
-            ip_column(r().map(|f| f.src_addr), n),
-        ),
-        (
-            "dst_addr",
-            DataType::Utf8,
-            ip_column(r().map(|f| f.dst_addr), n),
-        ),
-        (
-            "src_port",
-            DataType::UInt16,
-            prim_column!(UInt16Builder, n, r().map(|f| f.src_port)),
-        ),
-        (
-            "dst_port",
-            DataType::UInt16,
-            prim_column!(UInt16Builder, n, r().map(|f| f.dst_port)),
-        ),
-        (
-            "ip_protocol",
-            DataType::UInt8,
-            prim_column!(UInt8Builder, n, r().map(|f| f.ip_protocol)),
-        ),
-        (
-            "tcp_flags",
-            DataType::UInt16,
-            prim_column!(UInt16Builder, n, r().map(|f| f.tcp_flags)),
-        ),
-        (
-            "tos",
-            DataType::UInt8,
-            prim_column!(UInt8Builder, n, r().map(|f| f.tos)),
-        ),
-        (
-            "bytes",
-            DataType::UInt64,
-            prim_column!(UInt64Builder, n, r().map(|f| f.bytes)),
-        ),
-        (
-            "packets",
-            DataType::UInt64,
-            prim_column!(UInt64Builder, n, r().map(|f| f.packets)),
-        ),
-        (
-            "sampling_rate",
-            DataType::UInt32,
-            prim_column!(UInt32Builder, n, r().map(|f| f.sampling_rate)),
-        ),
-        (
-            "sampling_source",
-            DataType::Utf8,
-            str_column(r().map(|f| f.sampling_source.as_str()), n),
-        ),
-        (
-            "bytes_scaled",
-            DataType::UInt64,
-            prim_column!(UInt64Builder, n, r().map(|f| f.scaled_bytes())),
-        ),
-        (
-            "packets_scaled",
-            DataType::UInt64,
-            prim_column!(UInt64Builder, n, r().map(|f| f.scaled_packets())),
-        ),
-        (
-            "direction",
-            DataType::Utf8,
-            str_column(r().map(|f| f.direction.as_str()), n),
-        ),
-        (
-            "app",
-            DataType::Utf8,
-            str_column(flows.iter().map(|f| &*f.app), n),
-        ),
-        (
-            "src_as",
-            DataType::UInt32,
-            prim_column!(UInt32Builder, n, r().map(|f| f.src_as)),
-        ),
-        (
-            "dst_as",
-            DataType::UInt32,
-            prim_column!(UInt32Builder, n, r().map(|f| f.dst_as)),
-        ),
-        (
-            "vlan",
-            DataType::UInt16,
-            prim_column!(UInt16Builder, n, r().map(|f| f.vlan)),
-        ),
-    ];
-    batch(columns)
-}
-
-fn rollup_batch(
-    rollups: &HashMap<RollupKey, (u64, u64, u64)>,
-) -> Result<RecordBatch, FlowStoreError> {
+fn rollup_batch(rollups: &RollupMap, names: &Names) -> Result<RecordBatch, FlowStoreError> {
     let n = rollups.len();
     let k = || rollups.keys();
     let v = || rollups.values();
@@ -568,7 +636,7 @@ fn rollup_batch(
         (
             "tenant",
             DataType::Utf8,
-            str_column(k().map(|k| &*k.tenant), n),
+            str_column(k().map(|k| names.tenant(k.tenant)), n),
         ),
         (
             "minute_ms",
@@ -587,21 +655,25 @@ fn rollup_batch(
             DataType::UInt8,
             prim_column!(UInt8Builder, n, k().map(|k| k.ip_protocol)),
         ),
-        ("app", DataType::Utf8, str_column(k().map(|k| &*k.app), n)),
+        (
+            "app",
+            DataType::Utf8,
+            str_column(k().map(|k| names.app(k.app)), n),
+        ),
         (
             "bytes",
             DataType::UInt64,
-            prim_column!(UInt64Builder, n, v().map(|v| v.0)),
+            prim_column!(UInt64Builder, n, v().map(|v| v[0])),
         ),
         (
             "packets",
             DataType::UInt64,
-            prim_column!(UInt64Builder, n, v().map(|v| v.1)),
+            prim_column!(UInt64Builder, n, v().map(|v| v[1])),
         ),
         (
             "flows",
             DataType::UInt64,
-            prim_column!(UInt64Builder, n, v().map(|v| v.2)),
+            prim_column!(UInt64Builder, n, v().map(|v| v[2])),
         ),
     ];
     batch(columns)

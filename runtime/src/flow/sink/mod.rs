@@ -209,7 +209,7 @@ impl Runner {
                 self.wait_for_commit();
                 continue;
             }
-            let rows = match FlowStore::rows_after(&self.conn, cursor, self.batch_rows) {
+            let rows = match self.store.rows_after(cursor, self.batch_rows) {
                 Ok(rows) => rows,
                 Err(e) => {
                     self.failed(&format!("reading the flow store: {e}"));
@@ -350,7 +350,7 @@ mod tests {
         }
     }
 
-    fn flows(n: usize, end_ms: i64) -> Vec<super::super::store::StoredFlow> {
+    fn flows(n: usize, end_ms: i64) -> Vec<super::super::rawlog::RawFlow> {
         let exporter = std::net::IpAddr::from([192, 0, 2, 1]);
         (0..n)
             .map(|i| {
@@ -358,10 +358,10 @@ mod tests {
                     sotp_flow::FlowRecord::empty(sotp_flow::FlowProtocol::NetflowV5, exporter, 0);
                 record.end_ms = end_ms;
                 record.src_port = i as u16;
-                super::super::store::StoredFlow {
-                    tenant: "acme".into(),
-                    app: "other".into(),
+                super::super::rawlog::RawFlow {
                     record,
+                    tenant: 0,
+                    app: 0,
                 }
             })
             .collect()
@@ -374,7 +374,7 @@ mod tests {
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = FlowStore::open(&dir.path().join("flows.duckdb"), true, 64 << 20).unwrap();
+        let store = FlowStore::open(dir.path(), true, 64 << 20, &["acme"], &["other"]).unwrap();
         Fixture {
             _dir: dir,
             ctx: SinkContext {
@@ -385,7 +385,7 @@ mod tests {
         }
     }
 
-    fn commit(ctx: &SinkContext, rows: &[super::super::store::StoredFlow]) {
+    fn commit(ctx: &SinkContext, rows: &[super::super::rawlog::RawFlow]) {
         ctx.store.commit(rows, &[]).unwrap();
         *ctx.committed.0.lock().unwrap() += 1;
         ctx.committed.1.notify_all();
@@ -456,6 +456,8 @@ mod tests {
         thread.join().unwrap();
         let old = crate::now_ms() - 3_600_000;
         commit(&f.ctx, &flows(4, old));
+        // Retention deletes whole segments of the raw log.
+        f.ctx.store.rotate_raw_segment().unwrap();
         commit(&f.ctx, &flows(3, crate::now_ms()));
         f.ctx
             .store
