@@ -15,6 +15,12 @@
 //! - A crash can leave a torn entry at the end of the active segment: opening truncates the
 //!   file to whole entries. Each batch is `fdatasync`ed before its sequence numbers are
 //!   published, so what a sink or query saw survives a crash.
+//! - The active segment is written with `O_DIRECT` (4 KiB-aligned writes from an aligned
+//!   buffer, the partial last block rewritten by the next batch, the file then cut to its
+//!   true length). Buffered writes spent most of the writer's CPU in the kernel copying into
+//!   fresh page-cache pages and in delayed allocation: 1.8–3.3 s of system time per GB here,
+//!   against 0.3 s with `O_DIRECT` (`dd`, same disk). File systems without `O_DIRECT`
+//!   (tmpfs) get buffered writes.
 //! - Tenant and application are 16-bit ids into the store's persisted name table; addresses
 //!   are 16 bytes with a family bit, so an entry holds no pointers or variable-length data.
 //!
@@ -52,6 +58,8 @@ pub const SEGMENT_ENTRIES: u64 = 1 << 20;
 pub const SEGMENT_AGE: Duration = Duration::from_secs(15 * 60);
 /// Read (and scan) this many entries per system call.
 const READ_CHUNK: usize = 8192;
+/// Alignment of `O_DIRECT` writes: offset, length and buffer address.
+const BLOCK: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RawLogError {
@@ -248,9 +256,105 @@ pub struct RawLog {
     dir: PathBuf,
     /// Oldest first; the last one is the active segment.
     segments: Vec<Segment>,
-    active: Option<File>,
+    active: Option<Active>,
     active_since: Instant,
+    /// Encoding buffer, one block larger than used so an aligned window fits.
     buf: Vec<u8>,
+}
+
+/// The open active segment.
+struct Active {
+    file: File,
+    direct: bool,
+    /// In `O_DIRECT` mode: the entries of the file's partial last block, which the next
+    /// write rewrites (writes start on a block boundary).
+    tail: Vec<u8>,
+}
+
+impl Active {
+    fn open(path: &Path, entries: u64) -> io::Result<Active> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        let (file, direct) = match direct {
+            Ok(f) => (f, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .read(true)
+                    .open(path)?,
+                false,
+            ),
+            Err(e) => return Err(e),
+        };
+        let mut active = Active {
+            file,
+            direct,
+            tail: Vec::new(),
+        };
+        if direct {
+            active.load_tail(path, entries)?;
+        }
+        Ok(active)
+    }
+
+    /// Read the partial last block through the page cache (an `O_DIRECT` read would need
+    /// an aligned buffer too).
+    fn load_tail(&mut self, path: &Path, entries: u64) -> io::Result<()> {
+        let len = entries * ENTRY as u64;
+        let tail = (len % BLOCK as u64) as usize;
+        self.tail.resize(tail, 0);
+        File::open(path)?.read_exact_at(&mut self.tail, len - tail as u64)
+    }
+
+    /// Bytes the next write starts with (the partial last block, in `O_DIRECT` mode).
+    fn tail_len(&self) -> usize {
+        self.tail.len()
+    }
+
+    /// Write `window[tail_len..len]` (whole entries, encoded by the caller) at entry offset
+    /// `entries`, durably. `window` is block-aligned and long enough to pad `len` to a
+    /// whole block.
+    fn write(&mut self, entries: u64, window: &mut [u8], len: usize) -> io::Result<()> {
+        let tail = self.tail.len();
+        let end = entries * ENTRY as u64 + (len - tail) as u64;
+        if self.direct {
+            window[..tail].copy_from_slice(&self.tail);
+            let padded = len.div_ceil(BLOCK) * BLOCK;
+            window[len..padded].fill(0);
+            let at = entries * ENTRY as u64 - tail as u64;
+            match self.file.write_all_at(&window[..padded], at) {
+                Ok(()) => {
+                    self.file.set_len(end)?;
+                    let new_tail = (end % BLOCK as u64) as usize;
+                    self.tail.clear();
+                    self.tail.extend_from_slice(&window[len - new_tail..len]);
+                    return self.file.sync_data();
+                }
+                // The file system refused direct I/O after all: go on buffered.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::info!(error = %e, "raw flow log: O_DIRECT refused, using buffered writes");
+                    let _ = self.file.set_len(entries * ENTRY as u64);
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+                    self.file = OpenOptions::new()
+                        .write(true)
+                        .read(true)
+                        .open(format!("/proc/self/fd/{fd}"))?;
+                    self.direct = false;
+                    self.tail.clear();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.file
+            .write_all_at(&window[tail..len], entries * ENTRY as u64)?;
+        self.file.sync_data()
+    }
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -326,29 +430,30 @@ impl RawLog {
             return Ok(first);
         }
         self.rotate_if_due()?;
-        self.buf.clear();
-        self.buf.resize(n * ENTRY, 0);
         let seg = self.segments.last_mut().expect("an active segment");
+        let path = segment_path(&self.dir, seg.first_seq);
+        if self.active.is_none() {
+            self.active = Some(Active::open(&path, seg.entries).map_err(io_err(&path))?);
+        }
+        let active = self.active.as_mut().expect("opened above");
+        // The new entries go after the tail block's; the window is padded to whole blocks.
+        let tail = active.tail_len();
+        let len = tail + n * ENTRY;
+        let want = len.div_ceil(BLOCK) * BLOCK + BLOCK;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let at = self.buf.as_ptr().align_offset(BLOCK);
+        let window = &mut self.buf[at..at + want - BLOCK];
         let (mut lo, mut hi) = (seg.min_end_ms, seg.max_end_ms);
-        for (f, chunk) in flows.zip(self.buf.chunks_exact_mut(ENTRY)) {
+        for (f, chunk) in flows.zip(window[tail..len].chunks_exact_mut(ENTRY)) {
             encode(&f, chunk);
             lo = lo.min(f.record.end_ms);
             hi = hi.max(f.record.end_ms);
         }
-        let path = segment_path(&self.dir, seg.first_seq);
-        if self.active.is_none() {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            self.active = Some(file);
-        }
-        let file = self.active.as_mut().expect("opened above");
-        let written = file.write_all(&self.buf).and_then(|_| file.sync_data());
-        if let Err(e) = written {
+        if let Err(e) = active.write(seg.entries, window, len) {
             // Cut back to the entries published before this batch.
-            let _ = file.set_len(seg.entries * ENTRY as u64);
+            let _ = active.file.set_len(seg.entries * ENTRY as u64);
             self.active = None;
             return Err(RawLogError::Io { path, source: e });
         }
@@ -387,12 +492,7 @@ impl RawLog {
         // even when retention deletes every flow before the next one arrives.
         let next = Segment::empty(seg.end_seq());
         let next_path = segment_path(&self.dir, next.first_seq);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&next_path)
-            .map_err(io_err(&next_path))?;
-        self.active = Some(file);
+        self.active = Some(Active::open(&next_path, 0).map_err(io_err(&next_path))?);
         self.active_since = Instant::now();
         self.segments.push(next);
         Ok(())
@@ -673,6 +773,35 @@ mod tests {
             reader.read_after(&log.segments(), 0, 16, 3).unwrap().len(),
             3
         );
+    }
+
+    #[test]
+    fn batches_of_any_size_land_whole_across_block_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RawLog::open(dir.path(), 1).unwrap();
+        let mut next = 0u32;
+        for (round, n) in [1u32, 31, 33, 100, 7, 1000, 32, 5].into_iter().enumerate() {
+            log.append((next..next + n).map(|i| flow(i, 1000))).unwrap();
+            next += n;
+            if round == 4 {
+                // Reopened mid-block: the tail is read back and rewritten with the next batch.
+                drop(log);
+                log = RawLog::open(dir.path(), 1).unwrap();
+            }
+        }
+        let seg = segment_path(dir.path(), 1);
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            next as u64 * ENTRY as u64
+        );
+        let rows = RawReader::new(dir.path())
+            .read_after(&log.segments(), 0, u64::MAX, 10_000)
+            .unwrap();
+        assert_eq!(rows.len(), next as usize);
+        for (i, (seq, f)) in rows.iter().enumerate() {
+            assert_eq!(*seq, i as u64 + 1);
+            assert_eq!(*f, flow(i as u32, 1000), "entry {i}");
+        }
     }
 
     #[test]
