@@ -44,7 +44,7 @@
 
 use sotp_flow::record::{Direction, FlowProtocol, FlowRecord, SamplingSource};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,8 @@ pub struct RawFlow {
     pub app: u16,
 }
 
-fn put_ip(b: &mut [u8], at: usize, ip: IpAddr) -> bool {
+#[inline]
+fn put_ip(b: &mut [u8; ENTRY], at: usize, ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             b[at..at + 4].copy_from_slice(&v4.octets());
@@ -118,8 +119,29 @@ macro_rules! le {
     };
 }
 
+/// An address as one number, IPv4 as its IPv4-mapped IPv6 form: a cheap hash-map key.
+#[inline]
+pub fn ip_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => 0xffff_0000_0000 | u32::from(v4) as u128,
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// The address of [`ip_bits`] (an IPv4-mapped IPv6 address comes back as IPv4).
+pub fn bits_ip(bits: u128) -> IpAddr {
+    if bits >> 32 == 0xffff {
+        IpAddr::V4(Ipv4Addr::from(bits as u32))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(bits))
+    }
+}
+
 /// Write `f` as one entry into `b` (exactly [`ENTRY`] bytes).
+#[inline]
 pub fn encode(f: &RawFlow, b: &mut [u8]) {
+    // A fixed-size array: the constant offsets below compile without bounds checks.
+    let b: &mut [u8; ENTRY] = b.try_into().expect("an entry is ENTRY bytes");
     let r = &f.record;
     b[0..8].copy_from_slice(&r.start_ms.to_le_bytes());
     b[8..16].copy_from_slice(&r.end_ms.to_le_bytes());
@@ -688,6 +710,7 @@ impl RawReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn flow(i: u32, end_ms: i64) -> RawFlow {
         let mut record = FlowRecord::empty(FlowProtocol::Ipfix, "2001:db8::1".parse().unwrap(), 7);
