@@ -298,6 +298,7 @@ impl Active {
         use std::os::unix::fs::OpenOptionsExt;
         let direct = OpenOptions::new()
             .create(true)
+            .truncate(false)
             .write(true)
             .read(true)
             .custom_flags(libc::O_DIRECT)
@@ -307,6 +308,7 @@ impl Active {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
                 OpenOptions::new()
                     .create(true)
+                    .truncate(false)
                     .write(true)
                     .read(true)
                     .open(path)?,
