@@ -60,6 +60,8 @@ pub const SEGMENT_AGE: Duration = Duration::from_secs(15 * 60);
 const READ_CHUNK: usize = 8192;
 /// Alignment of `O_DIRECT` writes: offset, length and buffer address.
 const BLOCK: usize = 4096;
+/// Entries encoded and written per system call: 512 KiB, so the buffer stays in L2.
+pub const CHUNK: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RawLogError {
@@ -342,11 +344,10 @@ impl Active {
     }
 
     /// Write `window[tail_len..len]` (whole entries, encoded by the caller) at entry offset
-    /// `entries`, durably. `window` is block-aligned and long enough to pad `len` to a
-    /// whole block.
+    /// `entries`; not durable until [`Active::finish`]. `window` is block-aligned and long
+    /// enough to pad `len` to a whole block.
     fn write(&mut self, entries: u64, window: &mut [u8], len: usize) -> io::Result<()> {
         let tail = self.tail.len();
-        let end = entries * ENTRY as u64 + (len - tail) as u64;
         if self.direct {
             window[..tail].copy_from_slice(&self.tail);
             let padded = len.div_ceil(BLOCK) * BLOCK;
@@ -354,11 +355,11 @@ impl Active {
             let at = entries * ENTRY as u64 - tail as u64;
             match self.file.write_all_at(&window[..padded], at) {
                 Ok(()) => {
-                    self.file.set_len(end)?;
+                    let end = entries * ENTRY as u64 + (len - tail) as u64;
                     let new_tail = (end % BLOCK as u64) as usize;
                     self.tail.clear();
                     self.tail.extend_from_slice(&window[len - new_tail..len]);
-                    return self.file.sync_data();
+                    return Ok(());
                 }
                 // The file system refused direct I/O after all: go on buffered.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -376,7 +377,15 @@ impl Active {
             }
         }
         self.file
-            .write_all_at(&window[tail..len], entries * ENTRY as u64)?;
+            .write_all_at(&window[tail..len], entries * ENTRY as u64)
+    }
+
+    /// Make everything written durable, the file `entries` long (direct writes leave the
+    /// padding of the last block behind).
+    fn finish(&mut self, entries: u64) -> io::Result<()> {
+        if self.direct {
+            self.file.set_len(entries * ENTRY as u64)?;
+        }
         self.file.sync_data()
     }
 }
@@ -442,15 +451,18 @@ impl RawLog {
         self.segments.clone()
     }
 
-    /// Append `flows` durably; returns the sequence number of the first. On an error nothing
-    /// of the batch stays in the log.
+    /// Append `flows` durably; returns the sequence number of the first. Entries are encoded
+    /// and written [`CHUNK`] at a time from one reused buffer (which stays in cache), and
+    /// `each` sees every chunk right after it was written, while its flows are still in
+    /// cache (the store sums rollups there). On an error nothing of the batch stays in the
+    /// log; `each` may have seen part of it.
     pub fn append(
         &mut self,
-        flows: impl ExactSizeIterator<Item = RawFlow>,
+        flows: &[RawFlow],
+        mut each: impl FnMut(&[RawFlow]),
     ) -> Result<u64, RawLogError> {
-        let n = flows.len();
         let first = self.next_seq();
-        if n == 0 {
+        if flows.is_empty() {
             return Ok(first);
         }
         self.rotate_if_due()?;
@@ -460,28 +472,38 @@ impl RawLog {
             self.active = Some(Active::open(&path, seg.entries).map_err(io_err(&path))?);
         }
         let active = self.active.as_mut().expect("opened above");
-        // The new entries go after the tail block's; the window is padded to whole blocks.
-        let tail = active.tail_len();
-        let len = tail + n * ENTRY;
-        let want = len.div_ceil(BLOCK) * BLOCK + BLOCK;
+        // Room for the tail block's entries before a chunk and padding after it.
+        let want = BLOCK + CHUNK * ENTRY + 2 * BLOCK;
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
         let at = self.buf.as_ptr().align_offset(BLOCK);
         let window = &mut self.buf[at..at + want - BLOCK];
         let (mut lo, mut hi) = (seg.min_end_ms, seg.max_end_ms);
-        for (f, chunk) in flows.zip(window[tail..len].chunks_exact_mut(ENTRY)) {
-            encode(&f, chunk);
-            lo = lo.min(f.record.end_ms);
-            hi = hi.max(f.record.end_ms);
+        let mut entries = seg.entries;
+        let mut written = Ok(());
+        for chunk in flows.chunks(CHUNK) {
+            let tail = active.tail_len();
+            let len = tail + chunk.len() * ENTRY;
+            for (f, e) in chunk.iter().zip(window[tail..len].chunks_exact_mut(ENTRY)) {
+                encode(f, e);
+                lo = lo.min(f.record.end_ms);
+                hi = hi.max(f.record.end_ms);
+            }
+            written = active.write(entries, window, len);
+            if written.is_err() {
+                break;
+            }
+            entries += chunk.len() as u64;
+            each(chunk);
         }
-        if let Err(e) = active.write(seg.entries, window, len) {
+        if let Err(e) = written.and_then(|_| active.finish(entries)) {
             // Cut back to the entries published before this batch.
             let _ = active.file.set_len(seg.entries * ENTRY as u64);
             self.active = None;
             return Err(RawLogError::Io { path, source: e });
         }
-        seg.entries += n as u64;
+        seg.entries = entries;
         seg.min_end_ms = lo;
         seg.max_end_ms = hi;
         Ok(first)
@@ -767,11 +789,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = RawLog::open(dir.path(), 1).unwrap();
         assert_eq!(
-            log.append((0..10).map(|i| flow(i, 1000 + i as i64)))
-                .unwrap(),
+            log.append(
+                &(0..10)
+                    .map(|i| flow(i, 1000 + i as i64))
+                    .collect::<Vec<_>>(),
+                |_| {}
+            )
+            .unwrap(),
             1
         );
-        assert_eq!(log.append((10..15).map(|i| flow(i, 2000))).unwrap(), 11);
+        assert_eq!(
+            log.append(&(10..15).map(|i| flow(i, 2000)).collect::<Vec<_>>(), |_| {})
+                .unwrap(),
+            11
+        );
         drop(log);
         // A crash in the middle of a write leaves part of an entry.
         let seg = segment_path(dir.path(), 1);
@@ -782,7 +813,11 @@ mod tests {
         assert_eq!(fs::metadata(&seg).unwrap().len(), 15 * ENTRY as u64);
         let s = &log.segments()[0];
         assert_eq!((s.min_end_ms, s.max_end_ms), (1000, 2000));
-        assert_eq!(log.append((15..16).map(|i| flow(i, 3000))).unwrap(), 16);
+        assert_eq!(
+            log.append(&(15..16).map(|i| flow(i, 3000)).collect::<Vec<_>>(), |_| {})
+                .unwrap(),
+            16
+        );
         let reader = RawReader::new(dir.path());
         let rows = reader.read_after(&log.segments(), 9, 16, 100).unwrap();
         let seqs: Vec<u64> = rows.iter().map(|(s, _)| *s).collect();
@@ -805,8 +840,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = RawLog::open(dir.path(), 1).unwrap();
         let mut next = 0u32;
-        for (round, n) in [1u32, 31, 33, 100, 7, 1000, 32, 5].into_iter().enumerate() {
-            log.append((next..next + n).map(|i| flow(i, 1000))).unwrap();
+        for (round, n) in [1u32, 31, 33, 100, 7, 1000, 32, 5, 5000, 8193]
+            .into_iter()
+            .enumerate()
+        {
+            log.append(
+                &(next..next + n).map(|i| flow(i, 1000)).collect::<Vec<_>>(),
+                |_| {},
+            )
+            .unwrap();
             next += n;
             if round == 4 {
                 // Reopened mid-block: the tail is read back and rewritten with the next batch.
@@ -820,7 +862,7 @@ mod tests {
             next as u64 * ENTRY as u64
         );
         let rows = RawReader::new(dir.path())
-            .read_after(&log.segments(), 0, u64::MAX, 10_000)
+            .read_after(&log.segments(), 0, u64::MAX, 100_000)
             .unwrap();
         assert_eq!(rows.len(), next as usize);
         for (i, (seq, f)) in rows.iter().enumerate() {
@@ -833,11 +875,14 @@ mod tests {
     fn sealed_segments_keep_their_range_and_retention_deletes_whole_old_segments() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = RawLog::open(dir.path(), 1).unwrap();
-        log.append((0..4).map(|i| flow(i, 1000))).unwrap();
+        log.append(&(0..4).map(|i| flow(i, 1000)).collect::<Vec<_>>(), |_| {})
+            .unwrap();
         log.seal().unwrap();
-        log.append((4..8).map(|i| flow(i, 5000))).unwrap();
+        log.append(&(4..8).map(|i| flow(i, 5000)).collect::<Vec<_>>(), |_| {})
+            .unwrap();
         log.seal().unwrap();
-        log.append((8..10).map(|i| flow(i, 9000))).unwrap();
+        log.append(&(8..10).map(|i| flow(i, 9000)).collect::<Vec<_>>(), |_| {})
+            .unwrap();
         drop(log);
         let mut log = RawLog::open(dir.path(), 1).unwrap();
         let firsts: Vec<(u64, u64, i64)> = log

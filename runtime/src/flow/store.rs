@@ -259,9 +259,27 @@ struct Group {
 impl Rollups {
     #[inline]
     fn add(&mut self, f: &RawFlow) {
+        let sums = self.sums(f);
+        let r = &f.record;
+        sums[0] += r.scaled_bytes();
+        sums[1] += r.scaled_packets();
+        sums[2] += 1;
+    }
+
+    /// Undo `add` (for flows whose commit failed after their rollups were summed).
+    fn subtract(&mut self, f: &RawFlow) {
+        let sums = self.sums(f);
+        let r = &f.record;
+        sums[0] -= r.scaled_bytes();
+        sums[1] -= r.scaled_packets();
+        sums[2] -= 1;
+    }
+
+    #[inline]
+    fn sums(&mut self, f: &RawFlow) -> &mut Sums {
         let r = &f.record;
         let minute = r.end_ms.div_euclid(60_000);
-        let sums = match (r.exporter, r.src_addr, r.dst_addr, u32::try_from(minute)) {
+        match (r.exporter, r.src_addr, r.dst_addr, u32::try_from(minute)) {
             (IpAddr::V4(e), IpAddr::V4(s), IpAddr::V4(d), Ok(m)) => self
                 .v4
                 .entry(Key4 {
@@ -286,10 +304,7 @@ impl Rollups {
                     ip_protocol: r.ip_protocol,
                 })
                 .or_default(),
-        };
-        sums[0] += r.scaled_bytes();
-        sums[1] += r.scaled_packets();
-        sums[2] += 1;
+        }
     }
 
     fn len(&self) -> usize {
@@ -317,7 +332,8 @@ impl Rollups {
             dst: k.dst,
             sums: *v,
         });
-        v4.chain(wide).collect()
+        // A group whose flows were all subtracted again holds nothing.
+        v4.chain(wide).filter(|g| g.sums[2] > 0).collect()
     }
 
     fn clear(&mut self) {
@@ -459,15 +475,24 @@ impl FlowStore {
             return Ok(());
         }
         let started = Instant::now();
-        let mut w = self.writer.lock();
+        let mut guard = self.writer.lock();
+        let w = &mut *guard;
         if self.store_raw && !flows.is_empty() {
-            if let Err(e) = w.log.append(flows.iter().copied()) {
+            // Rollups are summed per chunk as it is written, while its flows are in cache.
+            let mut summed = 0;
+            let appended = w.log.append(flows, |chunk| {
+                chunk.iter().for_each(|f| w.open.add(f));
+                summed += chunk.len();
+            });
+            if let Err(e) = appended {
+                flows[..summed].iter().for_each(|f| w.open.subtract(f));
                 self.counters.commit_failures.fetch_add(1, Relaxed);
                 return Err(e.into());
             }
             *self.segments.write() = Arc::new(w.log.segments());
+        } else {
+            flows.iter().for_each(|f| w.open.add(f));
         }
-        flows.iter().for_each(|f| w.open.add(f));
         if self.store_raw {
             self.next_seq.store(w.log.next_seq(), Relaxed);
         }
@@ -480,7 +505,7 @@ impl FlowStore {
             tracing::warn!(error = %e, rows = counters.len(), "flow store: interface counters not stored");
         }
         if (w.open_since.elapsed() >= ROLLUP_EVERY || w.open.len() >= ROLLUP_MAX_KEYS)
-            && let Err(e) = self.flush_rollups_locked(&mut w)
+            && let Err(e) = self.flush_rollups_locked(w)
         {
             // Kept in memory and tried again with the next commit.
             tracing::error!(error = %e, "flow store: writing rollups failed");
