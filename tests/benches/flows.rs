@@ -2,7 +2,8 @@
 //! datagrams, in one run.
 //!
 //! For NetFlow v9 and IPFIX: SOTP (decode, tenant + application enrichment, per-minute
-//! rollups, raw flows and rollups committed to DuckDB — the full pipeline, in this process)
+//! rollups, raw flows appended to the raw flow log and rollups written to DuckDB — the full
+//! pipeline, in this process; the data directory is a temporary one on the same disk)
 //! vs nfcapd (nfdump), nfacctd (pmacct, print plugin aggregating by protocol) and goflow2
 //! (JSON to a file). For sFlow v5: SOTP vs sfacctd and goflow2. Per collector, a ladder of
 //! send rates (flows/s); at each rung [`RUNS`] runs of a few seconds; a rung is lossless when
@@ -18,7 +19,7 @@
 //! its cheapest mode, protobuf to /dev/null, records counted from its Prometheus metrics.
 //!
 //! `sotp-rollups` is SOTP with `store_raw = false` (decode, enrichment, rollups, no raw rows):
-//! the difference to `sotp` is what keeping every raw flow in DuckDB costs.
+//! the difference to `sotp` is what keeping every raw flow costs.
 //!
 //! Also decode-only records/s on one core (the `sotp-flow` decoder alone), and with `--soak
 //! SECS` the resident memory of SOTP's pipeline at a steady rate (sampled every 10 s).
@@ -29,7 +30,11 @@
 //! is a thread of this process; its CPU is measured per thread and not charged to SOTP.
 //!
 //! `cargo bench -p sotp-tests --bench flows -- [--runs N] [--seconds S] [--only v9,ipfix,sflow]
-//!  [--peers sotp,nfcapd,nfacctd,goflow2,sfacctd] [--rates 250000,500000,...] [--soak SECS]`
+//!  [--peers sotp,sotp-rollups,nfcapd,nfacctd,sfacctd,goflow2,goflow2-bin]
+//!  [--rates 250000,500000,...] [--soak SECS] [--soak-rate FLOWS_PER_S]`
+//!
+//! `SOTP_BENCH_THREADS=1` prints SOTP's CPU per thread; `SOTP_BENCH_FLOW_CONFIG` adds lines
+//! to its `[runtime.flows]` table.
 //!
 //! Peers: nfdump, pmacct and goflow2 v2.2.6 (`go install`, into ~/.cache/sotp/deps/bin) —
 //! scripts/setup installs them; a missing peer is skipped with a note.

@@ -451,18 +451,19 @@ impl RawLog {
         self.segments.clone()
     }
 
-    /// Append `flows` durably; returns the sequence number of the first. Entries are encoded
+    /// Append the flows of `batches` durably, in order; returns the sequence number of the
+    /// first. Entries are encoded
     /// and written [`CHUNK`] at a time from one reused buffer (which stays in cache), and
     /// `each` sees every chunk right after it was written, while its flows are still in
     /// cache (the store sums rollups there). On an error nothing of the batch stays in the
     /// log; `each` may have seen part of it.
-    pub fn append(
+    pub fn append<B: AsRef<[RawFlow]>>(
         &mut self,
-        flows: &[RawFlow],
+        batches: &[B],
         mut each: impl FnMut(&[RawFlow]),
     ) -> Result<u64, RawLogError> {
         let first = self.next_seq();
-        if flows.is_empty() {
+        if batches.iter().all(|b| b.as_ref().is_empty()) {
             return Ok(first);
         }
         self.rotate_if_due()?;
@@ -482,7 +483,7 @@ impl RawLog {
         let (mut lo, mut hi) = (seg.min_end_ms, seg.max_end_ms);
         let mut entries = seg.entries;
         let mut written = Ok(());
-        for chunk in flows.chunks(CHUNK) {
+        for chunk in batches.iter().flat_map(|b| b.as_ref().chunks(CHUNK)) {
             let tail = active.tail_len();
             let len = tail + chunk.len() * ENTRY;
             for (f, e) in chunk.iter().zip(window[tail..len].chunks_exact_mut(ENTRY)) {
@@ -790,17 +791,20 @@ mod tests {
         let mut log = RawLog::open(dir.path(), 1).unwrap();
         assert_eq!(
             log.append(
-                &(0..10)
+                &[(0..10)
                     .map(|i| flow(i, 1000 + i as i64))
-                    .collect::<Vec<_>>(),
+                    .collect::<Vec<_>>()],
                 |_| {}
             )
             .unwrap(),
             1
         );
         assert_eq!(
-            log.append(&(10..15).map(|i| flow(i, 2000)).collect::<Vec<_>>(), |_| {})
-                .unwrap(),
+            log.append(
+                &[(10..15).map(|i| flow(i, 2000)).collect::<Vec<_>>()],
+                |_| {}
+            )
+            .unwrap(),
             11
         );
         drop(log);
@@ -814,8 +818,11 @@ mod tests {
         let s = &log.segments()[0];
         assert_eq!((s.min_end_ms, s.max_end_ms), (1000, 2000));
         assert_eq!(
-            log.append(&(15..16).map(|i| flow(i, 3000)).collect::<Vec<_>>(), |_| {})
-                .unwrap(),
+            log.append(
+                &[(15..16).map(|i| flow(i, 3000)).collect::<Vec<_>>()],
+                |_| {}
+            )
+            .unwrap(),
             16
         );
         let reader = RawReader::new(dir.path());
@@ -845,7 +852,7 @@ mod tests {
             .enumerate()
         {
             log.append(
-                &(next..next + n).map(|i| flow(i, 1000)).collect::<Vec<_>>(),
+                &[(next..next + n).map(|i| flow(i, 1000)).collect::<Vec<_>>()],
                 |_| {},
             )
             .unwrap();
@@ -875,14 +882,17 @@ mod tests {
     fn sealed_segments_keep_their_range_and_retention_deletes_whole_old_segments() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = RawLog::open(dir.path(), 1).unwrap();
-        log.append(&(0..4).map(|i| flow(i, 1000)).collect::<Vec<_>>(), |_| {})
+        log.append(&[(0..4).map(|i| flow(i, 1000)).collect::<Vec<_>>()], |_| {})
             .unwrap();
         log.seal().unwrap();
-        log.append(&(4..8).map(|i| flow(i, 5000)).collect::<Vec<_>>(), |_| {})
+        log.append(&[(4..8).map(|i| flow(i, 5000)).collect::<Vec<_>>()], |_| {})
             .unwrap();
         log.seal().unwrap();
-        log.append(&(8..10).map(|i| flow(i, 9000)).collect::<Vec<_>>(), |_| {})
-            .unwrap();
+        log.append(
+            &[(8..10).map(|i| flow(i, 9000)).collect::<Vec<_>>()],
+            |_| {},
+        )
+        .unwrap();
         drop(log);
         let mut log = RawLog::open(dir.path(), 1).unwrap();
         let firsts: Vec<(u64, u64, i64)> = log

@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::time::{Duration, Instant};
 
 /// Write the open rollups to DuckDB at least this often.
@@ -418,12 +418,22 @@ impl FlowStore {
         let last = self.last_seq();
         let through = {
             let db = self.db.lock();
-            let mut stmt =
-                db.prepare("SELECT value FROM flow_store_state WHERE key = 'rollups_through'")?;
-            let mut rows = stmt.query([])?;
-            match rows.next()? {
-                Some(r) => r.get::<_, u64>(0)?,
-                None => last,
+            let through: Option<u64> = db.query_row(
+                "SELECT max(value) FROM flow_store_state WHERE key = 'rollups_through'",
+                [],
+                |r| r.get(0),
+            )?;
+            match through {
+                Some(t) => t,
+                None => {
+                    // Rollup tracking starts here: what the log holds now is rolled up
+                    // (an empty log, or a store from before the log existed).
+                    db.execute(
+                        "INSERT OR REPLACE INTO flow_store_state (key, value) VALUES ('rollups_through', ?)",
+                        [last],
+                    )?;
+                    last
+                }
             }
         };
         if !self.store_raw || through >= last {
@@ -456,7 +466,19 @@ impl FlowStore {
 
     /// The highest sequence number committed so far.
     pub fn last_seq(&self) -> u64 {
-        self.next_seq.load(Relaxed) - 1
+        // Acquire: whoever sees a sequence number also sees the segments that hold it.
+        self.next_seq.load(Acquire) - 1
+    }
+
+    /// Segments, the oldest flow kept and the bytes on disk of the raw log, for status.
+    pub fn raw_status(&self) -> serde_json::Value {
+        let segments = self.segments();
+        let entries: u64 = segments.iter().map(|s| s.entries).sum();
+        serde_json::json!({
+            "segments": segments.len(),
+            "first_seq": segments.iter().find(|s| s.entries > 0).map(|s| s.first_seq),
+            "bytes": entries * super::rawlog::ENTRY as u64,
+        })
     }
 
     /// The raw log's segments as of the last commit.
@@ -464,37 +486,40 @@ impl FlowStore {
         self.segments.read().clone()
     }
 
-    /// Append raw flows to the log (when raw flows are kept), sum their rollups and store the
-    /// interface counters. On an error nothing of `flows` was stored: commit them again.
-    pub fn commit(
+    /// Append the raw flows of `batches` to the log (when raw flows are kept), sum their
+    /// rollups and store the interface counters. On an error nothing of the flows was
+    /// stored: commit them again.
+    pub fn commit<B: AsRef<[RawFlow]>>(
         &self,
-        flows: &[RawFlow],
+        batches: &[B],
         counters: &[StoredCounters],
     ) -> Result<(), FlowStoreError> {
-        if flows.is_empty() && counters.is_empty() {
+        let flows = || batches.iter().flat_map(|b| b.as_ref());
+        let rows: usize = batches.iter().map(|b| b.as_ref().len()).sum();
+        if rows == 0 && counters.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
         let mut guard = self.writer.lock();
         let w = &mut *guard;
-        if self.store_raw && !flows.is_empty() {
+        if self.store_raw && rows > 0 {
             // Rollups are summed per chunk as it is written, while its flows are in cache.
             let mut summed = 0;
-            let appended = w.log.append(flows, |chunk| {
+            let appended = w.log.append(batches, |chunk| {
                 chunk.iter().for_each(|f| w.open.add(f));
                 summed += chunk.len();
             });
             if let Err(e) = appended {
-                flows[..summed].iter().for_each(|f| w.open.subtract(f));
+                flows().take(summed).for_each(|f| w.open.subtract(f));
                 self.counters.commit_failures.fetch_add(1, Relaxed);
                 return Err(e.into());
             }
             *self.segments.write() = Arc::new(w.log.segments());
         } else {
-            flows.iter().for_each(|f| w.open.add(f));
+            flows().for_each(|f| w.open.add(f));
         }
         if self.store_raw {
-            self.next_seq.store(w.log.next_seq(), Relaxed);
+            self.next_seq.store(w.log.next_seq(), Release);
         }
         if !counters.is_empty()
             && let Err(e) = self.append_interface_counters(counters)
@@ -511,7 +536,7 @@ impl FlowStore {
             tracing::error!(error = %e, "flow store: writing rollups failed");
         }
         self.counters.commits.fetch_add(1, Relaxed);
-        self.counters.rows.fetch_add(flows.len() as u64, Relaxed);
+        self.counters.rows.fetch_add(rows as u64, Relaxed);
         self.counters
             .commit_micros_total
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
@@ -898,9 +923,9 @@ mod tests {
         ];
         {
             let store = open(dir.path());
-            store.commit(&flows[..2], &[]).unwrap();
+            store.commit(&[&flows[..2]], &[]).unwrap();
             store.flush_rollups().unwrap();
-            store.commit(&flows[2..], &[]).unwrap();
+            store.commit(&[&flows[2..]], &[]).unwrap();
             // Dropped without writing the open rollups: as if the process had died.
         }
         let store = open(dir.path());
@@ -913,9 +938,24 @@ mod tests {
         drop(store);
         let store = open(dir.path());
         assert_eq!(rollups(&store), expected, "and not counted twice");
-        store.commit(&flows[..1], &[]).unwrap();
+        store.commit(&[&flows[..1]], &[]).unwrap();
         store.flush_rollups().unwrap();
         assert_eq!(rollups(&store)[0].4, 2500);
+    }
+
+    #[test]
+    fn a_crash_before_the_first_rollup_write_loses_no_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            store
+                .commit(&[[flow("10.0.0.1", "10.0.0.2", 60_000, 5, 1)]], &[])
+                .unwrap();
+        }
+        let store = open(dir.path());
+        let got = rollups(&store);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].4, got[0].6), (50, 1));
     }
 
     #[test]
@@ -923,7 +963,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         store
-            .commit(&[flow("10.0.0.1", "2001:db8::9", 60_000, 100, 1)], &[])
+            .commit(&[[flow("10.0.0.1", "2001:db8::9", 60_000, 100, 1)]], &[])
             .unwrap();
         let rows = store.rows_after(0, 10).unwrap();
         assert_eq!(rows.len(), 1);

@@ -386,7 +386,7 @@ mod tests {
     }
 
     fn commit(ctx: &SinkContext, rows: &[super::super::rawlog::RawFlow]) {
-        ctx.store.commit(rows, &[]).unwrap();
+        ctx.store.commit(&[rows], &[]).unwrap();
         *ctx.committed.0.lock().unwrap() += 1;
         ctx.committed.1.notify_all();
     }
