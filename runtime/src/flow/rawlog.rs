@@ -863,6 +863,19 @@ mod tests {
                 log = RawLog::open(dir.path(), 1).unwrap();
             }
         }
+        // Several batches in one append (the writer commits the receive threads' messages
+        // as they came), chunks crossing their boundaries.
+        let batches: Vec<Vec<RawFlow>> = [3u32, 4100, 0, 77]
+            .iter()
+            .scan(next, |at, &n| {
+                let b = (*at..*at + n).map(|i| flow(i, 1000)).collect();
+                *at += n;
+                Some(b)
+            })
+            .collect();
+        let first = log.append(&batches, |_| {}).unwrap();
+        assert_eq!(first, next as u64 + 1);
+        next += 3 + 4100 + 77;
         let seg = segment_path(dir.path(), 1);
         assert_eq!(
             fs::metadata(&seg).unwrap().len(),
