@@ -567,6 +567,11 @@ impl FlowStore {
             .rollup_rows
             .fetch_add(w.open.len() as u64, Relaxed);
         w.open.clear();
+        // Fold the minute's rows into the database file now rather than when the WAL reaches
+        // DuckDB's checkpoint size: the WAL stays small and a restart replays little.
+        if let Err(e) = db.execute_batch("CHECKPOINT") {
+            tracing::debug!(error = %e, "flow store: checkpoint after the rollup write failed");
+        }
         Ok(())
     }
 
