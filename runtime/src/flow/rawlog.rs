@@ -575,16 +575,37 @@ impl RawLog {
     }
 }
 
+/// Whole entries at the start of the active segment that are flows: a crash between an
+/// `O_DIRECT` write and cutting the file to length leaves the zeroed padding of the last
+/// block (less than one block) after them.
+fn trim_padding(path: &Path, entries: u64) -> Result<u64, RawLogError> {
+    let per_block = (BLOCK / ENTRY) as u64;
+    let look = entries.min(per_block);
+    let mut buf = vec![0u8; look as usize * ENTRY];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut buf, (entries - look) * ENTRY as u64))
+        .map_err(io_err(path))?;
+    let zeros = buf
+        .chunks_exact(ENTRY)
+        .rev()
+        .take_while(|e| e.iter().all(|&b| b == 0))
+        .count();
+    Ok(entries - zeros as u64)
+}
+
 /// Read a segment's range: from its `.meta` when sealed, by scanning it otherwise (the active
 /// segment, or one whose meta is missing), truncating a torn last entry of the active one.
 fn load_segment(dir: &Path, first: u64, active: bool) -> Result<Segment, RawLogError> {
     let path = segment_path(dir, first);
     let len = fs::metadata(&path).map_err(io_err(&path))?.len();
-    let entries = len / ENTRY as u64;
-    if len % ENTRY as u64 != 0 {
+    let mut entries = len / ENTRY as u64;
+    if active {
+        entries = trim_padding(&path, entries)?;
+    }
+    if len % ENTRY as u64 != 0 || (active && entries * ENTRY as u64 != len) {
         if active {
-            tracing::warn!(path = %path.display(), bytes = len % ENTRY as u64,
-                "raw flow log: dropping a torn entry at the end (crash during a write)");
+            tracing::warn!(path = %path.display(), bytes = len - entries * ENTRY as u64,
+                "raw flow log: dropping a torn entry or block padding at the end (crash during a write)");
             OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -889,6 +910,32 @@ mod tests {
             assert_eq!(*seq, i as u64 + 1);
             assert_eq!(*f, flow(i as u32, 1000), "entry {i}");
         }
+    }
+
+    #[test]
+    fn block_padding_left_by_a_crash_is_not_read_as_flows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RawLog::open(dir.path(), 1).unwrap();
+        log.append(&[(0..5).map(|i| flow(i, 1000)).collect::<Vec<_>>()], |_| {})
+            .unwrap();
+        drop(log);
+        // A direct write of the next batch landed, padded to its block, and then the process
+        // died before the file was cut to length.
+        let seg = segment_path(dir.path(), 1);
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(BLOCK as u64)
+            .unwrap();
+        let mut log = RawLog::open(dir.path(), 1).unwrap();
+        assert_eq!(log.next_seq(), 6);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 5 * ENTRY as u64);
+        assert_eq!(log.append(&[vec![flow(5, 1000)]], |_| {}).unwrap(), 6);
+        let rows = RawReader::new(dir.path())
+            .read_after(&log.segments(), 0, u64::MAX, 100)
+            .unwrap();
+        assert_eq!(rows.len(), 6);
     }
 
     #[test]
