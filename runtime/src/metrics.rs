@@ -468,7 +468,7 @@ fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
         family(out, name, "counter", help);
         let names = flows.store.names();
         for ((tenant, exporter, app), v) in &agg.series {
-            let exporter = crate::flow::rawlog::bits_ip(*exporter).to_string();
+            let exporter = exporter.to_string();
             line(
                 out,
                 name,

@@ -2,8 +2,8 @@
 //! segment files (`<data_dir>/flows-raw/<first seq>.seg`). Written by hand because this is
 //! the hot path: putting raw flows in DuckDB cost ~5 µs per flow on the writer thread (its
 //! per-column compression analysis, string statistics and dictionaries), 20× what receiving
-//! and decoding the flow costs; appending an entry here is a 128-byte copy and a share of one
-//! `write` per batch — nfcapd's approach (binary blocks in rotated files), kept simpler.
+//! and decoding the flow costs; appending an entry here is a 128-byte encode and a share of one
+//! `write` per 4096 entries — nfcapd's approach (binary blocks in rotated files), kept simpler.
 //!
 //! - A flow's **sequence number is its position** in the log: segment `first_seq` plus its
 //!   index in the file. Exports (`sink/`) keep an acknowledged sequence number and read on
@@ -119,24 +119,6 @@ macro_rules! le {
     ($b:expr, $at:expr, $t:ty) => {
         <$t>::from_le_bytes($b[$at..$at + std::mem::size_of::<$t>()].try_into().unwrap())
     };
-}
-
-/// An address as one number, IPv4 as its IPv4-mapped IPv6 form: a cheap hash-map key.
-#[inline]
-pub fn ip_bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => 0xffff_0000_0000 | u32::from(v4) as u128,
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-/// The address of [`ip_bits`] (an IPv4-mapped IPv6 address comes back as IPv4).
-pub fn bits_ip(bits: u128) -> IpAddr {
-    if bits >> 32 == 0xffff {
-        IpAddr::V4(Ipv4Addr::from(bits as u32))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(bits))
-    }
 }
 
 /// Write `f` as one entry into `b` (exactly [`ENTRY`] bytes).

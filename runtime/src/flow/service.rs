@@ -40,8 +40,7 @@ pub struct PipelineCounters {
 /// (names from [`FlowStore::names`]).
 #[derive(Default)]
 pub struct Aggregates {
-    /// Keyed by (tenant id, exporter as `rawlog::ip_bits`, application id).
-    pub series: HashMap<(u16, u128, u16), [u64; 3], foldhash::fast::RandomState>,
+    pub series: HashMap<(u16, IpAddr, u16), [u64; 3], foldhash::fast::RandomState>,
 }
 
 /// What a receive thread needs to enrich records.
@@ -404,7 +403,7 @@ impl FlowService {
         let limit = self.config.metrics_series_limit;
         let mut agg = self.aggregates.lock();
         for f in flows {
-            let key = (f.tenant, super::rawlog::ip_bits(f.record.exporter), f.app);
+            let key = (f.tenant, f.record.exporter, f.app);
             let len = agg.series.len();
             let entry = match agg.series.get_mut(&key) {
                 Some(e) => e,
