@@ -12,6 +12,7 @@ pub mod enrich;
 pub mod listener;
 pub mod query;
 pub mod rawlog;
+pub mod rollup;
 pub mod service;
 pub mod sink;
 pub mod store;

@@ -399,23 +399,110 @@ impl FlowService {
         true
     }
 
+    /// Add the flows to the `/metrics` aggregates: summed per application in a small array
+    /// while the (tenant, exporter) stays the same — usually a whole datagram's worth or more
+    /// — and folded into the series map when it changes (one map update per run, not per
+    /// flow).
     fn aggregate<'a>(&self, flows: impl Iterator<Item = &'a RawFlow>) {
-        let limit = self.config.metrics_series_limit;
         let mut agg = self.aggregates.lock();
+        let mut run: Option<(u16, IpAddr)> = None;
+        let mut by_app: Vec<[u64; 3]> = Vec::new();
         for f in flows {
-            let key = (f.tenant, f.record.exporter, f.app);
-            let len = agg.series.len();
-            let entry = match agg.series.get_mut(&key) {
-                Some(e) => e,
-                None if len < limit => agg.series.entry(key).or_default(),
-                None => {
-                    self.counters.metrics_series_dropped.fetch_add(1, Relaxed);
-                    continue;
+            let key = (f.tenant, f.record.exporter);
+            if run != Some(key) {
+                if let Some(done) = run {
+                    self.fold_aggregates(&mut agg, done, &mut by_app);
                 }
-            };
-            entry[0] += f.record.scaled_bytes();
-            entry[1] += f.record.scaled_packets();
-            entry[2] += 1;
+                run = Some(key);
+            }
+            let app = f.app as usize;
+            if app >= by_app.len() {
+                by_app.resize(app + 1, [0; 3]);
+            }
+            let sums = &mut by_app[app];
+            sums[0] += f.record.scaled_bytes();
+            sums[1] += f.record.scaled_packets();
+            sums[2] += 1;
         }
+        if let Some(done) = run {
+            self.fold_aggregates(&mut agg, done, &mut by_app);
+        }
+    }
+
+    /// Move one (tenant, exporter)'s per-application sums into the series (up to the cap;
+    /// the flows of series left out are counted) and zero them.
+    fn fold_aggregates(&self, agg: &mut Aggregates, run: (u16, IpAddr), by_app: &mut [[u64; 3]]) {
+        let limit = self.config.metrics_series_limit;
+        for (app, sums) in by_app.iter_mut().enumerate() {
+            if sums[2] == 0 {
+                continue;
+            }
+            let key = (run.0, run.1, app as u16);
+            let len = agg.series.len();
+            match agg.series.get_mut(&key) {
+                Some(e) => e.iter_mut().zip(*sums).for_each(|(e, v)| *e += v),
+                None if len < limit => {
+                    agg.series.insert(key, *sums);
+                }
+                None => {
+                    self.counters
+                        .metrics_series_dropped
+                        .fetch_add(sums[2], Relaxed);
+                }
+            }
+            *sums = [0; 3];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sotp_flow::{FlowProtocol, FlowRecord};
+
+    fn flow(exporter: &str, tenant: u16, app: u16, bytes: u64) -> RawFlow {
+        let mut record = FlowRecord::empty(FlowProtocol::NetflowV9, exporter.parse().unwrap(), 0);
+        record.bytes = bytes;
+        record.packets = 2;
+        record.sampling_rate = 10;
+        RawFlow {
+            record,
+            tenant,
+            app,
+        }
+    }
+
+    #[test]
+    fn metrics_aggregates_sum_per_series_up_to_the_cap_and_count_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: FlowConfig = toml::from_str(
+            "netflow = [\"127.0.0.1:0\"]\ndefault_tenant = \"t\"\nmetrics_series_limit = 3\n",
+        )
+        .unwrap();
+        let service = FlowService::start(config, dir.path()).unwrap();
+        // Runs of one exporter, exporters interleaved, an application seen in two runs.
+        let flows = [
+            flow("192.0.2.1", 0, 1, 100),
+            flow("192.0.2.1", 0, 2, 50),
+            flow("192.0.2.1", 0, 1, 100),
+            flow("192.0.2.2", 0, 1, 7),
+            flow("192.0.2.1", 0, 1, 1),
+            // A fourth series: over the cap, its flows counted as dropped.
+            flow("192.0.2.2", 0, 3, 5),
+            flow("192.0.2.2", 0, 3, 5),
+        ];
+        service.aggregate(flows.iter());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let agg = service.aggregates.lock();
+        let get = |e: &str, app: u16| agg.series.get(&(0, ip(e), app)).copied();
+        // Scaled by the sampling rate: bytes ×10, packets ×10.
+        assert_eq!(get("192.0.2.1", 1), Some([2010, 60, 3]));
+        assert_eq!(get("192.0.2.1", 2), Some([500, 20, 1]));
+        assert_eq!(get("192.0.2.2", 1), Some([70, 20, 1]));
+        assert_eq!(get("192.0.2.2", 3), None);
+        assert_eq!(agg.series.len(), 3);
+        assert_eq!(service.counters.metrics_series_dropped.load(Relaxed), 2);
+        drop(agg);
+        service.shutdown();
     }
 }

@@ -18,11 +18,11 @@
 //!   `flows-raw/names.json`, appended to when a configuration brings a new name.
 
 use super::rawlog::{RawFlow, RawLog, RawLogError, RawReader, Segment};
+use super::rollup::Rollups;
 use duckdb::arrow::array::{ArrayRef, Int64Builder, StringBuilder, UInt8Builder, UInt64Builder};
 use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::arrow::record_batch::RecordBatch;
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -209,146 +209,6 @@ impl Names {
     }
 }
 
-type Sums = [u64; 3];
-type FastMap<K> = HashMap<K, Sums, foldhash::fast::RandomState>;
-
-/// Open rollup groups (bytes, packets, flows per group). Summing them is bound by cache
-/// misses on these maps, not by hashing, so IPv4 flows — usually nearly all — get a 24-byte
-/// key, half the memory of the general one.
-#[derive(Default)]
-struct Rollups {
-    v4: FastMap<Key4>,
-    wide: FastMap<KeyWide>,
-}
-
-#[derive(Hash, PartialEq, Eq, Clone, Copy)]
-struct Key4 {
-    src: u32,
-    dst: u32,
-    exporter: u32,
-    /// Minutes since the epoch.
-    minute: u32,
-    tenant: u16,
-    app: u16,
-    ip_protocol: u8,
-}
-
-#[derive(Hash, PartialEq, Eq, Clone, Copy)]
-struct KeyWide {
-    src: IpAddr,
-    dst: IpAddr,
-    exporter: IpAddr,
-    minute: i64,
-    tenant: u16,
-    app: u16,
-    ip_protocol: u8,
-}
-
-/// One group as written to DuckDB.
-struct Group {
-    tenant: u16,
-    app: u16,
-    ip_protocol: u8,
-    minute_ms: i64,
-    exporter: IpAddr,
-    src: IpAddr,
-    dst: IpAddr,
-    sums: Sums,
-}
-
-impl Rollups {
-    #[inline]
-    fn add(&mut self, f: &RawFlow) {
-        let sums = self.sums(f);
-        let r = &f.record;
-        sums[0] += r.scaled_bytes();
-        sums[1] += r.scaled_packets();
-        sums[2] += 1;
-    }
-
-    /// Undo `add` (for flows whose commit failed after their rollups were summed).
-    fn subtract(&mut self, f: &RawFlow) {
-        let sums = self.sums(f);
-        let r = &f.record;
-        sums[0] -= r.scaled_bytes();
-        sums[1] -= r.scaled_packets();
-        sums[2] -= 1;
-    }
-
-    #[inline]
-    fn sums(&mut self, f: &RawFlow) -> &mut Sums {
-        let r = &f.record;
-        let minute = r.end_ms.div_euclid(60_000);
-        match (r.exporter, r.src_addr, r.dst_addr, u32::try_from(minute)) {
-            (IpAddr::V4(e), IpAddr::V4(s), IpAddr::V4(d), Ok(m)) => self
-                .v4
-                .entry(Key4 {
-                    src: s.to_bits(),
-                    dst: d.to_bits(),
-                    exporter: e.to_bits(),
-                    minute: m,
-                    tenant: f.tenant,
-                    app: f.app,
-                    ip_protocol: r.ip_protocol,
-                })
-                .or_default(),
-            _ => self
-                .wide
-                .entry(KeyWide {
-                    src: r.src_addr,
-                    dst: r.dst_addr,
-                    exporter: r.exporter,
-                    minute,
-                    tenant: f.tenant,
-                    app: f.app,
-                    ip_protocol: r.ip_protocol,
-                })
-                .or_default(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.v4.len() + self.wide.len()
-    }
-
-    fn groups(&self) -> Vec<Group> {
-        let v4 = self.v4.iter().map(|(k, v)| Group {
-            tenant: k.tenant,
-            app: k.app,
-            ip_protocol: k.ip_protocol,
-            minute_ms: k.minute as i64 * 60_000,
-            exporter: IpAddr::V4(k.exporter.into()),
-            src: IpAddr::V4(k.src.into()),
-            dst: IpAddr::V4(k.dst.into()),
-            sums: *v,
-        });
-        let wide = self.wide.iter().map(|(k, v)| Group {
-            tenant: k.tenant,
-            app: k.app,
-            ip_protocol: k.ip_protocol,
-            minute_ms: k.minute * 60_000,
-            exporter: k.exporter,
-            src: k.src,
-            dst: k.dst,
-            sums: *v,
-        });
-        // A group whose flows were all subtracted again holds nothing.
-        v4.chain(wide).filter(|g| g.sums[2] > 0).collect()
-    }
-
-    fn clear(&mut self) {
-        self.v4.clear();
-        self.wide.clear();
-        // After a burst of groups give the memory back rather than keep it for good.
-        if self.v4.capacity() > ROLLUP_MAX_KEYS / 4 {
-            self.v4.shrink_to(0);
-        }
-        if self.wide.capacity() > ROLLUP_MAX_KEYS / 4 {
-            self.wide.shrink_to(0);
-        }
-    }
-}
-
 /// What only the writer changes.
 struct Writer {
     log: RawLog,
@@ -445,7 +305,8 @@ impl FlowStore {
         loop {
             let rows = self.raw.read_after(&segments, after, last, 65536)?;
             let Some(&(seq, _)) = rows.last() else { break };
-            rows.iter().for_each(|(_, f)| w.open.add(f));
+            let flows: Vec<RawFlow> = rows.into_iter().map(|(_, f)| f).collect();
+            w.open.add_all(&flows);
             after = seq;
         }
         tracing::info!(
@@ -494,7 +355,6 @@ impl FlowStore {
         batches: &[B],
         counters: &[StoredCounters],
     ) -> Result<(), FlowStoreError> {
-        let flows = || batches.iter().flat_map(|b| b.as_ref());
         let rows: usize = batches.iter().map(|b| b.as_ref().len()).sum();
         if rows == 0 && counters.is_empty() {
             return Ok(());
@@ -506,17 +366,23 @@ impl FlowStore {
             // Rollups are summed per chunk as it is written, while its flows are in cache.
             let mut summed = 0;
             let appended = w.log.append(batches, |chunk| {
-                chunk.iter().for_each(|f| w.open.add(f));
+                w.open.add_all(chunk);
                 summed += chunk.len();
             });
             if let Err(e) = appended {
-                flows().take(summed).for_each(|f| w.open.subtract(f));
+                // The chunks summed were the first `summed` flows, in order.
+                for b in batches {
+                    let b = b.as_ref();
+                    let n = summed.min(b.len());
+                    w.open.subtract_all(&b[..n]);
+                    summed -= n;
+                }
                 self.counters.commit_failures.fetch_add(1, Relaxed);
                 return Err(e.into());
             }
             *self.segments.write() = Arc::new(w.log.segments());
         } else {
-            flows().for_each(|f| w.open.add(f));
+            batches.iter().for_each(|b| w.open.add_all(b.as_ref()));
         }
         if self.store_raw {
             self.next_seq.store(w.log.next_seq(), Release);
@@ -554,7 +420,7 @@ impl FlowStore {
         let through = self.last_seq();
         let mut db = self.db.lock();
         let tx = db.transaction()?;
-        if w.open.len() > 0 {
+        if !w.open.is_empty() {
             tx.appender("flow_rollup_1m")?
                 .append_record_batch(rollup_batch(&w.open, &self.names)?)?;
         }
@@ -566,7 +432,7 @@ impl FlowStore {
         self.counters
             .rollup_rows
             .fetch_add(w.open.len() as u64, Relaxed);
-        w.open.clear();
+        w.open.clear(ROLLUP_MAX_KEYS / 4);
         // Fold the minute's rows into the database file now rather than when the WAL reaches
         // DuckDB's checkpoint size: the WAL stays small and a restart replays little.
         if let Err(e) = db.execute_batch("CHECKPOINT") {
