@@ -60,6 +60,14 @@ impl<'a> Cursor<'a> {
 /// longer fields keep their low 8 bytes.
 #[inline]
 pub fn be_uint(b: &[u8]) -> u64 {
+    // The common widths without a loop (this runs for nearly every field of every record).
+    match *b {
+        [x] => return x as u64,
+        [x, y] => return u16::from_be_bytes([x, y]) as u64,
+        [a, b, c, d] => return u32::from_be_bytes([a, b, c, d]) as u64,
+        [a, b, c, d, e, f, g, h] => return u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => {}
+    }
     let b = if b.len() > 8 { &b[b.len() - 8..] } else { b };
     let mut v = 0u64;
     for &x in b {

@@ -138,16 +138,19 @@ impl FlowRecord {
     }
 
     /// Bytes scaled by the sampling rate: the estimate of what the network carried.
+    #[inline]
     pub fn scaled_bytes(&self) -> u64 {
         self.bytes.saturating_mul(self.sampling_rate.max(1) as u64)
     }
 
+    #[inline]
     pub fn scaled_packets(&self) -> u64 {
         self.packets
             .saturating_mul(self.sampling_rate.max(1) as u64)
     }
 
     /// Set the rate if `source` outranks the one already set.
+    #[inline]
     pub fn offer_sampling(&mut self, rate: u32, source: SamplingSource) {
         if rate >= 1 && (source as u8) < (self.sampling_source as u8) {
             self.sampling_rate = rate;

@@ -12,6 +12,10 @@ use super::fields::{self, Extras, Field, VARIABLE};
 use super::record::{FlowProtocol, FlowRecord, SamplingSource};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// Maps looked up per data set: seeded foldhash (the std SipHash showed in profiles; keys
+/// come from the network, so a fixed hash is not an option either).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +43,10 @@ pub struct Template {
     /// The shortest a record can be (variable-length fields count one byte); a set's tail
     /// shorter than this is padding.
     min_len: usize,
+    /// Without variable-length fields (the usual template) every record has the same length
+    /// and each field a fixed offset: (field, offset, length) of the fields we map, so a
+    /// record is cut from the set in one step and skipped fields cost nothing.
+    fixed: Option<Vec<(Field, u16, u16)>>,
 }
 
 impl Template {
@@ -48,7 +56,7 @@ impl Template {
         options: bool,
         scope_fields: u16,
     ) -> Self {
-        let steps = specs
+        let steps: Vec<(Field, u16)> = specs
             .iter()
             .enumerate()
             .map(|(i, s)| {
@@ -69,12 +77,14 @@ impl Template {
             .map(|s| if s.len == VARIABLE { 1 } else { s.len as usize })
             .sum::<usize>()
             .max(1);
+        let fixed = fixed_plan(&steps);
         Template {
             specs,
             scope_fields,
             options,
             steps,
             min_len,
+            fixed,
         }
     }
 
@@ -93,10 +103,7 @@ impl Template {
         if let Some(rate) = domain.default_rate {
             base.offer_sampling(rate, SamplingSource::Options);
         }
-        while c.remaining() >= self.min_len {
-            let mut f = base;
-            let mut x = Extras::default();
-            self.walk(&mut c, |field, b| fields::apply(field, b, &mut f, &mut x))?;
+        let finish = |mut f: FlowRecord, x: Extras, out: &mut Vec<FlowRecord>| {
             if let Some(id) = x.sampler_id
                 && let Some(rate) = domain.samplers.get(&id)
             {
@@ -104,7 +111,33 @@ impl Template {
             }
             fields::finish(&mut f, &x, export_ms, uptime);
             out.push(f);
+        };
+        if let Some(plan) = &self.fixed {
+            // min_len is the record length here; a shorter tail is padding.
+            for record in body.chunks_exact(self.min_len) {
+                let mut f = base;
+                let mut x = Extras::default();
+                for &(field, at, len) in plan {
+                    let b = &record[at as usize..at as usize + len as usize];
+                    fields::apply(field, b, &mut f, &mut x);
+                }
+                finish(f, x, out);
+                n += 1;
+            }
+            return Ok(n);
+        }
+        while c.remaining() >= self.min_len {
+            let before = c.remaining();
+            let mut f = base;
+            let mut x = Extras::default();
+            self.walk(&mut c, |field, b| fields::apply(field, b, &mut f, &mut x))?;
+            finish(f, x, out);
             n += 1;
+            if c.remaining() == before {
+                // A template whose records take no bytes (only from a hand-edited template
+                // file: the wire decoders refuse zero lengths) would loop forever.
+                break;
+            }
         }
         Ok(n)
     }
@@ -152,6 +185,23 @@ impl Template {
     }
 }
 
+/// The fixed-offset plan of a template without variable-length fields (see
+/// `Template::fixed`); `None` when a field is variable-length or records would be empty.
+fn fixed_plan(steps: &[(Field, u16)]) -> Option<Vec<(Field, u16, u16)>> {
+    let mut plan = Vec::new();
+    let mut at: u16 = 0;
+    for &(field, len) in steps {
+        if len == VARIABLE {
+            return None;
+        }
+        if field != Field::Skip {
+            plan.push((field, at, len));
+        }
+        at = at.checked_add(len)?;
+    }
+    (at > 0).then_some(plan)
+}
+
 /// Identifies one exporter's template space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DomainKey {
@@ -162,18 +212,18 @@ pub struct DomainKey {
 
 #[derive(Debug, Default)]
 pub struct DomainState {
-    pub templates: HashMap<u16, Arc<Template>>,
+    pub templates: Map<u16, Arc<Template>>,
     /// From options records without a sampler id (v9 System scope, IPFIX domain scope).
     pub default_rate: Option<u32>,
     /// Sampler / selector id → 1-in-N.
-    pub samplers: HashMap<u64, u32>,
+    pub samplers: Map<u64, u32>,
     /// IPFIX systemInitTimeMilliseconds: anchors sysUpTime-relative IEs 21/22.
     pub system_init_ms: Option<i64>,
 }
 
 #[derive(Debug, Default)]
 pub struct TemplateCache {
-    pub domains: HashMap<DomainKey, DomainState>,
+    pub domains: Map<DomainKey, DomainState>,
     path: Option<PathBuf>,
     pub dirty: bool,
 }
@@ -313,5 +363,63 @@ impl TemplateCache {
         std::fs::rename(&tmp, &path)?;
         self.dirty = false;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ie: u16, len: u16) -> FieldSpec {
+        FieldSpec { ie, pen: 0, len }
+    }
+
+    fn decode(t: &Template, body: &[u8]) -> Vec<FlowRecord> {
+        let base = FlowRecord::empty(FlowProtocol::Ipfix, IpAddr::from([192, 0, 2, 1]), 0);
+        let mut out = Vec::new();
+        t.decode_records(body, base, 1_000, None, &DomainState::default(), &mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn fixed_and_variable_layouts_decode_the_same_records() {
+        // src addr, an unmapped 3-byte field, dst port, bytes (2-byte reduced size); records of
+        // 11 bytes and 3 bytes of set padding.
+        let fixed = Template::new(
+            FlowProtocol::Ipfix,
+            vec![spec(8, 4), spec(999, 3), spec(11, 2), spec(1, 2)],
+            false,
+            0,
+        );
+        assert!(fixed.fixed.is_some());
+        let mut body = Vec::new();
+        for i in 0..3u8 {
+            body.extend_from_slice(&[10, 0, 0, i, 7, 7, 7, 0, 53, 1, i]);
+        }
+        body.extend_from_slice(&[0, 0, 0]);
+        // The same records with the unmapped field variable-length (1-byte length prefix).
+        let variable = Template::new(
+            FlowProtocol::Ipfix,
+            vec![spec(8, 4), spec(999, VARIABLE), spec(11, 2), spec(1, 2)],
+            false,
+            0,
+        );
+        assert!(variable.fixed.is_none());
+        let mut vbody = Vec::new();
+        for i in 0..3u8 {
+            vbody.extend_from_slice(&[10, 0, 0, i, 3, 7, 7, 7, 0, 53, 1, i]);
+        }
+        let a = decode(&fixed, &body);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a, decode(&variable, &vbody));
+        assert_eq!(a[2].src_addr, IpAddr::from([10, 0, 0, 2]));
+        assert_eq!((a[2].dst_port, a[2].bytes), (53, 258));
+    }
+
+    #[test]
+    fn a_template_without_fields_does_not_hang() {
+        let empty = Template::new(FlowProtocol::Ipfix, Vec::new(), false, 0);
+        assert!(decode(&empty, &[0; 64]).len() <= 64);
     }
 }
