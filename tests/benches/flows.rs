@@ -31,7 +31,12 @@
 //!
 //! `cargo bench -p sotp-tests --bench flows -- [--runs N] [--seconds S] [--only v9,ipfix,sflow]
 //!  [--peers sotp,sotp-rollups,nfcapd,nfacctd,sfacctd,goflow2,goflow2-bin]
-//!  [--rates 250000,500000,...] [--soak SECS] [--soak-rate FLOWS_PER_S]`
+//!  [--rates 250000,500000,...] [--soak SECS] [--soak-rate FLOWS_PER_S]
+//!  [--rollup-memory MINUTES]`
+//!
+//! `--rollup-memory` runs the flow store alone through simulated minutes of 30,000 rollup
+//! groups each and prints its memory (RSS and what DuckDB accounts for) as the rollup table
+//! grows.
 //!
 //! `SOTP_BENCH_THREADS=1` prints SOTP's CPU per thread; `SOTP_BENCH_FLOW_CONFIG` adds lines
 //! to its `[runtime.flows]` table.
@@ -425,10 +430,11 @@ fn thread_cpu() -> Duration {
     rusage(libc::RUSAGE_THREAD)
 }
 
-/// CPU seconds by thread name in this process (SOTP_BENCH_THREADS=1 prints it per run).
+/// CPU seconds (user + system) by thread name in this process (SOTP_BENCH_THREADS=1 prints
+/// it per run).
 fn thread_times() -> String {
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut by: BTreeMap<String, f64> = BTreeMap::new();
+    let mut by: BTreeMap<String, [f64; 2]> = BTreeMap::new();
     for t in std::fs::read_dir("/proc/self/task")
         .into_iter()
         .flatten()
@@ -440,16 +446,22 @@ fn thread_times() -> String {
             .rsplit_once(')')
             .map(|(_, r)| r.split_whitespace().collect())
             .unwrap_or_default();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|i| f.get(*i)?.parse::<u64>().ok())
-            .sum();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let name = comm.trim().trim_end_matches(char::is_numeric).to_string();
-        *by.entry(name).or_default() += ticks as f64 / tick;
+        let e = by.entry(name).or_default();
+        e[0] += ticks(11) as f64 / tick;
+        e[1] += ticks(12) as f64 / tick;
     }
     by.iter()
-        .filter(|(_, s)| **s > 0.0)
-        .map(|(n, s)| format!("{n} {s:.2}s"))
+        .filter(|(_, s)| s[0] + s[1] > 0.0)
+        .map(|(n, s)| {
+            format!(
+                "{n} {:.2}s ({:.2} user + {:.2} sys)",
+                s[0] + s[1],
+                s[0],
+                s[1]
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -628,6 +640,10 @@ impl Collector for SotpCollector {
 }
 
 fn start_sotp(store_raw: bool) -> Box<dyn Collector> {
+    Box::new(start_sotp_service(store_raw))
+}
+
+fn start_sotp_service(store_raw: bool) -> SotpCollector {
     let dir = tempfile::tempdir().unwrap();
     let mut extra = std::env::var("SOTP_BENCH_FLOW_CONFIG").unwrap_or_default();
     if !store_raw {
@@ -638,11 +654,27 @@ fn start_sotp(store_raw: bool) -> Box<dyn Collector> {
     ))
     .unwrap();
     let service = FlowService::start(config, dir.path()).unwrap();
-    Box::new(SotpCollector {
+    SotpCollector {
         service,
         _dir: dir,
         cpu0: rusage(libc::RUSAGE_SELF),
-    })
+    }
+}
+
+/// What DuckDB says it holds (its buffer pool and allocations), MiB.
+fn duckdb_mib(service: &FlowService) -> f64 {
+    service
+        .store
+        .reader()
+        .and_then(|c| {
+            c.query_row(
+                "SELECT sum(memory_usage_bytes)::DOUBLE FROM duckdb_memory()",
+                [],
+                |r| r.get::<_, f64>(0),
+            )
+        })
+        .unwrap_or(f64::NAN)
+        / (1024.0 * 1024.0)
 }
 
 struct ProcessCollector {
@@ -950,6 +982,7 @@ struct Args {
     rates: Vec<u64>,
     soak: Option<u64>,
     soak_rate: u64,
+    rollup_memory: Option<i64>,
 }
 
 fn parse_args() -> Args {
@@ -969,6 +1002,7 @@ fn parse_args() -> Args {
         rates: vec![250_000, 500_000, 1_000_000, 2_000_000],
         soak: None,
         soak_rate: 100_000,
+        rollup_memory: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -978,6 +1012,7 @@ fn parse_args() -> Args {
             "--seconds" => a.seconds = val().parse().unwrap(),
             "--soak" => a.soak = Some(val().parse().unwrap()),
             "--soak-rate" => a.soak_rate = val().parse().unwrap(),
+            "--rollup-memory" => a.rollup_memory = Some(val().parse().unwrap()),
             "--rates" => a.rates = val().split(',').map(|r| r.parse().unwrap()).collect(),
             "--only" => {
                 a.only = val()
@@ -1023,6 +1058,61 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The flow store alone, minute after simulated minute: 30,000 flows in 30,000 rollup groups
+/// per minute, rollups written to DuckDB after each — what the store's memory does as the
+/// rollup table grows, in seconds instead of hours.
+fn rollup_memory(minutes: i64) {
+    use sotp_runtime::flow::rawlog::RawFlow;
+    use sotp_runtime::flow::store::FlowStore;
+    use sotp_runtime::flow::{FlowProtocol, FlowRecord};
+    println!("\n## Memory: the flow store over {minutes} simulated minutes of 30,000 groups\n");
+    let dir = tempfile::tempdir().unwrap();
+    let limit = FlowConfig::default().store_memory_limit.0;
+    let store = FlowStore::open(dir.path(), true, limit, &["bench"], &["other", "https"]).unwrap();
+    let exporter = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let start = now_secs() as i64 / 60 - minutes;
+    println!("| minute | RSS MiB | of it DuckDB MiB |\n|---:|---:|---:|");
+    for minute in 0..minutes {
+        let flows: Vec<RawFlow> = (0..DISTINCT_FLOWS as u32)
+            .map(|i| {
+                let f = flow_spec(i as usize);
+                let mut r = FlowRecord::empty(FlowProtocol::NetflowV9, exporter, 0);
+                r.src_addr = IpAddr::from(f.src);
+                r.dst_addr = IpAddr::from(f.dst);
+                r.ip_protocol = f.proto;
+                r.end_ms = (start + minute) * 60_000;
+                r.bytes = f.bytes as u64;
+                r.packets = 1;
+                RawFlow {
+                    record: r,
+                    tenant: 0,
+                    app: (i % 2) as u16,
+                }
+            })
+            .collect();
+        store.commit(&[flows], &[]).unwrap();
+        store.flush_rollups().unwrap();
+        let duck = store
+            .reader()
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT sum(memory_usage_bytes)::DOUBLE FROM duckdb_memory()",
+                    [],
+                    |r| r.get::<_, f64>(0),
+                )
+            })
+            .unwrap_or(f64::NAN);
+        if minute < 10 || minute % 10 == 9 {
+            println!(
+                "| {} | {:.1} | {:.1} |",
+                minute + 1,
+                rss_kib() as f64 / 1024.0,
+                duck / 1048576.0
+            );
+        }
+    }
+}
+
 /// SOTP's pipeline at a steady rate for `secs`: resident memory every 10 s.
 fn soak(capture: &Capture, secs: u64, rate: u64) {
     println!(
@@ -1030,8 +1120,9 @@ fn soak(capture: &Capture, secs: u64, rate: u64) {
         fmt_rate(rate as f64),
         capture.proto.name()
     );
-    let collector = start_sotp(true);
+    let collector = start_sotp_service(true);
     let port = collector.port();
+    let service = collector.service.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (s2, m2) = (stop.clone(), samples.clone());
@@ -1040,7 +1131,7 @@ fn soak(capture: &Capture, secs: u64, rate: u64) {
         while !s2.load(std::sync::atomic::Ordering::Relaxed) {
             m2.lock()
                 .unwrap()
-                .push((started.elapsed().as_secs(), rss_kib()));
+                .push((started.elapsed().as_secs(), rss_kib(), duckdb_mib(&service)));
             let until = Instant::now() + Duration::from_secs(10);
             while Instant::now() < until && !s2.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
@@ -1050,14 +1141,14 @@ fn soak(capture: &Capture, secs: u64, rate: u64) {
     let (sent, _) = send(capture, port, rate, rate * secs);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
-    settle(collector.as_ref());
-    let received = collector.finish();
+    settle(&collector);
+    let received = Box::new(collector).finish();
     let samples = samples.lock().unwrap().clone();
-    println!("| elapsed s | RSS MiB |\n|---:|---:|");
-    for (t, kib) in &samples {
-        println!("| {t} | {:.1} |", *kib as f64 / 1024.0);
+    println!("| elapsed s | RSS MiB | of it DuckDB MiB |\n|---:|---:|---:|");
+    for (t, kib, duck) in &samples {
+        println!("| {t} | {:.1} | {duck:.1} |", *kib as f64 / 1024.0);
     }
-    let minute = |range: &[(u64, u64)]| {
+    let minute = |range: &[(u64, u64, f64)]| {
         range.iter().map(|s| s.1 as f64).sum::<f64>() / range.len().max(1) as f64 / 1024.0
     };
     let n = samples.len().min(6);
@@ -1075,6 +1166,10 @@ fn soak(capture: &Capture, secs: u64, rate: u64) {
 
 fn main() {
     let args = parse_args();
+    if let Some(minutes) = args.rollup_memory {
+        rollup_memory(minutes);
+        return;
+    }
     let captures: BTreeMap<Proto, Capture> = args
         .only
         .iter()

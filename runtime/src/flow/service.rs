@@ -232,12 +232,6 @@ impl FlowService {
     }
 
     fn receive_loop(&self, socket: UdpSocket, enrich: Enrichment, tx: mpsc::SyncSender<Message>) {
-        let Enrichment {
-            apps,
-            app_ids,
-            tenants,
-        } = enrich;
-        let names = self.store.names();
         let mut batch = Batch::default();
         let mut out = DecodeOutput::default();
         let mut pending = Message {
@@ -254,46 +248,12 @@ impl FlowService {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            if !batch.is_empty() {
-                let now = crate::now_ms();
-                {
-                    let mut decoder = self.decoder.lock();
-                    for (source, dgram) in batch.iter() {
-                        // Errors are counted by the decoder; records decoded before one stay.
-                        let _ = decoder.decode(source, now, dgram, &mut out);
-                    }
-                }
-                for record in out.flows.drain(..) {
-                    let tenant = match tenant_cache {
-                        Some((ip, t)) if ip == record.exporter => t,
-                        _ => {
-                            let t = tenants
-                                .tenant(record.exporter)
-                                .and_then(|t| names.tenant_id(t));
-                            tenant_cache = Some((record.exporter, t));
-                            t
-                        }
-                    };
-                    let Some(tenant) = tenant else {
-                        self.counters.unmapped.fetch_add(1, Relaxed);
-                        continue;
-                    };
-                    let app = app_ids[apps.classify(&record) as usize];
-                    pending.flows.push(RawFlow {
-                        record,
-                        tenant,
-                        app,
-                    });
-                }
-                for c in out.interfaces.drain(..) {
-                    if let Some(tenant) = c.agent.and_then(|a| tenants.tenant(a).cloned()) {
-                        pending.counters.push(StoredCounters {
-                            tenant,
-                            ts_ms: now,
-                            counters: c,
-                        });
-                    }
-                }
+            let now = crate::now_ms();
+            for (source, dgram) in batch.iter() {
+                // Errors are counted by the decoder; records decoded before one stay.
+                let _ = self.decoder.lock().decode(source, now, dgram, &mut out);
+                // Enriched datagram by datagram: its records are still in L1.
+                self.enrich(&enrich, &mut tenant_cache, &mut out, &mut pending, now);
             }
             let due = last_send.elapsed() >= SEND_EVERY;
             if pending.flows.len() >= SEND_AT
@@ -318,6 +278,51 @@ impl FlowService {
         }
         if !pending.flows.is_empty() || !pending.counters.is_empty() {
             let _ = tx.send(pending);
+        }
+    }
+
+    /// Move decoded records into the message for the writer with their tenant and
+    /// application ids (records of exporters without a tenant are counted and dropped).
+    fn enrich(
+        &self,
+        enrich: &Enrichment,
+        tenant_cache: &mut Option<(IpAddr, Option<u16>)>,
+        out: &mut DecodeOutput,
+        pending: &mut Message,
+        now: i64,
+    ) {
+        let names = self.store.names();
+        for record in out.flows.drain(..) {
+            let tenant = match *tenant_cache {
+                Some((ip, t)) if ip == record.exporter => t,
+                _ => {
+                    let t = enrich
+                        .tenants
+                        .tenant(record.exporter)
+                        .and_then(|t| names.tenant_id(t));
+                    *tenant_cache = Some((record.exporter, t));
+                    t
+                }
+            };
+            let Some(tenant) = tenant else {
+                self.counters.unmapped.fetch_add(1, Relaxed);
+                continue;
+            };
+            let app = enrich.app_ids[enrich.apps.classify(&record) as usize];
+            pending.flows.push(RawFlow {
+                record,
+                tenant,
+                app,
+            });
+        }
+        for c in out.interfaces.drain(..) {
+            if let Some(tenant) = c.agent.and_then(|a| enrich.tenants.tenant(a).cloned()) {
+                pending.counters.push(StoredCounters {
+                    tenant,
+                    ts_ms: now,
+                    counters: c,
+                });
+            }
         }
     }
 
