@@ -288,7 +288,7 @@ fn render_flow_sinks(out: &mut String, flows: &crate::flow::service::FlowService
         (
             "sotp_flow_sink_lost_rows_total",
             "counter",
-            "Flow rows deleted by retention before the sink sent them.",
+            "Flow rows deleted by retention (or damaged on disk) before the sink sent them.",
             |h, _| h.counters.lost_rows.load(Relaxed),
         ),
         (
@@ -414,6 +414,11 @@ fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
             "sotp_flow_store_commit_failures_total",
             "Flow store commits that failed (retried).",
             s.commit_failures.load(Relaxed),
+        ),
+        (
+            "sotp_flow_raw_corrupt_entries_total",
+            "Raw flow log entries skipped by readers (exports, queries) because they were damaged on disk.",
+            flows.store.raw_corrupt_entries(),
         ),
     ] {
         family(out, name, "counter", help);

@@ -48,6 +48,8 @@ use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 pub const ENTRY: usize = 128;
@@ -626,21 +628,38 @@ fn load_segment(dir: &Path, first: u64, active: bool) -> Result<Segment, RawLogE
 }
 
 /// Read access to the log's files from any thread.
+///
+/// An entry that does not decode (damaged on disk: the log itself never writes one) is
+/// skipped, counted in [`RawReader::corrupt_entries`] and logged — a reader that stopped at
+/// it would stall every export behind it for good.
 #[derive(Clone)]
 pub struct RawReader {
     dir: PathBuf,
+    corrupt: Arc<AtomicU64>,
 }
 
 impl RawReader {
     pub fn new(dir: &Path) -> Self {
         RawReader {
             dir: dir.to_path_buf(),
+            corrupt: Arc::default(),
         }
     }
 
+    /// Entries skipped because they did not decode, since start.
+    pub fn corrupt_entries(&self) -> u64 {
+        self.corrupt.load(Relaxed)
+    }
+
+    fn skipped(&self, path: &Path, first_entry: u64, n: u64) {
+        self.corrupt.fetch_add(n, Relaxed);
+        tracing::warn!(path = %path.display(), first_entry, entries = n,
+            "raw flow log: skipping entries that are not version-{VERSION} flows (damaged on disk)");
+    }
+
     /// Up to `limit` flows with sequence numbers in `(after, upto]`, in order, with their
-    /// sequence numbers. Flows in segments deleted meanwhile are skipped (the caller sees the
-    /// gap in the sequence numbers).
+    /// sequence numbers. Flows in segments deleted meanwhile and damaged entries are skipped
+    /// (the caller sees the gap in the sequence numbers).
     pub fn read_after(
         &self,
         segments: &[Segment],
@@ -654,11 +673,10 @@ impl RawReader {
             if seg.end_seq() <= after.saturating_add(1) || seg.first_seq > upto {
                 continue;
             }
-            let from = after.saturating_add(1).max(seg.first_seq);
+            let mut from = after.saturating_add(1).max(seg.first_seq);
             let to = upto.saturating_add(1).min(seg.end_seq());
-            let want = ((to - from) as usize).min(limit - out.len());
-            if want == 0 {
-                break;
+            if from >= to || out.len() >= limit {
+                continue;
             }
             let path = segment_path(&self.dir, seg.first_seq);
             let file = match File::open(&path) {
@@ -666,19 +684,24 @@ impl RawReader {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(RawLogError::Io { path, source: e }),
             };
-            buf.resize(want * ENTRY, 0);
-            let offset = (from - seg.first_seq) * ENTRY as u64;
-            file.read_exact_at(&mut buf, offset)
-                .map_err(io_err(&path))?;
-            for (i, e) in buf.chunks_exact(ENTRY).enumerate() {
-                let flow = decode(e).ok_or_else(|| RawLogError::Corrupt {
-                    path: path.clone(),
-                    reason: format!(
-                        "entry {} is not a version-{VERSION} flow",
-                        from - seg.first_seq + i as u64
-                    ),
-                })?;
-                out.push((from + i as u64, flow));
+            // Read on while damaged entries left the batch short of `limit`.
+            while from < to && out.len() < limit {
+                let want = ((to - from) as usize).min(limit - out.len());
+                buf.resize(want * ENTRY, 0);
+                let offset = (from - seg.first_seq) * ENTRY as u64;
+                file.read_exact_at(&mut buf, offset)
+                    .map_err(io_err(&path))?;
+                let mut bad = 0;
+                for (i, e) in buf.chunks_exact(ENTRY).enumerate() {
+                    match decode(e) {
+                        Some(flow) => out.push((from + i as u64, flow)),
+                        None => bad += 1,
+                    }
+                }
+                if bad > 0 {
+                    self.skipped(&path, from - seg.first_seq, bad);
+                }
+                from += want as u64;
             }
             if out.len() >= limit {
                 break;
@@ -718,14 +741,24 @@ impl RawReader {
                 let n = left.min(READ_CHUNK);
                 file.read_exact(&mut buf[..n * ENTRY])
                     .map_err(io_err(&path))?;
+                let mut bad = 0;
                 for e in buf[..n * ENTRY].chunks_exact(ENTRY) {
                     let end = end_ms(e);
                     if end < from_ms || end >= to_ms {
                         continue;
                     }
-                    if let Some(f) = decode(e) {
-                        each(&f);
+                    match decode(e) {
+                        Some(f) => each(&f),
+                        None => bad += 1,
                     }
+                }
+                if bad > 0 {
+                    let at = upto
+                        .saturating_add(1)
+                        .saturating_sub(seg.first_seq)
+                        .min(seg.entries)
+                        - left as u64;
+                    self.skipped(&path, at, bad);
                 }
                 read += n as u64;
                 left -= n;
@@ -963,5 +996,43 @@ mod tests {
         assert_eq!(log.next_seq(), 11);
         drop(log);
         assert_eq!(RawLog::open(dir.path(), 1).unwrap().next_seq(), 11);
+    }
+
+    #[test]
+    fn damaged_entries_are_skipped_counted_and_do_not_stall_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RawLog::open(dir.path(), 1).unwrap();
+        log.append(
+            &[(0..10).map(|i| flow(i, 1000)).collect::<Vec<_>>()],
+            |_| {},
+        )
+        .unwrap();
+        log.seal().unwrap();
+        // Damage entries 2, 3 and 4 of the sealed segment (seq 3..=5) on disk.
+        let path = segment_path(dir.path(), 1);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        for i in 2..5u64 {
+            f.write_all_at(&[0xee], i * ENTRY as u64 + 122).unwrap();
+        }
+        let reader = RawReader::new(dir.path());
+        let segments = log.segments();
+        // A batch limit smaller than the damaged run still reaches the flows after it.
+        let rows = reader.read_after(&segments, 2, u64::MAX, 2).unwrap();
+        let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(seqs, vec![6, 7]);
+        assert_eq!(rows[0].1.record.src_port, 5);
+        assert_eq!(reader.corrupt_entries(), 3);
+        let all = reader.read_after(&segments, 0, u64::MAX, 100).unwrap();
+        assert_eq!(all.len(), 7);
+        let mut seen = 0;
+        reader
+            .scan(&segments, 0, i64::MAX, u64::MAX, |_| seen += 1)
+            .unwrap();
+        assert_eq!(seen, 7);
+        assert_eq!(
+            reader.corrupt_entries(),
+            9,
+            "every read counts what it skipped"
+        );
     }
 }

@@ -339,7 +339,13 @@ impl FlowStore {
             "segments": segments.len(),
             "first_seq": segments.iter().find(|s| s.entries > 0).map(|s| s.first_seq),
             "bytes": entries * super::rawlog::ENTRY as u64,
+            "corrupt_entries_skipped": self.raw.corrupt_entries(),
         })
+    }
+
+    /// Raw log entries readers skipped as damaged, since start.
+    pub fn raw_corrupt_entries(&self) -> u64 {
+        self.raw.corrupt_entries()
     }
 
     /// The raw log's segments as of the last commit.

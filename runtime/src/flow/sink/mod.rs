@@ -6,7 +6,8 @@
 //! `flow_sink_cursors` beside the rows. A sink that is down, slow or restarted resumes where it
 //! was acknowledged; `sotp` restarting loses nothing either. The buffer is bounded by the raw
 //! retention (`runtime.flows.raw_retention`): rows it deletes before a sink caught up are
-//! counted as lost (`sotp_flow_sink_lost_rows_total`), never silently skipped.
+//! counted as lost (`sotp_flow_sink_lost_rows_total`), never silently skipped — as are entries
+//! damaged on disk, which the log's reader skips (`sotp_flow_raw_corrupt_entries_total`).
 //!
 //! Delivery is at least once: a batch the sink stored but whose acknowledgement was lost is sent
 //! again. The QuestDB sink creates its table with `DEDUP UPSERT KEYS(ts, seq)` so a replay
@@ -264,7 +265,7 @@ impl Runner {
 
     fn lost(&self, n: u64) {
         tracing::warn!(sink = %self.handle.name, rows = n,
-            "flow rows deleted by retention before this sink sent them");
+            "flow rows deleted by retention (or damaged on disk) before this sink sent them");
         self.handle.counters.lost_rows.fetch_add(n, Relaxed);
     }
 
