@@ -1067,7 +1067,12 @@ fn rollup_memory(minutes: i64) {
     use sotp_runtime::flow::{FlowProtocol, FlowRecord};
     println!("\n## Memory: the flow store over {minutes} simulated minutes of 30,000 groups\n");
     let dir = tempfile::tempdir().unwrap();
-    let limit = FlowConfig::default().store_memory_limit.0;
+    let extra = std::env::var("SOTP_BENCH_FLOW_CONFIG").unwrap_or_default();
+    let limit = toml::from_str::<FlowConfig>(&extra)
+        .expect("SOTP_BENCH_FLOW_CONFIG")
+        .store_memory_limit
+        .0;
+    println!("`store_memory_limit` {} MiB\n", limit >> 20);
     let store = FlowStore::open(dir.path(), true, limit, &["bench"], &["other", "https"]).unwrap();
     let exporter = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let start = now_secs() as i64 / 60 - minutes;
