@@ -19,7 +19,9 @@
 
 use super::rawlog::{RawFlow, RawLog, RawLogError, RawReader, Segment};
 use super::rollup::Rollups;
-use duckdb::arrow::array::{ArrayRef, Int64Builder, StringBuilder, UInt8Builder, UInt64Builder};
+use duckdb::arrow::array::{
+    ArrayRef, Int64Builder, StringBuilder, UInt8Builder, UInt32Builder, UInt64Builder,
+};
 use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::arrow::record_batch::RecordBatch;
 use parking_lot::{Mutex, RwLock};
@@ -447,28 +449,16 @@ impl FlowStore {
         Ok(())
     }
 
-    fn append_interface_counters(&self, counters: &[StoredCounters]) -> Result<(), duckdb::Error> {
+    /// One Arrow batch per commit: a row at a time cost ~2 µs per counter record, which an
+    /// sFlow agent sending a counter sample with every datagram turns into the writer's
+    /// largest cost.
+    fn append_interface_counters(&self, counters: &[StoredCounters]) -> Result<(), FlowStoreError> {
+        let batch = interface_counter_batch(counters)?;
         let db = self.db.lock();
         let mut app = db.appender("flow_interface_counters")?;
-        for c in counters {
-            let i = &c.counters;
-            let agent = i.agent.map(|a| a.to_string()).unwrap_or_default();
-            app.append_row(duckdb::params![
-                &*c.tenant,
-                c.ts_ms,
-                agent,
-                i.if_index,
-                i.if_speed,
-                i.if_status,
-                i.in_octets,
-                i.out_octets,
-                i.in_errors,
-                i.out_errors,
-                i.in_discards,
-                i.out_discards
-            ])?;
-        }
-        app.flush()
+        app.append_record_batch(batch)?;
+        app.flush()?;
+        Ok(())
     }
 
     /// Raw flows after `seq`, in order, at most `limit` of them — what a sink sends next.
@@ -641,6 +631,41 @@ macro_rules! prim_column {
         }
         Arc::new(b.finish()) as ArrayRef
     }};
+}
+
+fn interface_counter_batch(counters: &[StoredCounters]) -> Result<RecordBatch, FlowStoreError> {
+    let n = counters.len();
+    let c = || counters.iter();
+    let i = || counters.iter().map(|c| &c.counters);
+    let u32s = |f: fn(&super::InterfaceCounters) -> u32| prim_column!(UInt32Builder, n, i().map(f));
+    let u64s = |f: fn(&super::InterfaceCounters) -> u64| prim_column!(UInt64Builder, n, i().map(f));
+    let mut agents = StringBuilder::with_capacity(n, n * 14);
+    for c in i() {
+        agents.append_value(c.agent.map(|a| a.to_string()).unwrap_or_default());
+    }
+    let columns: Vec<(&str, DataType, ArrayRef)> = vec![
+        (
+            "tenant",
+            DataType::Utf8,
+            str_column(c().map(|c| &*c.tenant), n),
+        ),
+        (
+            "ts_ms",
+            DataType::Int64,
+            prim_column!(Int64Builder, n, c().map(|c| c.ts_ms)),
+        ),
+        ("agent", DataType::Utf8, Arc::new(agents.finish())),
+        ("if_index", DataType::UInt32, u32s(|c| c.if_index)),
+        ("if_speed", DataType::UInt64, u64s(|c| c.if_speed)),
+        ("if_status", DataType::UInt32, u32s(|c| c.if_status)),
+        ("in_octets", DataType::UInt64, u64s(|c| c.in_octets)),
+        ("out_octets", DataType::UInt64, u64s(|c| c.out_octets)),
+        ("in_errors", DataType::UInt32, u32s(|c| c.in_errors)),
+        ("out_errors", DataType::UInt32, u32s(|c| c.out_errors)),
+        ("in_discards", DataType::UInt32, u32s(|c| c.in_discards)),
+        ("out_discards", DataType::UInt32, u32s(|c| c.out_discards)),
+    ];
+    batch(columns)
 }
 
 fn rollup_batch(rollups: &Rollups, names: &Names) -> Result<RecordBatch, FlowStoreError> {
@@ -859,6 +884,76 @@ mod tests {
             ("netflow9", "unknown")
         );
         assert!(store.rows_after(1, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn interface_counters_are_stored_with_tenant_agent_and_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let counters = |if_index: u32, agent: Option<&str>| StoredCounters {
+            tenant: Arc::from("acme"),
+            ts_ms: 90_000 + if_index as i64,
+            counters: sotp_flow::InterfaceCounters {
+                agent: agent.map(|a| a.parse().unwrap()),
+                if_index,
+                if_speed: 10_000_000_000,
+                if_status: 3,
+                in_octets: 1 << 40,
+                out_octets: 77,
+                in_errors: 1,
+                out_errors: 2,
+                in_discards: 3,
+                out_discards: if_index,
+                ..Default::default()
+            },
+        };
+        store
+            .commit::<[RawFlow; 0]>(&[], &[counters(7, Some("192.0.2.9")), counters(8, None)])
+            .unwrap();
+        let conn = store.reader().unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT tenant, ts_ms, agent, if_index, if_speed, if_status, in_octets, out_octets, \
+                 in_errors + out_errors + in_discards, out_discards \
+                 FROM flow_interface_counters ORDER BY if_index",
+            )
+            .unwrap();
+        type Row = (String, i64, String, u32, u64, u32, u64, u64, u32, u32);
+        let rows: Vec<Row> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want = |i: u32, agent: &str| -> Row {
+            let ts = 90_000 + i as i64;
+            (
+                "acme".into(),
+                ts,
+                agent.into(),
+                i,
+                10_000_000_000,
+                3,
+                1 << 40,
+                77,
+                6,
+                i,
+            )
+        };
+        assert_eq!(rows, vec![want(7, "192.0.2.9"), want(8, "")]);
+        assert_eq!(store.last_seq(), 0, "no flows were stored");
     }
 
     #[test]
