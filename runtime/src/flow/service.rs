@@ -424,9 +424,10 @@ impl FlowService {
             if app >= by_app.len() {
                 by_app.resize(app + 1, [0; 3]);
             }
+            // Saturating: the counts come from the network.
             let sums = &mut by_app[app];
-            sums[0] += f.record.scaled_bytes();
-            sums[1] += f.record.scaled_packets();
+            sums[0] = sums[0].saturating_add(f.record.scaled_bytes());
+            sums[1] = sums[1].saturating_add(f.record.scaled_packets());
             sums[2] += 1;
         }
         if let Some(done) = run {
@@ -445,7 +446,10 @@ impl FlowService {
             let key = (run.0, run.1, app as u16);
             let len = agg.series.len();
             match agg.series.get_mut(&key) {
-                Some(e) => e.iter_mut().zip(*sums).for_each(|(e, v)| *e += v),
+                Some(e) => e
+                    .iter_mut()
+                    .zip(*sums)
+                    .for_each(|(e, v)| *e = e.saturating_add(v)),
                 None if len < limit => {
                     agg.series.insert(key, *sums);
                 }
