@@ -662,9 +662,8 @@ fn start_sotp_service(store_raw: bool) -> SotpCollector {
 }
 
 /// What DuckDB says it holds (its buffer pool and allocations), MiB.
-fn duckdb_mib(service: &FlowService) -> f64 {
-    service
-        .store
+fn duckdb_mib(store: &sotp_runtime::flow::store::FlowStore) -> f64 {
+    store
         .reader()
         .and_then(|c| {
             c.query_row(
@@ -1097,22 +1096,13 @@ fn rollup_memory(minutes: i64) {
             .collect();
         store.commit(&[flows], &[]).unwrap();
         store.flush_rollups().unwrap();
-        let duck = store
-            .reader()
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT sum(memory_usage_bytes)::DOUBLE FROM duckdb_memory()",
-                    [],
-                    |r| r.get::<_, f64>(0),
-                )
-            })
-            .unwrap_or(f64::NAN);
+        let duck = duckdb_mib(&store);
         if minute < 10 || minute % 10 == 9 {
             println!(
                 "| {} | {:.1} | {:.1} |",
                 minute + 1,
                 rss_kib() as f64 / 1024.0,
-                duck / 1048576.0
+                duck
             );
         }
     }
@@ -1134,9 +1124,11 @@ fn soak(capture: &Capture, secs: u64, rate: u64) {
     let sampler = std::thread::spawn(move || {
         let started = Instant::now();
         while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-            m2.lock()
-                .unwrap()
-                .push((started.elapsed().as_secs(), rss_kib(), duckdb_mib(&service)));
+            m2.lock().unwrap().push((
+                started.elapsed().as_secs(),
+                rss_kib(),
+                duckdb_mib(&service.store),
+            ));
             let until = Instant::now() + Duration::from_secs(10);
             while Instant::now() < until && !s2.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));

@@ -733,10 +733,11 @@ impl RawReader {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(RawLogError::Io { path, source: e }),
             };
-            let mut left = upto
+            let entries = upto
                 .saturating_add(1)
                 .saturating_sub(seg.first_seq)
-                .min(seg.entries) as usize;
+                .min(seg.entries);
+            let mut left = entries as usize;
             while left > 0 {
                 let n = left.min(READ_CHUNK);
                 file.read_exact(&mut buf[..n * ENTRY])
@@ -753,12 +754,7 @@ impl RawReader {
                     }
                 }
                 if bad > 0 {
-                    let at = upto
-                        .saturating_add(1)
-                        .saturating_sub(seg.first_seq)
-                        .min(seg.entries)
-                        - left as u64;
-                    self.skipped(&path, at, bad);
+                    self.skipped(&path, entries - left as u64, bad);
                 }
                 read += n as u64;
                 left -= n;

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 pub type Sums = [u64; 3];
 
 /// Flows hashed and prefetched ahead of the one being summed.
-pub const AHEAD: usize = 8;
+const AHEAD: usize = 8;
 
 /// One group as written to DuckDB.
 pub struct Group {
@@ -73,7 +73,7 @@ fn folded_multiply(a: u64, b: u64) -> u64 {
 type Slot = [u64; 6];
 
 /// Open-addressing table of IPv4 groups (see the module doc).
-pub struct Table4 {
+struct Table4 {
     slots: Vec<Slot>,
     len: usize,
     seeds: [u64; 2],
@@ -126,12 +126,12 @@ impl Table4 {
         loop {
             let slot = &mut self.slots[i];
             if slot[..3] == k[..] {
-                add_sums(slot, v, negate);
+                add_sums(&mut slot[3..], v, negate);
                 return;
             }
             if slot[2] == 0 {
                 slot[..3].copy_from_slice(k);
-                add_sums(slot, v, negate);
+                add_sums(&mut slot[3..], v, negate);
                 self.len += 1;
                 return;
             }
@@ -169,9 +169,10 @@ impl Table4 {
     }
 }
 
+/// Add `v` to `sums` (or with `negate` take it away again).
 #[inline]
-fn add_sums(slot: &mut Slot, v: Sums, negate: bool) {
-    for (s, v) in slot[3..].iter_mut().zip(v) {
+fn add_sums(sums: &mut [u64], v: Sums, negate: bool) {
+    for (s, v) in sums.iter_mut().zip(v) {
         *s = if negate {
             s.wrapping_sub(v)
         } else {
@@ -248,15 +249,7 @@ impl Rollups {
             app: f.app,
             ip_protocol: r.ip_protocol,
         };
-        let sums = self.wide.entry(key).or_default();
-        let v = sums_of(f);
-        for (s, v) in sums.iter_mut().zip(v) {
-            *s = if negate {
-                s.wrapping_sub(v)
-            } else {
-                s.wrapping_add(v)
-            };
-        }
+        add_sums(self.wide.entry(key).or_default(), sums_of(f), negate);
     }
 
     pub fn len(&self) -> usize {

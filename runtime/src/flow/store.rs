@@ -585,9 +585,6 @@ impl FlowStore {
     }
 }
 
-/// Raw flows of stores written before the raw log existed were a DuckDB table `flows`: it
-/// is renamed `flows_legacy` (kept, not read) and the log numbers on from its last flow so
-/// the sinks' cursors stay valid. Returns the first sequence number for a new log.
 /// Rows per DuckDB row group in `flows.duckdb` (DuckDB's default: 122,880). Each minute's
 /// rollups are appended to the last, partly filled row group, and DuckDB holds memory for it
 /// while it fills: with the default that was ~35 MiB more in a collector's first minutes at
@@ -608,6 +605,9 @@ fn open_database(path: &Path) -> Result<duckdb::Connection, duckdb::Error> {
     Ok(conn)
 }
 
+/// Raw flows of stores written before the raw log existed were a DuckDB table `flows`: it
+/// is renamed `flows_legacy` (kept, not read) and the log numbers on from its last flow so
+/// the sinks' cursors stay valid. Returns the first sequence number for a new log.
 fn retire_legacy_raw_table(conn: &duckdb::Connection) -> Result<u64, duckdb::Error> {
     let exists: bool = conn.query_row(
         "SELECT count(*) > 0 FROM duckdb_tables() WHERE table_name = 'flows' AND schema_name = 'main' \
