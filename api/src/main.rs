@@ -61,6 +61,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    sotp_runtime::limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -30,6 +30,25 @@ pub use config::RuntimeConfig;
 pub use error::RuntimeError;
 pub use runtime::{Principal, Runtime};
 
+/// Cap glibc's malloc arenas; call first thing in `main`, before any thread starts. glibc
+/// gives threads that contend for the heap arenas of their own (up to 8 per core) and does
+/// not hand memory freed in one arena to threads of another. DuckDB's worker threads take
+/// turns writing the flow rollups each minute, so with the default the flow collector's heap
+/// kept growing (+7.5 MiB over minutes 2–10 of a steady 50 k flows/s; two arenas: +5.9; one:
+/// +3.1, then flat from minute 4 — docs/FLOWS.md, "Memory"). Small allocations go through
+/// glibc's per-thread caches without the arena lock, and the flow path allocates nothing per
+/// record, so one arena costs no measurable throughput (the flow benchmark runs with it).
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc tunable; it is called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
+}
+
+/// glibc malloc arenas for the whole process ([`limit_malloc_arenas`]).
+pub const MALLOC_ARENAS: i32 = 1;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -19,7 +19,10 @@
 //! its cheapest mode, protobuf to /dev/null, records counted from its Prometheus metrics.
 //!
 //! `sotp-rollups` is SOTP with `store_raw = false` (decode, enrichment, rollups, no raw rows):
-//! the difference to `sotp` is what keeping every raw flow costs.
+//! the difference to `sotp` is what keeping every raw flow costs. `recv-only` is SOTP's
+//! receive path alone (its listener socket, `recvmmsg` batches, datagrams dropped unread): the
+//! kernel's and the system call's share, a ceiling on any collector's flows per CPU-second on
+//! this machine.
 //!
 //! Also decode-only records/s on one core (the `sotp-flow` decoder alone), and with `--soak
 //! SECS` the resident memory of SOTP's pipeline at a steady rate (sampled every 10 s).
@@ -30,7 +33,7 @@
 //! is a thread of this process; its CPU is measured per thread and not charged to SOTP.
 //!
 //! `cargo bench -p sotp-tests --bench flows -- [--runs N] [--seconds S] [--only v9,ipfix,sflow]
-//!  [--peers sotp,sotp-rollups,nfcapd,nfacctd,sfacctd,goflow2,goflow2-bin]
+//!  [--peers sotp,sotp-rollups,nfcapd,nfacctd,sfacctd,goflow2,goflow2-bin,recv-only]
 //!  [--rates 250000,500000,...] [--soak SECS] [--soak-rate FLOWS_PER_S]
 //!  [--rollup-memory MINUTES]`
 //!
@@ -556,6 +559,9 @@ enum Peer {
     Goflow2,
     /// goflow2 in its cheapest mode: protobuf to /dev/null, records counted from its metrics.
     Goflow2Bin,
+    /// SOTP's receive path alone (its listener socket and `recvmmsg` batches, datagrams
+    /// counted and dropped): the floor under any collector's flows per CPU-second here.
+    RecvOnly,
 }
 
 impl Peer {
@@ -568,18 +574,21 @@ impl Peer {
             Peer::Sfacctd => "sfacctd",
             Peer::Goflow2 => "goflow2",
             Peer::Goflow2Bin => "goflow2-bin",
+            Peer::RecvOnly => "recv-only",
         }
     }
     fn handles(self, p: Proto) -> bool {
         match self {
-            Peer::Sotp | Peer::SotpRollups | Peer::Goflow2 | Peer::Goflow2Bin => true,
+            Peer::Sotp | Peer::SotpRollups | Peer::Goflow2 | Peer::Goflow2Bin | Peer::RecvOnly => {
+                true
+            }
             Peer::Nfcapd | Peer::Nfacctd => p != Proto::Sflow,
             Peer::Sfacctd => p == Proto::Sflow,
         }
     }
     fn binary(self) -> Option<PathBuf> {
         let name = match self {
-            Peer::Sotp | Peer::SotpRollups => return Some(PathBuf::new()),
+            Peer::Sotp | Peer::SotpRollups | Peer::RecvOnly => return Some(PathBuf::new()),
             Peer::Goflow2Bin => "goflow2",
             p => p.name(),
         };
@@ -636,6 +645,62 @@ impl Collector for SotpCollector {
             .counters
             .rows
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The receive floor: SOTP's listener socket and batch receive on one thread, nothing else.
+struct RecvOnlyCollector {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The thread's CPU time in ns, and the records received, as of its last batch.
+    cpu_ns: Arc<std::sync::atomic::AtomicU64>,
+    records: Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RecvOnlyCollector {
+    fn start(records_per_datagram: u64) -> Box<dyn Collector> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let socket =
+            sotp_runtime::flow::listener::bind("127.0.0.1:0".parse().unwrap(), 8 << 20).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cpu_ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, c, r) = (stop.clone(), cpu_ns.clone(), records.clone());
+        let thread = std::thread::spawn(move || {
+            let mut batch = sotp_runtime::flow::listener::Batch::default();
+            let cpu0 = thread_cpu();
+            while !s.load(Relaxed) {
+                if batch.receive(&socket).is_ok() {
+                    // Data datagrams only (templates are the short ones).
+                    let data = batch.iter().filter(|(_, d)| d.len() > 400).count() as u64;
+                    r.fetch_add(data * records_per_datagram, Relaxed);
+                }
+                c.store((thread_cpu() - cpu0).as_nanos() as u64, Relaxed);
+            }
+        });
+        Box::new(RecvOnlyCollector {
+            port,
+            stop,
+            cpu_ns,
+            records,
+            thread,
+        })
+    }
+}
+
+impl Collector for RecvOnlyCollector {
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn cpu(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns.load(std::sync::atomic::Ordering::Relaxed))
+    }
+    fn finish(self: Box<Self>) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.records.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -796,7 +861,7 @@ fn start_process(peer: Peer, bin: &Path) -> Box<dyn Collector> {
                 .arg(format!("127.0.0.1:{metrics_port}"))
                 .args(["-transport.file", "/dev/null"]);
         }
-        Peer::Sotp | Peer::SotpRollups => unreachable!(),
+        Peer::Sotp | Peer::SotpRollups | Peer::RecvOnly => unreachable!(),
     }
     let child = cmd
         .stdout(Stdio::null())
@@ -848,14 +913,15 @@ fn count_output(peer: Peer, dir: &Path) -> u64 {
             let bytes = std::fs::read(dir.join("out.json")).unwrap_or_default();
             bytes.iter().filter(|b| **b == b'\n').count() as u64
         }
-        Peer::Sotp | Peer::SotpRollups | Peer::Goflow2Bin => unreachable!(),
+        Peer::Sotp | Peer::SotpRollups | Peer::Goflow2Bin | Peer::RecvOnly => unreachable!(),
     }
 }
 
-fn start(peer: Peer, bin: &Path) -> Box<dyn Collector> {
+fn start(peer: Peer, bin: &Path, proto: Proto) -> Box<dyn Collector> {
     match peer {
         Peer::Sotp => start_sotp(true),
         Peer::SotpRollups => start_sotp(false),
+        Peer::RecvOnly => RecvOnlyCollector::start(proto.records_per_datagram() as u64),
         _ => start_process(peer, bin),
     }
 }
@@ -880,7 +946,7 @@ fn settle(c: &dyn Collector) {
 }
 
 fn measure(peer: Peer, bin: &Path, capture: &Capture, rate: u64, seconds: f64) -> Measured {
-    let collector = start(peer, bin);
+    let collector = start(peer, bin, capture.proto);
     let port = match (peer, capture.proto) {
         (Peer::Goflow2 | Peer::Goflow2Bin, Proto::Sflow) => collector.port() + 1,
         _ => collector.port(),
@@ -997,6 +1063,7 @@ fn parse_args() -> Args {
             Peer::Sfacctd,
             Peer::Goflow2,
             Peer::Goflow2Bin,
+            Peer::RecvOnly,
         ],
         rates: vec![250_000, 500_000, 1_000_000, 2_000_000],
         soak: None,
@@ -1035,6 +1102,7 @@ fn parse_args() -> Args {
                         "sfacctd" => Peer::Sfacctd,
                         "goflow2" => Peer::Goflow2,
                         "goflow2-bin" => Peer::Goflow2Bin,
+                        "recv-only" => Peer::RecvOnly,
                         other => panic!("--peers: unknown collector {other}"),
                     })
                     .collect()
@@ -1049,10 +1117,16 @@ fn parse_args() -> Args {
 }
 
 fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A `/proc/self/status` memory line, KiB (`RssAnon:` is the heap; `RssFile:` mostly the
+/// binary's code paged in as new paths run).
+fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -1075,7 +1149,9 @@ fn rollup_memory(minutes: i64) {
     let store = FlowStore::open(dir.path(), true, limit, &["bench"], &["other", "https"]).unwrap();
     let exporter = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let start = now_secs() as i64 / 60 - minutes;
-    println!("| minute | RSS MiB | of it DuckDB MiB |\n|---:|---:|---:|");
+    println!(
+        "| minute | RSS MiB | of it anonymous MiB | of that DuckDB MiB |\n|---:|---:|---:|---:|"
+    );
     for minute in 0..minutes {
         let flows: Vec<RawFlow> = (0..DISTINCT_FLOWS as u32)
             .map(|i| {
@@ -1099,9 +1175,10 @@ fn rollup_memory(minutes: i64) {
         let duck = duckdb_mib(&store);
         if minute < 10 || minute % 10 == 9 {
             println!(
-                "| {} | {:.1} | {:.1} |",
+                "| {} | {:.1} | {:.1} | {:.1} |",
                 minute + 1,
                 rss_kib() as f64 / 1024.0,
+                status_kib("RssAnon:") as f64 / 1024.0,
                 duck
             );
         }
@@ -1127,6 +1204,7 @@ fn soak(capture: &Capture, secs: u64, rate: u64) {
             m2.lock().unwrap().push((
                 started.elapsed().as_secs(),
                 rss_kib(),
+                status_kib("RssAnon:"),
                 duckdb_mib(&service.store),
             ));
             let until = Instant::now() + Duration::from_secs(10);
@@ -1141,11 +1219,17 @@ fn soak(capture: &Capture, secs: u64, rate: u64) {
     settle(&collector);
     let received = Box::new(collector).finish();
     let samples = samples.lock().unwrap().clone();
-    println!("| elapsed s | RSS MiB | of it DuckDB MiB |\n|---:|---:|---:|");
-    for (t, kib, duck) in &samples {
-        println!("| {t} | {:.1} | {duck:.1} |", *kib as f64 / 1024.0);
+    println!(
+        "| elapsed s | RSS MiB | of it anonymous MiB | of that DuckDB MiB |\n|---:|---:|---:|---:|"
+    );
+    for (t, kib, anon, duck) in &samples {
+        println!(
+            "| {t} | {:.1} | {:.1} | {duck:.1} |",
+            *kib as f64 / 1024.0,
+            *anon as f64 / 1024.0
+        );
     }
-    let minute = |range: &[(u64, u64, f64)]| {
+    let minute = |range: &[(u64, u64, u64, f64)]| {
         range.iter().map(|s| s.1 as f64).sum::<f64>() / range.len().max(1) as f64 / 1024.0
     };
     let n = samples.len().min(6);
@@ -1162,6 +1246,8 @@ fn soak(capture: &Capture, secs: u64, rate: u64) {
 }
 
 fn main() {
+    // As `sotp`'s main does: SOTP's memory here is measured as it runs.
+    sotp_runtime::limit_malloc_arenas();
     let args = parse_args();
     if let Some(minutes) = args.rollup_memory {
         rollup_memory(minutes);

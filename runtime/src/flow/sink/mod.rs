@@ -157,12 +157,11 @@ pub fn spawn(
     batch_rows: usize,
     ctx: &SinkContext,
 ) -> anyhow::Result<(Arc<SinkHandle>, std::thread::JoinHandle<()>)> {
-    let conn = ctx.store.reader()?;
-    let cursor = match FlowStore::sink_cursor(&conn, name)? {
+    let cursor = match ctx.store.sink_cursor(name)? {
         Some(c) => c,
         None => {
             let c = ctx.store.last_seq();
-            FlowStore::set_sink_cursor(&conn, name, c)?;
+            ctx.store.set_sink_cursor(name, c)?;
             c
         }
     };
@@ -176,7 +175,6 @@ pub fn spawn(
     let runner = Runner {
         handle: handle.clone(),
         sink,
-        conn,
         batch_rows: batch_rows.max(1),
         store: ctx.store.clone(),
         committed: ctx.committed.clone(),
@@ -192,7 +190,6 @@ pub fn spawn(
 struct Runner {
     handle: Arc<SinkHandle>,
     sink: Box<dyn FlowSink>,
-    conn: duckdb::Connection,
     batch_rows: usize,
     store: Arc<FlowStore>,
     committed: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
@@ -257,7 +254,7 @@ impl Runner {
 
     fn advance(&self, seq: u64) {
         self.handle.counters.cursor.store(seq, Relaxed);
-        if let Err(e) = FlowStore::set_sink_cursor(&self.conn, &self.handle.name, seq) {
+        if let Err(e) = self.store.set_sink_cursor(&self.handle.name, seq) {
             // The rows were acknowledged; at worst they are sent again after a restart.
             tracing::warn!(sink = %self.handle.name, error = %e, "could not persist the sink cursor");
         }
