@@ -225,7 +225,7 @@ pub struct FlowStore {
     db: Mutex<duckdb::Connection>,
     reader_conn: Mutex<duckdb::Connection>,
     /// Held (shared) by every query connection while it lives, so the writer releases
-    /// DuckDB's cached blocks only when no query runs ([`FlowStore::release_cached_blocks`]).
+    /// DuckDB's memory only when no query runs ([`FlowStore::release_memory`]).
     queries: RwLock<()>,
     /// `store_memory_limit` in MiB, as DuckDB's `memory_limit`.
     memory_limit_mb: u64,
@@ -345,7 +345,7 @@ impl FlowStore {
     /// Hand back the memory DuckDB keeps after a rollup write. Measured with the store alone
     /// (`--rollup-memory`, 30,000 groups a minute), anonymous memory grew 27 → 41 MiB over
     /// 10 simulated minutes and to ~200 MiB over hours; with this it stays at 10–11 MiB over
-    /// the 10 minutes and at ~14 MiB after 400. Two things grow:
+    /// the 10 minutes and at ~15 MiB after 400. Two things grow:
     ///
     /// - DuckDB keeps every block it writes or reads cached until its buffer pool nears
     ///   `memory_limit`, and keeps the buffers around them (the appender's batch, compression,
@@ -585,9 +585,8 @@ impl FlowStore {
         }
     }
 
-    /// The last sequence number `sink` acknowledged, if it ever did.
-    /// An export's acknowledged position (on the writer's connection: a sink's statements
-    /// are tiny and must not run while the block cache is being released).
+    /// The last sequence number `sink` acknowledged, if it ever did. Sinks use the writer's
+    /// connection: their statements must not run while DuckDB's memory is being released.
     pub fn sink_cursor(&self, sink: &str) -> Result<Option<u64>, duckdb::Error> {
         let conn = self.db.lock();
         let mut stmt = conn.prepare_cached("SELECT seq FROM flow_sink_cursors WHERE sink = ?")?;
