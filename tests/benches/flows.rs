@@ -21,8 +21,8 @@
 //! `sotp-rollups` is SOTP with `store_raw = false` (decode, enrichment, rollups, no raw rows):
 //! the difference to `sotp` is what keeping every raw flow costs. `recv-only` is SOTP's
 //! receive path alone (its listener socket, `recvmmsg` batches, datagrams dropped unread): the
-//! kernel's and the system call's share, a ceiling on any collector's flows per CPU-second on
-//! this machine.
+//! kernel's and the system call's share, a ceiling on the flows per CPU-second of any
+//! collector that receives through a socket on this machine.
 //!
 //! Also decode-only records/s on one core (the `sotp-flow` decoder alone), and with `--soak
 //! SECS` the resident memory of SOTP's pipeline at a steady rate (sampled every 10 s).
@@ -560,7 +560,7 @@ enum Peer {
     /// goflow2 in its cheapest mode: protobuf to /dev/null, records counted from its metrics.
     Goflow2Bin,
     /// SOTP's receive path alone (its listener socket and `recvmmsg` batches, datagrams
-    /// counted and dropped): the floor under any collector's flows per CPU-second here.
+    /// counted and dropped): a ceiling on any socket-based collector's flows per CPU-second.
     RecvOnly,
 }
 
