@@ -228,7 +228,7 @@ pub struct FlowStore {
     /// DuckDB's memory only when no query runs ([`FlowStore::release_memory`]).
     queries: RwLock<()>,
     /// `store_memory_limit` in MiB, as DuckDB's `memory_limit`.
-    memory_limit_mb: u64,
+    memory_limit_mib: u64,
     db_path: PathBuf,
     writer: Mutex<Writer>,
     /// The log's segments as of the last commit: what readers may read.
@@ -253,8 +253,8 @@ impl FlowStore {
     ) -> Result<Self, FlowStoreError> {
         let db_path = data_dir.join("flows.duckdb");
         let conn = open_database(&db_path)?;
-        let memory_limit_mb = (memory_limit >> 20).max(64);
-        conn.execute_batch(&format!("SET memory_limit = '{memory_limit_mb}MB';"))?;
+        let memory_limit_mib = (memory_limit >> 20).max(64);
+        conn.execute_batch(&format!("SET memory_limit = '{memory_limit_mib}MiB';"))?;
         conn.execute_batch(SCHEMA)?;
         let legacy_next = retire_legacy_raw_table(&conn)?;
         let raw_dir = data_dir.join("flows-raw");
@@ -267,7 +267,7 @@ impl FlowStore {
             db: Mutex::new(conn),
             reader_conn: Mutex::new(reader_conn),
             queries: RwLock::new(()),
-            memory_limit_mb,
+            memory_limit_mib,
             db_path,
             segments: RwLock::new(Arc::new(log.segments())),
             raw: RawReader::new(&raw_dir),
@@ -380,9 +380,10 @@ impl FlowStore {
             // DuckDB keeps the old limit when it cannot evict enough.
             tracing::debug!(error = %e, "flow store: releasing cached blocks failed");
         }
-        if let Err(e) =
-            db.execute_batch(&format!("SET memory_limit = '{}MB'", self.memory_limit_mb))
-        {
+        if let Err(e) = db.execute_batch(&format!(
+            "SET memory_limit = '{}MiB'",
+            self.memory_limit_mib
+        )) {
             tracing::error!(error = %e, "flow store: restoring memory_limit failed");
         }
     }

@@ -106,9 +106,15 @@ pub struct TelemetryStore {
     pub counters: Arc<StoreCounters>,
 }
 
+/// DuckDB's buffer pool for telemetry.duckdb. Its default is 80% of RAM, and it keeps the
+/// blocks it writes cached until the pool is full: a process that appends samples for days
+/// grows toward that. Larger queries spill to disk beyond this.
+const MEMORY_LIMIT_MIB: u64 = 256;
+
 impl TelemetryStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = duckdb::Connection::open(path)?;
+        conn.execute_batch(&format!("SET memory_limit = '{MEMORY_LIMIT_MIB}MiB';"))?;
         conn.execute_batch(SCHEMA)?;
         let index = Arc::new(RwLock::new(load_index(&conn)?));
         let reader = conn.try_clone()?;
@@ -687,5 +693,17 @@ mod tests {
         let total = store.query(&q).unwrap();
         assert_eq!(total.len(), 1);
         assert_eq!(total[0].points, vec![(0, 510.0), (5000, 535.0)]);
+    }
+
+    #[test]
+    fn the_buffer_pool_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TelemetryStore::open(&dir.path().join("t.duckdb")).unwrap();
+        let limit: String = store
+            .reader
+            .lock()
+            .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(limit, "256.0 MiB");
     }
 }
