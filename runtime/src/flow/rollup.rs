@@ -5,9 +5,9 @@
 //! Why a hand-written table: summing a flow into its group is one hash-table update per flow,
 //! and with tens of thousands of groups per minute the table does not fit in the cache. With
 //! `hashbrown` every update waited for its cache miss — ~60% of the writer's CPU at 2 M
-//! flows/s. [`Table4`] is an open-addressing table (linear probing, at most half full) with
+//! flows/s. `Table4` is an open-addressing table (linear probing, at most half full) with
 //! one 48-byte slot per group; [`Rollups::add_all`] hashes a whole chunk and prefetches each
-//! flow's slot [`AHEAD`] flows before it is updated, so the misses overlap instead of queuing.
+//! flow's slot `AHEAD` flows before it is updated, so the misses overlap instead of queuing.
 //! Groups whose addresses are all IPv4 (usually nearly all) live there; the others in a
 //! `hashbrown` map.
 //!

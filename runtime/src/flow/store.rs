@@ -10,10 +10,12 @@
 //! - **Rollups** are summed in memory per (minute, tenant, exporter, src/dst address, IP
 //!   protocol, application) and written to `flow_rollup_1m` every [`ROLLUP_EVERY`], when
 //!   [`ROLLUP_MAX_KEYS`] groups are open, before a rollup query reads the table, and at
-//!   shutdown — so DuckDB gets one row per group per minute instead of one per flow, and
-//!   its memory stays small. The same transaction records the last sequence number the
-//!   table includes (`flow_store_state.rollups_through`); after a crash, opening the store
-//!   rebuilds the missing rollups from the raw log, so the two never disagree.
+//!   shutdown — so DuckDB gets one row per group per minute instead of one per flow; after
+//!   each write the store hands back what DuckDB would keep cached
+//!   (`FlowStore::release_memory`), so its memory stays flat. The same transaction records
+//!   the last sequence number the table includes (`flow_store_state.rollups_through`);
+//!   after a crash, opening the store rebuilds the missing rollups from the raw log, so the
+//!   two never disagree.
 //! - **Names**: tenants and applications are 16-bit ids in the log; the id ↔ name table is
 //!   `flows-raw/names.json`, appended to when a configuration brings a new name.
 
@@ -669,7 +671,7 @@ const USE_DB: &str = "USE flows";
 
 /// Detach and attach `flows.duckdb` again after this many rollup writes
 /// ([`FlowStore::release_memory`]).
-pub const REATTACH_AFTER_WRITES: u32 = 60;
+const REATTACH_AFTER_WRITES: u32 = 60;
 
 /// The flow store's database, attached with [`ROW_GROUP_SIZE`] (an option of `ATTACH` only,
 /// hence the in-memory connection it is attached to) and made the default.
