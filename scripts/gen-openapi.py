@@ -7,8 +7,12 @@ every path in it is routed by the server and every routed path is documented.
 import json, pathlib
 
 ERR = {"$ref": "#/components/responses/Error"}
-def op(summary, ok="200", ok_desc="OK", body=None, params=None, errors=("400", "401", "403", "404"), tag=None, auth=True):
+def op(summary, ok="200", ok_desc="OK", body=None, params=None, errors=("400", "401", "403", "404"), tag=None, auth=True, scope=None):
+    """scope: what a tenant token needs (read, deploy, inventory, secrets, admin), or
+    "platform-admin" for the platform admin token only; GETs default to read. It is recorded
+    as x-sotp-scope, and a test checks the server refuses every other scope."""
     o = {"summary": summary, "responses": {ok: {"description": ok_desc}}}
+    if auth: o["x-sotp-scope"] = scope or "read"
     for e in errors:
         o["responses"][e] = ERR
     if body: o["requestBody"] = body
@@ -37,24 +41,30 @@ FLOW_PARAMS = [
 paths = {
   "/healthz": {"get": op("Liveness", errors=(), tag="ops", auth=False)},
   "/readyz": {"get": op("Readiness: 503 until components are restored", errors=("503",), tag="ops", auth=False)},
-  "/metrics": {"get": op("The runtime's own metrics, Prometheus text format", errors=(), tag="ops", auth=False)},
+  "/metrics": {"get": op("Every tenant's and the process's metrics, Prometheus text format: the platform admin token only (or server.metrics_listen, without a token)", errors=("401", "403"), tag="ops", scope="platform-admin")},
+  "/v1/metrics": {"get": op("The caller's tenant's metrics (its components and flows), Prometheus text format", errors=("401", "403"), tag="ops")},
   "/v1/openapi.json": {"get": op("This document", errors=(), tag="ops", auth=False)},
   "/v1/tenants": {
-    "post": op("Create a tenant (admin); returns its first token", ok="201", tag="tenants",
+    "post": op("Create a tenant (admin); returns its first token", ok="201", tag="tenants", scope="platform-admin",
                body=json_body({"id": {"type": "string"}, "name": {"type": "string"},
-                               "max_components": {"type": "integer"}, "max_memory": {"type": "string", "example": "512MiB"}}, ["id"]),
+                               "max_components": {"type": "integer"}, "max_memory": {"type": "string", "example": "512MiB"},
+                               "max_series": {"type": "integer"}, "max_instances": {"type": "integer"},
+                               "max_concurrent_calls": {"type": "integer"}}, ["id"]),
                errors=("400", "401", "403", "409")),
-    "get": op("List tenants (admin)", tag="tenants")},
-  "/v1/tenants/{id}": {"get": op("Show a tenant (admin)", params=[pid], tag="tenants"),
-                        "delete": op("Delete a tenant and everything it owns (admin)", ok="204", params=[pid], tag="tenants")},
+    "get": op("List tenants (admin)", tag="tenants", scope="platform-admin")},
+  "/v1/tenant": {"get": op("The caller's tenant: its quotas and what it uses of them (series, instances, running and waiting calls, refusals)", tag="tenants")},
+  "/v1/tenants/{id}": {"get": op("Show a tenant with its usage (admin)", params=[pid], tag="tenants", scope="platform-admin"),
+                        "delete": op("Delete a tenant and everything it owns (admin)", ok="204", params=[pid], tag="tenants", scope="platform-admin")},
   "/v1/tokens": {
-    "post": op("Create a token: admin for any tenant (or another admin token), a tenant for itself", ok="201", tag="tenants",
-               body=json_body({"tenant": {"type": "string"}, "name": {"type": "string"}})),
+    "post": op("Create a token: admin for any tenant (or another admin token), a tenant for itself, with scopes (default: the creator's) and an optional lifetime", ok="201", tag="tenants", scope="admin",
+               body=json_body({"tenant": {"type": "string"}, "name": {"type": "string"},
+                               "scopes": {"type": "array", "items": {"type": "string", "enum": ["read", "deploy", "inventory", "secrets", "admin"]}},
+                               "expires_in": {"type": "string", "example": "90d"}})),
     "get": op("List tokens (never their values)", params=[q("tenant", "admin: whose tokens")], tag="tenants")},
-  "/v1/tokens/{id}": {"delete": op("Revoke a token", ok="204", params=[pid, q("tenant", "admin: the token's tenant")], tag="tenants")},
+  "/v1/tokens/{id}": {"delete": op("Revoke a token (409 for the last unexpired admin token)", ok="204", params=[pid, q("tenant", "admin: the token's tenant")], tag="tenants", scope="admin", errors=("401", "403", "404", "409"))},
   "/v1/components": {
     "post": op("Upload a component version (multipart: manifest = TOML, wasm = component); activates it unless activate=false",
-               ok="201", tag="components", params=[q("activate", "switch to the new version (default true)", "boolean")],
+               ok="201", tag="components", scope="deploy", params=[q("activate", "switch to the new version (default true)", "boolean")],
                body={"required": True, "content": {"multipart/form-data": {"schema": {"type": "object",
                      "properties": {"manifest": {"type": "string"}, "wasm": {"type": "string", "format": "binary"}},
                      "required": ["manifest", "wasm"]}}}},
@@ -62,46 +72,46 @@ paths = {
     "get": op("List the tenant's components", tag="components")},
   "/v1/components/{name}": {
     "get": op("State, active version, manifest, versions, counters, last error, recent log", params=[name, q("log_lines", "log lines to include", "integer")], tag="components"),
-    "delete": op("Stop and delete a component with all versions", ok="204", params=[name], tag="components")},
+    "delete": op("Stop and delete a component with all versions", ok="204", params=[name], tag="components", scope="deploy")},
   "/v1/components/{name}/versions": {"get": op("Versions of a component", params=[name], tag="components")},
-  "/v1/components/{name}/activate": {"post": op("Hot-swap to a version; a failing init leaves the active version running (422)", params=[name], tag="components",
+  "/v1/components/{name}/activate": {"post": op("Hot-swap to a version; a failing init leaves the active version running (422)", params=[name], tag="components", scope="deploy",
         body=json_body({"version": {"type": "integer"}}, ["version"]), errors=("400", "401", "403", "404", "422"))},
-  "/v1/components/{name}/rollback": {"post": op("Activate the previously active version, or the one given", params=[name], tag="components",
+  "/v1/components/{name}/rollback": {"post": op("Activate the previously active version, or the one given", params=[name], tag="components", scope="deploy",
         body={"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {"version": {"type": "integer"}}}}}},
         errors=("400", "401", "403", "404", "409", "422"))},
   "/v1/components/{name}/logs": {"get": op("The component's log ring (guest log, stdout/stderr, host events)", params=[name, q("lines", "how many", "integer")], tag="components")},
-  "/v1/components/{name}/messages": {"post": op("Call on-message with a message; returns when its output is durable", params=[name], tag="components",
+  "/v1/components/{name}/messages": {"post": op("Call on-message with a message; returns when its output is durable", params=[name], tag="components", scope="deploy",
         body=json_body({"topic": {"type": "string"}, "payload": {"type": "string"}, "payload_base64": {"type": "string"}}, ["topic"]),
         errors=("400", "401", "403", "404", "409"))},
   "/v1/mqtt": {
     "get": op("The tenant's broker and SOTP's session with it: connected, subscriptions, counters", tag="mqtt"),
-    "put": op("Set the tenant's MQTT broker (QoS 1, persistent session) and (re)connect", tag="mqtt",
-              body=json_body({"host": {"type": "string"}, "port": {"type": "integer"}, "client_id": {"type": "string"},
+    "put": op("Set the tenant's MQTT broker (QoS 1, persistent session) and (re)connect", tag="mqtt", scope="admin",
+              body=json_body({"host": {"type": "string"}, "port": {"type": "integer"},
                               "username": {"type": "string"}, "password_secret": {"type": "string"},
                               "tls": {"type": "boolean"}, "tls_ca_pem": {"type": "string"}, "keep_alive_s": {"type": "integer"}}, ["host"])),
-    "delete": op("Disconnect and forget the broker", ok="204", tag="mqtt")},
+    "delete": op("Disconnect and forget the broker", ok="204", tag="mqtt", scope="admin")},
   "/v1/backups": {"get": op("Devices with configuration backups and their latest revision", tag="backups")},
   "/v1/backups/settings": {
     "get": op("Volatile-line patterns dropped before comparing and storing", tag="backups"),
-    "put": op("Set the volatile-line patterns (regular expressions)", tag="backups", body=json_body({"ignore": {"type": "array", "items": {"type": "string"}}}, ["ignore"]))},
+    "put": op("Set the volatile-line patterns (regular expressions)", tag="backups", scope="inventory", body=json_body({"ignore": {"type": "array", "items": {"type": "string"}}}, ["ignore"]))},
   "/v1/backups/{name}": {"get": op("A device's backup history (commits that changed it), newest first", params=[name], tag="backups")},
   "/v1/backups/{name}/text": {"get": op("A device's configuration at a revision (default latest), text/plain", params=[name, q("at", "commit id")], tag="backups")},
   "/v1/backups/{name}/diff": {"get": op("Unified diff between two revisions (default: the two latest changes)", params=[name, q("from", "commit id"), q("to", "commit id")], tag="backups")},
   "/v1/devices": {"get": op("The inventory", tag="devices", params=[q("tag", "only with this tag"), q("site", "only at this site"), q("role", "only with this role")])},
-  "/v1/devices/import": {"post": op("Create or replace devices in bulk: YAML/JSON list, or CSV (Content-Type: text/csv)", tag="devices",
+  "/v1/devices/import": {"post": op("Create or replace devices in bulk: YAML/JSON list, or CSV (Content-Type: text/csv)", tag="devices", scope="inventory",
         body={"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}})},
   "/v1/devices/{name}": {
     "get": op("A device", params=[name], tag="devices"),
-    "put": op("Create (201) or replace (200) a device", params=[name], tag="devices", body={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}),
-    "delete": op("Delete a device nothing depends on", ok="204", params=[name], tag="devices", errors=("401", "403", "404", "409"))},
+    "put": op("Create (201) or replace (200) a device", params=[name], tag="devices", scope="inventory", body={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}),
+    "delete": op("Delete a device nothing depends on", ok="204", params=[name], tag="devices", scope="inventory", errors=("401", "403", "404", "409"))},
   "/v1/devices/{name}/interfaces": {"get": op("Interface names by ifIndex, as collectors reported them", params=[name], tag="devices"),
-    "put": op("Replace the interface names by hand (devices no SNMP collector polls); flow queries name in_if/out_if from them", ok="204", params=[name], tag="devices",
+    "put": op("Replace the interface names by hand (devices no SNMP collector polls); flow queries name in_if/out_if from them", ok="204", params=[name], tag="devices", scope="inventory",
               body=json_body({"interfaces": {"type": "array", "items": {"type": "object", "required": ["index", "name"], "properties": {"index": {"type": "integer"}, "name": {"type": "string"}}}}}, ["interfaces"]))},
-  "/v1/devices/{name}/ssh-host-key": {"delete": op("Forget the pinned SSH host key (after a legitimate change)", ok="204", params=[name], tag="devices")},
+  "/v1/devices/{name}/ssh-host-key": {"delete": op("Forget the pinned SSH host key (after a legitimate change)", ok="204", params=[name], tag="devices", scope="inventory")},
   "/v1/secrets": {"get": op("List secret names", tag="secrets")},
-  "/v1/secrets/{name}": {"put": op("Set a secret (encrypted at rest; never returned)", ok="204", params=[name], tag="secrets",
+  "/v1/secrets/{name}": {"put": op("Set a secret (encrypted at rest; never returned)", ok="204", params=[name], tag="secrets", scope="secrets",
                                    body=json_body({"value": {"type": "string"}}, ["value"])),
-                          "delete": op("Delete a secret", ok="204", params=[name], tag="secrets")},
+                          "delete": op("Delete a secret", ok="204", params=[name], tag="secrets", scope="secrets")},
   "/v1/query": {"get": op("Query samples", tag="query", params=[
         q("metric", "metric name (required)"), q("match", "label matcher, repeatable: a=b, a!=b, a=~re, a!~re"),
         q("start", "ms since the epoch, RFC 3339, now, now-5m"), q("end", "exclusive end; default now"),
@@ -112,12 +122,12 @@ paths = {
         q("measure", "bytes (default), packets or flows")])},
   "/v1/flows/rate": {"get": op("Bytes/s and packets/s per group per time bucket", tag="flows", params=FLOW_PARAMS + [
         q("step", "bucket width (default 5m)")])},
-  "/v1/flows/status": {"get": op("Flow listeners, template state and decoder counters", tag="flows")},
+  "/v1/flows/status": {"get": op("A tenant: the listeners and its exporters (flows, bytes, packets since start). The platform admin: the whole pipeline (templates, decoder and store counters, sinks)", tag="flows")},
 }
 doc = {
   "openapi": "3.0.3",
   "info": {"title": "SOTP management API", "version": "0.1.0",
-           "description": "Errors are JSON {error, detail}: error is a stable code (invalid_manifest, not_wasm, not_a_component, wrong_world, upload_too_large, init_failed, quota_exceeded, not_found, forbidden, unauthorized, invalid_query, ...)."},
+           "description": "Tenant tokens carry scopes (read, deploy, inventory, secrets, admin); x-sotp-scope on each operation names the one it needs, and any scope implies read. Errors are JSON {error, detail}: error is a stable code (invalid_manifest, not_wasm, not_a_component, wrong_world, upload_too_large, init_failed, quota_exceeded, not_found, forbidden, unauthorized, invalid_query, ...)."},
   "servers": [{"url": "http://127.0.0.1:8787"}],
   "security": [{"bearer": []}],
   "paths": paths,

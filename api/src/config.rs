@@ -23,6 +23,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// `human` or `json`.
     pub log_format: LogFormat,
+    /// Serve the operator's `/metrics` without a token on this address (a second listener,
+    /// for a Prometheus on the operator's network). Unset: `/metrics` on the API's address
+    /// answers only the platform admin token, and tenants read their own series at
+    /// `/v1/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -39,6 +44,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             log_format: LogFormat::Human,
+            metrics_listen: None,
         }
     }
 }

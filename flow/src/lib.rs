@@ -59,6 +59,8 @@ pub struct DecodeCounters {
     /// Held data sets dropped: too old, or the hold buffer was full.
     pub pending_dropped: AtomicU64,
     pub template_save_errors: AtomicU64,
+    /// Templates, options or template spaces refused by the template state's caps.
+    pub templates_refused: AtomicU64,
 }
 
 impl DecodeCounters {
@@ -233,7 +235,9 @@ impl Context<'_> {
             }
             return Ok(0);
         }
-        let domain = self.cache.domain(set.key);
+        let Some(domain) = self.cache.domain(set.key) else {
+            return Ok(0);
+        };
         let mut set = *set;
         if set.uptime.is_none()
             && let Some(init) = domain.system_init_ms
@@ -325,12 +329,16 @@ impl FlowDecoder {
         &self.cache
     }
 
-    /// Persist template state if it changed.
-    pub fn save_templates(&mut self) {
-        if let Err(e) = self.cache.save_if_dirty() {
-            self.counters.template_save_errors.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, "could not persist flow templates");
-        }
+    /// The template state, if it changed since the last snapshot (the caller persists it,
+    /// outside whatever lock guards this decoder).
+    pub fn snapshot_templates(&mut self) -> Option<template::TemplateSnapshot> {
+        self.cache.snapshot()
+    }
+
+    /// A snapshot could not be written: take one again next time.
+    pub fn templates_unsaved(&mut self) {
+        self.cache.mark_dirty();
+        self.counters.template_save_errors.fetch_add(1, Relaxed);
     }
 
     /// Decode one datagram from `source`, appending to `out`. Records decoded before an error
@@ -403,8 +411,9 @@ impl FlowDecoder {
         };
         let decoded = out.flows.len() - before;
         self.counters.records[i].fetch_add(decoded as u64, Relaxed);
-        if self.cache.dirty {
-            self.save_templates();
+        let refused = std::mem::take(&mut self.cache.refused);
+        if refused > 0 {
+            self.counters.templates_refused.fetch_add(refused, Relaxed);
         }
         result.map(|_| decoded)
     }

@@ -1,10 +1,16 @@
 //! Template state of NetFlow v9 and IPFIX exporters: templates, options-derived sampling
 //! rates and system init times, per (protocol, exporter, observation domain).
 //!
-//! Persisted as one small JSON file in the data directory whenever it changes (templates are
-//! re-announced often but change rarely, so writes are rare). Without that, a restart of
-//! SOTP would drop every data record until each exporter re-sends its templates — the
-//! "template not found" complaint of goflow2#309 and akvorado#697.
+//! Persisted as one small JSON file in the data directory (templates are re-announced often
+//! but change rarely): the owner takes a [`TemplateCache::snapshot`] when the state changed —
+//! cheap, under whatever lock guards the cache — and serializes and writes it elsewhere.
+//! Without that, a restart of SOTP would drop every data record until each exporter re-sends
+//! its templates — the "template not found" complaint of goflow2#309 and akvorado#697.
+//!
+//! The state is bounded ([`StateLimits`]): exporters are whoever sends a datagram, so the
+//! number of exporters, of template spaces (observation domains) per exporter, and of
+//! templates and samplers per space have caps; what would exceed one is refused and counted,
+//! and the exporters already known go on being decoded.
 
 use super::DecodeError;
 use super::bytes::Cursor;
@@ -17,7 +23,6 @@ use std::collections::HashMap;
 /// come from the network, so a fixed hash is not an option either).
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -221,11 +226,80 @@ pub struct DomainState {
     pub system_init_ms: Option<i64>,
 }
 
+/// Caps of the template state (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Exporters (addresses) with template state.
+    pub exporters: usize,
+    /// Template spaces (protocol × observation domain / source id) per exporter.
+    pub domains_per_exporter: usize,
+    /// Templates per template space.
+    pub templates_per_domain: usize,
+    /// Sampler ids per template space.
+    pub samplers_per_domain: usize,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            exporters: 10_000,
+            domains_per_exporter: 64,
+            templates_per_domain: 512,
+            samplers_per_domain: 1024,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct TemplateCache {
     pub domains: Map<DomainKey, DomainState>,
-    path: Option<PathBuf>,
+    /// Template spaces per exporter, for the caps.
+    exporters: Map<IpAddr, usize>,
+    limits: StateLimits,
     pub dirty: bool,
+    /// Templates, options or domains refused by a cap.
+    pub refused: u64,
+}
+
+/// The cache's content at one moment, cheap to take (templates are shared), serialized to
+/// JSON outside any lock ([`TemplateSnapshot::to_json`]).
+pub struct TemplateSnapshot {
+    domains: Vec<DomainSnapshot>,
+}
+
+/// One template space of a snapshot.
+struct DomainSnapshot {
+    key: DomainKey,
+    default_rate: Option<u32>,
+    samplers: Vec<(u64, u32)>,
+    system_init_ms: Option<i64>,
+    templates: Vec<(u16, Arc<Template>)>,
+}
+
+impl TemplateSnapshot {
+    pub fn to_json(&self) -> Vec<u8> {
+        let saved: Vec<SavedDomain> = self
+            .domains
+            .iter()
+            .map(|d| SavedDomain {
+                key: d.key,
+                default_rate: d.default_rate,
+                samplers: d.samplers.clone(),
+                system_init_ms: d.system_init_ms,
+                templates: d
+                    .templates
+                    .iter()
+                    .map(|(id, t)| SavedTemplate {
+                        id: *id,
+                        options: t.options,
+                        scope_fields: t.scope_fields,
+                        fields: t.specs.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        serde_json::to_vec_pretty(&saved).expect("template state serializes")
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -252,53 +326,94 @@ struct SavedTemplate {
 }
 
 impl TemplateCache {
-    /// A cache persisted at `path` (loaded now if the file exists).
-    pub fn persistent(path: &Path) -> Result<Self, std::io::Error> {
-        let mut cache = TemplateCache {
-            path: Some(path.to_owned()),
+    /// An empty cache with these caps.
+    pub fn with_limits(limits: StateLimits) -> Self {
+        TemplateCache {
+            limits,
             ..Default::default()
-        };
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let saved: Vec<SavedDomain> = serde_json::from_slice(&bytes)
-                    .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-                for d in saved {
-                    let state = cache.domains.entry(d.key).or_default();
-                    state.default_rate = d.default_rate;
-                    state.samplers = d.samplers.into_iter().collect();
-                    state.system_init_ms = d.system_init_ms;
-                    for t in d.templates {
-                        let tpl =
-                            Template::new(d.key.protocol, t.fields, t.options, t.scope_fields);
-                        state.templates.insert(t.id, Arc::new(tpl));
-                    }
+        }
+    }
+
+    /// A cache with the state a snapshot's JSON holds (what the caps allow of it).
+    pub fn from_json(json: &[u8], limits: StateLimits) -> Result<Self, String> {
+        let saved: Vec<SavedDomain> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let mut cache = TemplateCache::with_limits(limits);
+        for d in saved {
+            for (id, rate) in d.samplers.into_iter().take(limits.samplers_per_domain) {
+                if let Some(state) = cache.admit(d.key) {
+                    state.samplers.insert(id, rate);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            let Some(state) = cache.admit(d.key) else {
+                continue;
+            };
+            state.default_rate = d.default_rate;
+            state.system_init_ms = d.system_init_ms;
+            for t in d.templates.into_iter().take(limits.templates_per_domain) {
+                let tpl = Template::new(d.key.protocol, t.fields, t.options, t.scope_fields);
+                state.templates.insert(t.id, Arc::new(tpl));
+            }
         }
+        cache.dirty = false;
         Ok(cache)
+    }
+
+    pub fn limits(&self) -> StateLimits {
+        self.limits
     }
 
     pub fn template_count(&self) -> usize {
         self.domains.values().map(|d| d.templates.len()).sum()
     }
 
-    pub fn domain(&mut self, key: DomainKey) -> &mut DomainState {
-        self.domains.entry(key).or_default()
+    pub fn exporter_count(&self) -> usize {
+        self.exporters.len()
     }
 
-    /// Learn a template; returns true if it is new or changed.
+    /// The state of `key`, created if the caps allow (else counted in `refused`).
+    fn admit(&mut self, key: DomainKey) -> Option<&mut DomainState> {
+        if !self.domains.contains_key(&key) {
+            let per_exporter = self.exporters.get(&key.exporter).copied();
+            let allowed = match per_exporter {
+                Some(n) => n < self.limits.domains_per_exporter,
+                None => self.exporters.len() < self.limits.exporters,
+            };
+            if !allowed {
+                self.refused += 1;
+                return None;
+            }
+            *self.exporters.entry(key.exporter).or_default() += 1;
+            self.domains.insert(key, DomainState::default());
+        }
+        self.domains.get_mut(&key)
+    }
+
+    /// The state of `key` if it has any (data sets are decoded against it; they never
+    /// create state).
+    pub fn domain(&mut self, key: DomainKey) -> Option<&mut DomainState> {
+        self.domains.get_mut(&key)
+    }
+
+    /// Learn a template; returns true if it is new or changed (false also when a cap
+    /// refused it: counted in `refused`).
     pub fn insert(&mut self, key: DomainKey, id: u16, tpl: Template) -> bool {
-        let state = self.domains.entry(key).or_default();
+        let max = self.limits.templates_per_domain;
+        let Some(state) = self.admit(key) else {
+            return false;
+        };
         let same = state.templates.get(&id).is_some_and(|t| {
             t.specs == tpl.specs && t.options == tpl.options && t.scope_fields == tpl.scope_fields
         });
-        if !same {
-            state.templates.insert(id, Arc::new(tpl));
-            self.dirty = true;
+        if same {
+            return false;
         }
-        !same
+        if !state.templates.contains_key(&id) && state.templates.len() >= max {
+            self.refused += 1;
+            return false;
+        }
+        state.templates.insert(id, Arc::new(tpl));
+        self.dirty = true;
+        true
     }
 
     pub fn withdraw(&mut self, key: DomainKey, id: Option<u16>) {
@@ -315,54 +430,65 @@ impl TemplateCache {
 
     /// Record what an options data record says about sampling or system init time.
     pub fn learn_options(&mut self, key: DomainKey, x: &Extras) {
-        let state = self.domains.entry(key).or_default();
-        if let Some(rate) = x.stated_rate() {
-            let changed = match x.sampler_id {
-                Some(id) => state.samplers.insert(id, rate) != Some(rate),
+        let max_samplers = self.limits.samplers_per_domain;
+        let rate = x.stated_rate();
+        let init = x.system_init_ms.map(|i| i as i64);
+        if rate.is_none() && init.is_none() {
+            return;
+        }
+        let Some(state) = self.admit(key) else {
+            return;
+        };
+        let mut changed = false;
+        let mut refused = false;
+        if let Some(rate) = rate {
+            changed |= match x.sampler_id {
+                Some(id)
+                    if state.samplers.contains_key(&id) || state.samplers.len() < max_samplers =>
+                {
+                    state.samplers.insert(id, rate) != Some(rate)
+                }
+                Some(_) => {
+                    refused = true;
+                    false
+                }
                 None => state.default_rate.replace(rate) != Some(rate),
             };
-            self.dirty |= changed;
         }
-        if let Some(init) = x.system_init_ms {
-            let init = init as i64;
-            if state.system_init_ms != Some(init) {
-                state.system_init_ms = Some(init);
-                self.dirty = true;
-            }
+        if let Some(init) = init
+            && state.system_init_ms != Some(init)
+        {
+            state.system_init_ms = Some(init);
+            changed = true;
         }
+        self.dirty |= changed;
+        self.refused += u64::from(refused);
     }
 
-    /// Write the cache if it changed since the last save (atomically: temp file + rename).
-    pub fn save_if_dirty(&mut self) -> Result<(), std::io::Error> {
-        let Some(path) = self.path.clone().filter(|_| self.dirty) else {
-            return Ok(());
-        };
-        let saved: Vec<SavedDomain> = self
-            .domains
-            .iter()
-            .map(|(key, d)| SavedDomain {
-                key: *key,
-                default_rate: d.default_rate,
-                samplers: d.samplers.iter().map(|(k, v)| (*k, *v)).collect(),
-                system_init_ms: d.system_init_ms,
-                templates: d
-                    .templates
-                    .iter()
-                    .map(|(id, t)| SavedTemplate {
-                        id: *id,
-                        options: t.options,
-                        scope_fields: t.scope_fields,
-                        fields: t.specs.clone(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        let json = serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, &path)?;
+    /// The state now, if it changed since the last snapshot (marks it saved).
+    pub fn snapshot(&mut self) -> Option<TemplateSnapshot> {
+        if !self.dirty {
+            return None;
+        }
         self.dirty = false;
-        Ok(())
+        Some(TemplateSnapshot {
+            domains: self
+                .domains
+                .iter()
+                .map(|(key, d)| DomainSnapshot {
+                    key: *key,
+                    default_rate: d.default_rate,
+                    samplers: d.samplers.iter().map(|(k, v)| (*k, *v)).collect(),
+                    system_init_ms: d.system_init_ms,
+                    templates: d.templates.iter().map(|(id, t)| (*id, t.clone())).collect(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Mark the state unsaved again (a snapshot could not be written).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
     }
 }
 
@@ -415,6 +541,49 @@ mod tests {
         assert_eq!(a, decode(&variable, &vbody));
         assert_eq!(a[2].src_addr, IpAddr::from([10, 0, 0, 2]));
         assert_eq!((a[2].dst_port, a[2].bytes), (53, 258));
+    }
+
+    #[test]
+    fn template_state_is_capped_per_exporter_and_in_all() {
+        let limits = StateLimits {
+            exporters: 3,
+            domains_per_exporter: 2,
+            templates_per_domain: 4,
+            samplers_per_domain: 2,
+        };
+        let mut cache = TemplateCache::with_limits(limits);
+        let key = |e: u8, domain: u32| DomainKey {
+            protocol: FlowProtocol::Ipfix,
+            exporter: IpAddr::from([192, 0, 2, e]),
+            domain,
+        };
+        let tpl = || Template::new(FlowProtocol::Ipfix, vec![spec(8, 4)], false, 0);
+        for id in 256..300 {
+            cache.insert(key(1, 0), id, tpl());
+        }
+        assert_eq!(cache.template_count(), 4, "templates per domain");
+        for domain in 0..10 {
+            cache.insert(key(1, domain), 256, tpl());
+        }
+        assert_eq!(cache.domains.len(), 2, "domains per exporter");
+        for e in 2..10 {
+            cache.insert(key(e, 0), 256, tpl());
+        }
+        assert_eq!(cache.exporter_count(), 3, "exporters");
+        assert!(cache.refused > 0);
+        // A known template is still redefined; known exporters keep working.
+        assert!(cache.insert(
+            key(1, 0),
+            256,
+            Template::new(FlowProtocol::Ipfix, vec![spec(12, 4)], false, 0)
+        ));
+        // Snapshots round-trip through JSON, caps included.
+        let json = cache.snapshot().unwrap().to_json();
+        assert!(cache.snapshot().is_none(), "nothing changed since");
+        let back = TemplateCache::from_json(&json, limits).unwrap();
+        assert_eq!(back.template_count(), cache.template_count());
+        assert_eq!(back.exporter_count(), 3);
+        assert!(TemplateCache::from_json(b"{ not json", limits).is_err());
     }
 
     #[test]

@@ -101,6 +101,18 @@ impl Backups {
             .clone()
     }
 
+    /// Delete a tenant's repository (the tenant was deleted).
+    pub fn remove_tenant(&self, tenant: &str) -> std::io::Result<()> {
+        let lock = self.lock(tenant);
+        let _guard = lock.lock();
+        let root = cap_std::fs::Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())?;
+        match root.remove_dir_all(format!("{tenant}.git")) {
+            Ok(()) => crate::datadir::sync_dir(&root),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn repo(&self, tenant: &str) -> Result<Repository, BackupError> {
         let path = self.root.join(format!("{tenant}.git"));
         if path.exists() {

@@ -5,6 +5,12 @@
 //! exactly once, by whichever version is active when it is dequeued. A swap prepares the new
 //! version beside the old one (instantiate, `init`) and then replaces the active pointer
 //! atomically; a call already running keeps its `Arc` to the old version and finishes there.
+//!
+//! Calls run on the blocking pool, each after taking one of its tenant's call slots
+//! (`budget`), and nothing that blocks — the guest, SQLite — runs on an async worker. Queued
+//! messages are handled in batches with one commit, but a batch is cut (and committed) as
+//! soon as what it emitted reaches the component's `limits.max_emit_bytes`, so batching never
+//! makes the host hold more than one call may.
 
 use crate::host::{Emitted, WitTick};
 use crate::instance::{Call, CallReport, LoadedVersion, Outcome};
@@ -75,6 +81,8 @@ enum Job {
 pub(crate) struct Deps {
     pub telemetry: Arc<TelemetryStore>,
     pub state: Arc<StateStore>,
+    /// The tenant's budget (series quota, call slots).
+    pub budget: Arc<crate::budget::TenantBudget>,
 }
 
 pub struct ComponentHandle {
@@ -87,6 +95,8 @@ pub struct ComponentHandle {
     schedule: Mutex<Option<(Duration, JoinHandle<()>)>>,
     next_tick_seq: AtomicU64,
     tick_pending: AtomicBool,
+    /// Held by the queue task while it handles a job: `stopped` waits on it.
+    busy: tokio::sync::Mutex<()>,
     state: Mutex<ComponentState>,
     deps: Deps,
 }
@@ -109,6 +119,7 @@ impl ComponentHandle {
             schedule: Mutex::new(None),
             next_tick_seq: AtomicU64::new(last_tick_seq + 1),
             tick_pending: AtomicBool::new(false),
+            busy: tokio::sync::Mutex::new(()),
             state: Mutex::new(ComponentState::Inactive),
             deps,
         });
@@ -143,9 +154,13 @@ impl ComponentHandle {
         let _guard = self.activation_lock.lock().await;
         let number = version.version();
         let warming = version.clone();
-        let report = tokio::task::spawn_blocking(move || warming.warm())
-            .await
-            .map_err(|e| format!("activation task failed: {e}"))?;
+        let slot = self.deps.budget.call_slot().await;
+        let report = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            warming.warm()
+        })
+        .await
+        .map_err(|e| format!("activation task failed: {e}"))?;
         let warm_time = report.elapsed;
         match &report.outcome {
             Outcome::Ok => {}
@@ -190,6 +205,12 @@ impl ComponentHandle {
         };
         self.host_log(LogLevel::Info, Some(number), &message);
         Ok(warm_time)
+    }
+
+    /// Wait until no job of this component runs (after `deactivate`, whatever was running
+    /// has finished and committed, and nothing more will).
+    pub async fn stopped(&self) {
+        let _idle = self.busy.lock().await;
     }
 
     /// Stop the schedule and drop the active version.
@@ -298,13 +319,23 @@ impl ComponentHandle {
             logs: emitted.logs,
             ledger,
             ledger_clear: Vec::new(),
+            max_series: self.deps.budget.limits().max_series,
         };
         match self.deps.telemetry.commit(batch).await {
-            Ok(()) => {
+            Ok(report) => {
                 self.stats
                     .samples_stored
-                    .fetch_add(samples, Ordering::Relaxed);
+                    .fetch_add(samples - report.refused, Ordering::Relaxed);
                 self.stats.logs_stored.fetch_add(logs, Ordering::Relaxed);
+                if report.refused > 0 {
+                    self.stats
+                        .emitted_dropped
+                        .fetch_add(report.refused, Ordering::Relaxed);
+                    self.stats.set_last_error(format!(
+                        "{} samples of new series not stored: the tenant is at its series quota",
+                        report.refused
+                    ));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -378,33 +409,52 @@ impl ComponentHandle {
             return;
         };
         let seq = self.next_tick_seq.fetch_add(1, Ordering::AcqRel);
-        // Reserve the number durably before the call: after a crash the next tick gets a
-        // new number, so no sequence number is ever handed out twice.
-        if let Err(e) = self
-            .deps
-            .state
-            .set_last_tick_seq(&self.tenant, &self.name, seq)
-        {
-            tracing::warn!(error = %e, "could not record the tick sequence; tick skipped");
-            self.stats.ticks_skipped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         let call = Call::Tick(WitTick {
             seq,
             scheduled_at_ms,
         });
         let number = version.version();
-        let report = run_calls(version, vec![call])
-            .await
-            .pop()
-            .expect("one report per call");
+        let slot = self.deps.budget.call_slot().await;
+        let (state, tenant, name) = (
+            self.deps.state.clone(),
+            self.tenant.clone(),
+            self.name.clone(),
+        );
+        let ran = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            // Reserve the number durably before the call (on this thread: it is an fsync):
+            // after a crash the next tick gets a new number, so no sequence number is ever
+            // handed out twice.
+            state
+                .set_last_tick_seq(&tenant, &name, seq)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(version.call(&call))
+        })
+        .await;
+        let report = match ran {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not record the tick sequence; tick skipped");
+                self.stats.ticks_skipped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => failed_report(CallKind::Tick, &e.to_string()),
+        };
         let (emitted, _) = self.account(CallKind::Tick, number, report);
         let _ = self.commit(emitted).await;
     }
 
-    /// Handle queued messages on one version in one blocking task, commit everything they
-    /// emitted (and their ledger entries) at once, then report each outcome.
-    async fn run_messages(&self, batch: Vec<QueuedMessage>) {
+    /// Handle queued messages on one version in blocking tasks, commit what they emitted (and
+    /// their ledger entries) together, then report each outcome — in rounds, each cut when
+    /// what it emitted reaches `limits.max_emit_bytes`.
+    async fn run_messages(&self, mut batch: Vec<QueuedMessage>) {
+        while !batch.is_empty() {
+            batch = self.run_message_round(batch).await;
+        }
+    }
+
+    /// One round of [`Self::run_messages`]: returns the messages it did not get to.
+    async fn run_message_round(&self, batch: Vec<QueuedMessage>) -> Vec<QueuedMessage> {
         let Some(version) = self.active() else {
             self.stats
                 .messages_dropped
@@ -414,9 +464,10 @@ impl ComponentHandle {
                     let _ = done.send(MessageOutcome::NotDurable("no version is active".into()));
                 }
             }
-            return;
+            return Vec::new();
         };
         let number = version.version();
+        let budget = version.env.manifest.limits.max_emit_bytes.0 as usize;
         let mut waiting = Vec::with_capacity(batch.len());
         let mut calls = Vec::with_capacity(batch.len());
         for m in batch {
@@ -426,14 +477,28 @@ impl ComponentHandle {
             });
             waiting.push((m.ledger, m.done));
         }
-        let reports = run_calls(version, calls).await;
+        let reports = run_calls(version, calls, budget, &self.deps.budget).await;
+        // Messages past the cut go to the next round, in order.
+        let rest: Vec<QueuedMessage> = reports
+            .unrun
+            .into_iter()
+            .zip(waiting.drain(reports.reports.len()..))
+            .map(|(call, (ledger, done))| match call {
+                Call::Message { topic, payload } => QueuedMessage {
+                    topic,
+                    payload,
+                    ledger,
+                    done,
+                },
+                Call::Tick(_) => unreachable!("only messages are batched"),
+            })
+            .collect();
         let mut emitted = Emitted::default();
         let mut ledger = Vec::new();
-        let mut errors = Vec::with_capacity(reports.len());
-        for (report, (entry, _)) in reports.into_iter().zip(&waiting) {
+        let mut errors = Vec::with_capacity(reports.reports.len());
+        for (report, (entry, _)) in reports.reports.into_iter().zip(&waiting) {
             let (out, error) = self.account(CallKind::Message, number, report);
-            emitted.samples.extend(out.samples);
-            emitted.logs.extend(out.logs);
+            emitted.append(out);
             ledger.extend(*entry);
             errors.push(error);
         }
@@ -447,6 +512,7 @@ impl ComponentHandle {
                 let _ = done.send(outcome);
             }
         }
+        rest
     }
 }
 
@@ -492,6 +558,7 @@ async fn run_queue(handle: Weak<ComponentHandle>, mut jobs: mpsc::Receiver<Job>)
         let Some(handle) = handle.upgrade() else {
             return;
         };
+        let _busy = handle.busy.lock().await;
         match job {
             Job::Tick { scheduled_at_ms } => handle.run_tick(scheduled_at_ms).await,
             Job::Message(first) => {
@@ -513,24 +580,65 @@ async fn run_queue(handle: Weak<ComponentHandle>, mut jobs: mpsc::Receiver<Job>)
     }
 }
 
-/// Run calls one after another on a blocking thread; one report per call.
-async fn run_calls(version: Arc<LoadedVersion>, calls: Vec<Call>) -> Vec<CallReport> {
+/// What [`run_calls`] did: a report per call it ran, and the calls it left (in order)
+/// because what the others emitted reached the byte budget.
+struct Ran {
+    reports: Vec<CallReport>,
+    unrun: Vec<Call>,
+}
+
+/// Run calls one after another on a blocking thread (after taking one of the tenant's call
+/// slots), until they are done or what they emitted reaches `max_bytes` (the first call
+/// always runs).
+async fn run_calls(
+    version: Arc<LoadedVersion>,
+    calls: Vec<Call>,
+    max_bytes: usize,
+    budget: &Arc<crate::budget::TenantBudget>,
+) -> Ran {
     let n = calls.len();
     let kind = calls.first().map(Call::kind).unwrap_or(CallKind::Message);
-    match tokio::task::spawn_blocking(move || calls.iter().map(|c| version.call(c)).collect()).await
-    {
-        Ok(reports) => reports,
-        Err(e) => (0..n)
-            .map(|_| CallReport {
-                outcome: Outcome::Trapped(crate::instance::Trap {
-                    class: crate::stats::TrapClass::Other,
-                    message: format!("{} host task failed: {e}", kind_export(kind)),
-                }),
-                emitted: Emitted::default(),
-                dropped: 0,
-                fresh_instance: false,
-                elapsed: Duration::ZERO,
-            })
-            .collect(),
+    let slot = budget.call_slot().await;
+    let ran = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let mut reports = Vec::with_capacity(calls.len());
+        let mut held = 0usize;
+        let mut calls = calls.into_iter();
+        for call in calls.by_ref() {
+            let report = version.call(&call);
+            held += report.emitted.bytes;
+            reports.push(report);
+            if held >= max_bytes {
+                break;
+            }
+        }
+        Ran {
+            reports,
+            unrun: calls.collect(),
+        }
+    })
+    .await;
+    match ran {
+        Ok(ran) => ran,
+        Err(e) => Ran {
+            reports: (0..n)
+                .map(|_| failed_report(kind, &e.to_string()))
+                .collect(),
+            unrun: Vec::new(),
+        },
+    }
+}
+
+/// The report of a call whose host task failed (it panicked or was cancelled).
+fn failed_report(kind: CallKind, error: &str) -> CallReport {
+    CallReport {
+        outcome: Outcome::Trapped(crate::instance::Trap {
+            class: crate::stats::TrapClass::Other,
+            message: format!("{} host task failed: {error}", kind_export(kind)),
+        }),
+        emitted: Emitted::default(),
+        dropped: 0,
+        fresh_instance: false,
+        elapsed: Duration::ZERO,
     }
 }

@@ -18,6 +18,10 @@ pub struct RuntimeConfig {
     pub tenant_defaults: TenantQuotas,
     /// Flow collection (NetFlow, IPFIX, sFlow); off until a listen address is set.
     pub flows: crate::flow::config::FlowConfig,
+    /// Where the key sealing tenants' secrets comes from (see `crypto`).
+    pub secrets: crate::crypto::SecretsConfig,
+    /// Which addresses tenants' components may make SOTP connect to (see `egress`).
+    pub egress: crate::egress::EgressConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +48,17 @@ pub struct LimitsConfig {
     pub max_upload: ByteSize,
     /// Points (or buckets) one query may return.
     pub max_query_points: usize,
+    /// The largest `limits.max_emit_per_call` a manifest may ask for.
+    pub max_emit_per_call: u32,
+    /// The largest `limits.max_emit_bytes` a manifest may ask for.
+    pub max_emit_bytes: ByteSize,
+    /// The largest `limits.wall_ms` a manifest may ask for.
+    pub max_wall_ms: u64,
+    /// Lines a component may add to its log per second (guest `log`, stdout, stderr
+    /// together); more are dropped and counted.
+    pub log_lines_per_second: u32,
+    /// ... with bursts of up to this many lines.
+    pub log_burst: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -52,6 +67,13 @@ pub struct TenantQuotas {
     pub max_components: u32,
     /// Sum of `limits.memory` over the tenant's active components.
     pub max_memory: ByteSize,
+    /// Distinct series (metric + label set) the tenant's components may create.
+    pub max_series: u64,
+    /// Live component instances (slots of the shared instance pool) at once.
+    pub max_instances: u32,
+    /// Calls of the tenant's components running at once (each holds a thread while it
+    /// runs or waits on a device); more wait their turn.
+    pub max_concurrent_calls: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -62,6 +84,8 @@ impl Default for RuntimeConfig {
             limits: LimitsConfig::default(),
             tenant_defaults: TenantQuotas::default(),
             flows: Default::default(),
+            secrets: Default::default(),
+            egress: Default::default(),
         }
     }
 }
@@ -84,6 +108,11 @@ impl Default for LimitsConfig {
             min_tick: HumanDuration(Duration::from_millis(10)),
             max_upload: ByteSize::mib(32),
             max_query_points: 100_000,
+            max_emit_per_call: 100_000,
+            max_emit_bytes: ByteSize::mib(64),
+            max_wall_ms: 600_000,
+            log_lines_per_second: 100,
+            log_burst: 1000,
         }
     }
 }
@@ -93,6 +122,9 @@ impl Default for TenantQuotas {
         TenantQuotas {
             max_components: 50,
             max_memory: ByteSize::mib(1024),
+            max_series: 100_000,
+            max_instances: 100,
+            max_concurrent_calls: 4,
         }
     }
 }
@@ -103,6 +135,9 @@ impl LimitsConfig {
             max_memory: self.max_component_memory,
             max_cpu_ms: self.max_cpu_ms,
             min_tick: self.min_tick.0,
+            max_emit_per_call: self.max_emit_per_call,
+            max_emit_bytes: self.max_emit_bytes,
+            max_wall_ms: self.max_wall_ms,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! One engine serves every tenant. It is configured once for the whole process because
 //! precompiled artifacts are only valid for the exact `Config` that produced them; the cache
 //! key therefore includes a fingerprint of the engine configuration as well as the content
-//! hash of the component.
+//! hash of the component. Artifacts are cached per namespace (a tenant): a tenant whose
+//! upload compiles in a millisecond must not learn that another tenant runs the same bytes.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub struct WasmEngine {
     allocation: Allocation,
     fingerprint: String,
     cache_dir: PathBuf,
+    /// `cache_dir`, opened.
+    cache: cap_std::fs::Dir,
     epoch_tick: Duration,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -71,7 +74,22 @@ pub enum CompileError {
 
 impl WasmEngine {
     pub fn new(settings: &EngineSettings) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&settings.cache_dir)?;
+        if !settings.cache_dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, crate::datadir::DIR_MODE);
+            builder.recursive(true).create(&settings.cache_dir)?;
+        }
+        let cache =
+            cap_std::fs::Dir::open_ambient_dir(&settings.cache_dir, cap_std::ambient_authority())?;
+        // Artifacts of the layout before per-tenant namespaces: recompiled on demand.
+        for entry in cache.entries()? {
+            let entry = entry?;
+            if entry.file_type()?.is_file()
+                && entry.file_name().to_string_lossy().ends_with(".cwasm")
+            {
+                cache.remove_file(entry.file_name())?;
+            }
+        }
         let (engine, allocation) = if settings.force_on_demand {
             (Engine::new(&base_config(settings))?, Allocation::OnDemand)
         } else {
@@ -108,6 +126,7 @@ impl WasmEngine {
             allocation,
             fingerprint,
             cache_dir: settings.cache_dir.clone(),
+            cache,
             epoch_tick: settings.epoch_tick,
             ticker_stop,
         })
@@ -125,15 +144,17 @@ impl WasmEngine {
         self.epoch_tick
     }
 
-    /// Compile `wasm` (whose SHA-256 is `sha256`), or load it from the artifact cache.
+    /// Compile `wasm` (whose SHA-256 is `sha256`), or load it from `namespace`'s artifact
+    /// cache (`namespace`: a tenant id, `[a-z0-9-]`).
     pub fn compile(
         &self,
+        namespace: &str,
         sha256: &str,
         wasm: &[u8],
     ) -> Result<(Component, CompileSource, Duration), CompileError> {
         check_component_header(wasm)?;
         let started = Instant::now();
-        let path = self.artifact_path(sha256);
+        let path = self.artifact_path(namespace, sha256)?;
         if path.exists() {
             // SAFETY: files in the cache directory are written only by `store_artifact` below
             // from `Component::serialize` of this same engine configuration (the fingerprint is
@@ -157,18 +178,51 @@ impl WasmEngine {
         Ok((component, CompileSource::Compiled, elapsed))
     }
 
-    fn artifact_path(&self, sha256: &str) -> PathBuf {
-        self.cache_dir
-            .join(format!("{sha256}-{}.cwasm", self.fingerprint))
+    /// `<cache>/<namespace>/<sha256>-<fingerprint>.cwasm`, the namespace directory created.
+    fn artifact_path(&self, namespace: &str, sha256: &str) -> Result<PathBuf, CompileError> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !plain(namespace) || !plain(sha256) {
+            return Err(CompileError::Cache(format!(
+                "`{namespace}/{sha256}` is not a cache key"
+            )));
+        }
+        crate::datadir::subdir(&self.cache, namespace)
+            .map_err(|e| CompileError::Cache(e.to_string()))?;
+        Ok(self
+            .cache_dir
+            .join(namespace)
+            .join(format!("{sha256}-{}.cwasm", self.fingerprint)))
     }
 
     fn store_artifact(&self, component: &Component, path: &Path) -> Result<(), CompileError> {
         let bytes = component
             .serialize()
             .map_err(|e| CompileError::Cache(e.to_string()))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(|e| CompileError::Cache(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| CompileError::Cache(e.to_string()))
+        let cache = |e: std::io::Error| CompileError::Cache(e.to_string());
+        let namespace = path
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| CompileError::Cache("artifact path".into()))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| CompileError::Cache("artifact path".into()))?;
+        let dir = crate::datadir::subdir(&self.cache, namespace).map_err(cache)?;
+        crate::datadir::write_atomic(&dir, name, &bytes, crate::datadir::FILE_MODE).map_err(cache)
+    }
+
+    /// Drop a namespace's cached artifacts (its tenant was deleted).
+    pub fn remove_namespace(&self, namespace: &str) -> std::io::Result<()> {
+        match self.cache.remove_dir_all(namespace) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -22,8 +22,8 @@ pub enum RuntimeError {
     InitFailed { version: u32, reason: String },
     #[error("{0}")]
     Invalid(String),
-    #[error("missing or unknown token")]
-    Unauthorized,
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -45,7 +45,7 @@ impl RuntimeError {
             RuntimeError::Quota(_) => "quota_exceeded",
             RuntimeError::InitFailed { .. } => "init_failed",
             RuntimeError::Invalid(_) => "invalid_request",
-            RuntimeError::Unauthorized => "unauthorized",
+            RuntimeError::Unauthorized(_) => "unauthorized",
             RuntimeError::Forbidden(_) => "forbidden",
             RuntimeError::Internal(_) => "internal",
         }

@@ -5,10 +5,11 @@
 //! the instance is dropped (a trapped instance cannot be entered again) and the next call
 //! instantiates afresh and runs `init` first; nothing outside this version is affected.
 
+use crate::budget::InstanceSlot;
 use crate::host::stdio::panic_message;
 use crate::host::{
     Collector, CollectorPre, CpuDeadlineExceeded, Emitted, GuestOutput, HostState, InstanceEnv,
-    MemoryLimitExceeded, WitTick,
+    MemoryLimitExceeded, WallClockExceeded, WitTick,
 };
 use crate::native::{NativeCollector, NativeHost};
 use crate::stats::{CallKind, LogSource, TrapClass};
@@ -73,6 +74,8 @@ struct Live {
     store: Store<HostState>,
     bindings: Collector,
     stderr: GuestOutput,
+    /// Its claim on the tenant's instance quota, given back when it is dropped.
+    _slot: InstanceSlot,
 }
 
 pub struct LoadedVersion {
@@ -234,8 +237,7 @@ impl LoadedVersion {
             }
         };
         live.stderr.take_captured();
-        emitted.samples.extend(call_emitted.samples);
-        emitted.logs.extend(call_emitted.logs);
+        emitted.append(call_emitted);
         CallReport {
             outcome,
             emitted,
@@ -301,13 +303,17 @@ impl LoadedVersion {
             unreachable!("only WebAssembly bodies have instances");
         };
         let env = &self.env;
+        let slot = env.budget.take_instance().map_err(|reason| (reason, 0))?;
         let stdout = GuestOutput::new(env.stats.clone(), LogSource::Stdout, env.version);
         let stderr = GuestOutput::new(env.stats.clone(), LogSource::Stderr, env.version);
         let mut store = Store::new(engine, HostState::new(env.clone(), stdout, stderr.clone()));
         store.limiter(|state| &mut state.memory);
+        store.set_hostcall_fuel(crate::host::hostcall_fuel(&env.manifest));
         store.epoch_deadline_callback(|ctx| {
             let clock = &ctx.data().clock;
-            if clock.guest_time() > clock.limit {
+            if clock.wall_exceeded() {
+                Err(wasmtime::Error::new(WallClockExceeded(clock.wall_limit)))
+            } else if clock.guest_time() > clock.limit {
                 Err(wasmtime::Error::new(CpuDeadlineExceeded(clock.limit)))
             } else {
                 Ok(UpdateDeadline::Continue(1))
@@ -333,6 +339,7 @@ impl LoadedVersion {
                         store,
                         bindings,
                         stderr,
+                        _slot: slot,
                     },
                     emitted,
                 ))
@@ -351,6 +358,7 @@ fn begin_call(store: &mut Store<HostState>) {
     let data = store.data_mut();
     data.clock.started = Instant::now();
     data.clock.in_host = Duration::ZERO;
+    data.new_series.clear();
     store.set_epoch_deadline(1);
 }
 
@@ -362,6 +370,33 @@ fn classify(error: wasmtime::Error, stderr: &str, env: &InstanceEnv) -> Trap {
             message: format!(
                 "CPU deadline exceeded (limits.cpu_ms = {})",
                 env.manifest.limits.cpu_ms
+            ),
+        };
+    }
+    if error.downcast_ref::<WallClockExceeded>().is_some() {
+        return Trap {
+            class: TrapClass::WallClock,
+            message: format!(
+                "wall-clock budget exceeded (limits.wall_ms = {}, host calls included)",
+                env.manifest.limits.wall_ms
+            ),
+        };
+    }
+    if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") {
+        return Trap {
+            class: TrapClass::HostcallData,
+            message: format!(
+                "host-call data limit exceeded: one call into the host carried more than limits.max_emit_bytes = {}",
+                env.manifest.limits.max_emit_bytes
+            ),
+        };
+    }
+    if format!("{error:#}").contains("resource table has no free keys") {
+        return Trap {
+            class: TrapClass::Other,
+            message: format!(
+                "resource limit exceeded: the instance held more than {} WASI resources (streams, pollables, descriptors) at once (resource table full)",
+                crate::host::MAX_RESOURCES
             ),
         };
     }

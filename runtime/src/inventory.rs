@@ -77,6 +77,12 @@ pub struct SshCredentials {
     pub port: Option<u16>,
 }
 
+/// The longest SNMP timeout a device may set: a tenant's device that never answers holds a
+/// thread this long per try.
+pub const MAX_SNMP_TIMEOUT_MS: u64 = 10_000;
+/// The most SNMP retries a device may set.
+pub const MAX_SNMP_RETRIES: u32 = 5;
+
 impl Device {
     pub fn validate(&self) -> Result<(), String> {
         if !is_device_name(&self.name) {
@@ -104,6 +110,20 @@ impl Device {
                     }
                 }
                 v => return Err(format!("snmp.version: `{v}` is not 2c or 3")),
+            }
+            if let Some(t) = s.timeout_ms
+                && !(1..=MAX_SNMP_TIMEOUT_MS).contains(&t)
+            {
+                return Err(format!(
+                    "snmp.timeout_ms: {t} is outside 1..={MAX_SNMP_TIMEOUT_MS}"
+                ));
+            }
+            if let Some(r) = s.retries
+                && r > MAX_SNMP_RETRIES
+            {
+                return Err(format!(
+                    "snmp.retries: {r} is over the limit of {MAX_SNMP_RETRIES}"
+                ));
             }
             for (key, name) in [
                 ("snmp.community_secret", &s.community_secret),
@@ -303,6 +323,29 @@ mod tests {
         }
         assert!(validate_device_grant("tag:").is_err());
         assert!(validate_device_grant("10.0.0.0/8").is_ok());
+    }
+
+    #[test]
+    fn snmp_timeouts_and_retries_are_capped() {
+        let mut d = dev();
+        let snmp = |timeout_ms, retries| SnmpCredentials {
+            version: "2c".into(),
+            community_secret: Some("c".into()),
+            user: None,
+            auth_protocol: None,
+            auth_secret: None,
+            priv_protocol: None,
+            priv_secret: None,
+            port: None,
+            timeout_ms,
+            retries,
+        };
+        d.snmp = Some(snmp(Some(3_600_000), None));
+        assert!(d.validate().unwrap_err().contains("snmp.timeout_ms"));
+        d.snmp = Some(snmp(None, Some(1000)));
+        assert!(d.validate().unwrap_err().contains("snmp.retries"));
+        d.snmp = Some(snmp(Some(MAX_SNMP_TIMEOUT_MS), Some(MAX_SNMP_RETRIES)));
+        assert!(d.validate().is_ok());
     }
 
     #[test]

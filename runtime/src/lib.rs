@@ -6,9 +6,12 @@
 //! Wasmtime and the artifact cache; `telemetry` (DuckDB) and `state` (SQLite) are the stores.
 
 pub mod backups;
+pub mod budget;
 pub mod component;
 pub mod config;
 pub mod crypto;
+pub mod datadir;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod flow;
@@ -24,11 +27,14 @@ pub mod runtime;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
+pub mod tokens;
 pub mod units;
+pub mod wasm_store;
 
 pub use config::RuntimeConfig;
 pub use error::RuntimeError;
-pub use runtime::{Principal, Runtime};
+pub use runtime::{Principal, Runtime, TenantSpec, TokenRequest};
+pub use tokens::{Scope, Scopes};
 
 /// Cap glibc's malloc arenas; call first thing in `main`, before any thread starts. glibc
 /// gives threads that contend for the heap arenas of their own (up to 8 per core) and does
@@ -55,20 +61,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Write a file readable only by its owner (tokens, keys), atomically.
-pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -68,6 +68,14 @@ pub struct Limits {
     /// Samples plus log records one call may emit.
     #[serde(default = "Limits::default_max_emit")]
     pub max_emit_per_call: u32,
+    /// What one call may hand the host in all: emitted samples and records (metric, labels,
+    /// messages) and the arguments of every host call, counted in bytes.
+    #[serde(default = "Limits::default_max_emit_bytes")]
+    pub max_emit_bytes: ByteSize,
+    /// Wall-clock time one call may take, host calls included (waiting on a slow device
+    /// counts here, not against `cpu_ms`). A host call that would outlast it is cut short.
+    #[serde(default = "Limits::default_wall_ms")]
+    pub wall_ms: u64,
 }
 
 impl Limits {
@@ -80,6 +88,15 @@ impl Limits {
     fn default_max_emit() -> u32 {
         100_000
     }
+    fn default_max_emit_bytes() -> ByteSize {
+        ByteSize::mib(16)
+    }
+    fn default_wall_ms() -> u64 {
+        60_000
+    }
+    pub fn wall(&self) -> Duration {
+        Duration::from_millis(self.wall_ms)
+    }
     pub fn cpu(&self) -> Duration {
         Duration::from_millis(self.cpu_ms)
     }
@@ -91,6 +108,8 @@ impl Default for Limits {
             memory: Self::default_memory(),
             cpu_ms: Self::default_cpu_ms(),
             max_emit_per_call: Self::default_max_emit(),
+            max_emit_bytes: Self::default_max_emit_bytes(),
+            wall_ms: Self::default_wall_ms(),
         }
     }
 }
@@ -137,6 +156,9 @@ pub struct ManifestBounds {
     pub max_memory: ByteSize,
     pub max_cpu_ms: u64,
     pub min_tick: Duration,
+    pub max_emit_per_call: u32,
+    pub max_emit_bytes: ByteSize,
+    pub max_wall_ms: u64,
 }
 
 impl Default for ManifestBounds {
@@ -145,6 +167,9 @@ impl Default for ManifestBounds {
             max_memory: ByteSize::mib(512),
             max_cpu_ms: 10_000,
             min_tick: Duration::from_millis(10),
+            max_emit_per_call: 1_000_000,
+            max_emit_bytes: ByteSize::mib(256),
+            max_wall_ms: 600_000,
         }
     }
 }
@@ -214,10 +239,33 @@ impl Manifest {
                 ),
             ));
         }
-        if limits.max_emit_per_call == 0 {
+        if limits.max_emit_per_call == 0 || limits.max_emit_per_call > bounds.max_emit_per_call {
             return Err(ManifestError::at(
                 "limits.max_emit_per_call",
-                "must be at least 1",
+                format!(
+                    "{} is outside the allowed range 1..={}",
+                    limits.max_emit_per_call, bounds.max_emit_per_call
+                ),
+            ));
+        }
+        if limits.max_emit_bytes < ByteSize::kib(64)
+            || limits.max_emit_bytes > bounds.max_emit_bytes
+        {
+            return Err(ManifestError::at(
+                "limits.max_emit_bytes",
+                format!(
+                    "{} is outside the allowed range 64KiB..={}",
+                    limits.max_emit_bytes, bounds.max_emit_bytes
+                ),
+            ));
+        }
+        if limits.wall_ms < limits.cpu_ms || limits.wall_ms > bounds.max_wall_ms {
+            return Err(ManifestError::at(
+                "limits.wall_ms",
+                format!(
+                    "{} is outside the allowed range limits.cpu_ms ({})..={}",
+                    limits.wall_ms, limits.cpu_ms, bounds.max_wall_ms
+                ),
             ));
         }
         for (i, filter) in self.grants.topics.iter().enumerate() {
@@ -324,6 +372,28 @@ marker = "v1"
         assert_eq!(err.key, "name", "{err}");
         let err = parse(&GOOD.replace("\"1s\"", "\"1ms\"")).unwrap_err();
         assert_eq!(err.key, "schedule.every", "{err}");
+    }
+
+    #[test]
+    fn per_call_budgets_are_bounded() {
+        let with =
+            |extra: &str| parse(&GOOD.replace("cpu_ms = 50", &format!("cpu_ms = 50\n{extra}")));
+        let err = with("max_emit_per_call = 4000000000").unwrap_err();
+        assert_eq!(err.key, "limits.max_emit_per_call", "{err}");
+        let err = with("max_emit_bytes = \"4GiB\"").unwrap_err();
+        assert_eq!(err.key, "limits.max_emit_bytes", "{err}");
+        let err = with("wall_ms = 10").unwrap_err();
+        assert_eq!(err.key, "limits.wall_ms", "{err}");
+        assert!(err.message.contains("cpu_ms"), "{err}");
+        let err = with("wall_ms = 86400000").unwrap_err();
+        assert_eq!(err.key, "limits.wall_ms", "{err}");
+        let ok = with("wall_ms = 5000\nmax_emit_bytes = \"1MiB\"").unwrap();
+        assert_eq!(ok.limits.wall(), Duration::from_secs(5));
+        let defaults = parse(GOOD).unwrap().limits;
+        assert_eq!(
+            (defaults.max_emit_bytes, defaults.wall_ms),
+            (ByteSize::mib(16), 60_000)
+        );
     }
 
     #[test]

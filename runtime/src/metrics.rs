@@ -3,40 +3,76 @@
 //!
 //! Written by hand: the exposition format is small and stable, and every value here already
 //! lives in an atomic elsewhere; a metrics library would add a second copy of each.
+//!
+//! Two views: the operator's (`/metrics`, admin token or the operator listener) has every
+//! series, labelled by tenant; a tenant's (`/v1/metrics`) has only the series of that tenant —
+//! its components and its flows — and none of the process-wide ones, which would tell it how
+//! busy the other tenants are.
 
 use crate::runtime::Runtime;
 use crate::stats::{CallKind, TrapClass};
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub fn render(rt: &Runtime) -> String {
-    let mut out = String::with_capacity(8192);
-    let handles = rt.component_handles();
+/// Whose metrics to render.
+#[derive(Clone, Copy, Debug)]
+pub enum View<'a> {
+    /// Everything, for the platform operator.
+    Operator,
+    /// Only series that belong to this tenant.
+    Tenant(&'a str),
+}
 
-    family(&mut out, "sotp_up", "gauge", "1 while the process serves.");
-    line(&mut out, "sotp_up", &[], 1.0);
+impl View<'_> {
+    fn shows(&self, tenant: &str) -> bool {
+        match self {
+            View::Operator => true,
+            View::Tenant(t) => *t == tenant,
+        }
+    }
+}
+
+pub fn render(rt: &Runtime, view: View) -> String {
+    let mut out = String::with_capacity(8192);
+    let handles: Vec<_> = rt
+        .component_handles()
+        .into_iter()
+        .filter(|h| view.shows(&h.tenant))
+        .collect();
+    if matches!(view, View::Operator) {
+        render_process(&mut out, rt);
+    }
+    render_components(&mut out, &handles);
+    if let Some(flows) = &rt.flows {
+        if matches!(view, View::Operator) {
+            render_flows(&mut out, flows);
+        }
+        render_flow_aggregates(&mut out, flows, view);
+    }
+    out
+}
+
+/// Process-wide series: the engine, uploads, the telemetry store.
+fn render_process(out: &mut String, rt: &Runtime) {
+    family(out, "sotp_up", "gauge", "1 while the process serves.");
+    line(out, "sotp_up", &[], 1.0);
+    family(out, "sotp_uptime_seconds", "gauge", "Seconds since start.");
+    line(out, "sotp_uptime_seconds", &[], rt.uptime_seconds());
     family(
-        &mut out,
-        "sotp_uptime_seconds",
-        "gauge",
-        "Seconds since start.",
-    );
-    line(&mut out, "sotp_uptime_seconds", &[], rt.uptime_seconds());
-    family(
-        &mut out,
+        out,
         "sotp_ready",
         "gauge",
         "1 once components are restored.",
     );
-    line(&mut out, "sotp_ready", &[], rt.is_ready() as u8 as f64);
+    line(out, "sotp_ready", &[], rt.is_ready() as u8 as f64);
     family(
-        &mut out,
+        out,
         "sotp_engine_pooling",
         "gauge",
         "1 if the pooling allocator is in use, 0 if on-demand.",
     );
     let pooling = rt.allocation() == crate::engine::Allocation::Pooling;
-    line(&mut out, "sotp_engine_pooling", &[], pooling as u8 as f64);
+    line(out, "sotp_engine_pooling", &[], pooling as u8 as f64);
 
     let c = &rt.counters;
     for (name, help, value) in [
@@ -66,97 +102,103 @@ pub fn render(rt: &Runtime) -> String {
             c.auth_failures.load(Relaxed),
         ),
     ] {
-        family(&mut out, name, "counter", help);
-        line(&mut out, name, &[], value as f64);
+        family(out, name, "counter", help);
+        line(out, name, &[], value as f64);
     }
 
     let s = &rt.telemetry.counters;
     family(
-        &mut out,
+        out,
         "sotp_store_commits_total",
         "counter",
         "Telemetry group commits.",
     );
     line(
-        &mut out,
+        out,
         "sotp_store_commits_total",
         &[],
         s.commits.load(Relaxed) as f64,
     );
     family(
-        &mut out,
+        out,
         "sotp_store_rows_total",
         "counter",
         "Telemetry rows committed.",
     );
     line(
-        &mut out,
+        out,
         "sotp_store_rows_total",
         &[],
         s.rows.load(Relaxed) as f64,
     );
     family(
-        &mut out,
+        out,
         "sotp_store_commit_failures_total",
         "counter",
         "Failed telemetry commits.",
     );
     line(
-        &mut out,
+        out,
         "sotp_store_commit_failures_total",
         &[],
         s.commit_failures.load(Relaxed) as f64,
     );
     family(
-        &mut out,
+        out,
         "sotp_store_commit_seconds_total",
         "counter",
         "Time spent committing telemetry.",
     );
     line(
-        &mut out,
+        out,
         "sotp_store_commit_seconds_total",
         &[],
         s.commit_micros_total.load(Relaxed) as f64 / 1e6,
     );
     family(
-        &mut out,
+        out,
         "sotp_store_series",
         "gauge",
         "Distinct sample series stored.",
     );
     line(
-        &mut out,
+        out,
         "sotp_store_series",
         &[],
         rt.telemetry.series_count() as f64,
     );
+}
 
+/// Per-component series of `handles`.
+fn render_components(
+    out: &mut String,
+    handles: &[std::sync::Arc<crate::component::ComponentHandle>],
+) {
     family(
-        &mut out,
+        out,
         "sotp_component_active_version",
         "gauge",
         "Active version number per component (0: none).",
     );
-    for h in &handles {
+    for h in handles {
         let v = h.active().map(|v| v.version()).unwrap_or(0);
         line(
-            &mut out,
+            out,
             "sotp_component_active_version",
             &[("tenant", &h.tenant), ("component", &h.name)],
             v as f64,
         );
     }
     family(
-        &mut out,
+        out,
         "sotp_component_calls_total",
         "counter",
         "Calls into components by export.",
     );
-    for h in &handles {
+    for h in handles {
         for kind in CallKind::ALL {
             line(
-                &mut out,
+                out,
                 "sotp_component_calls_total",
                 &[
                     ("tenant", &h.tenant),
@@ -168,15 +210,15 @@ pub fn render(rt: &Runtime) -> String {
         }
     }
     family(
-        &mut out,
+        out,
         "sotp_component_traps_total",
         "counter",
         "Calls that trapped, by kind.",
     );
-    for h in &handles {
+    for h in handles {
         for class in TrapClass::ALL {
             line(
-                &mut out,
+                out,
                 "sotp_component_traps_total",
                 &[
                     ("tenant", &h.tenant),
@@ -187,12 +229,12 @@ pub fn render(rt: &Runtime) -> String {
             );
         }
     }
-    for (name, help, get) in [
+    type Pick = fn(&crate::component::ComponentHandle) -> u64;
+    let counters: [(&str, &str, Pick); 8] = [
         (
             "sotp_component_errors_total",
             "Calls whose export returned an error.",
-            (|h: &crate::component::ComponentHandle| h.stats.errors.load(Relaxed))
-                as fn(&crate::component::ComponentHandle) -> u64,
+            |h| h.stats.errors.load(Relaxed),
         ),
         (
             "sotp_component_denied_total",
@@ -217,21 +259,28 @@ pub fn render(rt: &Runtime) -> String {
             "Ticks skipped because the previous one was running.",
             |h| h.stats.ticks_skipped.load(Relaxed),
         ),
-    ] {
-        family(&mut out, name, "counter", help);
-        for h in &handles {
+        (
+            "sotp_component_series_refused_total",
+            "Emit calls refused because their new series would exceed the tenant's quota.",
+            |h| h.stats.series_refused.load(Relaxed),
+        ),
+        (
+            "sotp_component_log_dropped_total",
+            "Guest log lines dropped because the component logged faster than its rate.",
+            |h| h.stats.log_dropped.load(Relaxed),
+        ),
+    ];
+    for (name, help, get) in counters {
+        family(out, name, "counter", help);
+        for h in handles {
             line(
-                &mut out,
+                out,
                 name,
                 &[("tenant", &h.tenant), ("component", &h.name)],
                 get(h) as f64,
             );
         }
     }
-    if let Some(flows) = &rt.flows {
-        render_flows(&mut out, flows);
-    }
-    out
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -396,6 +445,31 @@ fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
             flows.counters.unmapped.load(Relaxed),
         ),
         (
+            "sotp_flow_unmapped_datagrams_total",
+            "Datagrams dropped before decoding: their source maps to no tenant.",
+            flows.counters.unmapped_datagrams.load(Relaxed),
+        ),
+        (
+            "sotp_flow_truncated_datagrams_total",
+            "Datagrams longer than the receive buffer (cut by the kernel), dropped.",
+            flows.counters.truncated.load(Relaxed),
+        ),
+        (
+            "sotp_flow_sflow_agent_mismatch_total",
+            "sFlow records naming an agent their source may not speak for (attributed to the source).",
+            flows.counters.sflow_agent_mismatch.load(Relaxed),
+        ),
+        (
+            "sotp_flow_templates_refused_total",
+            "Templates, options or template spaces refused by the template state's caps.",
+            d.templates_refused.load(Relaxed),
+        ),
+        (
+            "sotp_flow_template_state_damaged_total",
+            "Times flow-templates.json was unreadable at start and set aside.",
+            flows.counters.template_state_damaged.load(Relaxed),
+        ),
+        (
             "sotp_flow_metrics_series_dropped_total",
             "Records left out of the flow aggregates below because the series cap was reached.",
             flows.counters.metrics_series_dropped.load(Relaxed),
@@ -452,6 +526,11 @@ fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
         );
     }
     render_flow_sinks(out, flows);
+}
+
+/// The flow aggregates (bytes, packets, flows per tenant, exporter and application) the
+/// view may see.
+fn render_flow_aggregates(out: &mut String, flows: &crate::flow::service::FlowService, view: View) {
     let agg = flows.aggregates.lock();
     for (i, (name, help)) in [
         (
@@ -473,6 +552,9 @@ fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
         family(out, name, "counter", help);
         let names = flows.store.names();
         for ((tenant, exporter, app), v) in &agg.series {
+            if !view.shows(names.tenant(*tenant)) {
+                continue;
+            }
             let exporter = exporter.to_string();
             line(
                 out,

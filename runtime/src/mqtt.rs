@@ -34,9 +34,11 @@ pub struct MqttSettings {
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Client id of SOTP's session; default `sotp-<tenant>`. The broker keeps the session
-    /// (subscriptions and unacknowledged messages) under this id while SOTP is away.
-    #[serde(default)]
+    /// Not settable: SOTP's session is always `sotp-<tenant>` (the broker keeps the session
+    /// — subscriptions, unacknowledged messages — under it while SOTP is away). A free-form
+    /// id would let one tenant take over another's session on a shared broker. Accepted
+    /// only if it is that id, for settings saved before.
+    #[serde(default, skip_serializing)]
     pub client_id: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
@@ -144,6 +146,12 @@ pub struct MqttHub {
     handles: Mutex<HashMap<(String, String), Weak<ComponentHandle>>>,
     telemetry: Arc<TelemetryStore>,
     credentials: Arc<dyn CredentialSource>,
+    egress: crate::egress::EgressPolicy,
+}
+
+/// The client id of a tenant's session (see `MqttSettings::client_id`).
+pub fn client_id(tenant: &str) -> String {
+    format!("sotp-{tenant}")
 }
 
 /// Test aid: hold every PUBACK this many milliseconds after the message is durable, which
@@ -169,13 +177,18 @@ struct PendingAck {
 }
 
 impl MqttHub {
-    pub fn new(telemetry: Arc<TelemetryStore>, credentials: Arc<dyn CredentialSource>) -> Self {
+    pub fn new(
+        telemetry: Arc<TelemetryStore>,
+        credentials: Arc<dyn CredentialSource>,
+        egress: crate::egress::EgressPolicy,
+    ) -> Self {
         MqttHub {
             sessions: Mutex::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             telemetry,
             credentials,
+            egress,
         }
     }
 
@@ -206,11 +219,21 @@ impl MqttHub {
         tenant: &str,
         settings: MqttSettings,
     ) -> Result<Arc<Session>, String> {
-        let client_id = settings
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("sotp-{tenant}"));
-        let mut options = MqttOptions::new(&client_id, &settings.host, settings.port);
+        let client_id = client_id(tenant);
+        // The broker's address passes the operator's egress policy; without TLS SOTP connects
+        // to the very address checked. With TLS the name is kept (the certificate is checked
+        // against it), so a name that later resolves elsewhere would also need a certificate
+        // for it there.
+        let checked = self
+            .egress
+            .resolve(&settings.host, settings.port)
+            .map_err(|e| format!("host: {e}"))?;
+        let connect_to = if settings.tls {
+            settings.host.clone()
+        } else {
+            checked.ip().to_string()
+        };
+        let mut options = MqttOptions::new(&client_id, &connect_to, settings.port);
         options
             .set_keep_alive(Duration::from_secs(settings.keep_alive_s))
             .set_clean_session(false)

@@ -10,7 +10,7 @@
 use crate::grants::{deny_topic, validate_topic_filter};
 use crate::host::{Emitted, InstanceEnv};
 use crate::stats::{LogLevel, LogSource};
-use crate::telemetry::{SampleRow, normalize_labels, validate_metric_name};
+use crate::telemetry::{normalize_labels, validate_metric_name};
 use std::sync::atomic::Ordering;
 
 /// What a native collector implements; the mirror of the `collector` world's exports.
@@ -63,12 +63,15 @@ impl NativeHost<'_> {
         }
         validate_metric_name(metric)?;
         let labels = normalize_labels(&self.env.component, labels)?;
-        self.out.samples.push(SampleRow {
-            metric: metric.to_string(),
-            labels,
-            ts_ms: timestamp_ms.unwrap_or_else(crate::now_ms),
-            value,
-        });
+        let key = self
+            .env
+            .telemetry
+            .hasher()
+            .key(&self.env.tenant, metric.to_string(), labels);
+        self.out.bytes += key.size() + crate::telemetry::POINT_SIZE;
+        self.out
+            .samples
+            .push(key, timestamp_ms.unwrap_or_else(crate::now_ms), value);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! tenant, so isolation is decided here and not in each HTTP handler.
 
 use crate::backups::{BackupSettings, Backups, DeviceBackup, Revision, Saved};
+use crate::budget::{TenantBudget, TenantLimits, Usage};
 use crate::component::{ComponentHandle, ComponentState, Deps};
 use crate::config::RuntimeConfig;
 use crate::crypto::SecretBox;
@@ -11,20 +12,20 @@ use crate::error::RuntimeError;
 use crate::flow;
 use crate::flow::query::{FlowQueryError, RateQuery, RateRow, TopQuery, TopRow};
 use crate::flow::service::FlowService;
-use crate::host::{HostServices, HostState, InstanceEnv, collector_linker};
+use crate::host::{HostServices, HostState, InstanceEnv, WitError, collector_linker};
 use crate::instance::LoadedVersion;
 use crate::inventory::Device;
 use crate::manifest::{Manifest, is_component_name};
 use crate::mqtt::{CredentialSource, MqttHub, MqttSettings, MqttStatus};
-use crate::state::{Role, StateStore, Tenant, TokenInfo, VersionRecord};
+use crate::state::{RevokeError, StateStore, Tenant, VersionRecord};
 use crate::stats::{LastError, LogLine, StatsSnapshot};
 use crate::telemetry::{SampleQuery, SeriesPoints, TelemetryStore};
+use crate::tokens::{AuthError, Role, Scope, Scopes, TokenInfo, hash_token};
 use parking_lot::RwLock;
-use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -32,11 +33,11 @@ use wasmtime::component::Linker;
 
 type Key = (String, String);
 
-/// Who is calling: the platform admin, or one tenant.
+/// Who is calling: the platform admin, or one tenant with what its token allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     Admin,
-    Tenant(String),
+    Tenant { tenant: String, scopes: Scopes },
 }
 
 #[derive(Default)]
@@ -96,6 +97,39 @@ pub struct IssuedToken {
     /// Shown once; only its hash is stored.
     pub token: String,
     pub tenant: Option<String>,
+    pub scopes: Scopes,
+    pub expires_ms: Option<i64>,
+}
+
+/// A new tenant's name and quotas; `None`: the configured default (`tenant_defaults`).
+#[derive(Clone, Debug, Default)]
+pub struct TenantSpec {
+    pub name: Option<String>,
+    pub max_components: Option<u32>,
+    pub max_memory: Option<u64>,
+    pub max_series: Option<u64>,
+    pub max_instances: Option<u32>,
+    pub max_concurrent_calls: Option<u32>,
+}
+
+/// What a new token may do and for how long.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub name: String,
+    /// For a tenant token; the platform admin's tokens are unscoped.
+    pub scopes: Scopes,
+    pub expires_ms: Option<i64>,
+}
+
+impl TokenRequest {
+    /// A tenant token with every scope that never expires (a tenant's first token).
+    pub fn full(name: &str) -> Self {
+        TokenRequest {
+            name: name.to_string(),
+            scopes: Scopes::all(),
+            expires_ms: None,
+        }
+    }
 }
 
 pub struct Runtime {
@@ -109,7 +143,8 @@ pub struct Runtime {
     /// The flow pipeline, when `[flows]` configures a listener.
     pub flows: Option<Arc<FlowService>>,
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
-    wasm_dir: PathBuf,
+    budgets: RwLock<HashMap<String, Arc<TenantBudget>>>,
+    wasm: crate::wasm_store::WasmStore,
     ready: AtomicBool,
     started: Instant,
     pub counters: RuntimeCounters,
@@ -117,20 +152,25 @@ pub struct Runtime {
     pub admin_token_file: Option<PathBuf>,
 }
 
-/// What host capabilities reach through `HostServices`: the state store and the backups.
-struct StateSecrets(Arc<StateStore>, Arc<Backups>);
+/// What host capabilities reach through `HostServices`: the state store, the backups, and
+/// the operator's egress policy.
+struct StateSecrets {
+    state: Arc<StateStore>,
+    backups: Arc<Backups>,
+    egress: crate::egress::EgressPolicy,
+}
 
 impl HostServices for StateSecrets {
     fn read_secret(&self, tenant: &str, name: &str) -> Result<Option<String>, String> {
-        self.0.secret(tenant, name).map_err(|e| e.to_string())
+        self.state.secret(tenant, name).map_err(|e| e.to_string())
     }
 
     fn device(&self, tenant: &str, name: &str) -> Result<Option<Device>, String> {
-        self.0.device(tenant, name).map_err(|e| e.to_string())
+        self.state.device(tenant, name).map_err(|e| e.to_string())
     }
 
     fn devices(&self, tenant: &str) -> Result<Vec<Device>, String> {
-        self.0.devices(tenant).map_err(|e| e.to_string())
+        self.state.devices(tenant).map_err(|e| e.to_string())
     }
 
     fn set_interface_names(
@@ -139,21 +179,25 @@ impl HostServices for StateSecrets {
         device: &str,
         names: &[(u32, String)],
     ) -> Result<(), String> {
-        self.0
+        self.state
             .set_interface_names(tenant, device, names)
             .map_err(|e| e.to_string())
     }
 
     fn ssh_host_key(&self, tenant: &str, device: &str) -> Result<Option<String>, String> {
-        self.0
+        self.state
             .ssh_host_key(tenant, device)
             .map_err(|e| e.to_string())
     }
 
     fn pin_ssh_host_key(&self, tenant: &str, device: &str, key: &str) -> Result<(), String> {
-        self.0
+        self.state
             .pin_ssh_host_key(tenant, device, key)
             .map_err(|e| e.to_string())
+    }
+
+    fn connect_address(&self, host: &str, port: u16) -> Result<std::net::SocketAddr, WitError> {
+        self.egress.resolve(host, port).map_err(egress_error)
     }
 
     fn store_backup(
@@ -163,8 +207,8 @@ impl HostServices for StateSecrets {
         author: &str,
         text: &str,
     ) -> Result<Saved, String> {
-        let ignore = backup_settings(&self.0, tenant)?.compile()?;
-        self.1
+        let ignore = backup_settings(&self.state, tenant)?.compile()?;
+        self.backups
             .store(tenant, device, author, text, &ignore)
             .map_err(|e| e.to_string())
     }
@@ -193,12 +237,23 @@ impl Runtime {
     /// [`Runtime::restore`].
     pub fn open(config: RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
-        let wasm_dir = dir.join("wasm");
-        std::fs::create_dir_all(&wasm_dir)?;
-        let secrets = SecretBox::load_or_create(&dir.join("secrets.key"))?;
+        let data = crate::datadir::DataDir::open(dir)
+            .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", dir.display()))?;
+        let secrets = SecretBox::load(&config.secrets, &data)?;
         let state = Arc::new(StateStore::open(&dir.join("state.sqlite"), secrets)?);
+        match state.reseal_secrets()? {
+            (0, 0) => {}
+            (resealed, unreadable) => tracing::info!(
+                resealed,
+                unreadable,
+                "secrets sealed again with the current key"
+            ),
+        }
+        let wasm = crate::wasm_store::WasmStore::open(&data)?;
+        let moved = wasm.migrate_flat_layout(&state.version_hashes()?)?;
+        if moved > 0 {
+            tracing::info!(moved, "component files moved to per-tenant directories");
+        }
         let telemetry = Arc::new(TelemetryStore::open(&dir.join("telemetry.duckdb"))?);
         let engine = WasmEngine::new(&EngineSettings {
             max_memory: config.limits.max_component_memory.0,
@@ -209,12 +264,18 @@ impl Runtime {
         })?;
         let linker = collector_linker(engine.engine())
             .map_err(|e| anyhow::anyhow!("building the component linker: {e}"))?;
-        let admin_token_file = bootstrap_admin(&state, dir)?;
+        let admin_token_file = bootstrap_admin(&state, &data)?;
         std::fs::create_dir_all(dir.join("backups"))?;
         let backups = Arc::new(Backups::new(dir.join("backups")));
+        let egress = crate::egress::EgressPolicy::new(config.egress.clone());
         let mqtt = Arc::new(MqttHub::new(
             telemetry.clone(),
-            Arc::new(StateSecrets(state.clone(), backups.clone())),
+            Arc::new(StateSecrets {
+                state: state.clone(),
+                backups: backups.clone(),
+                egress: egress.clone(),
+            }),
+            egress,
         ));
         let flows = if config.flows.enabled() {
             Some(FlowService::start(config.flows.clone(), dir)?)
@@ -231,7 +292,8 @@ impl Runtime {
             mqtt,
             backups,
             components: RwLock::new(HashMap::new()),
-            wasm_dir,
+            budgets: RwLock::new(HashMap::new()),
+            wasm,
             ready: AtomicBool::new(false),
             started: Instant::now(),
             counters: RuntimeCounters::default(),
@@ -309,18 +371,27 @@ impl Runtime {
 
     // ---- authentication and tenants --------------------------------------------------------
 
+    /// The caller a token stands for. Memory only (see `tokens`): no database access per
+    /// request.
     pub fn authenticate(&self, token: &str) -> Result<Principal, RuntimeError> {
-        let info = self.state.token_by_hash(&hash_token(token))?;
-        match info {
-            Some(TokenInfo {
+        match self.state.authenticate(token, crate::now_ms()) {
+            Ok(TokenInfo {
                 role: Role::Admin, ..
             }) => Ok(Principal::Admin),
-            Some(TokenInfo {
-                tenant: Some(t), ..
-            }) => Ok(Principal::Tenant(t)),
-            _ => {
+            Ok(TokenInfo {
+                tenant: Some(tenant),
+                scopes,
+                ..
+            }) => Ok(Principal::Tenant { tenant, scopes }),
+            Ok(_) | Err(AuthError::Unknown) => {
                 self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-                Err(RuntimeError::Unauthorized)
+                Err(RuntimeError::Unauthorized(
+                    "missing or unknown token".into(),
+                ))
+            }
+            Err(e @ AuthError::Expired(_)) => {
+                self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                Err(RuntimeError::Unauthorized(e.to_string()))
             }
         }
     }
@@ -328,30 +399,71 @@ impl Runtime {
     pub fn create_tenant(
         &self,
         id: &str,
-        name: Option<&str>,
-        max_components: Option<u32>,
-        max_memory: Option<u64>,
+        spec: TenantSpec,
     ) -> Result<(Tenant, IssuedToken), RuntimeError> {
         if !is_component_name(id) {
             return Err(RuntimeError::Invalid(format!(
                 "`{id}` is not a tenant id: use 1-63 lowercase letters, digits and `-`, starting with a letter"
             )));
         }
+        if spec.max_concurrent_calls == Some(0) || spec.max_instances == Some(0) {
+            return Err(RuntimeError::Invalid(
+                "max_instances and max_concurrent_calls must be at least 1".into(),
+            ));
+        }
         let defaults = &self.config.tenant_defaults;
         let tenant = Tenant {
             id: id.to_string(),
-            name: name.unwrap_or(id).to_string(),
+            name: spec.name.unwrap_or_else(|| id.to_string()),
             created_ms: crate::now_ms(),
-            max_components: max_components.unwrap_or(defaults.max_components),
-            max_memory_bytes: max_memory.unwrap_or(defaults.max_memory.0),
+            max_components: spec.max_components.unwrap_or(defaults.max_components),
+            max_memory_bytes: spec.max_memory.unwrap_or(defaults.max_memory.0),
+            max_series: spec.max_series,
+            max_instances: spec.max_instances,
+            max_concurrent_calls: spec.max_concurrent_calls,
         };
         if !self.state.create_tenant(&tenant)? {
             return Err(RuntimeError::Conflict(format!(
                 "tenant `{id}` already exists"
             )));
         }
-        let token = self.issue_token(Some(id), "initial")?;
+        let token = self.issue_token(Some(id), TokenRequest::full("initial"))?;
         Ok((tenant, token))
+    }
+
+    /// The tenant's budget (see `budget`), shared by all its components.
+    pub fn budget(&self, tenant: &str) -> Result<Arc<TenantBudget>, RuntimeError> {
+        if let Some(b) = self.budgets.read().get(tenant) {
+            return Ok(b.clone());
+        }
+        let row = self.tenant(tenant)?;
+        let d = self.default_limits();
+        let limits = TenantLimits {
+            max_series: row.max_series.unwrap_or(d.max_series),
+            max_instances: row.max_instances.unwrap_or(d.max_instances),
+            max_concurrent_calls: row.max_concurrent_calls.unwrap_or(d.max_concurrent_calls),
+        };
+        Ok(self
+            .budgets
+            .write()
+            .entry(tenant.to_string())
+            .or_insert_with(|| TenantBudget::new(tenant, limits))
+            .clone())
+    }
+
+    fn default_limits(&self) -> TenantLimits {
+        let d = &self.config.tenant_defaults;
+        TenantLimits {
+            max_series: d.max_series,
+            max_instances: d.max_instances,
+            max_concurrent_calls: d.max_concurrent_calls,
+        }
+    }
+
+    /// What the tenant holds now against its limits.
+    pub fn usage(&self, tenant: &str) -> Result<Usage, RuntimeError> {
+        let budget = self.budget(tenant)?;
+        Ok(budget.usage(self.telemetry.tenant_series(tenant)))
     }
 
     pub fn tenants(&self) -> Result<Vec<Tenant>, RuntimeError> {
@@ -364,40 +476,103 @@ impl Runtime {
             .ok_or_else(|| RuntimeError::NotFound(format!("no tenant `{id}`")))
     }
 
-    pub fn delete_tenant(&self, id: &str) -> Result<(), RuntimeError> {
+    /// Delete a tenant and everything it owns, in every store: its tokens stop working first,
+    /// its components are stopped (and what they were doing finishes), then its telemetry,
+    /// backups, flows, component files and compiled artifacts are deleted, and last its
+    /// rows. A tenant created again with the same id starts empty. If a store cannot be
+    /// purged the tenant stays (without tokens), and deleting it again resumes.
+    pub async fn delete_tenant(self: &Arc<Self>, id: &str) -> Result<(), RuntimeError> {
         self.tenant(id)?;
-        let names: Vec<Key> = self
-            .components
-            .read()
-            .keys()
-            .filter(|(t, _)| t == id)
-            .cloned()
-            .collect();
-        for key in names {
-            if let Some(h) = self.components.write().remove(&key) {
-                h.deactivate();
-            }
+        self.state.delete_tenant_tokens(id)?;
+        let handles: Vec<Arc<ComponentHandle>> = {
+            let mut components = self.components.write();
+            let keys: Vec<Key> = components
+                .keys()
+                .filter(|(t, _)| t == id)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| components.remove(k)).collect()
+        };
+        for h in &handles {
+            h.deactivate();
+        }
+        for h in &handles {
+            h.stopped().await;
         }
         self.mqtt.remove_tenant(id);
+        let points =
+            self.telemetry.purge_tenant(id).await.map_err(|e| {
+                RuntimeError::Internal(format!("deleting the tenant's telemetry: {e}"))
+            })?;
+        let rt = self.clone();
+        let tenant = id.to_string();
+        tokio::task::spawn_blocking(move || rt.purge_files(&tenant))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??;
         self.state.delete_tenant(id)?;
+        self.budgets.write().remove(id);
+        tracing::info!(tenant = %id, points, "tenant deleted");
         Ok(())
     }
 
-    /// Issue a token for a tenant, or (tenant `None`) an admin token.
+    /// The tenant's files: backups, component binaries, compiled artifacts, flows.
+    fn purge_files(&self, tenant: &str) -> Result<(), RuntimeError> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            RuntimeError::Internal(format!("deleting the tenant's {what}: {e}"))
+        };
+        self.backups
+            .remove_tenant(tenant)
+            .map_err(|e| failed("backups", &e))?;
+        {
+            let _guard = self.wasm.lock();
+            self.wasm
+                .remove_tenant(tenant)
+                .map_err(|e| failed("components", &e))?;
+        }
+        self.engine
+            .remove_namespace(tenant)
+            .map_err(|e| failed("compiled components", &e))?;
+        if let Some(flows) = &self.flows {
+            flows
+                .store
+                .forget_tenant(tenant)
+                .map_err(|e| failed("flows", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Issue a token for a tenant, or (tenant `None`) a platform admin token.
     pub fn issue_token(
         &self,
         tenant: Option<&str>,
-        name: &str,
+        request: TokenRequest,
     ) -> Result<IssuedToken, RuntimeError> {
         if let Some(t) = tenant {
             self.tenant(t)?;
         }
-        let (info, token) = new_token(tenant, name);
+        if request.scopes.is_empty() {
+            return Err(RuntimeError::Invalid(
+                "give the token at least one scope".into(),
+            ));
+        }
+        if request.expires_ms.is_some_and(|at| at <= crate::now_ms()) {
+            return Err(RuntimeError::Invalid(
+                "the token would be expired already".into(),
+            ));
+        }
+        if request.name.trim().is_empty() || request.name.len() > 100 {
+            return Err(RuntimeError::Invalid(
+                "name: give 1 to 100 characters".into(),
+            ));
+        }
+        let (info, token) = new_token(tenant, &request);
         self.state.insert_token(&info, &hash_token(&token))?;
         Ok(IssuedToken {
             id: info.id,
             token,
             tenant: tenant.map(str::to_string),
+            scopes: info.scopes,
+            expires_ms: info.expires_ms,
         })
     }
 
@@ -405,26 +580,34 @@ impl Runtime {
         Ok(self.state.tokens(tenant)?)
     }
 
+    /// Revoke a token of `tenant` (`None`: a platform admin token). The last unexpired
+    /// admin token cannot be revoked: nobody could issue another.
     pub fn revoke_token(&self, tenant: Option<&str>, id: &str) -> Result<(), RuntimeError> {
-        if self.state.delete_token(id, tenant)? {
-            Ok(())
-        } else {
-            Err(RuntimeError::NotFound(format!("no token `{id}`")))
+        match self.state.delete_token(id, tenant, crate::now_ms()) {
+            Ok(()) => Ok(()),
+            Err(RevokeError::NotFound) => Err(RuntimeError::NotFound(format!("no token `{id}`"))),
+            Err(e @ RevokeError::LastAdmin) => {
+                Err(RuntimeError::Conflict(format!("cannot revoke `{id}`: {e}")))
+            }
+            Err(RevokeError::State(e)) => Err(e.into()),
         }
     }
 
     // ---- components ------------------------------------------------------------------------
 
     /// Store a new version of a component; activate it (hot swap) unless told not to.
+    /// `scopes` are the uploader's: deploying needs `deploy`, and a manifest that grants
+    /// secrets or devices also needs `secrets`.
     pub async fn upload(
         self: &Arc<Self>,
         tenant: &str,
         manifest_text: &str,
         wasm: &[u8],
         activate: bool,
+        scopes: Scopes,
     ) -> Result<UploadOutcome, RuntimeError> {
         let result = self
-            .upload_inner(tenant, manifest_text, wasm, activate)
+            .upload_inner(tenant, manifest_text, wasm, activate, scopes)
             .await;
         match &result {
             Ok(_) | Err(RuntimeError::InitFailed { .. }) => {
@@ -444,8 +627,10 @@ impl Runtime {
         manifest_text: &str,
         wasm: &[u8],
         activate: bool,
+        scopes: Scopes,
     ) -> Result<UploadOutcome, RuntimeError> {
         let manifest = Manifest::parse(manifest_text, &self.config.limits.manifest_bounds())?;
+        check_grant_authority(&manifest, scopes)?;
         if wasm.len() as u64 > self.config.limits.max_upload.0 {
             return Err(RuntimeError::Invalid(format!(
                 "the component is {} bytes, over the limit of {}",
@@ -458,7 +643,8 @@ impl Runtime {
             let rt = self.clone();
             let sha = sha256.clone();
             let bytes = wasm.to_vec();
-            tokio::task::spawn_blocking(move || rt.engine.compile(&sha, &bytes))
+            let namespace = tenant.to_string();
+            tokio::task::spawn_blocking(move || rt.engine.compile(&namespace, &sha, &bytes))
                 .await
                 .map_err(|e| RuntimeError::Internal(e.to_string()))??
         };
@@ -482,15 +668,29 @@ impl Runtime {
         if activate {
             self.check_memory_quota(&tenant_row, &manifest.name, &manifest)?;
         }
-        self.store_wasm(&sha256, wasm)?;
-        let version = self.state.add_version(
-            tenant,
-            &manifest.name,
-            &manifest.version,
-            manifest_text,
-            &sha256,
-            wasm.len() as u64,
-        )?;
+        let version = {
+            let rt = self.clone();
+            let (tenant, sha256, wasm) = (tenant.to_string(), sha256.clone(), wasm.to_vec());
+            let (name, label, text) = (
+                manifest.name.clone(),
+                manifest.version.clone(),
+                manifest_text.to_string(),
+            );
+            tokio::task::spawn_blocking(move || {
+                // The file and the row that refers to it change together (see wasm_store).
+                let _guard = rt.wasm.lock();
+                rt.wasm
+                    .put(&tenant, &sha256, &wasm)
+                    .map_err(|e| RuntimeError::Internal(format!("storing the component: {e}")))?;
+                let len = wasm.len() as u64;
+                Ok::<_, RuntimeError>(
+                    rt.state
+                        .add_version(&tenant, &name, &label, &text, &sha256, len)?,
+                )
+            })
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??
+        };
         let name = manifest.name.clone();
         self.handle(tenant, &name, 0).host_log(
             crate::stats::LogLevel::Info,
@@ -576,11 +776,14 @@ impl Runtime {
             handle.deactivate();
         }
         self.mqtt.remove_component(tenant, name);
+        let _guard = self.wasm.lock();
         let versions = self.state.versions(tenant, name)?;
         self.state.delete_component(tenant, name)?;
         for v in versions {
-            if !self.state.wasm_in_use(&v.wasm_sha256)? {
-                let _ = std::fs::remove_file(self.wasm_dir.join(format!("{}.wasm", v.wasm_sha256)));
+            if !self.state.wasm_in_use(tenant, &v.wasm_sha256)?
+                && let Err(e) = self.wasm.remove(tenant, &v.wasm_sha256)
+            {
+                tracing::warn!(%tenant, component = %name, error = %e, "could not remove a component file");
             }
         }
         Ok(())
@@ -864,6 +1067,12 @@ impl Runtime {
         match &settings {
             Some(s) => {
                 s.validate().map_err(RuntimeError::Invalid)?;
+                let own_id = crate::mqtt::client_id(tenant);
+                if s.client_id.as_ref().is_some_and(|id| *id != own_id) {
+                    return Err(RuntimeError::Invalid(format!(
+                        "client_id: set by the host (`{own_id}`), so no tenant can take over another's session"
+                    )));
+                }
                 if let Some(name) = &s.password_secret
                     && self.state.secret(tenant, name)?.is_none()
                 {
@@ -1004,10 +1213,14 @@ impl Runtime {
         });
     }
 
-    /// Listeners, template state and counters of the flow pipeline.
-    pub fn flow_status(&self) -> Result<serde_json::Value, RuntimeError> {
+    /// Listeners, template state and counters of the whole flow pipeline (the operator's
+    /// view), or (`Some(tenant)`) what one tenant may see of it.
+    pub fn flow_status(&self, tenant: Option<&str>) -> Result<serde_json::Value, RuntimeError> {
         let flows = self.flow_service()?;
-        Ok(flows.status())
+        Ok(match tenant {
+            None => flows.status(),
+            Some(t) => flows.tenant_status(t),
+        })
     }
 
     pub async fn telemetry_logs(
@@ -1055,19 +1268,30 @@ impl Runtime {
         } else {
             last_tick_seq
         };
+        // A tenant deleted under us still gets a budget (with the defaults) for the moment
+        // its handle lives.
+        let budget = self
+            .budget(tenant)
+            .unwrap_or_else(|_| TenantBudget::new(tenant, self.default_limits()));
         self.components
             .write()
             .entry((tenant.to_string(), name.to_string()))
             .or_insert_with(|| {
-                ComponentHandle::spawn(
+                let handle = ComponentHandle::spawn(
                     tenant,
                     name,
                     last_tick_seq,
                     Deps {
                         telemetry: self.telemetry.clone(),
                         state: self.state.clone(),
+                        budget: budget.clone(),
                     },
-                )
+                );
+                let limits = &self.config.limits;
+                handle
+                    .stats
+                    .set_log_rate(limits.log_lines_per_second, limits.log_burst);
+                handle
             })
             .clone()
     }
@@ -1086,8 +1310,16 @@ impl Runtime {
             version,
             manifest,
             stats: handle.map(|h| h.stats.clone()).unwrap_or_default(),
-            services: Arc::new(StateSecrets(self.state.clone(), self.backups.clone())),
+            services: Arc::new(StateSecrets {
+                state: self.state.clone(),
+                backups: self.backups.clone(),
+                egress: crate::egress::EgressPolicy::new(self.config.egress.clone()),
+            }),
             mqtt: self.mqtt.clone(),
+            telemetry: self.telemetry.clone(),
+            budget: self
+                .budget(tenant)
+                .unwrap_or_else(|_| TenantBudget::new(tenant, self.default_limits())),
             subscriptions: Default::default(),
             active: Default::default(),
         })
@@ -1107,14 +1339,18 @@ impl Runtime {
             &record.manifest,
             &self.config.limits.manifest_bounds(),
         )?);
-        let wasm = std::fs::read(self.wasm_dir.join(format!("{}.wasm", record.wasm_sha256)))
-            .map_err(|e| RuntimeError::Internal(format!("reading stored component: {e}")))?;
         let (component, _, _) = {
             let rt = self.clone();
             let sha = record.wasm_sha256.clone();
-            tokio::task::spawn_blocking(move || rt.engine.compile(&sha, &wasm))
-                .await
-                .map_err(|e| RuntimeError::Internal(e.to_string()))??
+            let namespace = tenant.to_string();
+            tokio::task::spawn_blocking(move || {
+                let wasm = rt.wasm.read(&namespace, &sha).map_err(|e| {
+                    RuntimeError::Internal(format!("reading stored component: {e}"))
+                })?;
+                Ok::<_, RuntimeError>(rt.engine.compile(&namespace, &sha, &wasm)?)
+            })
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??
         };
         let env = self.instance_env(tenant, name, version, manifest, Some(handle));
         let loaded =
@@ -1164,17 +1400,13 @@ impl Runtime {
         }
         Ok(())
     }
+}
 
-    fn store_wasm(&self, sha256: &str, wasm: &[u8]) -> Result<(), RuntimeError> {
-        let path = self.wasm_dir.join(format!("{sha256}.wasm"));
-        if path.exists() {
-            return Ok(());
-        }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, wasm)
-            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| RuntimeError::Internal(format!("storing the component: {e}")))
+/// A refused or unresolvable address, as a host call reports it to the guest.
+fn egress_error(e: crate::egress::EgressError) -> WitError {
+    match e {
+        crate::egress::EgressError::Refused(r) => WitError::Denied(r.to_string()),
+        other => WitError::Unavailable(other.to_string()),
     }
 }
 
@@ -1188,39 +1420,68 @@ fn backup_error(e: crate::backups::BackupError) -> RuntimeError {
     }
 }
 
-fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// Deploying needs `deploy`; granting a component secrets or devices (whose credentials it
+/// then uses) also needs `secrets`.
+fn check_grant_authority(manifest: &Manifest, scopes: Scopes) -> Result<(), RuntimeError> {
+    if !scopes.allows(Scope::Deploy) {
+        return Err(RuntimeError::Forbidden(
+            "uploading a component needs a token with the `deploy` scope".into(),
+        ));
+    }
+    let grants = &manifest.grants;
+    let sensitive: Vec<&str> = [
+        ("grants.secrets", !grants.secrets.is_empty()),
+        ("grants.devices", !grants.devices.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    if !sensitive.is_empty() && !scopes.allows(Scope::Secrets) {
+        return Err(RuntimeError::Forbidden(format!(
+            "the manifest sets {}: granting those needs a token with the `secrets` scope",
+            sensitive.join(" and ")
+        )));
+    }
+    Ok(())
 }
 
-fn new_token(tenant: Option<&str>, name: &str) -> (TokenInfo, String) {
-    let mut secret = [0u8; 24];
-    rand::rng().fill_bytes(&mut secret);
-    let mut id = [0u8; 6];
-    rand::rng().fill_bytes(&mut id);
-    let info = TokenInfo {
-        id: format!("tok_{}", hex::encode(id)),
-        tenant: tenant.map(str::to_string),
-        role: if tenant.is_some() {
-            Role::Tenant
-        } else {
-            Role::Admin
-        },
-        name: name.to_string(),
-        created_ms: crate::now_ms(),
+fn new_token(tenant: Option<&str>, request: &TokenRequest) -> (TokenInfo, String) {
+    let (id, secret) = crate::tokens::new_secret();
+    let (role, scopes) = match tenant {
+        Some(_) => (Role::Tenant, request.scopes),
+        None => (Role::Admin, Scopes::all()),
     };
-    (info, format!("sotp_{}", hex::encode(secret)))
+    let info = TokenInfo {
+        id,
+        tenant: tenant.map(str::to_string),
+        role,
+        name: request.name.clone(),
+        created_ms: crate::now_ms(),
+        scopes,
+        expires_ms: request.expires_ms,
+    };
+    (info, secret)
 }
 
-/// On first start, create the admin token and write it to `admin.token` (0600).
-fn bootstrap_admin(state: &StateStore, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+/// On first start, create the admin token and write it to `admin.token` (0600). The file
+/// is only for the operator to read: SOTP never reads it, and it can be deleted.
+fn bootstrap_admin(
+    state: &StateStore,
+    data: &crate::datadir::DataDir,
+) -> anyhow::Result<Option<PathBuf>> {
     if state.has_admin_token()? {
         return Ok(None);
     }
-    let (info, token) = new_token(None, "bootstrap");
-    let path = dir.join("admin.token");
-    crate::write_private_file(&path, format!("{token}\n").as_bytes())?;
+    let (info, token) = new_token(None, &TokenRequest::full("bootstrap"));
+    let name = "admin.token";
+    crate::datadir::write_atomic(
+        data.dir(),
+        name,
+        format!("{token}\n").as_bytes(),
+        crate::datadir::FILE_MODE,
+    )?;
     state.insert_token(&info, &hash_token(&token))?;
-    Ok(Some(path))
+    Ok(Some(data.path().join(name)))
 }
 
 fn flow_query_error(e: FlowQueryError) -> RuntimeError {

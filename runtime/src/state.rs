@@ -6,7 +6,8 @@
 
 use crate::crypto::SecretBox;
 use crate::inventory::Device;
-use parking_lot::Mutex;
+use crate::tokens::{AuthError, Role, Scope, Scopes, TokenIndex, TokenInfo};
+use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
@@ -101,6 +102,21 @@ CREATE TABLE ssh_host_keys (
     PRIMARY KEY (tenant, device)
 );
 "#,
+    // Scoped, expiring tokens. Tokens from before scopes keep full access to their tenant.
+    r#"
+ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE tokens ADD COLUMN expires_ms INTEGER;
+"#,
+    // The key that sealed each secret (NULL: sealed before key ids; see crypto).
+    r#"
+ALTER TABLE secrets ADD COLUMN key_id TEXT;
+"#,
+    // Per-tenant budgets (see budget.rs); NULL: the configured defaults.
+    r#"
+ALTER TABLE tenants ADD COLUMN max_series INTEGER;
+ALTER TABLE tenants ADD COLUMN max_instances INTEGER;
+ALTER TABLE tenants ADD COLUMN max_concurrent_calls INTEGER;
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -118,22 +134,10 @@ pub struct Tenant {
     pub created_ms: i64,
     pub max_components: u32,
     pub max_memory_bytes: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Tenant,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct TokenInfo {
-    pub id: String,
-    pub tenant: Option<String>,
-    pub role: Role,
-    pub name: String,
-    pub created_ms: i64,
+    /// `None`: the configured default (`tenant_defaults`).
+    pub max_series: Option<u64>,
+    pub max_instances: Option<u32>,
+    pub max_concurrent_calls: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -162,6 +166,8 @@ pub struct ComponentRecord {
 pub struct StateStore {
     conn: Mutex<Connection>,
     secrets: SecretBox,
+    /// Every token by hash, changed under `conn`'s lock together with the table.
+    tokens: RwLock<TokenIndex>,
 }
 
 impl StateStore {
@@ -172,9 +178,11 @@ impl StateStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
+        let tokens = RwLock::new(load_tokens(&conn)?);
         Ok(StateStore {
             conn: Mutex::new(conn),
             secrets,
+            tokens,
         })
     }
 
@@ -183,14 +191,18 @@ impl StateStore {
     pub fn create_tenant(&self, t: &Tenant) -> Result<bool, StateError> {
         let conn = self.conn.lock();
         let n = conn.execute(
-            "INSERT OR IGNORE INTO tenants (id, name, created_ms, max_components, max_memory_bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO tenants (id, name, created_ms, max_components, max_memory_bytes,
+                 max_series, max_instances, max_concurrent_calls)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 t.id,
                 t.name,
                 t.created_ms,
                 t.max_components,
-                t.max_memory_bytes as i64
+                t.max_memory_bytes as i64,
+                t.max_series.map(|n| n.min(i64::MAX as u64) as i64),
+                t.max_instances,
+                t.max_concurrent_calls
             ],
         )?;
         Ok(n == 1)
@@ -199,7 +211,7 @@ impl StateStore {
     pub fn tenants(&self) -> Result<Vec<Tenant>, StateError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT id, name, created_ms, max_components, max_memory_bytes FROM tenants ORDER BY id",
+            "SELECT id, name, created_ms, max_components, max_memory_bytes, max_series, max_instances, max_concurrent_calls FROM tenants ORDER BY id",
         )?;
         let rows = stmt.query_map([], tenant_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -209,7 +221,7 @@ impl StateStore {
         let conn = self.conn.lock();
         Ok(conn
             .query_row(
-                "SELECT id, name, created_ms, max_components, max_memory_bytes FROM tenants WHERE id = ?1",
+                "SELECT id, name, created_ms, max_components, max_memory_bytes, max_series, max_instances, max_concurrent_calls FROM tenants WHERE id = ?1",
                 [id],
                 tenant_from_row,
             )
@@ -218,7 +230,9 @@ impl StateStore {
 
     pub fn delete_tenant(&self, id: &str) -> Result<bool, StateError> {
         let conn = self.conn.lock();
-        Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id])? == 1)
+        let deleted = conn.execute("DELETE FROM tenants WHERE id = ?1", [id])? == 1;
+        self.tokens.write().remove_tenant(id);
+        Ok(deleted)
     }
 
     // ---- tokens --------------------------------------------------------------------------
@@ -226,47 +240,73 @@ impl StateStore {
     pub fn insert_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StateError> {
         let conn = self.conn.lock();
         conn.execute(
-            "INSERT INTO tokens (id, tenant, role, hash, name, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO tokens (id, tenant, role, hash, name, created_ms, scopes, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 info.id,
                 info.tenant,
                 role_str(info.role),
                 hash,
                 info.name,
-                info.created_ms
+                info.created_ms,
+                info.scopes.to_text(),
+                info.expires_ms
             ],
         )?;
+        self.tokens.write().insert(hash.to_string(), info.clone());
         Ok(())
     }
 
-    pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>, StateError> {
-        let conn = self.conn.lock();
-        Ok(conn
-            .query_row(
-                "SELECT id, tenant, role, name, created_ms FROM tokens WHERE hash = ?1",
-                [hash],
-                token_from_row,
-            )
-            .optional()?)
+    /// The token a secret stands for (memory only: no database access).
+    pub fn authenticate(&self, token: &str, now_ms: i64) -> Result<TokenInfo, AuthError> {
+        self.tokens.read().authenticate(token, now_ms)
     }
 
     pub fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, StateError> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare(
-            "SELECT id, tenant, role, name, created_ms FROM tokens
-             WHERE (?1 IS NULL AND tenant IS NULL) OR tenant = ?1 ORDER BY created_ms",
-        )?;
-        let rows = stmt.query_map([tenant], token_from_row)?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens
+             WHERE (?1 IS NULL AND tenant IS NULL) OR tenant = ?1 ORDER BY created_ms"
+        ))?;
+        let rows = stmt.query_map([tenant], |r| token_from_row(r).map(|(_, t)| t))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn delete_token(&self, id: &str, tenant: Option<&str>) -> Result<bool, StateError> {
+    /// Delete a token of `tenant` (`None`: a platform admin token). Refused with
+    /// [`RevokeError::LastAdmin`] when it is the last unexpired token with admin rights over
+    /// that tenant (or over the platform): nobody could issue another one.
+    pub fn delete_token(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), RevokeError> {
         let conn = self.conn.lock();
-        let n = conn.execute(
-            "DELETE FROM tokens WHERE id = ?1 AND ((?2 IS NULL AND tenant IS NULL) OR tenant = ?2)",
-            params![id, tenant],
-        )?;
-        Ok(n == 1)
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE (?1 IS NULL AND tenant IS NULL) OR tenant = ?1"
+        ))?;
+        let peers: Vec<TokenInfo> = stmt
+            .query_map([tenant], |r| token_from_row(r).map(|(_, t)| t))?
+            .collect::<Result<_, _>>()?;
+        drop(stmt);
+        let Some(target) = peers.iter().find(|t| t.id == id) else {
+            return Err(RevokeError::NotFound);
+        };
+        let is_admin = |t: &TokenInfo| !t.is_expired(now_ms) && t.scopes.allows(Scope::Admin);
+        if is_admin(target) && !peers.iter().any(|t| t.id != id && is_admin(t)) {
+            return Err(RevokeError::LastAdmin);
+        }
+        conn.execute("DELETE FROM tokens WHERE id = ?1", [id])?;
+        self.tokens.write().remove_id(id);
+        Ok(())
+    }
+
+    /// Revoke every token of a tenant (the first step of deleting it).
+    pub fn delete_tenant_tokens(&self, tenant: &str) -> Result<(), StateError> {
+        let conn = self.conn.lock();
+        conn.execute("DELETE FROM tokens WHERE tenant = ?1", [tenant])?;
+        self.tokens.write().remove_tenant(tenant);
+        Ok(())
     }
 
     pub fn has_admin_token(&self) -> Result<bool, StateError> {
@@ -491,15 +531,23 @@ impl StateStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Whether any component anywhere still refers to this wasm content hash.
-    pub fn wasm_in_use(&self, sha256: &str) -> Result<bool, StateError> {
+    /// Whether a version of the tenant's components still refers to this wasm content hash.
+    pub fn wasm_in_use(&self, tenant: &str, sha256: &str) -> Result<bool, StateError> {
         let conn = self.conn.lock();
         let n: i64 = conn.query_row(
-            "SELECT count(*) FROM versions WHERE wasm_sha256 = ?1",
-            [sha256],
+            "SELECT count(*) FROM versions WHERE tenant = ?1 AND wasm_sha256 = ?2",
+            params![tenant, sha256],
             |r| r.get(0),
         )?;
         Ok(n > 0)
+    }
+
+    /// Every (tenant, wasm hash) a version refers to.
+    pub fn version_hashes(&self) -> Result<Vec<(String, String)>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare("SELECT DISTINCT tenant, wasm_sha256 FROM versions")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     // ---- tenant settings (JSON documents by key, e.g. "mqtt") ------------------------------
@@ -678,40 +726,68 @@ impl StateStore {
 
     pub fn put_secret(&self, tenant: &str, name: &str, value: &str) -> Result<(), StateError> {
         let aad = format!("{tenant}/{name}");
-        let (nonce, ciphertext) = self
+        let sealed = self
             .secrets
             .seal(value.as_bytes(), aad.as_bytes())
             .map_err(StateError::Crypto)?;
         let conn = self.conn.lock();
         conn.execute(
-            "INSERT INTO secrets (tenant, name, nonce, ciphertext, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (tenant, name) DO UPDATE SET nonce = ?3, ciphertext = ?4, updated_ms = ?5",
-            params![tenant, name, nonce, ciphertext, crate::now_ms()],
+            "INSERT INTO secrets (tenant, name, nonce, ciphertext, updated_ms, key_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (tenant, name) DO UPDATE SET nonce = ?3, ciphertext = ?4, updated_ms = ?5, key_id = ?6",
+            params![tenant, name, sealed.nonce, sealed.ciphertext, crate::now_ms(), sealed.key_id],
         )?;
         Ok(())
     }
 
     pub fn secret(&self, tenant: &str, name: &str) -> Result<Option<String>, StateError> {
-        let row: Option<(Vec<u8>, Vec<u8>)> = {
+        let row: Option<(Vec<u8>, Vec<u8>, Option<String>)> = {
             let conn = self.conn.lock();
             conn.query_row(
-                "SELECT nonce, ciphertext FROM secrets WHERE tenant = ?1 AND name = ?2",
+                "SELECT nonce, ciphertext, key_id FROM secrets WHERE tenant = ?1 AND name = ?2",
                 params![tenant, name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?
         };
-        let Some((nonce, ciphertext)) = row else {
+        let Some((nonce, ciphertext, key_id)) = row else {
             return Ok(None);
         };
         let aad = format!("{tenant}/{name}");
         let plain = self
             .secrets
-            .open(&nonce, &ciphertext, aad.as_bytes())
-            .map_err(StateError::Crypto)?;
+            .open(&nonce, &ciphertext, aad.as_bytes(), key_id.as_deref())
+            .map_err(|e| StateError::Crypto(format!("secret `{name}`: {e}")))?;
         String::from_utf8(plain)
             .map(Some)
             .map_err(|_| StateError::Crypto("secret is not UTF-8".into()))
+    }
+
+    /// Seal again, with the current key, every secret sealed with another (key rotation).
+    /// Returns (resealed, unreadable): a secret no configured key opens is left as it is.
+    pub fn reseal_secrets(&self) -> Result<(usize, usize), StateError> {
+        let current = self.secrets.current_key_id().to_string();
+        let stale: Vec<(String, String)> = {
+            let conn = self.conn.lock();
+            let mut stmt = conn
+                .prepare("SELECT tenant, name FROM secrets WHERE key_id IS NULL OR key_id != ?1")?;
+            let rows = stmt.query_map([&current], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let (mut resealed, mut unreadable) = (0, 0);
+        for (tenant, name) in stale {
+            match self.secret(&tenant, &name) {
+                Ok(Some(value)) => {
+                    self.put_secret(&tenant, &name, &value)?;
+                    resealed += 1;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(%tenant, secret = %name, error = %e, "secret not resealed");
+                    unreadable += 1;
+                }
+            }
+        }
+        Ok((resealed, unreadable))
     }
 
     pub fn secret_names(&self, tenant: &str) -> Result<Vec<(String, i64)>, StateError> {
@@ -742,6 +818,30 @@ fn migrate(conn: &mut Connection) -> Result<(), StateError> {
     Ok(())
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error("no such token")]
+    NotFound,
+    #[error("it is the last unexpired admin token: issue another one first")]
+    LastAdmin,
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<rusqlite::Error> for RevokeError {
+    fn from(e: rusqlite::Error) -> Self {
+        RevokeError::State(e.into())
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, tenant, role, name, created_ms, scopes, expires_ms, hash";
+
+fn load_tokens(conn: &Connection) -> Result<TokenIndex, StateError> {
+    let mut stmt = conn.prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens"))?;
+    let rows = stmt.query_map([], token_from_row)?;
+    Ok(TokenIndex::from_rows(rows.collect::<Result<Vec<_>, _>>()?))
+}
+
 fn role_str(role: Role) -> &'static str {
     match role {
         Role::Admin => "admin",
@@ -756,22 +856,36 @@ fn tenant_from_row(r: &rusqlite::Row) -> rusqlite::Result<Tenant> {
         created_ms: r.get(2)?,
         max_components: r.get(3)?,
         max_memory_bytes: r.get::<_, i64>(4)? as u64,
+        max_series: r.get::<_, Option<i64>>(5)?.map(|n| n as u64),
+        max_instances: r.get(6)?,
+        max_concurrent_calls: r.get(7)?,
     })
 }
 
-fn token_from_row(r: &rusqlite::Row) -> rusqlite::Result<TokenInfo> {
+/// A row of [`TOKEN_COLUMNS`]: (hash, token).
+fn token_from_row(r: &rusqlite::Row) -> rusqlite::Result<(String, TokenInfo)> {
     let role: String = r.get(2)?;
-    Ok(TokenInfo {
-        id: r.get(0)?,
-        tenant: r.get(1)?,
-        role: if role == "admin" {
-            Role::Admin
-        } else {
-            Role::Tenant
+    let role = if role == "admin" {
+        Role::Admin
+    } else {
+        Role::Tenant
+    };
+    let scopes = match role {
+        Role::Admin => Scopes::all(),
+        Role::Tenant => Scopes::from_text(&r.get::<_, String>(5)?),
+    };
+    Ok((
+        r.get(7)?,
+        TokenInfo {
+            id: r.get(0)?,
+            tenant: r.get(1)?,
+            role,
+            name: r.get(3)?,
+            created_ms: r.get(4)?,
+            scopes,
+            expires_ms: r.get(6)?,
         },
-        name: r.get(3)?,
-        created_ms: r.get(4)?,
-    })
+    ))
 }
 
 fn component_from_row(r: &rusqlite::Row) -> rusqlite::Result<ComponentRecord> {

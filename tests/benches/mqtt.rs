@@ -23,7 +23,7 @@ mod sensors;
 use sotp_runtime::mqtt::MqttSettings;
 use sotp_runtime::native::{NativeCollector, NativeHost};
 use sotp_runtime::telemetry::{
-    Batch, SampleRow, TelemetryStore, normalize_labels, validate_metric_name,
+    Batch, Samples, TelemetryStore, normalize_labels, validate_metric_name,
 };
 use sotp_tests::guests::MQTT_SENSORS;
 use sotp_tests::mosquitto::Mosquitto;
@@ -183,30 +183,34 @@ impl NativeCollector for NativeSensors {
 }
 
 async fn sotp_pipeline(broker: &Mosquitto, n: usize, rounds: usize, native: bool) -> Vec<Run> {
-    let client_id = if native {
-        "sotp-bench-native"
-    } else {
-        "sotp-bench"
-    };
+    // Separate broker sessions (client ids are `sotp-<tenant>`) for the two runs.
+    let tenant = if native { "bench-native" } else { "bench" };
+    let client_id = sotp_runtime::mqtt::client_id(tenant);
     let dir = tempfile::tempdir().unwrap();
     let runtime = sotp_runtime::Runtime::open(sotp_runtime::RuntimeConfig {
         data_dir: dir.path().to_path_buf(),
+        egress: sotp_runtime::egress::EgressConfig {
+            allow: vec!["127.0.0.1/32".parse().unwrap()],
+            ..Default::default()
+        },
         ..Default::default()
     })
     .unwrap();
     runtime.restore().await;
-    runtime.create_tenant("bench", None, None, None).unwrap();
+    runtime
+        .create_tenant(tenant, sotp_runtime::TenantSpec::default())
+        .unwrap();
     let settings = MqttSettings {
         host: "127.0.0.1".into(),
         port: broker.port,
-        client_id: Some(client_id.into()),
+        client_id: None,
         username: None,
         password_secret: None,
         tls: false,
         tls_ca_pem: None,
         keep_alive_s: 30,
     };
-    runtime.set_mqtt("bench", Some(settings.clone())).unwrap();
+    runtime.set_mqtt(tenant, Some(settings.clone())).unwrap();
     let manifest = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../guests/mqtt-sensors/sotp.toml"
@@ -215,25 +219,25 @@ async fn sotp_pipeline(broker: &Mosquitto, n: usize, rounds: usize, native: bool
     if native {
         let collector = Box::new(NativeSensors { inner: None });
         runtime
-            .activate_native("bench", &manifest, collector)
+            .activate_native(tenant, &manifest, collector)
             .await
             .unwrap();
     } else {
         let wasm = std::fs::read(MQTT_SENSORS).unwrap();
         runtime
-            .upload("bench", &manifest, &wasm, true)
+            .upload(tenant, &manifest, &wasm, true, sotp_runtime::Scopes::all())
             .await
             .unwrap();
     }
     wait(
-        || runtime.mqtt_status("bench").unwrap().connected,
+        || runtime.mqtt_status(tenant).unwrap().connected,
         "SOTP to connect",
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await; // SUBACK
     let mut runs = Vec::new();
     for _ in 0..rounds {
-        runtime.set_mqtt("bench", None).unwrap();
+        runtime.set_mqtt(tenant, None).unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         queue(broker, n);
         let (cpu0, b0, start) = (
@@ -241,17 +245,17 @@ async fn sotp_pipeline(broker: &Mosquitto, n: usize, rounds: usize, native: bool
             process_cpu(broker.pid()),
             Instant::now(),
         );
-        runtime.set_mqtt("bench", Some(settings.clone())).unwrap();
+        runtime.set_mqtt(tenant, Some(settings.clone())).unwrap();
         let mut last_report = Instant::now();
         wait(
             || {
-                let s = runtime.mqtt.status("bench");
+                let s = runtime.mqtt.status(tenant);
                 if std::env::var_os("SOTP_BENCH_DEBUG").is_some()
                     && last_report.elapsed() > Duration::from_secs(2)
                 {
                     last_report = Instant::now();
                     let c = runtime
-                        .component("bench", "mqtt-sensors", 0)
+                        .component(tenant, "mqtt-sensors", 0)
                         .unwrap()
                         .counters;
                     eprintln!("status: {s:?}\ncounters: {c:?}");
@@ -268,7 +272,7 @@ async fn sotp_pipeline(broker: &Mosquitto, n: usize, rounds: usize, native: bool
         });
     }
     runtime.shutdown();
-    drop_session(broker, client_id);
+    drop_session(broker, &client_id);
     runs
 }
 
@@ -339,7 +343,8 @@ async fn native_pipeline(broker: &Mosquitto, n: usize, round: usize) -> Run {
                 Err(_) => break,
             }
         }
-        let mut samples = Vec::new();
+        let mut samples = Samples::default();
+        let hasher = store.hasher();
         for p in &batch {
             let _ = collector.on_message(&p.topic, &p.payload);
             for s in sotp_guest::take_emitted() {
@@ -347,12 +352,9 @@ async fn native_pipeline(broker: &Mosquitto, n: usize, round: usize) -> Run {
                     s.labels.into_iter().map(|l| (l.name, l.value)).collect();
                 validate_metric_name(&s.metric).unwrap();
                 let labels = normalize_labels("mqtt-sensors", labels).unwrap();
-                samples.push(SampleRow {
-                    metric: s.metric,
-                    labels,
-                    ts_ms: s.timestamp_ms.unwrap_or_else(sotp_runtime::now_ms),
-                    value: s.value,
-                });
+                let key = hasher.key("bench", s.metric, labels);
+                let ts = s.timestamp_ms.unwrap_or_else(sotp_runtime::now_ms);
+                samples.push(key, ts, s.value);
             }
         }
         store
@@ -360,6 +362,7 @@ async fn native_pipeline(broker: &Mosquitto, n: usize, round: usize) -> Run {
                 tenant: "bench".into(),
                 component: "mqtt-sensors".into(),
                 samples,
+                max_series: u64::MAX,
                 ..Default::default()
             })
             .await

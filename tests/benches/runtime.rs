@@ -17,7 +17,7 @@ use sotp_runtime::instance::{Call, LoadedVersion, Outcome};
 use sotp_runtime::manifest::{Manifest, ManifestBounds};
 use sotp_runtime::mqtt::MqttHub;
 use sotp_runtime::stats::{ComponentStats, LogSource};
-use sotp_runtime::telemetry::{SampleRow, TelemetryStore, normalize_labels, validate_metric_name};
+use sotp_runtime::telemetry::{Samples, TelemetryStore, normalize_labels, validate_metric_name};
 use sotp_tests::guests::{BENCH_GUEST, TICK_COUNTER};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -38,16 +38,21 @@ impl sotp_runtime::mqtt::CredentialSource for NoSecrets {
     }
 }
 
-/// An MQTT hub with no broker: the bench guest never subscribes.
-fn hub() -> Arc<MqttHub> {
-    static HUB: std::sync::OnceLock<(tempfile::TempDir, Arc<MqttHub>)> = std::sync::OnceLock::new();
-    HUB.get_or_init(|| {
+/// A store and an MQTT hub with no broker: the bench guest never subscribes.
+fn stores() -> (Arc<TelemetryStore>, Arc<MqttHub>) {
+    type Stores = (tempfile::TempDir, Arc<TelemetryStore>, Arc<MqttHub>);
+    static STORES: std::sync::OnceLock<Stores> = std::sync::OnceLock::new();
+    let (_, store, hub) = STORES.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(TelemetryStore::open(&dir.path().join("t.duckdb")).unwrap());
-        (dir, Arc::new(MqttHub::new(store, Arc::new(NoSecrets))))
-    })
-    .1
-    .clone()
+        let hub = Arc::new(MqttHub::new(
+            store.clone(),
+            Arc::new(NoSecrets),
+            Default::default(),
+        ));
+        (dir, store, hub)
+    });
+    (store.clone(), hub.clone())
 }
 
 fn env() -> Arc<InstanceEnv> {
@@ -58,7 +63,9 @@ fn env() -> Arc<InstanceEnv> {
         manifest: Arc::new(Manifest::parse(MANIFEST, &ManifestBounds::default()).unwrap()),
         stats: Arc::new(ComponentStats::default()),
         services: Arc::new(NoSecrets),
-        mqtt: hub(),
+        mqtt: stores().1,
+        telemetry: stores().0,
+        budget: sotp_runtime::budget::TenantBudget::unlimited("bench"),
         subscriptions: Default::default(),
         active: Default::default(),
     })
@@ -102,7 +109,7 @@ fn fmt(d: Duration) -> String {
 }
 
 fn instantiate_cost(engine: &WasmEngine, wasm: &[u8]) -> Duration {
-    let (component, _, _) = engine.compile("bench-guest", wasm).unwrap();
+    let (component, _, _) = engine.compile("bench", "bench-guest", wasm).unwrap();
     let linker = collector_linker(engine.engine()).unwrap();
     let pre = CollectorPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
     let env = env();
@@ -130,7 +137,7 @@ fn main() {
     let inst_pool = instantiate_cost(&pooled, &wasm);
     let inst_od = instantiate_cost(&on_demand, &wasm);
 
-    let (component, _, compile_time) = pooled.compile("bench-guest-2", &wasm).unwrap();
+    let (component, _, compile_time) = pooled.compile("bench", "bench-guest-2", &wasm).unwrap();
     let linker = collector_linker(pooled.engine()).unwrap();
     let version = LoadedVersion::new(pooled.engine(), &linker, &component, env()).unwrap();
     assert!(matches!(version.warm().outcome, Outcome::Ok));
@@ -162,20 +169,19 @@ fn main() {
         // metric names and labels, one allocation set per sample.
         let mut parsed = Vec::with_capacity(2048);
         logic::parse_lines(&payload, &mut parsed);
-        // ... and the same host-side checks every emitted sample goes through.
-        let rows: Vec<SampleRow> = parsed
-            .into_iter()
-            .map(|p| {
-                validate_metric_name(p.metric).unwrap();
-                let labels = vec![("device".to_string(), p.device.to_string())];
-                SampleRow {
-                    metric: p.metric.to_string(),
-                    labels: normalize_labels("bench", labels).unwrap(),
-                    ts_ms: 0,
-                    value: p.value,
-                }
-            })
-            .collect();
+        // ... and the same host-side checks and keys every emitted sample goes through.
+        let hasher = stores().0.hasher();
+        let mut rows = Samples::default();
+        for p in parsed {
+            validate_metric_name(p.metric).unwrap();
+            let labels = vec![("device".to_string(), p.device.to_string())];
+            let labels = normalize_labels("bench", labels).unwrap();
+            rows.push(
+                hasher.key("bench", p.metric.to_string(), labels),
+                0,
+                p.value,
+            );
+        }
         black_box(rows);
     });
     let samples_per_batch = {
@@ -256,13 +262,18 @@ fn hot_swap_cost(dir: &std::path::Path) -> (Duration, Duration) {
         };
         let runtime = sotp_runtime::Runtime::open(config).unwrap();
         runtime.restore().await;
-        runtime.create_tenant("bench", None, None, None).unwrap();
+        runtime
+            .create_tenant("bench", sotp_runtime::TenantSpec::default())
+            .unwrap();
         let wasm = std::fs::read(TICK_COUNTER).unwrap();
         for marker in ["a", "b"] {
             let manifest = format!(
                 "name = \"swap\"\nversion = \"{marker}\"\nworld = \"collector\"\n[schedule]\nevery = \"10ms\"\n[config]\nmarker = \"{marker}\"\n"
             );
-            runtime.upload("bench", &manifest, &wasm, true).await.unwrap();
+            runtime
+                .upload("bench", &manifest, &wasm, true, sotp_runtime::Scopes::all())
+                .await
+                .unwrap();
         }
         let mut totals = Vec::new();
         let mut warms = Vec::new();

@@ -25,7 +25,8 @@ const SOTP: &str = env!("CARGO_BIN_EXE_sotp");
 
 /// A sotp with NetFlow and sFlow listeners on loopback, every exporter's flows in tenant acme,
 /// and `sinks` appended to its config. Raw retention is long: the generated captures carry
-/// 2023 timestamps, which the default week would delete.
+/// 2023 timestamps, which the default week would delete. The sFlow capture's agent
+/// (10.0.0.1) is replayed from loopback, bound to speak for it.
 fn start(dir: &Path, sinks: &str) -> (Server, u16, u16) {
     let (netflow, sflow) = (free_port(), free_port());
     let config = dir.join("sotp.toml");
@@ -33,7 +34,8 @@ fn start(dir: &Path, sinks: &str) -> (Server, u16, u16) {
         &config,
         format!(
             "[runtime.flows]\nnetflow = [\"127.0.0.1:{netflow}\"]\nsflow = [\"127.0.0.1:{sflow}\"]\n\
-             default_tenant = \"acme\"\nflush_interval = \"200ms\"\nraw_retention = \"3650days\"\n{sinks}"
+             default_tenant = \"acme\"\nflush_interval = \"200ms\"\nraw_retention = \"3650days\"\n\
+             [runtime.flows.sflow_agents]\n\"10.0.0.1\" = \"127.0.0.1\"\n{sinks}"
         ),
     )
     .unwrap();
@@ -296,10 +298,7 @@ fn loki_push_requests_match_golden_cases_and_survive_outages_and_rejections() {
         "{seqs:?}"
     );
 
-    let metrics = reqwest::blocking::get(format!("{}/metrics", server.base))
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics_text();
     assert!(
         metrics.contains("sotp_flow_sink_rejected_rows_total{sink=\"loki\",type=\"loki\"} 48"),
         "{metrics}"

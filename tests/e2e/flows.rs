@@ -24,7 +24,8 @@ struct Ports {
 }
 
 /// A sotp with all three listeners on loopback; every exporter's flows go to tenant acme.
-/// `extra` is appended to its config (sinks).
+/// The sFlow capture's agent (10.0.0.1) is replayed from loopback, which is bound to speak
+/// for it. `extra` is appended to its config (sinks).
 fn start(config_dir: &Path, extra: &str) -> (Server, Ports) {
     let ports = Ports {
         netflow: free_port(),
@@ -36,7 +37,8 @@ fn start(config_dir: &Path, extra: &str) -> (Server, Ports) {
         &config,
         format!(
             "[runtime.flows]\nnetflow = [\"127.0.0.1:{}\"]\nipfix = [\"127.0.0.1:{}\"]\nsflow = [\"127.0.0.1:{}\"]\n\
-             default_tenant = \"acme\"\nflush_interval = \"200ms\"\n[runtime.flows.applications]\n\"tcp/40000\" = \"test-app\"\n{extra}",
+             default_tenant = \"acme\"\nflush_interval = \"200ms\"\n[runtime.flows.applications]\n\"tcp/40000\" = \"test-app\"\n\
+             [runtime.flows.sflow_agents]\n\"10.0.0.1\" = \"127.0.0.1\"\n{extra}",
             ports.netflow, ports.ipfix, ports.sflow
         ),
     )
@@ -395,8 +397,12 @@ fn softflowd_real_traffic_answers_top_talkers_questdb_holds_it_and_prometheus_sc
         .trim_end_matches('/')
         .to_string();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/peers/prometheus");
+    // It scrapes the tenant's own view, with a read-only token of acme's.
+    let scraper = acme.scoped("prometheus", &["read"]);
     let _prom = Prometheus(
         Command::new(script)
+            .env("PROMETHEUS_METRICS_PATH", "/v1/metrics")
+            .env("PROMETHEUS_BEARER_TOKEN", &scraper.token)
             .arg("run")
             .arg(prom_dir.path())
             .arg(prom_port.to_string())
@@ -432,5 +438,206 @@ fn softflowd_real_traffic_answers_top_talkers_questdb_holds_it_and_prometheus_sc
             "Prometheus never scraped the flow aggregates: {body:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A sotp with one listener of `kind` on loopback and this extra `[runtime.flows]` config.
+fn start_listener(config_dir: &Path, kind: &str, flows: &str) -> (Server, u16) {
+    let port = free_port();
+    let config = config_dir.join("sotp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runtime.flows]\n{kind} = [\"127.0.0.1:{port}\"]\nflush_interval = \"200ms\"\n{flows}"
+        ),
+    )
+    .unwrap();
+    (
+        Server::start_with(SOTP, &["--config", config.to_str().unwrap()]),
+        port,
+    )
+}
+
+#[test]
+fn a_spoofed_sflow_agent_lands_nowhere() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let pcaps = tempfile::tempdir().unwrap();
+    pcap::generate(pcaps.path()).unwrap();
+    // The victim owns agent 10.0.0.1; datagrams from anywhere else are the spoofer's.
+    let (server, port) = start_listener(
+        config_dir.path(),
+        "sflow",
+        "default_tenant = \"spoofer\"\n[runtime.flows.exporters]\n\"10.0.0.1\" = \"victim\"\n",
+    );
+    let victim = server.tenant("victim");
+    let spoofer = server.tenant("spoofer");
+    // The capture's datagrams name agent 10.0.0.1, but come from loopback.
+    let frames = pcap::read_udp(&pcaps.path().join("sflow.pcap")).unwrap();
+    send(&frames.iter().collect::<Vec<_>>(), port);
+    server.wait_flows_stored(20);
+    let status = server.flow_status();
+    assert!(
+        status["sflow_agent_mismatch"].as_u64().unwrap() >= 20,
+        "{status}"
+    );
+    let (_, top) = victim.get("/v1/flows/top?start=0&end=now&by=exporter");
+    assert_eq!(top["rows"], serde_json::json!([]), "{top}");
+    let (_, top) = spoofer.get("/v1/flows/top?start=0&end=now&by=exporter");
+    let rows = top["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{top}");
+    assert_eq!(rows[0]["group"]["exporter"], "127.0.0.1", "{top}");
+    // Each tenant's status shows its own exporters only.
+    let (_, mine) = spoofer.get("/v1/flows/status");
+    assert_eq!(mine["exporters"][0]["exporter"], "127.0.0.1", "{mine}");
+    assert!(mine.get("templates").is_none(), "{mine}");
+    let (_, theirs) = victim.get("/v1/flows/status");
+    assert_eq!(theirs["exporters"], serde_json::json!([]), "{theirs}");
+}
+
+/// An IPFIX datagram of observation domain `domain` announcing template 256 (eight fields).
+fn ipfix_template(domain: u32) -> Vec<u8> {
+    let fields: [(u16, u16); 8] = [
+        (8, 4),
+        (12, 4),
+        (1, 8),
+        (2, 8),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (153, 8),
+    ];
+    let mut set = vec![0, 2];
+    set.extend_from_slice(&((4 + 4 + fields.len() * 4) as u16).to_be_bytes());
+    set.extend_from_slice(&256u16.to_be_bytes());
+    set.extend_from_slice(&(fields.len() as u16).to_be_bytes());
+    for (ie, len) in fields {
+        set.extend_from_slice(&ie.to_be_bytes());
+        set.extend_from_slice(&len.to_be_bytes());
+    }
+    let mut m = vec![0, 10];
+    m.extend_from_slice(&((16 + set.len()) as u16).to_be_bytes());
+    m.extend_from_slice(&[0x65, 0, 0, 0, 0, 0, 0, 0]); // export time, sequence
+    m.extend_from_slice(&domain.to_be_bytes());
+    m.extend_from_slice(&set);
+    m
+}
+
+#[test]
+fn a_hundred_thousand_fake_exporters_cost_bounded_memory_and_stall_no_one() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let pcaps = tempfile::tempdir().unwrap();
+    pcap::generate(pcaps.path()).unwrap();
+    let (server, port) = start_listener(config_dir.path(), "ipfix", "default_tenant = \"acme\"\n");
+    server.tenant("acme");
+    // The real exporter (loopback): templates and data.
+    let frames = pcap::read_udp(&pcaps.path().join("ipfix.pcap")).unwrap();
+    let all: Vec<&pcap::Datagram> = frames.iter().collect();
+    send(&all, port);
+    server.wait_flows_stored(40);
+    let rss_before = server.rss_bytes();
+
+    // 100,000 exporters (127.1.0.0 and up: loopback's /8), each with a template; and one
+    // exporter cycling through observation domains.
+    let template = ipfix_template(1);
+    for i in 0..100_000u32 {
+        let source = std::net::Ipv4Addr::from(0x7f01_0000 + i);
+        let Ok(socket) = UdpSocket::bind((source, 0)) else {
+            continue;
+        };
+        let _ = socket.send_to(&template, ("127.0.0.1", port));
+        if i % 2000 == 0 {
+            // The real exporter goes on meanwhile.
+            send(&all, port);
+        }
+    }
+    let churner = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for domain in 0..5000 {
+        let _ = churner.send_to(&ipfix_template(domain), ("127.0.0.1", port));
+    }
+    // The flood is taken in soon (what the socket buffer could not hold the kernel dropped),
+    // and the real exporter is decoded at once after it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = u64::MAX;
+    loop {
+        let seen = server.flow_status()["datagrams"]["ipfix"].as_u64().unwrap();
+        if seen == last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flood is still being decoded"
+        );
+        last = seen;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let stored = server.flow_status()["stored_rows"].as_u64().unwrap();
+    send(&all, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.flow_status()["stored_rows"].as_u64().unwrap() < stored + 40 {
+        assert!(
+            Instant::now() < deadline,
+            "the real exporter's flows stalled"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = server.flow_status();
+    assert!(
+        status["template_exporters"].as_u64().unwrap() <= 10_000,
+        "{status}"
+    );
+    assert!(
+        status["templates_refused"].as_u64().unwrap() > 10_000,
+        "{status}"
+    );
+    let growth = server.rss_bytes().saturating_sub(rss_before);
+    assert!(
+        growth < 150 << 20,
+        "template state grew sotp by {} MiB",
+        growth >> 20
+    );
+    // What was learned is saved (by its own thread) and loads again.
+    let file = server.data_path().join("flow-templates.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "flow-templates.json not written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn damaged_template_and_name_files_do_not_stop_a_start() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let pcaps = tempfile::tempdir().unwrap();
+    pcap::generate(pcaps.path()).unwrap();
+    let (mut server, port) =
+        start_listener(config_dir.path(), "ipfix", "default_tenant = \"acme\"\n");
+    let acme = server.tenant("acme");
+    let frames = pcap::read_udp(&pcaps.path().join("ipfix.pcap")).unwrap();
+    send(&frames.iter().collect::<Vec<_>>(), port);
+    server.wait_flows_stored(40);
+    server.stop();
+    let data = server.data_path().to_path_buf();
+    std::fs::write(data.join("flow-templates.json"), b"[{\"protocol\": ").unwrap();
+    std::fs::write(data.join("flows-raw/names.json"), b"\0\0\0").unwrap();
+    server.restart();
+    let status = server.flow_status();
+    assert_eq!(status["template_state_damaged"], 1, "{status}");
+    assert_eq!(status["templates"], 0, "{status}");
+    // The names came back from their copy: acme's flows are still acme's.
+    let acme = server.api(&acme.token);
+    let (_, top) = acme.get("/v1/flows/top?start=0&end=now&by=src_addr&limit=100");
+    assert!(!top["rows"].as_array().unwrap().is_empty(), "{top}");
+    for name in ["flow-templates.json", "flows-raw/names.json"] {
+        let (dir, file) = match name.rsplit_once('/') {
+            Some((d, f)) => (data.join(d), f),
+            None => (data.clone(), name),
+        };
+        let kept = std::fs::read_dir(&dir).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{file}.damaged-"))
+        });
+        assert!(kept, "{name} was set aside");
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 use sotp_tests::guests::{ATTACKER, MQTT_SENSORS};
-use sotp_tests::harness::{Api, Server};
+use sotp_tests::harness::{Api, LOOPBACK_EGRESS, Server};
 use sotp_tests::mosquitto::{Mosquitto, Publisher};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -109,7 +109,7 @@ fn base_ms() -> i64 {
 #[test]
 fn ten_thousand_qos1_messages_become_ten_thousand_samples() {
     let broker = Mosquitto::start();
-    let server = Server::start(BIN);
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
     let acme = sensors_tenant(&server, &broker);
 
     let base = base_ms();
@@ -167,7 +167,7 @@ fn ten_thousand_qos1_messages_become_ten_thousand_samples() {
 #[test]
 fn malformed_payloads_are_counted_and_the_stream_goes_on() {
     let broker = Mosquitto::start();
-    let server = Server::start(BIN);
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
     let acme = sensors_tenant(&server, &broker);
     broker.publish_lines(
         "home/kitchen/temperature",
@@ -201,7 +201,7 @@ fn malformed_payloads_are_counted_and_the_stream_goes_on() {
 #[test]
 fn subscriptions_outside_the_grants_are_denied() {
     let broker = Mosquitto::start();
-    let server = Server::start(BIN);
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
     let acme = server.tenant("acme");
     connect(&acme, &broker);
     let wasm = std::fs::read(MQTT_SENSORS).unwrap();
@@ -232,7 +232,7 @@ fn distinct(values: &[(Value, f64)]) -> BTreeMap<u64, usize> {
 #[test]
 fn hot_swap_under_load_loses_and_repeats_nothing() {
     let broker = Mosquitto::start();
-    let server = Server::start(BIN);
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
     let acme = sensors_tenant(&server, &broker);
 
     // 11,000 messages paced at 1,100/s: at least 1,000 msg/s for 10 s.
@@ -302,7 +302,7 @@ fn hot_swap_under_load_loses_and_repeats_nothing() {
 #[test]
 fn a_broker_restart_mid_stream_loses_nothing() {
     let mut broker = Mosquitto::start();
-    let server = Server::start(BIN);
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
     let acme = sensors_tenant(&server, &broker);
 
     let total = 4000;
@@ -343,7 +343,11 @@ fn sotp_killed_mid_stream_loses_and_doubles_nothing() {
     let broker = Mosquitto::start();
     // PUBACKs held 300 ms after the commit: the kill lands while committed messages still
     // await their acknowledgement, so the broker redelivers some that are already stored.
-    let mut server = Server::start_with_env(BIN, &[("SOTP_FAILPOINT_MQTT_ACK_DELAY_MS", "300")]);
+    let mut server = Server::start_with_config(
+        BIN,
+        LOOPBACK_EGRESS,
+        &[("SOTP_FAILPOINT_MQTT_ACK_DELAY_MS", "300")],
+    );
     let acme = sensors_tenant(&server, &broker);
 
     let total = 5000;
@@ -394,7 +398,7 @@ fn sotp_killed_mid_stream_loses_and_doubles_nothing() {
 #[test]
 fn tls_credentials_from_a_secret_and_publish_grants() {
     let broker = Mosquitto::start_secure("sotp", "br0ker-pass");
-    let server = Server::start(BIN);
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
     let acme = server.tenant("acme");
     let ca = broker.ca_pem.clone().unwrap();
 

@@ -261,10 +261,7 @@ fn health_metrics_and_openapi() {
     acme.wait_for("a tick", Duration::from_secs(30), |api| {
         (!ticks_by_seq(api).is_empty()).then_some(())
     });
-    let metrics = reqwest::blocking::get(format!("{}/metrics", server.base))
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics_text();
     assert!(metrics.contains("# TYPE sotp_component_calls_total counter"));
     assert!(
         metrics

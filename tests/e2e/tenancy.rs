@@ -150,3 +150,191 @@ fn quotas_limit_components_and_memory() {
         "{body}"
     );
 }
+
+/// A NetFlow v5 datagram with one flow from `src` of `bytes`, ending a second ago.
+fn netflow_v5(src: [u8; 4], bytes: u32) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let mut d = Vec::new();
+    d.extend_from_slice(&5u16.to_be_bytes());
+    d.extend_from_slice(&1u16.to_be_bytes());
+    d.extend_from_slice(&100_000u32.to_be_bytes()); // sysUptime
+    d.extend_from_slice(&now.to_be_bytes());
+    d.extend_from_slice(&[0; 4]); // nsecs
+    d.extend_from_slice(&[0; 4]); // sequence
+    d.extend_from_slice(&[0; 4]); // engine, sampling
+    d.extend_from_slice(&src);
+    d.extend_from_slice(&[10, 9, 9, 9]); // dst
+    d.extend_from_slice(&[0; 4]); // next hop
+    d.extend_from_slice(&[0, 1, 0, 2]); // in, out
+    d.extend_from_slice(&1u32.to_be_bytes()); // packets
+    d.extend_from_slice(&bytes.to_be_bytes());
+    d.extend_from_slice(&98_000u32.to_be_bytes()); // first
+    d.extend_from_slice(&99_000u32.to_be_bytes()); // last
+    d.extend_from_slice(&[0x9c, 0x40, 0, 80]); // ports 40000 -> 80
+    d.extend_from_slice(&[0, 0, 6, 0]); // pad, flags, tcp, tos
+    d.extend_from_slice(&[0; 8]); // AS, masks, pad
+    d
+}
+
+#[test]
+fn a_recreated_tenant_sees_none_of_the_deleted_ones_data() {
+    let port = sotp_tests::mosquitto::free_port();
+    let config = format!(
+        "[runtime.flows]\nnetflow = [\"127.0.0.1:{port}\"]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n"
+    );
+    let mut server = Server::start_with_config(BIN, &config, &[]);
+    let admin = server.admin();
+    let acme = server.tenant("acme");
+    acme.push(
+        &manifest("tick-counter", "1", "100ms", "[config]\nmarker = \"old\""),
+        TICK_COUNTER,
+    );
+    acme.push(
+        &manifest(
+            "archivist",
+            "1",
+            "200ms",
+            "[grants]\ndevices = [\"edge1\"]\n[config]\nmode = \"backup\"\ntarget = \"edge1\"\n",
+        ),
+        sotp_tests::guests::ATTACKER,
+    );
+    assert_eq!(
+        acme.put("/v1/secrets/db", json!({ "value": "s3cret" })).0,
+        204
+    );
+    let (status, body) = acme.put(
+        "/v1/devices/edge1",
+        json!({ "name": "edge1", "address": "192.0.2.1" }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(&netflow_v5([10, 1, 1, 1], 4242), ("127.0.0.1", port))
+        .unwrap();
+    server.wait_flows_stored(1);
+    acme.wait_for("ticks, logs and a backup", Duration::from_secs(30), |api| {
+        let backups = api.get("/v1/backups").1;
+        (api.points("ticks", "1h").len() >= 3 && !backups["devices"].as_array().unwrap().is_empty())
+            .then_some(())
+    });
+    let (_, top) = acme.get("/v1/flows/top?start=0&end=now&by=src_addr");
+    assert_eq!(top["rows"].as_array().unwrap().len(), 1, "{top}");
+
+    let (status, body) = admin.delete("/v1/tenants/acme");
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(acme.get("/v1/components").0, 401, "its tokens are gone");
+    let fresh = server.tenant("acme");
+    let empty = |path: &str, key: &str| {
+        let (status, body) = fresh.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body[key], json!([]), "{path}: {body}");
+    };
+    empty("/v1/components", "components");
+    empty("/v1/secrets", "secrets");
+    empty("/v1/devices", "devices");
+    empty("/v1/backups", "devices");
+    empty("/v1/logs", "logs");
+    empty("/v1/flows/top?start=0&end=now&by=src_addr", "rows");
+    assert_eq!(
+        fresh.query(&[("metric", "ticks"), ("since", "1h")])["series"],
+        json!([])
+    );
+    assert_eq!(fresh.get("/v1/tenant").1["usage"]["series"], 0);
+    // Flows that arrive now are the new tenant's (the configuration maps them to it).
+    udp.send_to(&netflow_v5([10, 2, 2, 2], 7), ("127.0.0.1", port))
+        .unwrap();
+    server.wait_flows_stored(2);
+    let (_, top) = fresh.get("/v1/flows/top?start=0&end=now&by=src_addr");
+    let rows = top["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{top}");
+    assert_eq!(rows[0]["group"]["src_addr"], "10.2.2.2");
+    // And after a restart too (every store was purged, not just hidden in memory).
+    server.stop();
+    server.restart();
+    let fresh = server.api(&fresh.token);
+    assert_eq!(
+        fresh.query(&[("metric", "ticks"), ("since", "1h")])["series"],
+        json!([])
+    );
+    let (_, top) = fresh.get("/v1/flows/top?start=0&end=now&by=src_addr");
+    assert_eq!(top["rows"].as_array().unwrap().len(), 1, "{top}");
+    assert!(
+        !server
+            .data_path()
+            .join("wasm/acme")
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false),
+        "the deleted tenant's component files are gone"
+    );
+}
+
+#[test]
+fn metrics_without_the_admin_token_reveal_no_tenant() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let globex = server.tenant("globex");
+    acme.push(&manifest("secret-project", "1", "100ms", ""), TICK_COUNTER);
+    acme.wait_for("a tick", Duration::from_secs(30), |api| {
+        (!api.points("ticks", "1h").is_empty()).then_some(())
+    });
+    let anonymous = reqwest::blocking::get(format!("{}/metrics", server.base)).unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let text = anonymous.text().unwrap();
+    assert!(
+        !text.contains("acme") && !text.contains("secret-project"),
+        "{text}"
+    );
+    let (status, _) = globex.get("/metrics");
+    assert_eq!(status, 403, "a tenant token is not the operator's");
+    // A tenant's own view: its series, nobody else's, and nothing process-wide.
+    let (status, own) = globex.get("/v1/metrics");
+    assert_eq!(status, 200);
+    let own = own.as_str().unwrap().to_string();
+    assert!(
+        !own.contains("acme") && !own.contains("secret-project"),
+        "{own}"
+    );
+    assert!(!own.contains("sotp_uploads_total"), "{own}");
+    let (_, acme_view) = acme.get("/v1/metrics");
+    let acme_view = acme_view.as_str().unwrap();
+    assert!(
+        acme_view.contains(
+            r#"sotp_component_active_version{tenant="acme",component="secret-project"} 1"#
+        ),
+        "{acme_view}"
+    );
+    assert!(!acme_view.contains("globex"));
+    // The operator sees everything.
+    assert!(server.metrics_text().contains("secret-project"));
+}
+
+#[test]
+fn an_upload_learns_nothing_of_another_tenants_identical_component() {
+    let mut server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let globex = server.tenant("globex");
+    let first = acme.push(&manifest("a", "1", "1s", ""), TICK_COUNTER);
+    assert_eq!(first["compiled_from"], "compiled");
+    let again = acme.push(&manifest("b", "1", "1s", ""), TICK_COUNTER);
+    assert_eq!(again["compiled_from"], "cache", "the tenant's own cache");
+    let theirs = globex.push(&manifest("a", "1", "1s", ""), TICK_COUNTER);
+    assert_eq!(
+        theirs["compiled_from"], "compiled",
+        "identical bytes of another tenant are not a cache hit"
+    );
+    // Deleting one tenant's copy never removes what another upload relies on.
+    assert_eq!(acme.delete("/v1/components/a").0, 204);
+    server.stop();
+    server.restart();
+    for (api, name) in [(&acme, "b"), (&globex, "a")] {
+        let api = server.api(&api.token);
+        api.wait_for(
+            &format!("{name} to run again"),
+            Duration::from_secs(30),
+            |api| (api.component(name)["state"] == "running").then_some(()),
+        );
+    }
+}

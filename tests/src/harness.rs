@@ -17,10 +17,55 @@ pub struct Server {
     env: Vec<(String, String)>,
 }
 
+/// Config that lets tenants reach this host's loopback (the tests' brokers and fake devices
+/// listen there; the default egress policy refuses loopback).
+pub const LOOPBACK_EGRESS: &str = "[runtime.egress]\nallow = [\"127.0.0.1/32\"]\n";
+
 impl Server {
     /// Start `bin` (the `sotp` binary) on a fresh data dir.
     pub fn start(bin: &str) -> Server {
         Self::start_with(bin, &[])
+    }
+
+    /// Start with this TOML as the config file (written into the data dir).
+    pub fn start_with_config(bin: &str, config: &str, env: &[(&str, &str)]) -> Server {
+        let data_dir = tempfile::Builder::new()
+            .prefix("sotp-test-")
+            .tempdir()
+            .expect("temp dir");
+        let path = data_dir.path().join("config.toml");
+        std::fs::write(&path, config).expect("writing the config");
+        let mut server = Server {
+            bin: PathBuf::from(bin),
+            data_dir,
+            child: None,
+            base: String::new(),
+            admin_token: String::new(),
+            extra_args: vec!["--config".into(), path.to_string_lossy().into_owned()],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        server.launch();
+        server
+    }
+
+    /// The process id of the running `sotp`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("sotp is running").id()
+    }
+
+    /// Resident memory of the running `sotp`, in bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+            * 1024
     }
 
     pub fn start_with(bin: &str, extra_args: &[&str]) -> Server {
@@ -109,10 +154,14 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         };
         self.base = format!("http://{addr}");
-        self.admin_token = std::fs::read_to_string(dir.join("admin.token"))
-            .expect("admin.token written on first start")
-            .trim()
-            .to_string();
+        // Written on first start; a test may remove it afterwards (keeping `admin_token`).
+        match std::fs::read_to_string(dir.join("admin.token")) {
+            Ok(token) => self.admin_token = token.trim().to_string(),
+            Err(e) => assert!(
+                !self.admin_token.is_empty(),
+                "admin.token written on first start: {e}"
+            ),
+        }
         self.wait_ready();
     }
 
@@ -186,6 +235,21 @@ impl Server {
 
     pub fn api(&self, token: &str) -> Api {
         Api::new(&self.base, token)
+    }
+
+    /// The operator's `/metrics` (with the admin token).
+    pub fn metrics_text(&self) -> String {
+        let resp = Client::new()
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .expect("GET /metrics");
+        assert!(
+            resp.status().is_success(),
+            "GET /metrics: {}",
+            resp.status()
+        );
+        resp.text().unwrap()
     }
 
     /// `/v1/flows/status`: listeners, decoder counters, stored rows, sinks.
@@ -357,6 +421,13 @@ impl Api {
             }
         }
         out
+    }
+
+    /// A client for a new token of this caller's tenant with `scopes`.
+    pub fn scoped(&self, name: &str, scopes: &[&str]) -> Api {
+        let (status, body) = self.post("/v1/tokens", json!({ "name": name, "scopes": scopes }));
+        assert_eq!(status, 201, "creating a {scopes:?} token: {body}");
+        Api::new(&self.base, body["token"].as_str().unwrap())
     }
 
     pub fn component(&self, name: &str) -> Value {

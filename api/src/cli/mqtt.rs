@@ -17,8 +17,6 @@ sotp secret set broker-password && sotp mqtt set --host mqtt.lan --username sotp
         #[arg(long, default_value_t = 1883)]
         port: u16,
         #[arg(long)]
-        client_id: Option<String>,
-        #[arg(long)]
         username: Option<String>,
         /// Name of the secret holding the password (see `sotp secret set`).
         #[arg(long)]
@@ -49,7 +47,6 @@ pub async fn exec(cmd: MqttCmd) -> anyhow::Result<()> {
         MqttCmd::Set {
             host,
             port,
-            client_id,
             username,
             password_secret,
             tls,
@@ -65,7 +62,7 @@ pub async fn exec(cmd: MqttCmd) -> anyhow::Result<()> {
                 None => None,
             };
             let body = json!({
-                "host": host, "port": port, "client_id": client_id, "username": username,
+                "host": host, "port": port, "username": username,
                 "password_secret": password_secret, "tls": tls || ca.is_some(), "tls_ca_pem": ca,
             });
             let v = c.put("/mqtt", body).await?;

@@ -71,6 +71,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let restoring = runtime.clone();
     tokio::spawn(async move { restoring.restore().await });
 
+    if let Some(addr) = cfg.server.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
+        let addr = listener.local_addr()?;
+        std::fs::write(data_dir.join("sotp.metrics-addr"), format!("{addr}\n"))?;
+        tracing::info!(%addr, "serving the operator's /metrics without a token on http://{addr}");
+        let app = crate::server::operator_router(runtime.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
+
     let app = crate::server::router(runtime.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

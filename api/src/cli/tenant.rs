@@ -37,11 +37,25 @@ pub enum TenantCmd {
 #[derive(Subcommand)]
 pub enum TokenCmd {
     /// Create a token: for --tenant (admin), for your own tenant, or an admin token.
+    ///
+    /// Scopes: read (see everything of the tenant), deploy (components), inventory (devices,
+    /// backup settings), secrets (secrets, and deploying components granted secrets or
+    /// devices), admin (all of them, tokens and the MQTT broker). Without --scope the new
+    /// token gets the creating token's scopes.
+    #[command(
+        after_help = "Examples:\n  sotp token create --name grafana --scope read --expires-in 90d\n  sotp token create --name ci --scope deploy --scope secrets"
+    )]
     Create {
         #[arg(long)]
         tenant: Option<String>,
         #[arg(long, default_value = "cli")]
         name: String,
+        /// A scope to give (repeat for several): read, deploy, inventory, secrets, admin.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Stop accepting the token after this long, e.g. 12h or 90d.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -123,12 +137,19 @@ pub async fn exec_token(cmd: TokenCmd) -> anyhow::Result<()> {
         TokenCmd::Create {
             tenant,
             name,
+            scopes,
+            expires_in,
             client,
         } => {
             let c = Client::new(&client)?;
-            let v = c
-                .post("/tokens", json!({ "tenant": tenant, "name": name }))
-                .await?;
+            let mut body = json!({ "tenant": tenant, "name": name });
+            if !scopes.is_empty() {
+                body["scopes"] = json!(scopes);
+            }
+            if let Some(e) = expires_in {
+                body["expires_in"] = json!(e);
+            }
+            let v = c.post("/tokens", body).await?;
             c.print(&v, |v| println!("{} (id {})", s(&v["token"]), s(&v["id"])));
         }
         TokenCmd::List { tenant, client } => {
@@ -139,14 +160,31 @@ pub async fn exec_token(cmd: TokenCmd) -> anyhow::Result<()> {
             };
             let v = c.get(&path).await?;
             c.print(&v, |v| {
+                println!(
+                    "{:<18} {:<8} {:<16} {:<16} {:<28} {:<20} EXPIRES",
+                    "ID", "ROLE", "TENANT", "NAME", "SCOPES", "CREATED"
+                );
                 for t in v["tokens"].as_array().into_iter().flatten() {
+                    let scopes: Vec<String> = t["scopes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(s)
+                        .collect();
+                    let expires = if t["expires_ms"].is_null() {
+                        "never".to_string()
+                    } else {
+                        time(&t["expires_ms"])
+                    };
                     println!(
-                        "{:<18} {:<8} {:<16} {:<16} {}",
+                        "{:<18} {:<8} {:<16} {:<16} {:<28} {:<20} {}",
                         s(&t["id"]),
                         s(&t["role"]),
                         s(&t["tenant"]),
                         s(&t["name"]),
-                        time(&t["created_ms"])
+                        scopes.join(","),
+                        time(&t["created_ms"]),
+                        expires
                     );
                 }
             });

@@ -1,12 +1,14 @@
-//! Bearer-token authentication. A tenant token acts on its own tenant only; the admin token
-//! manages tenants and may act for one tenant by naming it in `X-Sotp-Tenant`.
+//! Bearer-token authentication and scopes. A tenant token acts on its own tenant only, and
+//! only as far as its scopes allow (every handler names the scope it needs); the admin token
+//! manages tenants and may act for one tenant, with every scope, by naming it in
+//! `X-Sotp-Tenant`.
 
 use super::AppState;
 use super::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use sotp_runtime::Principal;
+use sotp_runtime::{Principal, Scope, Scopes};
 
 pub struct Caller {
     pub principal: Principal,
@@ -15,22 +17,46 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The tenant this request acts on.
-    pub fn tenant(&self) -> Result<&str, ApiError> {
-        match (&self.principal, &self.acting_for) {
-            (Principal::Tenant(t), _) => Ok(t),
-            (Principal::Admin, Some(t)) => Ok(t),
-            (Principal::Admin, None) => Err(ApiError::forbidden(
-                "this endpoint acts on one tenant: use a tenant token, or the admin token with an X-Sotp-Tenant header",
-            )),
+    /// The tenant this request acts on, if the token allows `scope` there.
+    pub fn tenant(&self, scope: Scope) -> Result<&str, ApiError> {
+        let tenant = match (&self.principal, &self.acting_for) {
+            (Principal::Tenant { tenant, .. }, _) => tenant,
+            (Principal::Admin, Some(t)) => t,
+            (Principal::Admin, None) => {
+                return Err(ApiError::forbidden(
+                    "this endpoint acts on one tenant: use a tenant token, or the admin token with an X-Sotp-Tenant header",
+                ));
+            }
+        };
+        if !self.scopes().allows(scope) {
+            return Err(ApiError::forbidden(format!(
+                "this needs a token with the `{scope}` scope (this token has: {})",
+                self.scopes().to_text()
+            )));
+        }
+        Ok(tenant)
+    }
+
+    /// What the token allows (the platform admin: everything).
+    pub fn scopes(&self) -> Scopes {
+        match &self.principal {
+            Principal::Admin => Scopes::all(),
+            Principal::Tenant { scopes, .. } => *scopes,
         }
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self.principal {
             Principal::Admin => Ok(()),
-            Principal::Tenant(_) => Err(ApiError::forbidden("this endpoint needs the admin token")),
+            Principal::Tenant { .. } => {
+                Err(ApiError::forbidden("this endpoint needs the admin token"))
+            }
         }
+    }
+
+    /// For the admin: the tenant named in `X-Sotp-Tenant`.
+    pub fn acting_for(&self) -> Option<&str> {
+        self.acting_for.as_deref()
     }
 
     pub fn is_admin(&self) -> bool {
@@ -71,7 +97,7 @@ impl FromRequestParts<AppState> for Caller {
                 .get("x-sotp-tenant")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
-            Principal::Tenant(_) => None,
+            Principal::Tenant { .. } => None,
         };
         if let Some(t) = &acting_for {
             state.runtime.tenant(t)?;

@@ -11,11 +11,12 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sotp_runtime::Scope;
 use sotp_runtime::backups::BackupSettings;
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     Ok(Json(
-        json!({ "devices": state.runtime.backups(caller.tenant()?)? }),
+        json!({ "devices": state.runtime.backups(caller.tenant(Scope::Read)?)? }),
     ))
 }
 
@@ -25,7 +26,7 @@ pub async fn history(
     Path(device): Path<String>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        json!({ "device": device, "revisions": state.runtime.backup_history(caller.tenant()?, &device)? }),
+        json!({ "device": device, "revisions": state.runtime.backup_history(caller.tenant(Scope::Read)?, &device)? }),
     ))
 }
 
@@ -42,7 +43,7 @@ pub async fn text(
 ) -> ApiResult<impl IntoResponse> {
     let text = state
         .runtime
-        .backup_text(caller.tenant()?, &device, q.at.as_deref())?;
+        .backup_text(caller.tenant(Scope::Read)?, &device, q.at.as_deref())?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
 
@@ -59,7 +60,7 @@ pub async fn diff(
     Query(q): Query<Range>,
 ) -> ApiResult<impl IntoResponse> {
     let diff = state.runtime.backup_diff(
-        caller.tenant()?,
+        caller.tenant(Scope::Read)?,
         &device,
         q.from.as_deref(),
         q.to.as_deref(),
@@ -69,7 +70,7 @@ pub async fn diff(
 
 pub async fn get_settings(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     Ok(Json(json!(
-        state.runtime.backup_settings(caller.tenant()?)?
+        state.runtime.backup_settings(caller.tenant(Scope::Read)?)?
     )))
 }
 
@@ -78,9 +79,10 @@ pub async fn put_settings(
     caller: Caller,
     body: Result<Json<BackupSettings>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Inventory)?.to_string();
     let Json(settings) = body.map_err(json_error)?;
     state
         .runtime
-        .set_backup_settings(caller.tenant()?, settings.clone())?;
+        .set_backup_settings(&tenant, settings.clone())?;
     Ok(Json(json!(settings)))
 }

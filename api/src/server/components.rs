@@ -12,6 +12,7 @@ use base64::Engine as _;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sotp_runtime::Scope;
 
 #[derive(Deserialize)]
 pub struct UploadParams {
@@ -25,10 +26,14 @@ pub async fn upload(
     Query(params): Query<UploadParams>,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let tenant = caller.tenant()?.to_string();
+    // Read (or discard) the body before refusing a token without the scope, so the client,
+    // still sending, gets the answer rather than a reset connection.
+    let allowed = caller.tenant(Scope::Deploy).map(str::to_string);
     let limit = state.runtime.config.limits.max_upload.0;
     let (parts, body) = request.into_parts();
-    let body = read_capped(body, limit + super::MULTIPART_SLACK).await?;
+    let body = read_capped(body, limit + super::MULTIPART_SLACK).await;
+    let tenant = allowed?;
+    let body = body?;
     let multipart = Multipart::from_request(Request::from_parts(parts, Body::from(body)), &())
         .await
         .map_err(|e| {
@@ -42,7 +47,13 @@ pub async fn upload(
     let (manifest, wasm) = read_parts(multipart, limit).await?;
     let outcome = state
         .runtime
-        .upload(&tenant, &manifest, &wasm, params.activate.unwrap_or(true))
+        .upload(
+            &tenant,
+            &manifest,
+            &wasm,
+            params.activate.unwrap_or(true),
+            caller.scopes(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(json!(outcome))))
 }
@@ -134,7 +145,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> A
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let components = state.runtime.list_components(caller.tenant()?)?;
+    let components = state.runtime.list_components(caller.tenant(Scope::Read)?)?;
     Ok(Json(json!({ "components": components })))
 }
 
@@ -149,10 +160,11 @@ pub async fn show(
     Path(name): Path<String>,
     Query(p): Query<ShowParams>,
 ) -> ApiResult<Json<Value>> {
-    let view =
-        state
-            .runtime
-            .component(caller.tenant()?, &name, p.log_lines.unwrap_or(20).min(500))?;
+    let view = state.runtime.component(
+        caller.tenant(Scope::Read)?,
+        &name,
+        p.log_lines.unwrap_or(20).min(500),
+    )?;
     Ok(Json(json!(view)))
 }
 
@@ -161,7 +173,9 @@ pub async fn versions(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let view = state.runtime.component(caller.tenant()?, &name, 0)?;
+    let view = state
+        .runtime
+        .component(caller.tenant(Scope::Read)?, &name, 0)?;
     Ok(Json(
         json!({ "versions": view.versions, "active_version": view.active_version }),
     ))
@@ -179,14 +193,12 @@ pub async fn activate(
     Path(name): Path<String>,
     body: Result<Json<VersionBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Deploy)?.to_string();
     let Json(body) = body.map_err(json_error)?;
     let version = body
         .version
         .ok_or_else(|| ApiError::bad_request("invalid_request", "body must be {\"version\": N}"))?;
-    let outcome = state
-        .runtime
-        .activate(caller.tenant()?, &name, version)
-        .await?;
+    let outcome = state.runtime.activate(&tenant, &name, version).await?;
     Ok(Json(json!(outcome)))
 }
 
@@ -197,7 +209,10 @@ pub async fn rollback(
     body: Option<Json<VersionBody>>,
 ) -> ApiResult<Json<Value>> {
     let to = body.and_then(|Json(b)| b.version);
-    let outcome = state.runtime.rollback(caller.tenant()?, &name, to).await?;
+    let outcome = state
+        .runtime
+        .rollback(caller.tenant(Scope::Deploy)?, &name, to)
+        .await?;
     Ok(Json(json!(outcome)))
 }
 
@@ -206,7 +221,9 @@ pub async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.runtime.delete_component(caller.tenant()?, &name)?;
+    state
+        .runtime
+        .delete_component(caller.tenant(Scope::Deploy)?, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -221,10 +238,11 @@ pub async fn logs(
     Path(name): Path<String>,
     Query(p): Query<LogParams>,
 ) -> ApiResult<Json<Value>> {
-    let lines =
-        state
-            .runtime
-            .component_log(caller.tenant()?, &name, p.lines.unwrap_or(100).min(500))?;
+    let lines = state.runtime.component_log(
+        caller.tenant(Scope::Read)?,
+        &name,
+        p.lines.unwrap_or(100).min(500),
+    )?;
     Ok(Json(json!({ "lines": lines })))
 }
 
@@ -244,6 +262,7 @@ pub async fn message(
     Path(name): Path<String>,
     body: Result<Json<MessageBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Deploy)?.to_string();
     let Json(body) = body.map_err(json_error)?;
     let payload = match (body.payload, body.payload_base64) {
         (Some(text), None) => text.into_bytes(),
@@ -261,7 +280,7 @@ pub async fn message(
     };
     state
         .runtime
-        .deliver(caller.tenant()?, &name, body.topic, payload)
+        .deliver(&tenant, &name, body.topic, payload)
         .await?;
     Ok(Json(json!({ "delivered": true })))
 }

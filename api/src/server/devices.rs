@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sotp_runtime::Scope;
 use sotp_runtime::inventory::{Device, parse_import};
 
 #[derive(Deserialize)]
@@ -26,7 +27,7 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let devices: Vec<Device> = state
         .runtime
-        .devices(caller.tenant()?)?
+        .devices(caller.tenant(Scope::Read)?)?
         .into_iter()
         .filter(|d| f.tag.as_ref().is_none_or(|t| d.tags.contains(t)))
         .filter(|d| f.site.as_ref().is_none_or(|s| d.site.as_ref() == Some(s)))
@@ -40,7 +41,9 @@ pub async fn show(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(state.runtime.device(caller.tenant()?, &name)?)))
+    Ok(Json(json!(
+        state.runtime.device(caller.tenant(Scope::Read)?, &name)?
+    )))
 }
 
 pub async fn put(
@@ -49,6 +52,7 @@ pub async fn put(
     Path(name): Path<String>,
     body: Result<Json<Device>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let tenant = caller.tenant(Scope::Inventory)?.to_string();
     let Json(device) = body.map_err(json_error)?;
     if device.name != name {
         return Err(ApiError::bad_request(
@@ -56,7 +60,7 @@ pub async fn put(
             format!("the body names `{}`, the path `{name}`", device.name),
         ));
     }
-    let created = state.runtime.put_device(caller.tenant()?, device.clone())?;
+    let created = state.runtime.put_device(&tenant, device.clone())?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -70,7 +74,9 @@ pub async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.runtime.delete_device(caller.tenant()?, &name)?;
+    state
+        .runtime
+        .delete_device(caller.tenant(Scope::Inventory)?, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -81,6 +87,7 @@ pub async fn import(
     headers: HeaderMap,
     body: String,
 ) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Inventory)?.to_string();
     let csv = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -88,7 +95,7 @@ pub async fn import(
     let devices =
         parse_import(&body, csv).map_err(|e| ApiError::bad_request("invalid_request", e))?;
     let total = devices.len();
-    let created = state.runtime.import_devices(caller.tenant()?, devices)?;
+    let created = state.runtime.import_devices(&tenant, devices)?;
     Ok(Json(
         json!({ "created": created, "updated": total - created }),
     ))
@@ -101,7 +108,7 @@ pub async fn interfaces(
 ) -> ApiResult<Json<Value>> {
     let names: Vec<Value> = state
         .runtime
-        .interface_names(caller.tenant()?, &name)?
+        .interface_names(caller.tenant(Scope::Read)?, &name)?
         .into_iter()
         .map(|(index, name)| json!({ "index": index, "name": name }))
         .collect();
@@ -129,15 +136,14 @@ pub async fn put_interfaces(
     Path(name): Path<String>,
     body: Result<Json<InterfaceNames>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant(Scope::Inventory)?.to_string();
     let Json(body) = body.map_err(json_error)?;
     let names = body
         .interfaces
         .into_iter()
         .map(|i| (i.index, i.name))
         .collect::<Vec<_>>();
-    state
-        .runtime
-        .set_interface_names(caller.tenant()?, &name, &names)?;
+    state.runtime.set_interface_names(&tenant, &name, &names)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -146,6 +152,8 @@ pub async fn forget_host_key(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.runtime.forget_ssh_host_key(caller.tenant()?, &name)?;
+    state
+        .runtime
+        .forget_ssh_host_key(caller.tenant(Scope::Inventory)?, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -53,7 +53,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::NotFound(_) => StatusCode::NOT_FOUND,
             RuntimeError::Conflict(_) => StatusCode::CONFLICT,
             RuntimeError::Quota(_) | RuntimeError::Forbidden(_) => StatusCode::FORBIDDEN,
-            RuntimeError::Unauthorized => StatusCode::UNAUTHORIZED,
+            RuntimeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             RuntimeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -15,6 +15,7 @@ use super::query::{parse_duration, parse_time};
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use serde_json::{Value, json};
+use sotp_runtime::Scope;
 use sotp_runtime::flow::query::{FlowFilter, GroupBy, Measure, RateQuery, TopQuery};
 
 fn invalid(detail: impl Into<String>) -> ApiError {
@@ -121,7 +122,7 @@ pub async fn top(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let tenant = caller.tenant()?.to_string();
+    let tenant = caller.tenant(Scope::Read)?.to_string();
     let c = parse(raw.as_deref().unwrap_or(""), sotp_runtime::now_ms())?;
     let q = TopQuery {
         tenant,
@@ -144,7 +145,7 @@ pub async fn rate(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let tenant = caller.tenant()?.to_string();
+    let tenant = caller.tenant(Scope::Read)?.to_string();
     let c = parse(raw.as_deref().unwrap_or(""), sotp_runtime::now_ms())?;
     let q = RateQuery {
         tenant,
@@ -162,6 +163,13 @@ pub async fn rate(
     ))
 }
 
-pub async fn status(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(state.runtime.flow_status()?))
+/// The platform admin (without `X-Sotp-Tenant`) sees the whole pipeline; a tenant sees its
+/// own exporters only.
+pub async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let tenant = if caller.is_admin() && caller.acting_for().is_none() {
+        None
+    } else {
+        Some(caller.tenant(Scope::Read)?)
+    };
+    Ok(Json(state.runtime.flow_status(tenant)?))
 }

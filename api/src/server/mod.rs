@@ -37,6 +37,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
     let v1 = Router::new()
         .route("/tenants", post(tenants::create).get(tenants::list))
         .route("/tenants/{id}", get(tenants::show).delete(tenants::delete))
+        .route("/tenant", get(tenants::own))
         .route(
             "/tokens",
             post(tenants::create_token).get(tenants::list_tokens),
@@ -87,6 +88,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/flows/status", get(flows::status))
         .route("/query", get(query::query))
         .route("/logs", get(query::logs))
+        .route("/metrics", get(ops::tenant_metrics))
         .route("/openapi.json", get(ops::openapi));
     Router::new()
         .route("/healthz", get(ops::healthz))
@@ -106,6 +108,15 @@ async fn not_found(uri: axum::http::Uri) -> error::ApiError {
         "no such endpoint: {}; see /v1/openapi.json",
         uri.path()
     ))
+}
+
+/// The operator's metrics listener (`server.metrics_listen`): `/metrics` without a token, for
+/// a Prometheus on a network only the operator reaches.
+pub fn operator_router(runtime: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::operator_metrics))
+        .fallback(not_found)
+        .with_state(AppState { runtime })
 }
 
 fn panic_response(

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use sotp_runtime::Scope;
 use sotp_runtime::mqtt::MqttSettings;
 
 pub async fn put(
@@ -16,18 +17,18 @@ pub async fn put(
     caller: Caller,
     body: Result<Json<MqttSettings>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Admin)?.to_string();
     let Json(settings) = body.map_err(json_error)?;
-    let tenant = caller.tenant()?;
-    state.runtime.set_mqtt(tenant, Some(settings))?;
-    Ok(Json(json!(state.runtime.mqtt_status(tenant)?)))
+    state.runtime.set_mqtt(&tenant, Some(settings))?;
+    Ok(Json(json!(state.runtime.mqtt_status(&tenant)?)))
 }
 
 pub async fn get(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let tenant = caller.tenant()?;
+    let tenant = caller.tenant(Scope::Read)?;
     Ok(Json(json!(state.runtime.mqtt_status(tenant)?)))
 }
 
 pub async fn delete(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
-    state.runtime.set_mqtt(caller.tenant()?, None)?;
+    state.runtime.set_mqtt(caller.tenant(Scope::Admin)?, None)?;
     Ok(StatusCode::NO_CONTENT)
 }

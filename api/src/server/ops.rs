@@ -1,6 +1,8 @@
 //! Operational endpoints: liveness, readiness, the runtime's metrics and the OpenAPI document.
 
 use super::AppState;
+use super::auth::Caller;
+use super::error::ApiResult;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -24,14 +26,33 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        sotp_runtime::metrics::render(&state.runtime),
-    )
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every series, labelled by tenant: the platform admin token only (Prometheus sends it with
+/// `authorization: {credentials: ...}`), or the operator listener (`server.metrics_listen`).
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<impl IntoResponse> {
+    caller.require_admin()?;
+    Ok(operator_metrics(State(state)).await)
+}
+
+/// The operator view without authentication, for `server.metrics_listen` only.
+pub async fn operator_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = sotp_runtime::metrics::render(&state.runtime, sotp_runtime::metrics::View::Operator);
+    ([(header::CONTENT_TYPE, METRICS_TYPE)], text)
+}
+
+/// `/v1/metrics`: the caller's tenant's series only (its components and flows).
+pub async fn tenant_metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<impl IntoResponse> {
+    let tenant = caller.tenant(sotp_runtime::Scope::Read)?;
+    let text =
+        sotp_runtime::metrics::render(&state.runtime, sotp_runtime::metrics::View::Tenant(tenant));
+    Ok(([(header::CONTENT_TYPE, METRICS_TYPE)], text))
 }
 
 pub async fn openapi() -> impl IntoResponse {

@@ -13,6 +13,7 @@ use super::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use serde_json::{Value, json};
+use sotp_runtime::Scope;
 use sotp_runtime::telemetry::{Aggregation, Matcher, SampleQuery};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ pub async fn query(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let tenant = caller.tenant()?.to_string();
+    let tenant = caller.tenant(Scope::Read)?.to_string();
     let q = parse_query(
         &tenant,
         raw.as_deref().unwrap_or(""),
@@ -145,7 +146,7 @@ pub async fn logs(
     let records = state
         .runtime
         .telemetry_logs(
-            caller.tenant()?,
+            caller.tenant(Scope::Read)?,
             p.component,
             p.limit.unwrap_or(100).min(10_000),
         )

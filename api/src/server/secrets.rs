@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sotp_runtime::Scope;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,17 +23,16 @@ pub async fn put(
     Path(name): Path<String>,
     body: Result<Json<SecretBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant(Scope::Secrets)?.to_string();
     let Json(body) = body.map_err(json_error)?;
-    state
-        .runtime
-        .put_secret(caller.tenant()?, &name, &body.value)?;
+    state.runtime.put_secret(&tenant, &name, &body.value)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let names: Vec<Value> = state
         .runtime
-        .secret_names(caller.tenant()?)?
+        .secret_names(caller.tenant(Scope::Read)?)?
         .into_iter()
         .map(|(name, updated_ms)| json!({ "name": name, "updated_ms": updated_ms }))
         .collect();
@@ -44,6 +44,8 @@ pub async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.runtime.delete_secret(caller.tenant()?, &name)?;
+    state
+        .runtime
+        .delete_secret(caller.tenant(Scope::Secrets)?, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }

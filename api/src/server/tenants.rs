@@ -4,12 +4,14 @@ use super::AppState;
 use super::auth::Caller;
 use super::components::json_error;
 use super::error::{ApiError, ApiResult};
+use super::query::parse_duration;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sotp_runtime::units::ByteSize;
+use sotp_runtime::{Scope, Scopes, TenantSpec, TokenRequest};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +20,9 @@ pub struct NewTenant {
     name: Option<String>,
     max_components: Option<u32>,
     max_memory: Option<ByteSize>,
+    max_series: Option<u64>,
+    max_instances: Option<u32>,
+    max_concurrent_calls: Option<u32>,
 }
 
 pub async fn create(
@@ -27,12 +32,15 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_admin()?;
     let Json(body) = body.map_err(json_error)?;
-    let (tenant, token) = state.runtime.create_tenant(
-        &body.id,
-        body.name.as_deref(),
-        body.max_components,
-        body.max_memory.map(|m| m.0),
-    )?;
+    let spec = TenantSpec {
+        name: body.name,
+        max_components: body.max_components,
+        max_memory: body.max_memory.map(|m| m.0),
+        max_series: body.max_series,
+        max_instances: body.max_instances,
+        max_concurrent_calls: body.max_concurrent_calls,
+    };
+    let (tenant, token) = state.runtime.create_tenant(&body.id, spec)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "tenant": tenant, "token": token })),
@@ -50,7 +58,21 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    Ok(Json(json!(state.runtime.tenant(&id)?)))
+    tenant_view(&state, &id)
+}
+
+/// `GET /v1/tenant`: the caller's own tenant, its quotas and what it uses of them.
+pub async fn own(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let id = caller.tenant(Scope::Read)?.to_string();
+    tenant_view(&state, &id)
+}
+
+fn tenant_view(state: &AppState, id: &str) -> ApiResult<Json<Value>> {
+    let tenant = state.runtime.tenant(id)?;
+    let usage = state.runtime.usage(id)?;
+    let mut view = json!(tenant);
+    view["usage"] = json!(usage);
+    Ok(Json(view))
 }
 
 pub async fn delete(
@@ -59,7 +81,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    state.runtime.delete_tenant(&id)?;
+    state.runtime.delete_tenant(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -69,6 +91,11 @@ pub struct NewToken {
     /// Admin only: the tenant the token is for; absent = another admin token.
     tenant: Option<String>,
     name: Option<String>,
+    /// read, deploy, inventory, secrets, admin. Default: the creator's own scopes (all of
+    /// them for the platform admin). A tenant token cannot hand out more than it has.
+    scopes: Option<Vec<String>>,
+    /// How long the token works (`90d`, `12h`); absent: until revoked.
+    expires_in: Option<String>,
 }
 
 pub async fn create_token(
@@ -76,12 +103,14 @@ pub async fn create_token(
     caller: Caller,
     body: Result<Json<NewToken>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    if !caller.is_admin() {
+        caller.tenant(Scope::Admin)?;
+    }
     let Json(body) = body.map_err(json_error)?;
-    let name = body.name.as_deref().unwrap_or("api");
     let tenant = if caller.is_admin() {
         body.tenant
     } else {
-        let own = caller.tenant()?.to_string();
+        let own = caller.tenant(Scope::Admin)?.to_string();
         if body.tenant.as_ref().is_some_and(|t| *t != own) {
             return Err(ApiError::forbidden(
                 "a tenant token can only create tokens for its own tenant",
@@ -89,7 +118,39 @@ pub async fn create_token(
         }
         Some(own)
     };
-    let token = state.runtime.issue_token(tenant.as_deref(), name)?;
+    let scopes = match &body.scopes {
+        Some(list) => Scopes::parse_list(list)
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("scopes: {e}")))?,
+        None => caller.scopes(),
+    };
+    if tenant.is_none() && body.scopes.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "scopes: platform admin tokens are not scoped; give `tenant` for a scoped token",
+        ));
+    }
+    if !caller.scopes().covers(scopes) {
+        return Err(ApiError::forbidden(format!(
+            "a token with scopes {} cannot create one with {}",
+            caller.scopes().to_text(),
+            scopes.to_text()
+        )));
+    }
+    let expires_ms = body
+        .expires_in
+        .as_deref()
+        .map(|text| {
+            parse_duration(text)
+                .map(|d| sotp_runtime::now_ms().saturating_add(d.as_millis() as i64))
+                .map_err(|e| ApiError::bad_request("invalid_request", format!("expires_in: {e}")))
+        })
+        .transpose()?;
+    let request = TokenRequest {
+        name: body.name.unwrap_or_else(|| "api".to_string()),
+        scopes,
+        expires_ms,
+    };
+    let token = state.runtime.issue_token(tenant.as_deref(), request)?;
     Ok((StatusCode::CREATED, Json(json!(token))))
 }
 
@@ -106,7 +167,7 @@ pub async fn list_tokens(
     let tenant = if caller.is_admin() {
         filter.tenant
     } else {
-        Some(caller.tenant()?.to_string())
+        Some(caller.tenant(Scope::Read)?.to_string())
     };
     Ok(Json(
         json!({ "tokens": state.runtime.tokens(tenant.as_deref())? }),
@@ -122,7 +183,7 @@ pub async fn revoke_token(
     let tenant = if caller.is_admin() {
         filter.tenant
     } else {
-        Some(caller.tenant()?.to_string())
+        Some(caller.tenant(Scope::Admin)?.to_string())
     };
     state.runtime.revoke_token(tenant.as_deref(), &id)?;
     Ok(StatusCode::NO_CONTENT)

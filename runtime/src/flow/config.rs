@@ -52,6 +52,17 @@ pub struct FlowConfig {
     /// Exports, by name: `[runtime.flows.sinks.NAME]` with `type = "questdb"` or `"loki"`.
     /// They replay from the raw flows, so they need `store_raw = true`.
     pub sinks: BTreeMap<String, super::sink::SinkConfig>,
+    /// sFlow agents that may be named by datagrams from another address (a relay):
+    /// `"<agent address or CIDR>" = "<source address or CIDR>"`. Otherwise an sFlow
+    /// datagram's records belong to the address it came from, whatever agent it names —
+    /// anyone who can reach the port could name any agent.
+    pub sflow_agents: BTreeMap<String, String>,
+    /// Exporters (addresses) with NetFlow v9 / IPFIX template state.
+    pub max_exporters: usize,
+    /// Template spaces (observation domains, source ids) per exporter.
+    pub max_domains_per_exporter: usize,
+    /// Templates per template space.
+    pub max_templates_per_domain: usize,
 }
 
 impl Default for FlowConfig {
@@ -74,6 +85,10 @@ impl Default for FlowConfig {
             pending_age: HumanDuration(Duration::from_secs(30)),
             metrics_series_limit: 1000,
             sinks: BTreeMap::new(),
+            sflow_agents: BTreeMap::new(),
+            max_exporters: 10_000,
+            max_domains_per_exporter: 64,
+            max_templates_per_domain: 512,
         }
     }
 }
@@ -85,5 +100,14 @@ impl FlowConfig {
 
     pub fn enabled(&self) -> bool {
         self.listen_addresses().next().is_some()
+    }
+
+    pub fn template_limits(&self) -> sotp_flow::template::StateLimits {
+        sotp_flow::template::StateLimits {
+            exporters: self.max_exporters,
+            domains_per_exporter: self.max_domains_per_exporter,
+            templates_per_domain: self.max_templates_per_domain,
+            ..Default::default()
+        }
     }
 }

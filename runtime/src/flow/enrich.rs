@@ -216,6 +216,43 @@ impl TenantMap {
     }
 }
 
+/// Which sources may name which sFlow agents (`flows.sflow_agents`).
+#[derive(Debug, Default)]
+pub struct AgentBindings {
+    bindings: Vec<(IpNet, IpNet)>,
+}
+
+impl AgentBindings {
+    pub fn new(config: &FlowConfig) -> Result<Self, String> {
+        let net = |key: &str, text: &str| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    format!("flows.sflow_agents.\"{key}\": `{text}` is not an address or CIDR")
+                })
+        };
+        let mut bindings = Vec::new();
+        for (agents, sources) in &config.sflow_agents {
+            bindings.push((net(agents, agents)?, net(agents, sources)?));
+        }
+        Ok(AgentBindings { bindings })
+    }
+
+    /// Whether a datagram from `source` may speak for `agent`.
+    pub fn allows(&self, agent: IpAddr, source: IpAddr) -> bool {
+        agent == source
+            || self
+                .bindings
+                .iter()
+                .any(|(a, s)| a.contains(&agent) && s.contains(&source))
+    }
+
+    /// Whether `source` relays for some agent.
+    pub fn is_relay(&self, source: IpAddr) -> bool {
+        self.bindings.iter().any(|(_, s)| s.contains(&source))
+    }
+}
+
 /// Interface names, applied at query time: rows grouped by `in_if`/`out_if` get `in_if_name`
 /// / `out_if_name` from the exporter's interface table (ifIndex → name), which the SNMP
 /// collector fills per inventory device (`/v1/devices/{name}/interfaces`). Done when asked

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 pub const BATCH: usize = 64;
 /// Larger than any flow export datagram seen in practice (IPFIX allows 65535, exporters
-/// stay under the path MTU); longer datagrams are truncated by the kernel and fail decoding.
+/// stay under the path MTU, jumbo frames at 9000); a longer datagram is cut by the kernel,
+/// so it is dropped whole and counted (`MSG_TRUNC`) rather than decoded in part.
 pub const MAX_DATAGRAM: usize = 9216;
 
 pub fn bind(addr: SocketAddr, receive_buffer: usize) -> std::io::Result<UdpSocket> {
@@ -28,7 +29,11 @@ pub struct Batch {
     bufs: Vec<u8>,
     lens: [usize; BATCH],
     sources: [IpAddr; BATCH],
+    /// Datagrams of this batch longer than `MAX_DATAGRAM` (cut by the kernel).
+    truncated: [bool; BATCH],
     count: usize,
+    /// Truncated datagrams in the last `receive`.
+    pub truncated_count: usize,
 }
 
 impl Default for Batch {
@@ -37,14 +42,17 @@ impl Default for Batch {
             bufs: vec![0; BATCH * MAX_DATAGRAM],
             lens: [0; BATCH],
             sources: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); BATCH],
+            truncated: [false; BATCH],
             count: 0,
+            truncated_count: 0,
         }
     }
 }
 
 impl Batch {
+    /// The datagrams received whole.
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &[u8])> {
-        (0..self.count).map(|i| {
+        (0..self.count).filter(|i| !self.truncated[*i]).map(|i| {
             (
                 self.sources[i],
                 &self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + self.lens[i]],
@@ -88,6 +96,7 @@ impl Batch {
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 self.count = 0;
+                self.truncated_count = 0;
                 return match e.kind() {
                     std::io::ErrorKind::WouldBlock
                     | std::io::ErrorKind::TimedOut
@@ -96,9 +105,12 @@ impl Batch {
                 };
             }
             let n = n as usize;
+            self.truncated_count = 0;
             for i in 0..n {
                 self.lens[i] = (msgs[i].msg_len as usize).min(MAX_DATAGRAM);
                 self.sources[i] = source_ip(&names[i]);
+                self.truncated[i] = msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                self.truncated_count += usize::from(self.truncated[i]);
             }
             self.count = n;
             Ok(n)
@@ -149,4 +161,33 @@ pub fn kernel_drops(port: u16) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_longer_than_the_buffer_are_counted_and_dropped_whole() {
+        let socket = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let to = socket.local_addr().unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(&vec![7u8; MAX_DATAGRAM + 800], to).unwrap();
+        sender.send_to(b"small", to).unwrap();
+        let mut batch = Batch::default();
+        let mut seen = 0;
+        let mut truncated = 0;
+        while seen < 2 {
+            seen += batch.receive(&socket).unwrap();
+            truncated += batch.truncated_count;
+        }
+        assert_eq!(truncated, 1);
+        let whole: Vec<&[u8]> = batch.iter().map(|(_, d)| d).collect();
+        assert!(
+            whole.iter().all(|d| d.len() < MAX_DATAGRAM),
+            "{:?}",
+            whole.len()
+        );
+        assert!(whole.contains(&&b"small"[..]));
+    }
 }

@@ -231,7 +231,7 @@ fn group_json(
 }
 
 fn u64_at(row: &duckdb::Row<'_>, i: usize) -> Result<u64, duckdb::Error> {
-    // sum() of UBIGINT is HUGEINT in DuckDB; cast in SQL keeps this simple.
+    // sum() of UBIGINT is HUGEINT in DuckDB; `saturated` brings it back into u64.
     row.get::<_, u64>(i)
 }
 
@@ -252,10 +252,10 @@ pub fn top(store: &FlowStore, q: &TopQuery) -> Result<Vec<TopRow>, FlowQueryErro
         Measure::Flows => "3",
     };
     let sql = format!(
-        "SELECT CAST({b} AS UBIGINT), CAST({pk} AS UBIGINT), CAST({f} AS UBIGINT), {cols} FROM {t} WHERE {w} GROUP BY {cols} ORDER BY {order} DESC, {cols} LIMIT {limit}",
-        b = p.bytes,
-        pk = p.packets,
-        f = p.flows,
+        "SELECT {b}, {pk}, {f}, {cols} FROM {t} WHERE {w} GROUP BY {cols} ORDER BY {order} DESC, {cols} LIMIT {limit}",
+        b = saturated(p.bytes),
+        pk = saturated(p.packets),
+        f = saturated(p.flows),
         cols = cols.join(", "),
         t = p.table,
         w = p.wheres.join(" AND "),
@@ -304,12 +304,12 @@ pub fn rate(store: &FlowStore, q: &RateQuery) -> Result<Vec<RateRow>, FlowQueryE
     };
     let sql = format!(
         "SELECT * FROM (SELECT bucket, b, pk{g}, row_number() OVER (PARTITION BY bucket ORDER BY b DESC) AS rank FROM (
-            SELECT ? + (({time} - ?) // ?) * ? AS bucket, CAST({bytes} AS UBIGINT) AS b, CAST({packets} AS UBIGINT) AS pk{g}
+            SELECT ? + (({time} - ?) // ?) * ? AS bucket, {bytes} AS b, {packets} AS pk{g}
             FROM {t} WHERE {w} GROUP BY bucket{g})) WHERE rank <= {limit} ORDER BY bucket, b DESC{g}",
         g = group_sql,
         time = p.time,
-        bytes = p.bytes,
-        packets = p.packets,
+        bytes = saturated(p.bytes),
+        packets = saturated(p.packets),
         t = p.table,
         w = p.wheres.join(" AND "),
         limit = q.limit.clamp(1, 10_000),
@@ -486,11 +486,19 @@ fn raw_groups<B: Ord>(
             Some(acc) => acc,
             None => groups.entry(key.clone()).or_default(),
         };
-        acc[0] += f.record.scaled_bytes();
-        acc[1] += f.record.scaled_packets();
-        acc[2] += 1;
+        // Saturating: the counts come from the network, and a sum past u64 must not fail
+        // (or, in a debug build, panic) a tenant's query.
+        acc[0] = acc[0].saturating_add(f.record.scaled_bytes());
+        acc[1] = acc[1].saturating_add(f.record.scaled_packets());
+        acc[2] = acc[2].saturating_add(1);
     })?;
     Ok(out)
+}
+
+/// A SQL sum as UBIGINT, capped at the largest u64: the counts come from the network, and a
+/// sum past it (a cast error in DuckDB) must not fail the tenant's query.
+fn saturated(sum: &str) -> String {
+    format!("CAST(least({sum}, 18446744073709551615::HUGEINT) AS UBIGINT)")
 }
 
 /// Largest first by `measure`, ties in key order; at most `limit`.

@@ -1,6 +1,14 @@
 //! The flow pipeline: listener threads decode and enrich, one writer thread commits batches
 //! to the flow store and updates the `/metrics` aggregates, sinks replay from the store.
 //!
+//! Only datagrams from exporters that map to a tenant (or from a configured sFlow relay)
+//! are decoded: others are counted and dropped before they can teach the decoder anything.
+//! An sFlow datagram's records belong to the address it came from unless that address is
+//! bound to the agent it names (`flows.sflow_agents`). Template state is bounded
+//! (`flows.max_exporters` and friends) and written by its own thread every
+//! [`TEMPLATES_SAVE_EVERY`], from a snapshot taken under the decoder lock and written outside
+//! it; a damaged `flow-templates.json` is set aside at start, not fatal.
+//!
 //! ```text
 //! socket ×N ─ recvmmsg ─ decode (shared template state) ─ enrich ─┐
 //!                                                                 ├─ writer ─ FlowStore ─ sinks
@@ -8,12 +16,14 @@
 //! ```
 
 use super::config::FlowConfig;
-use super::enrich::{Applications, TenantMap};
+use super::enrich::{AgentBindings, Applications, TenantMap};
 use super::listener::{self, Batch};
 use super::rawlog::RawFlow;
 use super::sink::{self, SinkContext, SinkHandle};
 use super::store::{FlowStore, StoredCounters};
-use super::{DecodeCounters, DecodeOutput, FlowDecoder, PendingLimits, TemplateCache};
+use super::{
+    DecodeCounters, DecodeOutput, FlowDecoder, FlowProtocol, PendingLimits, TemplateCache,
+};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -27,13 +37,25 @@ use std::time::{Duration, Instant};
 const SEND_AT: usize = 4096;
 const SEND_EVERY: Duration = Duration::from_millis(50);
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
+/// Template state changes are written at most this often.
+pub const TEMPLATES_SAVE_EVERY: Duration = Duration::from_secs(2);
+const TEMPLATES_FILE: &str = "flow-templates.json";
 
 #[derive(Default, Debug)]
 pub struct PipelineCounters {
     /// Records dropped because their exporter maps to no tenant.
     pub unmapped: AtomicU64,
+    /// Datagrams dropped before decoding: their source maps to no tenant.
+    pub unmapped_datagrams: AtomicU64,
+    /// Datagrams longer than the receive buffer (cut by the kernel), dropped.
+    pub truncated: AtomicU64,
+    /// sFlow records and counters that named an agent their source may not speak for; they
+    /// were attributed to the source instead.
+    pub sflow_agent_mismatch: AtomicU64,
     pub metrics_series_dropped: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Times `flow-templates.json` was unreadable at start and set aside.
+    pub template_state_damaged: AtomicU64,
 }
 
 /// Per (tenant id, exporter, application id): scaled bytes, packets, flows — for `/metrics`
@@ -49,7 +71,11 @@ struct Enrichment {
     /// `apps.classify()` index → the store's application id.
     app_ids: Arc<Vec<u16>>,
     tenants: Arc<TenantMap>,
+    agents: Arc<AgentBindings>,
 }
+
+/// The last exporter a receive thread mapped: (names generation, exporter, tenant id).
+type TenantCache = Option<(u64, IpAddr, Option<u16>)>;
 
 struct Message {
     flows: Vec<RawFlow>,
@@ -86,6 +112,7 @@ impl FlowService {
         }
         let apps = Arc::new(Applications::new(&config.applications).map_err(anyhow::Error::msg)?);
         let tenants = Arc::new(TenantMap::new(&config).map_err(anyhow::Error::msg)?);
+        let agents = Arc::new(AgentBindings::new(&config).map_err(anyhow::Error::msg)?);
         let tenant_names: Vec<&str> = tenants.tenants().map(|t| &**t).collect();
         let app_names: Vec<&str> = apps.names().iter().map(|a| &**a).collect();
         let store = Arc::new(FlowStore::open(
@@ -102,7 +129,9 @@ impl FlowService {
                 .map(|a| store.names().app_id(a).expect("registered at open"))
                 .collect(),
         );
-        let cache = TemplateCache::persistent(&data_dir.join("flow-templates.json"))?;
+        let data = cap_std::fs::Dir::open_ambient_dir(data_dir, cap_std::ambient_authority())?;
+        let counters = Arc::new(PipelineCounters::default());
+        let cache = load_templates(&data, config.template_limits(), &counters);
         let decode_counters = Arc::new(DecodeCounters::default());
         let decoder = FlowDecoder::new(cache, decode_counters.clone()).with_limits(PendingLimits {
             max_bytes: config.pending_bytes.0 as usize,
@@ -140,7 +169,7 @@ impl FlowService {
             config,
             store,
             decode_counters,
-            counters: Arc::new(PipelineCounters::default()),
+            counters,
             aggregates: Arc::new(Mutex::new(Aggregates::default())),
             decoder,
             bound,
@@ -160,6 +189,7 @@ impl FlowService {
                 apps: apps.clone(),
                 app_ids: app_ids.clone(),
                 tenants: tenants.clone(),
+                agents: agents.clone(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -174,6 +204,12 @@ impl FlowService {
                 .name("sotp-flow-writer".into())
                 .spawn(move || s.writer_loop(rx))?,
         );
+        let s = service.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("sotp-flow-templates".into())
+                .spawn(move || s.template_saver(data))?,
+        );
         *service.threads.lock() = threads;
         for addr in &service.bound {
             tracing::info!(%addr, sockets = service.config.sockets_per_address, "flow listener");
@@ -185,10 +221,10 @@ impl FlowService {
     /// they have not sent yet stays in the store and is sent after the next start).
     pub fn shutdown(&self) {
         self.stop.store(true, Relaxed);
+        // The template saver writes what is unsaved once more before it returns.
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
-        self.decoder.lock().save_templates();
         if let Err(e) = self.store.flush_rollups() {
             // The next start rebuilds them from the raw log.
             tracing::warn!(error = %e, "flow rollups not written at shutdown");
@@ -220,10 +256,40 @@ impl FlowService {
             "pending_decoded": d.pending_decoded.load(Relaxed),
             "pending_dropped": d.pending_dropped.load(Relaxed),
             "unmapped": self.counters.unmapped.load(Relaxed),
+            "unmapped_datagrams": self.counters.unmapped_datagrams.load(Relaxed),
+            "truncated": self.counters.truncated.load(Relaxed),
+            "sflow_agent_mismatch": self.counters.sflow_agent_mismatch.load(Relaxed),
+            "templates_refused": d.templates_refused.load(Relaxed),
+            "template_state_damaged": self.counters.template_state_damaged.load(Relaxed),
+            "template_exporters": self.decoder.lock().templates().exporter_count(),
             "stored_rows": self.store.counters.rows.load(Relaxed),
             "last_seq": self.store.last_seq(),
             "raw_log": self.store.raw_status(),
             "sinks": self.sinks.iter().map(|s| s.status(self.store.last_seq())).collect::<Vec<_>>(),
+        })
+    }
+
+    /// What one tenant may know of the pipeline: the listeners to point exporters at, and
+    /// per exporter of its own the flows, bytes and packets seen since start (from the
+    /// `/metrics` aggregates). Nothing about other tenants, templates or the store.
+    pub fn tenant_status(&self, tenant: &str) -> serde_json::Value {
+        let names = self.store.names();
+        let mut exporters: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
+        for ((t, exporter, _app), sums) in &self.aggregates.lock().series {
+            if names.tenant(*t) != tenant {
+                continue;
+            }
+            let e = exporters.entry(exporter.to_string()).or_default();
+            for (total, v) in e.iter_mut().zip(sums) {
+                *total = total.saturating_add(*v);
+            }
+        }
+        serde_json::json!({
+            "tenant": tenant,
+            "listeners": self.bound.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "exporters": exporters.into_iter().map(|(exporter, [bytes, packets, flows])| {
+                serde_json::json!({ "exporter": exporter, "bytes": bytes, "packets": packets, "flows": flows })
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -239,7 +305,7 @@ impl FlowService {
             counters: Vec::new(),
         };
         let mut last_send = Instant::now();
-        let mut tenant_cache: Option<(IpAddr, Option<u16>)> = None;
+        let mut tenant_cache: TenantCache = None;
         while !self.stop.load(Relaxed) {
             match batch.receive(&socket) {
                 Ok(_) => {}
@@ -248,10 +314,23 @@ impl FlowService {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
+            if batch.truncated_count > 0 {
+                self.counters
+                    .truncated
+                    .fetch_add(batch.truncated_count as u64, Relaxed);
+            }
             let now = crate::now_ms();
             for (source, dgram) in batch.iter() {
+                // Nothing of an exporter no tenant owns is decoded (or learned).
+                if enrich.tenants.tenant(source).is_none() && !enrich.agents.is_relay(source) {
+                    self.counters.unmapped_datagrams.fetch_add(1, Relaxed);
+                    continue;
+                }
+                let before = out.flows.len();
+                let counters_before = out.interfaces.len();
                 // Errors are counted by the decoder; records decoded before one stay.
                 let _ = self.decoder.lock().decode(source, now, dgram, &mut out);
+                self.check_agents(&enrich.agents, source, &mut out, before, counters_before);
                 // Enriched datagram by datagram: its records are still in L1.
                 self.enrich(&enrich, &mut tenant_cache, &mut out, &mut pending, now);
             }
@@ -281,12 +360,72 @@ impl FlowService {
         }
     }
 
+    /// sFlow records and counters of the datagram just decoded (from `flows_from` and
+    /// `counters_from` on) that name an agent their source may not speak for are the
+    /// source's.
+    fn check_agents(
+        &self,
+        agents: &AgentBindings,
+        source: IpAddr,
+        out: &mut DecodeOutput,
+        flows_from: usize,
+        counters_from: usize,
+    ) {
+        let mut mismatched = 0;
+        for r in &mut out.flows[flows_from..] {
+            if r.protocol == FlowProtocol::Sflow && !agents.allows(r.exporter, source) {
+                r.exporter = source;
+                mismatched += 1;
+            }
+        }
+        for c in &mut out.interfaces[counters_from..] {
+            if let Some(agent) = c.agent
+                && !agents.allows(agent, source)
+            {
+                c.agent = Some(source);
+                mismatched += 1;
+            }
+        }
+        if mismatched > 0 {
+            self.counters
+                .sflow_agent_mismatch
+                .fetch_add(mismatched, Relaxed);
+        }
+    }
+
+    /// Write the template state when it changed, every [`TEMPLATES_SAVE_EVERY`] and once
+    /// more at shutdown: a snapshot under the decoder lock (cheap: templates are shared),
+    /// serialized and written (synced) outside it.
+    fn template_saver(&self, data: cap_std::fs::Dir) {
+        let mut last = Instant::now();
+        loop {
+            let stopping = self.stop.load(Relaxed);
+            if stopping || last.elapsed() >= TEMPLATES_SAVE_EVERY {
+                last = Instant::now();
+                let snapshot = self.decoder.lock().snapshot_templates();
+                if let Some(snapshot) = snapshot {
+                    let json = snapshot.to_json();
+                    let mode = crate::datadir::FILE_MODE;
+                    if let Err(e) = crate::datadir::write_atomic(&data, TEMPLATES_FILE, &json, mode)
+                    {
+                        tracing::warn!(error = %e, "could not persist flow templates");
+                        self.decoder.lock().templates_unsaved();
+                    }
+                }
+            }
+            if stopping {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Move decoded records into the message for the writer with their tenant and
     /// application ids (records of exporters without a tenant are counted and dropped).
     fn enrich(
         &self,
         enrich: &Enrichment,
-        tenant_cache: &mut Option<(IpAddr, Option<u16>)>,
+        tenant_cache: &mut TenantCache,
         out: &mut DecodeOutput,
         pending: &mut Message,
         now: i64,
@@ -294,13 +433,17 @@ impl FlowService {
         let names = self.store.names();
         for record in out.flows.drain(..) {
             let tenant = match *tenant_cache {
-                Some((ip, t)) if ip == record.exporter => t,
+                Some((generation, ip, t))
+                    if ip == record.exporter && generation == names.generation =>
+                {
+                    t
+                }
                 _ => {
                     let t = enrich
                         .tenants
                         .tenant(record.exporter)
                         .and_then(|t| names.tenant_id(t));
-                    *tenant_cache = Some((record.exporter, t));
+                    *tenant_cache = Some((names.generation, record.exporter, t));
                     t
                 }
             };
@@ -460,6 +603,39 @@ impl FlowService {
                 }
             }
             *sums = [0; 3];
+        }
+    }
+}
+
+/// The template state saved last time; empty if there is none, or if the file is damaged
+/// (then it is set aside as `flow-templates.json.damaged-<ms>` and counted: exporters
+/// re-send their templates within minutes, a collector that does not start loses everything).
+fn load_templates(
+    data: &cap_std::fs::Dir,
+    limits: sotp_flow::template::StateLimits,
+    counters: &PipelineCounters,
+) -> TemplateCache {
+    let bytes = match crate::datadir::read_optional(data, TEMPLATES_FILE) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return TemplateCache::with_limits(limits),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read {TEMPLATES_FILE}; starting without saved templates");
+            return TemplateCache::with_limits(limits);
+        }
+    };
+    match TemplateCache::from_json(&bytes, limits) {
+        Ok(cache) => cache,
+        Err(e) => {
+            counters.template_state_damaged.fetch_add(1, Relaxed);
+            match crate::datadir::quarantine(data, TEMPLATES_FILE) {
+                Ok(aside) => {
+                    tracing::error!(error = %e, kept_as = %aside, "{TEMPLATES_FILE} is damaged; set aside, starting without saved templates")
+                }
+                Err(q) => {
+                    tracing::error!(error = %e, quarantine = %q, "{TEMPLATES_FILE} is damaged and could not be set aside")
+                }
+            }
+            TemplateCache::with_limits(limits)
         }
     }
 }

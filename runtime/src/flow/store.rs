@@ -17,7 +17,12 @@
 //!   after a crash, opening the store rebuilds the missing rollups from the raw log, so the
 //!   two never disagree.
 //! - **Names**: tenants and applications are 16-bit ids in the log; the id ↔ name table is
-//!   `flows-raw/names.json`, appended to when a configuration brings a new name.
+//!   `flows-raw/names.json`, appended to when a configuration brings a new name, with a copy
+//!   in `flow_names`. An id is never reused: a deleted tenant's id is retired (its name
+//!   replaced by a placeholder no tenant can have) and the name gets a new id, so a tenant
+//!   created again under that name sees none of the old one's flows. A damaged `names.json`
+//!   is set aside and the table restored from the copy — or, without one, every id in the
+//!   log is given a placeholder name, so no old flow is attributed to anyone.
 
 use super::rawlog::{RawFlow, RawLog, RawLogError, RawReader, Segment};
 use super::rollup::Rollups;
@@ -59,6 +64,11 @@ CREATE TABLE IF NOT EXISTS flow_sink_cursors (
 CREATE TABLE IF NOT EXISTS flow_store_state (
     key VARCHAR PRIMARY KEY,
     value UBIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flow_names (
+    kind VARCHAR NOT NULL,
+    id INTEGER NOT NULL,
+    name VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS flow_interface_counters (
     tenant VARCHAR NOT NULL,
@@ -143,25 +153,58 @@ pub struct FlowStoreCounters {
 }
 
 /// Tenant and application names ↔ the 16-bit ids the raw log stores.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Names {
     tenants: Vec<String>,
     apps: Vec<String>,
+    /// Bumped when an id is retired: whoever caches name → id lookups starts over.
+    #[serde(skip)]
+    pub generation: u64,
 }
 
+const NAMES_FILE: &str = "names.json";
+
 impl Names {
-    /// Load `path` and add the names not in it yet (ids are never reused or renumbered).
-    fn load(path: &Path, tenants: &[&str], apps: &[&str]) -> Result<Names, FlowStoreError> {
+    /// The table as saved (recovered from the copy in `flow_names`, or with placeholders
+    /// for the ids `log` uses, when `names.json` is damaged), with the names of `tenants`
+    /// and `apps` added if missing (ids are never reused or renumbered). Saved again if
+    /// anything changed.
+    fn load(
+        dir: &Path,
+        db: &duckdb::Connection,
+        log_ids: impl FnOnce() -> Result<(u16, u16), FlowStoreError>,
+        tenants: &[&str],
+        apps: &[&str],
+    ) -> Result<Names, FlowStoreError> {
         let bad = |reason: String| FlowStoreError::Names {
-            path: path.to_path_buf(),
+            path: dir.join(NAMES_FILE),
             reason,
         };
-        let mut names: Names = match std::fs::read(path) {
-            Ok(json) => serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Names::default(),
-            Err(e) => return Err(bad(e.to_string())),
-        };
+        let handle = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())
+            .map_err(|e| bad(e.to_string()))?;
+        let saved =
+            crate::datadir::read_optional(&handle, NAMES_FILE).map_err(|e| bad(e.to_string()))?;
         let mut changed = false;
+        let mut names: Names = match saved.map(|json| serde_json::from_slice::<Names>(&json)) {
+            Some(Ok(names)) => names,
+            None => Names::from_copy(db)?.unwrap_or_default(),
+            Some(Err(e)) => {
+                let aside = crate::datadir::quarantine(&handle, NAMES_FILE)
+                    .map_err(|e| bad(e.to_string()))?;
+                changed = true;
+                match Names::from_copy(db)? {
+                    Some(names) => {
+                        tracing::error!(error = %e, kept_as = %aside, "flows-raw/names.json is damaged; restored from flows.duckdb");
+                        names
+                    }
+                    None => {
+                        let (tenant_ids, app_ids) = log_ids()?;
+                        tracing::error!(error = %e, kept_as = %aside, "flows-raw/names.json is damaged and has no copy; flows already stored keep no tenant");
+                        Names::placeholders(tenant_ids, app_ids)
+                    }
+                }
+            }
+        };
         for (list, new) in [(&mut names.tenants, tenants), (&mut names.apps, apps)] {
             for name in new {
                 if !list.iter().any(|n| n == name) {
@@ -177,14 +220,66 @@ impl Names {
                 )));
             }
         }
-        if changed {
-            let tmp = path.with_extension("json.tmp");
-            let json = serde_json::to_vec_pretty(&names).expect("names serialize");
-            std::fs::write(&tmp, json)
-                .and_then(|_| std::fs::rename(&tmp, path))
-                .map_err(|e| bad(e.to_string()))?;
+        if changed || Names::from_copy(db)?.is_none() {
+            names.save(&handle, db).map_err(|e| bad(e.to_string()))?;
         }
         Ok(names)
+    }
+
+    /// Names for ids `0..tenants` and `0..apps` that no tenant or application has.
+    fn placeholders(tenants: u16, apps: u16) -> Names {
+        Names {
+            tenants: (0..tenants)
+                .map(|i| format!("(unknown tenant {i})"))
+                .collect(),
+            apps: (0..apps).map(|i| format!("(unknown app {i})")).collect(),
+            generation: 0,
+        }
+    }
+
+    /// The copy in `flow_names`, if there is one.
+    fn from_copy(db: &duckdb::Connection) -> Result<Option<Names>, FlowStoreError> {
+        let mut names = Names::default();
+        let mut stmt = db.prepare("SELECT kind, id, name FROM flow_names ORDER BY kind, id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (kind, id, name) = row?;
+            let list = if kind == "tenant" {
+                &mut names.tenants
+            } else {
+                &mut names.apps
+            };
+            if id as usize != list.len() {
+                return Ok(None);
+            }
+            list.push(name);
+        }
+        Ok((!names.tenants.is_empty() || !names.apps.is_empty()).then_some(names))
+    }
+
+    /// Write `names.json` (atomically, synced) and the copy in `flow_names`.
+    fn save(&self, dir: &cap_std::fs::Dir, db: &duckdb::Connection) -> Result<(), String> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        crate::datadir::write_atomic(dir, NAMES_FILE, &json, crate::datadir::FILE_MODE)
+            .map_err(|e| e.to_string())?;
+        let mut sql = String::from("BEGIN; DELETE FROM flow_names;");
+        for (kind, list) in [("tenant", &self.tenants), ("app", &self.apps)] {
+            for (id, name) in list.iter().enumerate() {
+                let _ = write!(
+                    sql,
+                    " INSERT INTO flow_names VALUES ('{kind}', {id}, '{}');",
+                    name.replace('\'', "''")
+                );
+            }
+        }
+        sql.push_str(" COMMIT;");
+        db.execute_batch(&sql).map_err(|e| e.to_string())
     }
 
     pub fn tenant(&self, id: u16) -> &str {
@@ -210,6 +305,16 @@ impl Names {
 
     pub fn app_id(&self, name: &str) -> Option<u16> {
         self.apps.iter().position(|n| n == name).map(|i| i as u16)
+    }
+
+    /// These names with `tenant`'s id retired (see the module doc); `None` if it has none.
+    fn retiring(&self, tenant: &str) -> Option<Names> {
+        let id = self.tenant_id(tenant)?;
+        let mut next = self.clone();
+        next.tenants[id as usize] = format!("(deleted {tenant} {})", crate::now_ms());
+        next.tenants.push(tenant.to_string());
+        next.generation += 1;
+        Some(next)
     }
 }
 
@@ -238,7 +343,9 @@ pub struct FlowStore {
     raw: RawReader,
     next_seq: AtomicU64,
     store_raw: bool,
-    names: Names,
+    names: arc_swap::ArcSwap<Names>,
+    /// `flows-raw`, where `names.json` lives.
+    raw_dir: PathBuf,
     pub counters: FlowStoreCounters,
 }
 
@@ -261,7 +368,24 @@ impl FlowStore {
         let legacy_next = retire_legacy_raw_table(&conn)?;
         let raw_dir = data_dir.join("flows-raw");
         let log = RawLog::open(&raw_dir, legacy_next)?;
-        let names = Names::load(&raw_dir.join("names.json"), tenants, apps)?;
+        let log_ids = || {
+            let reader = RawReader::new(&raw_dir);
+            let (mut tenant, mut app) = (0u16, 0u16);
+            let mut after = 0;
+            let last = log.next_seq().saturating_sub(1);
+            let segments = log.segments();
+            loop {
+                let rows = reader.read_after(&segments, after, last, 65536)?;
+                let Some(&(seq, _)) = rows.last() else { break };
+                for (_, f) in &rows {
+                    tenant = tenant.max(f.tenant.saturating_add(1));
+                    app = app.max(f.app.saturating_add(1));
+                }
+                after = seq;
+            }
+            Ok((tenant, app))
+        };
+        let names = Names::load(&raw_dir, &conn, log_ids, tenants, apps)?;
         let reader_conn = conn.try_clone()?;
         reader_conn.execute_batch(USE_DB)?;
         let next_seq = log.next_seq();
@@ -281,7 +405,8 @@ impl FlowStore {
             }),
             next_seq: AtomicU64::new(next_seq),
             store_raw,
-            names,
+            names: arc_swap::ArcSwap::from_pointee(names),
+            raw_dir,
             counters: FlowStoreCounters::default(),
         };
         store.rebuild_rollups()?;
@@ -390,8 +515,39 @@ impl FlowStore {
         }
     }
 
-    pub fn names(&self) -> &Names {
-        &self.names
+    /// The id ↔ name table as of now.
+    pub fn names(&self) -> Arc<Names> {
+        self.names.load_full()
+    }
+
+    /// Forget a deleted tenant's flows: its id is retired (what the raw log holds under it
+    /// belongs to nobody, and ages out), its rollups and interface counters are deleted.
+    /// Flows that arrive afterwards for the name (if the configuration still maps exporters
+    /// to it) get a new id.
+    pub fn forget_tenant(&self, tenant: &str) -> Result<(), FlowStoreError> {
+        let w = self.writer.lock();
+        let db = self.db.lock();
+        if let Some(next) = self.names.load().retiring(tenant) {
+            let dir =
+                cap_std::fs::Dir::open_ambient_dir(&self.raw_dir, cap_std::ambient_authority())
+                    .map_err(|e| FlowStoreError::Names {
+                        path: self.raw_dir.clone(),
+                        reason: e.to_string(),
+                    })?;
+            next.save(&dir, &db)
+                .map_err(|reason| FlowStoreError::Names {
+                    path: self.raw_dir.join(NAMES_FILE),
+                    reason,
+                })?;
+            self.names.store(Arc::new(next));
+        }
+        db.execute("DELETE FROM flow_rollup_1m WHERE tenant = ?", [tenant])?;
+        db.execute(
+            "DELETE FROM flow_interface_counters WHERE tenant = ?",
+            [tenant],
+        )?;
+        drop(w);
+        Ok(())
     }
 
     /// The highest sequence number committed so far.
@@ -497,7 +653,7 @@ impl FlowStore {
         let tx = db.transaction()?;
         if !w.open.is_empty() {
             tx.appender("flow_rollup_1m")?
-                .append_record_batch(rollup_batch(&w.open, &self.names)?)?;
+                .append_record_batch(rollup_batch(&w.open, &self.names.load())?)?;
         }
         tx.execute(
             "INSERT OR REPLACE INTO flow_store_state (key, value) VALUES ('rollups_through', ?)",
@@ -536,9 +692,10 @@ impl FlowStore {
         let rows = self
             .raw
             .read_after(&segments, seq, self.last_seq(), limit)?;
+        let names = self.names();
         Ok(rows
             .iter()
-            .map(|(seq, f)| self.export_row(*seq, f))
+            .map(|(seq, f)| export_row(&names, *seq, f))
             .collect())
     }
 
@@ -554,40 +711,42 @@ impl FlowStore {
             .raw
             .scan(&segments, from_ms, to_ms, self.last_seq(), each)?)
     }
+}
 
-    fn export_row(&self, seq: u64, f: &RawFlow) -> ExportRow {
-        let r = &f.record;
-        ExportRow {
-            seq,
-            tenant: self.names.tenant(f.tenant).to_string(),
-            start_ms: r.start_ms,
-            end_ms: r.end_ms,
-            exporter: r.exporter.to_string(),
-            protocol: r.protocol.as_str().to_string(),
-            domain: r.domain,
-            in_if: r.in_if,
-            out_if: r.out_if,
-            src_addr: r.src_addr.to_string(),
-            dst_addr: r.dst_addr.to_string(),
-            src_port: r.src_port,
-            dst_port: r.dst_port,
-            ip_protocol: r.ip_protocol,
-            tcp_flags: r.tcp_flags,
-            tos: r.tos,
-            bytes: r.bytes,
-            packets: r.packets,
-            sampling_rate: r.sampling_rate,
-            sampling_source: r.sampling_source.as_str().to_string(),
-            bytes_scaled: r.scaled_bytes(),
-            packets_scaled: r.scaled_packets(),
-            direction: r.direction.as_str().to_string(),
-            app: self.names.app(f.app).to_string(),
-            src_as: r.src_as,
-            dst_as: r.dst_as,
-            vlan: r.vlan,
-        }
+fn export_row(names: &Names, seq: u64, f: &RawFlow) -> ExportRow {
+    let r = &f.record;
+    ExportRow {
+        seq,
+        tenant: names.tenant(f.tenant).to_string(),
+        start_ms: r.start_ms,
+        end_ms: r.end_ms,
+        exporter: r.exporter.to_string(),
+        protocol: r.protocol.as_str().to_string(),
+        domain: r.domain,
+        in_if: r.in_if,
+        out_if: r.out_if,
+        src_addr: r.src_addr.to_string(),
+        dst_addr: r.dst_addr.to_string(),
+        src_port: r.src_port,
+        dst_port: r.dst_port,
+        ip_protocol: r.ip_protocol,
+        tcp_flags: r.tcp_flags,
+        tos: r.tos,
+        bytes: r.bytes,
+        packets: r.packets,
+        sampling_rate: r.sampling_rate,
+        sampling_source: r.sampling_source.as_str().to_string(),
+        bytes_scaled: r.scaled_bytes(),
+        packets_scaled: r.scaled_packets(),
+        direction: r.direction.as_str().to_string(),
+        app: names.app(f.app).to_string(),
+        src_as: r.src_as,
+        dst_as: r.dst_as,
+        vlan: r.vlan,
     }
+}
 
+impl FlowStore {
     /// The last sequence number `sink` acknowledged, if it ever did. Sinks use the writer's
     /// connection: their statements must not run while DuckDB's memory is being released.
     pub fn sink_cursor(&self, sink: &str) -> Result<Option<u64>, duckdb::Error> {
@@ -1195,17 +1354,123 @@ mod tests {
         assert_eq!(open(dir.path()).last_seq(), 42);
     }
 
+    fn names_db(dir: &Path) -> duckdb::Connection {
+        let db = open_database(&dir.join("flows.duckdb")).unwrap();
+        db.execute_batch(SCHEMA).unwrap();
+        db
+    }
+
+    fn no_log() -> Result<(u16, u16), FlowStoreError> {
+        panic!("the log is only scanned when no copy of the names exists")
+    }
+
     #[test]
     fn names_keep_their_ids_when_the_configuration_changes() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("flows-raw")).unwrap();
-        let path = dir.path().join("flows-raw/names.json");
-        let a = Names::load(&path, &["acme", "globex"], &["other"]).unwrap();
+        let raw = dir.path().join("flows-raw");
+        std::fs::create_dir_all(&raw).unwrap();
+        let db = names_db(dir.path());
+        let a = Names::load(&raw, &db, no_log, &["acme", "globex"], &["other"]).unwrap();
         assert_eq!(a.tenant_id("globex"), Some(1));
-        let b = Names::load(&path, &["initech", "globex"], &["other", "dns"]).unwrap();
+        let b = Names::load(&raw, &db, no_log, &["initech", "globex"], &["other", "dns"]).unwrap();
         assert_eq!(b.tenant_id("acme"), Some(0));
         assert_eq!(b.tenant_id("globex"), Some(1));
         assert_eq!(b.tenant_id("initech"), Some(2));
         assert_eq!(b.app(1), "dns");
+    }
+
+    #[test]
+    fn a_damaged_name_table_is_restored_from_its_copy_or_attributes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("flows-raw");
+        std::fs::create_dir_all(&raw).unwrap();
+        let db = names_db(dir.path());
+        Names::load(&raw, &db, no_log, &["acme", "globex"], &["other"]).unwrap();
+        std::fs::write(raw.join("names.json"), b"{\"tenants\": [").unwrap();
+        let restored = Names::load(&raw, &db, no_log, &["globex"], &["other"]).unwrap();
+        assert_eq!(restored.tenant_id("acme"), Some(0), "from flows.duckdb");
+        assert_eq!(restored.tenant_id("globex"), Some(1));
+        let aside = std::fs::read_dir(&raw)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("names.json.damaged-")
+            })
+            .count();
+        assert_eq!(aside, 1, "the damaged file is kept aside");
+        // No copy either: ids the log uses get placeholders, never a tenant's name.
+        std::fs::write(raw.join("names.json"), b"garbage").unwrap();
+        db.execute_batch("DELETE FROM flow_names").unwrap();
+        let guessed = Names::load(&raw, &db, || Ok((3, 2)), &["globex"], &["other"]).unwrap();
+        assert_eq!(guessed.tenant(0), "(unknown tenant 0)");
+        assert_eq!(guessed.tenant(2), "(unknown tenant 2)");
+        assert_eq!(
+            guessed.tenant_id("globex"),
+            Some(3),
+            "a new id, not an old one"
+        );
+        assert_eq!(guessed.tenant_id("acme"), None);
+    }
+
+    #[test]
+    fn a_forgotten_tenant_keeps_no_flows_and_its_name_gets_a_new_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let minute = 1_700_000_040_000;
+        let store = open(dir.path());
+        store
+            .commit(&[&[flow("10.0.0.1", "10.0.0.2", minute, 100, 1)][..]], &[])
+            .unwrap();
+        store.flush_rollups().unwrap();
+        let old = store.names().tenant_id("acme").unwrap();
+        store.forget_tenant("acme").unwrap();
+        assert!(rollups(&store).is_empty());
+        let names = store.names();
+        let new = names.tenant_id("acme").unwrap();
+        assert_ne!(old, new);
+        assert!(names.tenant(old).starts_with("(deleted acme"));
+        assert_eq!(names.generation, 1);
+        drop(store);
+        // Reopened: the retirement holds, and the raw flow under the old id is nobody's.
+        let store = open(dir.path());
+        assert_eq!(store.names().tenant_id("acme"), Some(new));
+        let mut seen = Vec::new();
+        store
+            .scan_raw(0, i64::MAX, |f| {
+                seen.push(store.names().tenant(f.tenant).to_string())
+            })
+            .unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].starts_with("(deleted acme"), "{seen:?}");
+    }
+
+    #[test]
+    fn sums_past_u64_saturate_instead_of_failing_the_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let minute = 1_700_000_040_000;
+        // Two minutes, each near u64::MAX once scaled: their sum does not fit.
+        let mut flows = vec![
+            flow("10.0.0.1", "10.0.0.2", minute, 1, 1),
+            flow("10.0.0.1", "10.0.0.2", minute + 60_000, 1, 1),
+        ];
+        for f in &mut flows {
+            f.record.bytes = u64::MAX / 4;
+            f.record.sampling_rate = 3;
+        }
+        store.commit(&[&flows[..]], &[]).unwrap();
+        let q = super::super::query::TopQuery {
+            tenant: "acme".into(),
+            from_ms: minute,
+            to_ms: minute + 120_000,
+            by: vec![super::super::query::GroupBy::SrcAddr],
+            filter: Default::default(),
+            measure: super::super::query::Measure::Bytes,
+            limit: 10,
+        };
+        let rows = super::super::query::top(&store, &q).unwrap();
+        assert_eq!(rows[0].bytes, u64::MAX);
     }
 }

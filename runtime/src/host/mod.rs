@@ -14,11 +14,12 @@ pub(crate) mod stdio;
 
 pub use stdio::GuestOutput;
 
+use crate::budget::TenantBudget;
 use crate::inventory::Device;
 use crate::manifest::Manifest;
 use crate::mqtt::MqttHub;
 use crate::stats::ComponentStats;
-use crate::telemetry::{LogRow, SampleRow};
+use crate::telemetry::{LogRow, Samples, TelemetryStore};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +69,18 @@ pub trait HostServices: Send + Sync {
         Err("no inventory".into())
     }
 
+    /// The address to connect to for `host:port` on a tenant's behalf: resolved, and
+    /// checked against the operator's egress policy (`denied` if it refuses it). Connect to
+    /// this address, never to the name again.
+    fn connect_address(&self, host: &str, port: u16) -> Result<std::net::SocketAddr, WitError> {
+        crate::egress::EgressPolicy::default()
+            .resolve(host, port)
+            .map_err(|e| match e {
+                crate::egress::EgressError::Refused(r) => WitError::Denied(r.to_string()),
+                other => WitError::Unavailable(other.to_string()),
+            })
+    }
+
     fn store_backup(
         &self,
         _tenant: &str,
@@ -88,6 +101,10 @@ pub struct InstanceEnv {
     pub stats: Arc<ComponentStats>,
     pub services: Arc<dyn HostServices>,
     pub mqtt: Arc<MqttHub>,
+    /// The store samples are committed to: emitting checks the tenant's series quota here.
+    pub telemetry: Arc<TelemetryStore>,
+    /// The tenant's budget: series quota, instance slots, call slots.
+    pub budget: Arc<TenantBudget>,
     /// MQTT filters this version subscribed to (applied when it becomes active).
     pub subscriptions: parking_lot::Mutex<BTreeSet<String>>,
     /// Whether this version is the component's active one.
@@ -107,8 +124,10 @@ impl InstanceEnv {
 /// Telemetry a call has emitted and not yet committed.
 #[derive(Default, Debug)]
 pub struct Emitted {
-    pub samples: Vec<SampleRow>,
+    pub samples: Samples,
     pub logs: Vec<LogRow>,
+    /// What holding it costs (series keys, points, log records), for `limits.max_emit_bytes`.
+    pub bytes: usize,
 }
 
 impl Emitted {
@@ -118,18 +137,36 @@ impl Emitted {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Move `other`'s records after these.
+    pub fn append(&mut self, other: Emitted) {
+        self.samples.append(other.samples);
+        self.logs.extend(other.logs);
+        self.bytes += other.bytes;
+    }
 }
 
-/// Guest CPU accounting for one call: wall time minus time spent inside host calls.
+/// Time accounting for one call: guest CPU time (wall time minus time inside host calls)
+/// against `limits.cpu_ms`, and wall-clock time, host calls included, against
+/// `limits.wall_ms`.
 pub struct CallClock {
     pub started: Instant,
     pub in_host: Duration,
     pub limit: Duration,
+    pub wall_limit: Duration,
 }
 
 impl CallClock {
     pub fn guest_time(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.in_host)
+    }
+
+    /// Wall-clock time this call has left.
+    pub fn wall_remaining(&self) -> Duration {
+        self.wall_limit.saturating_sub(self.started.elapsed())
+    }
+
+    pub fn wall_exceeded(&self) -> bool {
+        self.started.elapsed() > self.wall_limit
     }
 }
 
@@ -150,6 +187,10 @@ pub struct MemoryLimitExceeded {
 #[derive(Debug, thiserror::Error)]
 #[error("CPU deadline exceeded: more than {0:?} of guest CPU time in one call")]
 pub struct CpuDeadlineExceeded(pub Duration);
+
+#[derive(Debug, thiserror::Error)]
+#[error("wall-clock budget exceeded: the call took more than {0:?}, host calls included")]
+pub struct WallClockExceeded(pub Duration);
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
@@ -173,8 +214,25 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
+}
+
+// WASI's own limits, set here rather than left to wasmtime-wasi's defaults (which suit a
+// trusted command-line program, not a tenant's component in a shared process):
+
+/// Host resources (streams, pollables, descriptors) one instance may hold at once;
+/// wasmtime's default is a million. A collector needs a handful.
+pub const MAX_RESOURCES: usize = 1024;
+/// Bytes one `wasi:random` call may ask for (default: 64 MiB).
+pub const MAX_RANDOM_BYTES: u64 = 64 * 1024;
+/// Elements of a guest's function tables.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Bytes a guest may pass into one host call (strings, lists), whatever its
+/// `limits.max_emit_bytes` says: wasmtime's "hostcall fuel" (default 128 MiB), which bounds
+/// what the host allocates while it lifts the arguments, before any check of ours runs.
+pub fn hostcall_fuel(manifest: &Manifest) -> usize {
+    (manifest.limits.max_emit_bytes.0 as usize).saturating_add(1 << 20)
 }
 
 /// The data of one component instance's `Store`.
@@ -187,6 +245,9 @@ pub struct HostState {
     pub clock: CallClock,
     /// SNMP sessions by device, kept for the instance's life (v3 engine discovery once).
     pub(crate) snmp_sessions: std::collections::HashMap<String, snmp::Session>,
+    /// Hashes of series this call emitted that the store did not know (the series quota
+    /// counts each once per call).
+    pub(crate) new_series: std::collections::HashSet<u64>,
 }
 
 impl HostState {
@@ -199,23 +260,29 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         let memory = MemoryCap {
             max_bytes: env.manifest.limits.memory.0 as usize,
         };
-        let limit = env.manifest.limits.cpu();
+        let limits = &env.manifest.limits;
+        let clock = CallClock {
+            started: Instant::now(),
+            in_host: Duration::ZERO,
+            limit: limits.cpu(),
+            wall_limit: limits.wall(),
+        };
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         HostState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             memory,
             env,
             out: Emitted::default(),
             snmp_sessions: Default::default(),
-            clock: CallClock {
-                started: Instant::now(),
-                in_host: Duration::ZERO,
-                limit,
-            },
+            new_series: Default::default(),
+            clock,
         }
     }
 
@@ -237,17 +304,28 @@ impl HostState {
 
 impl HostState {
     /// The named device, if it exists and the grants cover it (a refusal is counted).
+    ///
+    /// A device the grants do not cover and a device that does not exist get the same
+    /// refusal, so a component cannot map the tenant's inventory beyond its grants by
+    /// probing names. Only a name granted by name is reported as missing.
     pub(crate) fn granted_device(&mut self, name: &str) -> Result<Device, WitError> {
         let started = Instant::now();
         let found = self.env.services.device(&self.env.tenant, name);
         self.clock.in_host += started.elapsed();
-        let device = found.map_err(WitError::Unavailable)?.ok_or_else(|| {
-            WitError::Invalid(format!("no device named `{name}` in the inventory"))
-        })?;
-        if let Some(reason) = crate::grants::deny_device(&self.env.manifest.grants, &device) {
-            return Err(self.deny(reason));
+        let grants = &self.env.manifest.grants;
+        let refusal = || {
+            format!(
+                "device `{name}` is not covered by grants.devices {:?}",
+                grants.devices
+            )
+        };
+        match found.map_err(WitError::Unavailable)? {
+            Some(device) if crate::grants::deny_device(grants, &device).is_none() => Ok(device),
+            None if grants.devices.iter().any(|g| g == name) => Err(WitError::Invalid(format!(
+                "no device named `{name}` in the inventory"
+            ))),
+            _ => Err(self.deny(refusal())),
         }
-        Ok(device)
     }
 }
 
@@ -269,4 +347,107 @@ pub fn collector_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> 
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     Collector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
+}
+
+/// A `HostState` outside any engine, for unit tests of host functions.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::manifest::ManifestBounds;
+    use crate::stats::LogSource;
+
+    pub struct NoServices;
+    impl HostServices for NoServices {
+        fn read_secret(&self, _: &str, _: &str) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+    }
+    impl crate::mqtt::CredentialSource for NoServices {
+        fn secret(&self, _: &str, _: &str) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+    }
+
+    /// A host state for a component of tenant `acme` with `manifest_extra` appended to a
+    /// minimal collector manifest. Keep the directory alive as long as the state.
+    pub fn state(
+        manifest_extra: &str,
+        services: Arc<dyn HostServices>,
+    ) -> (tempfile::TempDir, HostState) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(crate::telemetry::TelemetryStore::open(&dir.path().join("t.duckdb")).unwrap());
+        let budget = TenantBudget::unlimited("acme");
+        let text =
+            format!("name = \"probe\"\nversion = \"1\"\nworld = \"collector\"\n{manifest_extra}");
+        let env = Arc::new(InstanceEnv {
+            tenant: "acme".into(),
+            component: "probe".into(),
+            version: 1,
+            manifest: Arc::new(Manifest::parse(&text, &ManifestBounds::default()).unwrap()),
+            stats: Arc::new(ComponentStats::default()),
+            services,
+            mqtt: Arc::new(MqttHub::new(
+                store.clone(),
+                Arc::new(NoServices),
+                Default::default(),
+            )),
+            telemetry: store,
+            budget,
+            subscriptions: Default::default(),
+            active: Default::default(),
+        });
+        let out = GuestOutput::new(env.stats.clone(), LogSource::Stdout, 1);
+        let err = GuestOutput::new(env.stats.clone(), LogSource::Stderr, 1);
+        (dir, HostState::new(env, out, err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Inventory(Vec<Device>);
+    impl HostServices for Inventory {
+        fn read_secret(&self, _: &str, _: &str) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+        fn device(&self, _: &str, name: &str) -> Result<Option<Device>, String> {
+            Ok(self.0.iter().find(|d| d.name == name).cloned())
+        }
+    }
+
+    fn device(name: &str, tag: &str) -> Device {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "address": "192.0.2.1", "tags": [tag]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_missing_and_an_ungranted_device_look_the_same() {
+        let services = Arc::new(Inventory(vec![
+            device("core1", "lab"),
+            device("vault", "secret"),
+        ]));
+        let (_dir, mut state) =
+            testing::state("[grants]\ndevices = [\"tag:lab\", \"edge9\"]\n", services);
+        assert_eq!(state.granted_device("core1").unwrap().name, "core1");
+        let text = |e: WitError| match e {
+            WitError::Denied(m) => format!("denied: {m}"),
+            WitError::Invalid(m) => format!("invalid: {m}"),
+            other => format!("{other:?}"),
+        };
+        let exists = text(state.granted_device("vault").unwrap_err());
+        let missing = text(state.granted_device("nosuch").unwrap_err());
+        assert_eq!(
+            exists.replace("vault", "X"),
+            missing.replace("nosuch", "X"),
+            "an existing device beyond the grants must not be told apart from a missing one"
+        );
+        assert!(exists.starts_with("denied:"), "{exists}");
+        // A device granted by its name may be reported missing: that tells nothing new.
+        assert!(text(state.granted_device("edge9").unwrap_err()).contains("no device named"));
+        assert_eq!(state.env.stats.denied.load(Ordering::Relaxed), 2);
+    }
 }

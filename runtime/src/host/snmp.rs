@@ -2,7 +2,10 @@
 //! device's credentials resolved from the secret store — the guest never sees them.
 //!
 //! Sessions are kept per device for the instance's life, so SNMPv3 engine discovery happens
-//! once. Time spent waiting on the network does not count against the CPU deadline.
+//! once. Time spent waiting on the network does not count against the CPU deadline, but does
+//! against the call's wall-clock budget (`limits.wall_ms`): no new try starts once it is
+//! spent, so a call looping on a device that never answers ends at most one try (the
+//! device's timeout, capped at `inventory::MAX_SNMP_TIMEOUT_MS`) after its budget.
 
 use super::{HostState, WitError};
 use crate::host::sotp::telemetry::snmp::{self, Value, Varbind};
@@ -33,8 +36,9 @@ impl snmp::Host for HostState {
             .map(|o| parse_oid(o))
             .collect::<Result<_, _>>()?;
         let started = Instant::now();
+        let deadline = self.clock.started + self.clock.wall_limit;
         let result = self.with_session(&device, |s| {
-            s.request(|inner| {
+            s.request(deadline, |inner| {
                 let refs: Vec<&Oid> = parsed.iter().collect();
                 inner
                     .get_many(&refs)
@@ -62,11 +66,12 @@ impl snmp::Host for HostState {
         let prefix = format!("{}.", root_oid.to_id_string());
         let max_rows = max_rows.clamp(1, MAX_WALK_ROWS) as usize;
         let started = Instant::now();
+        let deadline = self.clock.started + self.clock.wall_limit;
         let result = self.with_session(&device, |s| {
             let mut out: Vec<Varbind> = Vec::new();
             let mut cursor = root_oid.clone();
             loop {
-                let batch = s.request(|inner| {
+                let batch = s.request(deadline, |inner| {
                     inner
                         .getbulk(&[&cursor], 0, BULK_REPETITIONS)
                         .map(|pdu| convert(pdu.varbinds))
@@ -125,13 +130,19 @@ impl HostState {
                 device.name
             ))
         })?;
-        let port = creds.port.unwrap_or(161);
-        let target = if device.address.contains(':') {
-            format!("[{}]:{port}", device.address)
-        } else {
-            format!("{}:{port}", device.address)
-        };
-        let timeout = Some(Duration::from_millis(creds.timeout_ms.unwrap_or(2000)));
+        // Resolved and checked against the operator's egress policy; the session talks to
+        // that address.
+        let target = self
+            .env
+            .services
+            .connect_address(&device.address, creds.port.unwrap_or(161))?
+            .to_string();
+        // Caps apply to devices stored before they were validated at import too.
+        let timeout_ms = creds
+            .timeout_ms
+            .unwrap_or(2000)
+            .clamp(1, crate::inventory::MAX_SNMP_TIMEOUT_MS);
+        let timeout = Some(Duration::from_millis(timeout_ms));
         let unreachable = |e: std::io::Error| WitError::Unavailable(format!("{target}: {e}"));
         let inner = match creds.version.as_str() {
             "2c" => {
@@ -152,12 +163,16 @@ impl HostState {
         };
         let mut session = Session {
             inner,
-            retries: creds.retries.unwrap_or(1),
+            retries: creds
+                .retries
+                .unwrap_or(1)
+                .min(crate::inventory::MAX_SNMP_RETRIES),
             target,
         };
         if creds.version == "3" {
             // Engine discovery (engine id, boots, time) before the first request.
-            session.request(|inner| inner.init())?;
+            let deadline = self.clock.started + self.clock.wall_limit;
+            session.request(deadline, |inner| inner.init())?;
         }
         Ok(session)
     }
@@ -223,14 +238,22 @@ impl HostState {
 }
 
 impl Session {
-    /// Run a request with the device's retries; SNMPv3 resynchronisation is transparent.
+    /// Run a request with the device's retries; SNMPv3 resynchronisation is transparent. No
+    /// try starts after `deadline` (the call's wall-clock budget).
     fn request<T>(
         &mut self,
+        deadline: Instant,
         mut f: impl FnMut(&mut SyncSession) -> Result<T, snmp2::Error>,
     ) -> Result<T, WitError> {
         let mut attempts = 0;
         let mut resyncs = 0;
         loop {
+            if Instant::now() >= deadline {
+                return Err(WitError::Timeout(format!(
+                    "the call's wall-clock budget (limits.wall_ms) is spent; {} not asked",
+                    self.target
+                )));
+            }
             match f(&mut self.inner) {
                 Ok(v) => return Ok(v),
                 Err(snmp2::Error::AuthUpdated) if resyncs < 3 => resyncs += 1,

@@ -3,8 +3,9 @@
 //! The guest names a device; the host resolves the address, the user and the password or
 //! private key (from the secret store), and enforces the host-key policy: the first key seen
 //! is pinned, a different one later is refused (until the tenant forgets the pin). Output is
-//! capped per command, the whole exchange bounded by the guest's timeout; waiting on the
-//! network does not count against the component's CPU deadline.
+//! capped per command, the whole exchange bounded by the guest's timeout and by what is left
+//! of the call's wall-clock budget; waiting on the network does not count against the
+//! component's CPU deadline.
 
 use super::{HostState, WitError};
 use crate::host::sotp::telemetry::ssh::{self, CommandOutput};
@@ -31,7 +32,15 @@ impl ssh::Host for HostState {
                 "give 1 to {MAX_COMMANDS} commands"
             )));
         }
-        let timeout = Duration::from_millis(u64::from(timeout_ms).clamp(1_000, 120_000));
+        // Within the call's wall-clock budget: a host call never outlasts it.
+        let remaining = self.clock.wall_remaining();
+        if remaining.is_zero() {
+            return Err(WitError::Timeout(
+                "the call's wall-clock budget (limits.wall_ms) is spent".into(),
+            ));
+        }
+        let timeout =
+            Duration::from_millis(u64::from(timeout_ms).clamp(1_000, 120_000)).min(remaining);
         let started = Instant::now();
         let result = self.ssh_exchange(&device, &commands, timeout);
         self.clock.in_host += started.elapsed();
@@ -94,7 +103,8 @@ impl HostState {
         let seen = Arc::new(Mutex::new(None));
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| WitError::Unavailable("no I/O runtime for SSH".into()))?;
-        let address = (device.address.clone(), creds.port.unwrap_or(22));
+        // Resolved and checked against the operator's egress policy; connect to that address.
+        let address = services.connect_address(&device.address, creds.port.unwrap_or(22))?;
         let name = device.name.clone();
         let check = KeyCheck {
             pinned: pinned.clone(),
@@ -154,7 +164,7 @@ enum Failure {
 }
 
 async fn exchange(
-    address: (String, u16),
+    address: std::net::SocketAddr,
     user: String,
     credential: Credential,
     commands: Vec<String>,

@@ -5,9 +5,18 @@
 //! so a thousand components ticking at once cost one WAL sync, not a thousand. A batch is
 //! *acknowledged* when its commit returned: DuckDB has written and synced its write-ahead log,
 //! so the rows survive `kill -9` and are replayed on the next open.
+//!
+//! Series identity: the series index (in memory, over the `series` table) maps an id to its
+//! tenant, metric and labels. An emitted series' hash (`SeriesHasher`) is the first id tried;
+//! the writer compares the content of the series found there and probes on (`probe_id`) until
+//! it finds its own or a free id — so no collision, crafted or not, mixes two series or two
+//! tenants. Each tenant may hold a quota of series: what the index (and the store) keeps for
+//! it is bounded by that quota times `MAX_LABEL_BYTES`.
 
 use super::query::{Partial, counter_rate, group_key};
-use super::{Batch, LedgerEntry, SampleQuery, SeriesPoints, series_id};
+use super::{
+    Batch, CommitReport, LedgerEntry, SampleQuery, SeriesHasher, SeriesKey, SeriesPoints, probe_id,
+};
 use crate::telemetry::QueryError;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -45,7 +54,14 @@ CREATE TABLE IF NOT EXISTS logs (
     message VARCHAR NOT NULL,
     labels VARCHAR NOT NULL
 );
+CREATE TABLE IF NOT EXISTS store_meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
 ";
+
+/// Ids tried for one series before giving up (each try past the first is a collision).
+const MAX_PROBES: u32 = 16;
 
 /// Rows one group commit takes before it commits and starts another.
 const GROUP_ROWS: usize = 200_000;
@@ -66,25 +82,94 @@ struct SeriesMeta {
     labels: BTreeMap<String, String>,
 }
 
-/// Series known to be committed, by id and by (tenant, metric).
+impl SeriesMeta {
+    fn of(tenant: &str, key: &SeriesKey) -> SeriesMeta {
+        SeriesMeta {
+            tenant: tenant.to_string(),
+            metric: key.metric.clone(),
+            labels: key.labels.iter().cloned().collect(),
+        }
+    }
+
+    /// Whether this is the series `key` of `tenant` (labels of a key are sorted by name).
+    fn is(&self, tenant: &str, key: &SeriesKey) -> bool {
+        self.tenant == tenant
+            && self.metric == key.metric
+            && self.labels.len() == key.labels.len()
+            && self
+                .labels
+                .iter()
+                .zip(&key.labels)
+                .all(|((a, b), (c, d))| a == c && b == d)
+    }
+}
+
+/// Series known to be committed, by id and by (tenant, metric), and how many per tenant.
 #[derive(Default)]
 struct SeriesIndex {
     by_id: HashMap<u64, Arc<SeriesMeta>>,
     by_metric: HashMap<(String, String), Vec<u64>>,
+    per_tenant: HashMap<String, u64>,
 }
 
 impl SeriesIndex {
     fn insert(&mut self, id: u64, meta: SeriesMeta) {
         let key = (meta.tenant.clone(), meta.metric.clone());
+        let tenant = meta.tenant.clone();
         if self.by_id.insert(id, Arc::new(meta)).is_none() {
             self.by_metric.entry(key).or_default().push(id);
+            *self.per_tenant.entry(tenant).or_default() += 1;
         }
+    }
+
+    fn tenant_count(&self, tenant: &str) -> u64 {
+        self.per_tenant.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// The id of `key` if it is known.
+    fn find(&self, tenant: &str, key: &SeriesKey) -> Option<u64> {
+        (0..MAX_PROBES)
+            .map(|n| probe_id(key.hash, n))
+            .map_while(|id| self.by_id.get(&id).map(|m| (id, m)))
+            .find(|(_, m)| m.is(tenant, key))
+            .map(|(id, _)| id)
+    }
+
+    fn remove_tenant(&mut self, tenant: &str) {
+        self.by_id.retain(|_, m| m.tenant != tenant);
+        self.by_metric.retain(|(t, _), _| t != tenant);
+        self.per_tenant.remove(tenant);
     }
 }
 
-struct WriteRequest {
+/// A new series would take the tenant over its series quota.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "series quota: tenant `{tenant}` has {has} series and this would add {adding}; its quota is {quota} (new label sets are refused, existing series are still stored)"
+)]
+pub struct SeriesQuotaExceeded {
+    pub tenant: String,
+    pub has: u64,
+    pub adding: u64,
+    pub quota: u64,
+}
+
+enum WriteRequest {
+    Commit {
+        batch: Batch,
+        done: oneshot::Sender<Result<CommitReport, String>>,
+    },
+    /// Delete everything of a tenant; answers the points deleted.
+    Purge {
+        tenant: String,
+        done: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// A commit request the writer has taken.
+struct Pending {
     batch: Batch,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<CommitReport, String>>,
 }
 
 /// Counters for `/metrics`.
@@ -94,9 +179,12 @@ pub struct StoreCounters {
     pub rows: std::sync::atomic::AtomicU64,
     pub commit_failures: std::sync::atomic::AtomicU64,
     pub commit_micros_total: std::sync::atomic::AtomicU64,
+    /// Points not stored because their new series would have exceeded a tenant's quota.
+    pub series_refused: std::sync::atomic::AtomicU64,
 }
 
 pub struct TelemetryStore {
+    hasher: SeriesHasher,
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     /// Ledger removals waiting for the next commit: (tenant, component, entry).
     ledger_clears: Arc<Mutex<Vec<(String, String, LedgerEntry)>>>,
@@ -116,6 +204,7 @@ impl TelemetryStore {
         let conn = duckdb::Connection::open(path)?;
         conn.execute_batch(&format!("SET memory_limit = '{MEMORY_LIMIT_MIB}MiB';"))?;
         conn.execute_batch(SCHEMA)?;
+        let hasher = series_hasher(&conn)?;
         let index = Arc::new(RwLock::new(load_index(&conn)?));
         let reader = conn.try_clone()?;
         let (tx, rx) = mpsc::channel();
@@ -131,6 +220,7 @@ impl TelemetryStore {
                 .expect("spawning the store writer thread")
         };
         Ok(TelemetryStore {
+            hasher,
             writer: Mutex::new(Some(tx)),
             ledger_clears,
             writer_thread: Mutex::new(Some(thread)),
@@ -140,22 +230,80 @@ impl TelemetryStore {
         })
     }
 
+    /// How emitted series are hashed for this store.
+    pub fn hasher(&self) -> SeriesHasher {
+        self.hasher
+    }
+
     /// Commit a batch; resolves once it is durable.
-    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+    pub async fn commit(&self, batch: Batch) -> Result<CommitReport, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(CommitReport::default());
         }
         let (done, wait) = oneshot::channel();
-        {
-            let writer = self.writer.lock();
-            let writer = writer.as_ref().ok_or(StoreError::WriterGone)?;
-            writer
-                .send(WriteRequest { batch, done })
-                .map_err(|_| StoreError::WriterGone)?;
-        }
+        self.send(WriteRequest::Commit { batch, done })?;
         wait.await
             .map_err(|_| StoreError::WriterGone)?
             .map_err(StoreError::Commit)
+    }
+
+    /// Delete every series, point, log record and ledger entry of `tenant` (ordered after
+    /// every commit queued before it). Returns how many points were deleted.
+    pub async fn purge_tenant(&self, tenant: &str) -> Result<u64, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(WriteRequest::Purge {
+            tenant: tenant.to_string(),
+            done,
+        })?;
+        wait.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Commit)
+    }
+
+    fn send(&self, request: WriteRequest) -> Result<(), StoreError> {
+        let writer = self.writer.lock();
+        let writer = writer.as_ref().ok_or(StoreError::WriterGone)?;
+        writer.send(request).map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Refuse `keys` (emitted by a component of `tenant` in one call) if the series among
+    /// them that the store does not know yet would take the tenant over `quota`. Called as
+    /// the guest emits, so it gets a clear error; the writer enforces the quota again at
+    /// commit (calls of one tenant's components can race).
+    pub fn check_series_quota<'a>(
+        &self,
+        tenant: &str,
+        quota: u64,
+        keys: impl Iterator<Item = &'a SeriesKey>,
+        already_new: &mut HashSet<u64>,
+    ) -> Result<(), SeriesQuotaExceeded> {
+        let index = self.index.read();
+        let mut found: HashSet<u64> = HashSet::new();
+        for key in keys {
+            if !already_new.contains(&key.hash)
+                && !found.contains(&key.hash)
+                && index.find(tenant, key).is_none()
+            {
+                found.insert(key.hash);
+            }
+        }
+        let has = index.tenant_count(tenant);
+        let adding = found.len() as u64;
+        if has + already_new.len() as u64 + adding > quota {
+            return Err(SeriesQuotaExceeded {
+                tenant: tenant.to_string(),
+                has: has + already_new.len() as u64,
+                adding,
+                quota,
+            });
+        }
+        already_new.extend(found);
+        Ok(())
+    }
+
+    /// Series the tenant holds now.
+    pub fn tenant_series(&self, tenant: &str) -> u64 {
+        self.index.read().tenant_count(tenant)
     }
 
     /// Forget the ledger entries of an acknowledged message. The removal rides along with the
@@ -434,6 +582,52 @@ fn load_index(conn: &duckdb::Connection) -> Result<SeriesIndex, StoreError> {
     Ok(index)
 }
 
+/// How this store hashes series: read from `store_meta`, or chosen on first open (keyed for
+/// a new store; the legacy hash for one that already holds series made with it).
+fn series_hasher(conn: &duckdb::Connection) -> Result<SeriesHasher, StoreError> {
+    let stored: Option<String> = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'series_hash'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    if let Some(text) = stored {
+        if text == "xxh3" {
+            return Ok(SeriesHasher::Legacy);
+        }
+        if let Some(hex_key) = text.strip_prefix("sip13:")
+            && let Ok(bytes) = hex::decode(hex_key)
+            && bytes.len() == 16
+        {
+            let k0 = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+            let k1 = u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes"));
+            return Ok(SeriesHasher::Keyed(k0, k1));
+        }
+        return Err(StoreError::Commit(format!(
+            "store_meta.series_hash `{text}` is not a known series hash"
+        )));
+    }
+    let existing: i64 = conn.query_row("SELECT count(*) FROM series", [], |r| r.get(0))?;
+    let (hasher, text) = if existing > 0 {
+        (SeriesHasher::Legacy, "xxh3".to_string())
+    } else {
+        let mut key = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        let k0 = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
+        let k1 = u64::from_le_bytes(key[8..].try_into().expect("8 bytes"));
+        (
+            SeriesHasher::Keyed(k0, k1),
+            format!("sip13:{}", hex::encode(key)),
+        )
+    };
+    conn.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('series_hash', ?)",
+        [text],
+    )?;
+    Ok(hasher)
+}
+
 fn writer_loop(
     mut conn: duckdb::Connection,
     rx: mpsc::Receiver<WriteRequest>,
@@ -442,14 +636,38 @@ fn writer_loop(
     ledger_clears: Arc<Mutex<Vec<(String, String, LedgerEntry)>>>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        let mut rows: usize = group[0].batch.samples.len() + group[0].batch.logs.len();
+    let mut next: Option<WriteRequest> = None;
+    loop {
+        let first = match next.take() {
+            Some(r) => r,
+            None => match rx.recv() {
+                Ok(r) => r,
+                Err(_) => break,
+            },
+        };
+        let (batch, done) = match first {
+            WriteRequest::Purge { tenant, done } => {
+                let result = purge(&mut conn, &tenant, &index).map_err(|e| e.to_string());
+                if let Err(e) = &result {
+                    tracing::error!(%tenant, error = %e, "purging the tenant's telemetry failed");
+                }
+                let _ = done.send(result);
+                continue;
+            }
+            WriteRequest::Commit { batch, done } => (batch, done),
+        };
+        let mut rows: usize = batch.samples.len() + batch.logs.len();
+        let mut group = vec![Pending { batch, done }];
+        // Commits queued behind it join its transaction; a purge waits for the next round.
         while rows < GROUP_ROWS {
             match rx.try_recv() {
-                Ok(req) => {
-                    rows += req.batch.samples.len() + req.batch.logs.len();
-                    group.push(req);
+                Ok(WriteRequest::Commit { batch, done }) => {
+                    rows += batch.samples.len() + batch.logs.len();
+                    group.push(Pending { batch, done });
+                }
+                Ok(purge) => {
+                    next = Some(purge);
+                    break;
                 }
                 Err(_) => break,
             }
@@ -465,17 +683,21 @@ fn writer_loop(
             .commit_micros_total
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         match &result {
-            Ok(()) => {
+            Ok(reports) => {
                 counters.commits.fetch_add(1, Relaxed);
                 counters.rows.fetch_add(rows as u64, Relaxed);
+                let refused: u64 = reports.iter().map(|r| r.refused).sum();
+                counters.series_refused.fetch_add(refused, Relaxed);
             }
             Err(e) => {
                 counters.commit_failures.fetch_add(1, Relaxed);
                 tracing::error!(error = %e, "telemetry commit failed");
             }
         }
-        for req in group {
-            let _ = req.done.send(result.clone());
+        for (i, req) in group.into_iter().enumerate() {
+            let _ = req
+                .done
+                .send(result.as_ref().map(|r| r[i]).map_err(String::clone));
         }
     }
     if let Err(e) = conn.execute_batch("CHECKPOINT") {
@@ -483,41 +705,101 @@ fn writer_loop(
     }
 }
 
+/// Delete a tenant's series, points, log records and ledger entries in one transaction, then
+/// forget its series.
+fn purge(
+    conn: &mut duckdb::Connection,
+    tenant: &str,
+    index: &RwLock<SeriesIndex>,
+) -> Result<u64, StoreError> {
+    let tx = conn.transaction()?;
+    let points = tx.execute(
+        "DELETE FROM points WHERE series_id IN (SELECT id FROM series WHERE tenant = ?)",
+        [tenant],
+    )?;
+    tx.execute("DELETE FROM series WHERE tenant = ?", [tenant])?;
+    tx.execute("DELETE FROM logs WHERE tenant = ?", [tenant])?;
+    tx.execute("DELETE FROM mqtt_ledger WHERE tenant = ?", [tenant])?;
+    tx.commit()?;
+    index.write().remove_tenant(tenant);
+    Ok(points as u64)
+}
+
+/// Series created by the group being written, before they reach the index.
+#[derive(Default)]
+struct NewSeries {
+    by_id: HashMap<u64, SeriesMeta>,
+    per_tenant: HashMap<String, u64>,
+}
+
+/// The id `key` of `tenant` is stored under: a known series' id, or a free id for a new one
+/// (`None` if a new one would exceed `quota`, or no free id was found).
+fn resolve(
+    known: &SeriesIndex,
+    new: &mut NewSeries,
+    tenant: &str,
+    key: &SeriesKey,
+    quota: u64,
+) -> Option<u64> {
+    for n in 0..MAX_PROBES {
+        let id = probe_id(key.hash, n);
+        if let Some(m) = known.by_id.get(&id) {
+            if m.is(tenant, key) {
+                return Some(id);
+            }
+            continue;
+        }
+        if let Some(m) = new.by_id.get(&id) {
+            if m.is(tenant, key) {
+                return Some(id);
+            }
+            continue;
+        }
+        let count = known.tenant_count(tenant) + new.per_tenant.get(tenant).copied().unwrap_or(0);
+        if count >= quota {
+            return None;
+        }
+        new.by_id.insert(id, SeriesMeta::of(tenant, key));
+        *new.per_tenant.entry(tenant.to_string()).or_default() += 1;
+        return Some(id);
+    }
+    tracing::error!(%tenant, metric = %key.metric, "no free series id after {MAX_PROBES} tries");
+    None
+}
+
 fn write_group(
     conn: &mut duckdb::Connection,
-    group: &[WriteRequest],
+    group: &[Pending],
     clears: &[(String, String, LedgerEntry)],
     index: &RwLock<SeriesIndex>,
-) -> Result<(), StoreError> {
-    let mut new_series: Vec<(u64, SeriesMeta)> = Vec::new();
-    let mut seen_new: HashSet<u64> = HashSet::new();
+) -> Result<Vec<CommitReport>, StoreError> {
+    let mut new = NewSeries::default();
+    let mut reports = vec![CommitReport::default(); group.len()];
     let tx = conn.transaction()?;
     {
         let known = index.read();
         let mut points = tx.appender("points")?;
-        for req in group {
+        for (req, report) in group.iter().zip(&mut reports) {
             let b = &req.batch;
-            for s in &b.samples {
-                let id = series_id(&b.tenant, &s.metric, &s.labels);
-                if !known.by_id.contains_key(&id) && seen_new.insert(id) {
-                    new_series.push((
-                        id,
-                        SeriesMeta {
-                            tenant: b.tenant.clone(),
-                            metric: s.metric.clone(),
-                            labels: s.labels.iter().cloned().collect(),
-                        },
-                    ));
+            let ids: Vec<Option<u64>> = b
+                .samples
+                .series
+                .iter()
+                .map(|key| resolve(&known, &mut new, &b.tenant, key, b.max_series))
+                .collect();
+            for p in &b.samples.points {
+                match ids[p.series as usize] {
+                    Some(id) => points.append_row(duckdb::params![id, p.ts_ms, p.value])?,
+                    None => report.refused += 1,
                 }
-                points.append_row(duckdb::params![id, s.ts_ms, s.value])?;
             }
         }
         points.flush()?;
         drop(points);
-        if !new_series.is_empty() {
+        if !new.by_id.is_empty() {
             let mut series = tx.appender("series")?;
             let now = crate::now_ms();
-            for (id, m) in &new_series {
+            for (id, m) in &new.by_id {
                 let labels = serde_json::to_string(&m.labels).unwrap_or_else(|_| "{}".into());
                 series.append_row(duckdb::params![*id, m.tenant, m.metric, labels, now])?;
             }
@@ -549,13 +831,13 @@ fn write_group(
         write_ledger(&tx, group, clears)?;
     }
     tx.commit()?;
-    if !new_series.is_empty() {
+    if !new.by_id.is_empty() {
         let mut index = index.write();
-        for (id, meta) in new_series {
+        for (id, meta) in new.by_id {
             index.insert(id, meta);
         }
     }
-    Ok(())
+    Ok(reports)
 }
 
 /// Forget acknowledged messages, then record the batch's handled ones. Removals are one
@@ -567,7 +849,7 @@ fn write_group(
 /// an earlier group or earlier in the same one.
 fn write_ledger(
     tx: &duckdb::Transaction,
-    group: &[WriteRequest],
+    group: &[Pending],
     clears: &[(String, String, LedgerEntry)],
 ) -> Result<(), StoreError> {
     let mut by_component: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
@@ -616,20 +898,27 @@ fn is_plain_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::{Aggregation, Matcher, SampleRow};
+    use crate::telemetry::{Aggregation, Matcher, Samples};
 
-    fn sample(metric: &str, room: &str, ts: i64, v: f64) -> SampleRow {
-        SampleRow {
-            metric: metric.into(),
-            labels: vec![("room".into(), room.into())],
-            ts_ms: ts,
-            value: v,
+    fn key(store: &TelemetryStore, tenant: &str, metric: &str, room: &str) -> SeriesKey {
+        store
+            .hasher()
+            .key(tenant, metric.into(), vec![("room".into(), room.into())])
+    }
+
+    fn batch(tenant: &str, samples: Samples) -> Batch {
+        Batch {
+            tenant: tenant.into(),
+            component: "c".into(),
+            samples,
+            max_series: u64::MAX,
+            ..Default::default()
         }
     }
 
-    fn query(metric: &str) -> SampleQuery {
+    fn query(tenant: &str, metric: &str) -> SampleQuery {
         SampleQuery {
-            tenant: "acme".into(),
+            tenant: tenant.into(),
             metric: metric.into(),
             matchers: vec![],
             start_ms: 0,
@@ -647,36 +936,19 @@ mod tests {
         let path = dir.path().join("t.duckdb");
         {
             let store = TelemetryStore::open(&path).unwrap();
-            let samples = (0..10)
-                .flat_map(|i| {
-                    [
-                        sample("temp", "kitchen", i * 1000, i as f64),
-                        sample("temp", "hall", i * 1000, 100.0),
-                    ]
-                })
-                .collect();
-            store
-                .commit(Batch {
-                    tenant: "acme".into(),
-                    component: "c".into(),
-                    samples,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let mut samples = Samples::default();
+            for i in 0..10 {
+                samples.push(key(&store, "acme", "temp", "kitchen"), i * 1000, i as f64);
+                samples.push(key(&store, "acme", "temp", "hall"), i * 1000, 100.0);
+            }
+            store.commit(batch("acme", samples)).await.unwrap();
             // Another tenant's identical series stays separate.
-            store
-                .commit(Batch {
-                    tenant: "other".into(),
-                    component: "c".into(),
-                    samples: vec![sample("temp", "kitchen", 0, 999.0)],
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let mut other = Samples::default();
+            other.push(key(&store, "other", "temp", "kitchen"), 0, 999.0);
+            store.commit(batch("other", other)).await.unwrap();
         }
         let store = TelemetryStore::open(&path).unwrap();
-        let mut q = query("temp");
+        let mut q = query("acme", "temp");
         q.matchers = vec![Matcher::parse("room=kitchen").unwrap()];
         let raw = store.query(&q).unwrap();
         assert_eq!(raw.len(), 1);
@@ -693,6 +965,113 @@ mod tests {
         let total = store.query(&q).unwrap();
         assert_eq!(total.len(), 1);
         assert_eq!(total[0].points, vec![(0, 510.0), (5000, 535.0)]);
+    }
+
+    /// Two tenants' series that hash alike (forced here: both keys carry the same hash, as
+    /// a crafted collision would) get different ids, and neither sees the other's points.
+    #[tokio::test]
+    async fn a_hash_collision_never_mixes_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.duckdb");
+        let store = TelemetryStore::open(&path).unwrap();
+        let victim = key(&store, "acme", "temp", "kitchen");
+        let mut forged = key(&store, "evil", "temp", "kitchen");
+        forged.hash = victim.hash;
+        let mut a = Samples::default();
+        a.push(victim.clone(), 1000, 21.0);
+        store.commit(batch("acme", a)).await.unwrap();
+        let mut e = Samples::default();
+        e.push(forged.clone(), 2000, -273.0);
+        store.commit(batch("evil", e)).await.unwrap();
+        // And again after a reopen, with the index rebuilt from the table.
+        drop(store);
+        let store = TelemetryStore::open(&path).unwrap();
+        let mut e = Samples::default();
+        e.push(forged, 3000, -273.0);
+        store.commit(batch("evil", e)).await.unwrap();
+        let acme = store.query(&query("acme", "temp")).unwrap();
+        assert_eq!(acme.len(), 1);
+        assert_eq!(acme[0].points, vec![(1000, 21.0)]);
+        let evil = store.query(&query("evil", "temp")).unwrap();
+        assert_eq!(evil[0].points, vec![(2000, -273.0), (3000, -273.0)]);
+        assert_eq!(store.series_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_series_quota_refuses_new_series_and_keeps_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TelemetryStore::open(&dir.path().join("t.duckdb")).unwrap();
+        let mut s = Samples::default();
+        for room in ["a", "b", "c"] {
+            s.push(key(&store, "acme", "temp", room), 1000, 1.0);
+        }
+        let mut b = batch("acme", s);
+        b.max_series = 2;
+        assert_eq!(store.commit(b).await.unwrap().refused, 1);
+        assert_eq!(store.tenant_series("acme"), 2);
+        // Known series still store; the emit-time check tells a new one apart.
+        let mut fresh = HashSet::new();
+        let known = [key(&store, "acme", "temp", "a")];
+        assert!(
+            store
+                .check_series_quota("acme", 2, known.iter(), &mut fresh)
+                .is_ok()
+        );
+        let new = [key(&store, "acme", "temp", "d")];
+        let err = store
+            .check_series_quota("acme", 2, new.iter(), &mut fresh)
+            .unwrap_err();
+        assert_eq!((err.has, err.adding, err.quota), (2, 1, 2));
+        assert!(
+            store
+                .check_series_quota("globex", 2, new.iter(), &mut HashSet::new())
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_purged_tenant_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TelemetryStore::open(&dir.path().join("t.duckdb")).unwrap();
+        for tenant in ["acme", "globex"] {
+            let mut s = Samples::default();
+            s.push(key(&store, tenant, "temp", "a"), 1000, 1.0);
+            let mut b = batch(tenant, s);
+            b.logs.push(crate::telemetry::LogRow {
+                ts_ms: 1000,
+                level: crate::stats::LogLevel::Info,
+                message: "hello".into(),
+                labels: vec![],
+            });
+            store.commit(b).await.unwrap();
+        }
+        assert_eq!(store.purge_tenant("acme").await.unwrap(), 1);
+        assert!(store.query(&query("acme", "temp")).unwrap().is_empty());
+        assert!(store.recent_logs("acme", None, 10).unwrap().is_empty());
+        assert_eq!(store.tenant_series("acme"), 0);
+        assert_eq!(store.query(&query("globex", "temp")).unwrap().len(), 1);
+        assert_eq!(store.recent_logs("globex", None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_new_store_keys_its_series_hash_and_an_old_one_keeps_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TelemetryStore::open(&dir.path().join("new.duckdb")).unwrap();
+        assert!(matches!(store.hasher(), SeriesHasher::Keyed(..)));
+        let first = store.hasher();
+        drop(store);
+        let again = TelemetryStore::open(&dir.path().join("new.duckdb")).unwrap();
+        assert_eq!(again.hasher(), first, "the key is kept");
+        // A store that holds series from before keyed hashes goes on with xxh3.
+        let old = dir.path().join("old.duckdb");
+        {
+            let conn = duckdb::Connection::open(&old).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch("INSERT INTO series VALUES (1, 'acme', 'm', '{}', 0)")
+                .unwrap();
+        }
+        let store = TelemetryStore::open(&old).unwrap();
+        assert_eq!(store.hasher(), SeriesHasher::Legacy);
     }
 
     #[test]

@@ -8,7 +8,16 @@
 //! - `publish`: publish to `out/greeting` (which it may) and `secret/x` (which it may not);
 //! - `snmp`: SNMP GET sysName from the `target` device, emit `snmp_result` (1 answered,
 //!   0 denied, -1 another error);
-//! - `ssh`: run `show version` on the `target` device, emit `ssh_result` likewise.
+//! - `ssh`: run `show version` on the `target` device, emit `ssh_result` likewise;
+//! - `series-bomb`: emit batches of 1,000 samples with label values never seen before until
+//!   the host refuses one (the refusal goes to its log), then return: what was accepted is
+//!   committed, and the next tick starts over with new values;
+//! - `slow-snmp`: ask the `target` device (which never answers) for sysName, again and
+//!   again, whatever the answer;
+//! - `big-call`: hand the host one batch of ~3 MiB of labels in a single call;
+//! - `leak-resources`: create 2,000 WASI pollables and never drop them;
+//! - `log-flood`: write 10,000 log lines and 10,000 stdout lines;
+//! - `backup`: store a configuration backup of the `target` device.
 //!
 //! It emits `attacker_alive` first in every tick, so the tests can tell a call ran.
 
@@ -115,6 +124,72 @@ impl Collector for Attacker {
                     Err(_) => -1.0,
                 };
                 out.push("ssh_result", code).label("target", &self.target);
+                out.emit()
+            }
+            "series-bomb" => {
+                out.emit()?;
+                let mut next = tick.seq * 1_000_000_000;
+                loop {
+                    let mut batch = Samples::new();
+                    for _ in 0..1000 {
+                        next += 1;
+                        batch
+                            .push("bomb", 1.0)
+                            .label("id", &next.to_string())
+                            .label("pad", "0123456789abcdef0123456789abcdef");
+                    }
+                    if let Err(e) = batch.emit() {
+                        // Keep what was accepted (it is committed) and come back next tick.
+                        sotp_guest::log::warn(&format!("emit refused: {e}"));
+                        return Ok(());
+                    }
+                }
+            }
+            "slow-snmp" => {
+                out.emit()?;
+                let oid = ["1.3.6.1.2.1.1.5.0".to_string()];
+                let mut tries = 0u64;
+                loop {
+                    tries += 1;
+                    if let Err(e) = sotp_guest::snmp::get(&self.target, &oid)
+                        && tries == 1
+                    {
+                        sotp_guest::log::warn(&format!("snmp: {}", sotp_guest::describe(&e)));
+                    }
+                }
+            }
+            "big-call" => {
+                out.emit()?;
+                let mut batch = Samples::new();
+                let value = "v".repeat(1000);
+                for i in 0..3000 {
+                    batch
+                        .push("big", i as f64)
+                        .label("a", &value)
+                        .label("n", &i.to_string());
+                }
+                batch.emit()
+            }
+            "leak-resources" => {
+                out.emit()?;
+                for _ in 0..2000 {
+                    let p = wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000);
+                    std::mem::forget(p);
+                }
+                out.push("resources_leaked", 2000.0);
+                out.emit()
+            }
+            "log-flood" => {
+                out.emit()?;
+                for i in 0..10_000 {
+                    sotp_guest::log::info(&format!("flood {i}"));
+                    println!("stdout flood {i}");
+                }
+                Ok(())
+            }
+            "backup" => {
+                sotp_guest::backups::store(&self.target, "hostname edge1\n")
+                    .map_err(|e| sotp_guest::describe(&e))?;
                 out.emit()
             }
             other => Err(format!("unknown mode {other}")),

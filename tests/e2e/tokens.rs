@@ -1,0 +1,164 @@
+//! Scoped and expiring tokens: every endpoint refuses a token without the scope its
+//! OpenAPI operation names (`x-sotp-scope`), a manifest that grants secrets or devices needs
+//! the `secrets` scope, tokens expire, the last admin token cannot be revoked, and
+//! `admin.token` is not needed once read.
+
+use serde_json::{Value, json};
+use sotp_tests::guests::TICK_COUNTER;
+use sotp_tests::harness::{Api, Server, manifest};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sotp");
+
+/// Call `method path` with `api`, with a small valid-looking body for writes.
+fn call(api: &Api, method: &str, path: &str) -> (u16, Value) {
+    match method {
+        "get" => api.get(path),
+        "delete" => api.delete(path),
+        "put" => api.put(path, json!({})),
+        "post" if path == "/v1/components" => api.upload("name = \"x\"", b"\0asm", true),
+        _ => api.post(path, json!({})),
+    }
+}
+
+#[test]
+fn every_endpoint_refuses_a_token_without_its_scope() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let (_, doc) = acme.get("/v1/openapi.json");
+    let mut checked = 0;
+    for scope in ["read", "deploy", "inventory", "secrets"] {
+        let token = acme.scoped(&format!("only-{scope}"), &[scope]);
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            let concrete = path.replace("{name}", "nothing").replace("{id}", "nothing");
+            for (method, op) in ops.as_object().unwrap() {
+                let Some(needs) = op["x-sotp-scope"].as_str() else {
+                    continue; // unauthenticated: /healthz, /readyz, the document itself
+                };
+                let (status, body) = call(&token, method, &concrete);
+                let allowed = needs == scope || needs == "read";
+                let refused_for_scope = status == 403
+                    && body["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("scope") || d.contains("admin token"));
+                assert_eq!(
+                    !refused_for_scope, allowed,
+                    "{method} {path} (needs {needs}) with a {scope} token: {status} {body}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} calls checked");
+}
+
+#[test]
+fn a_read_token_cannot_upload_and_granting_secrets_needs_the_secrets_scope() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let wasm = std::fs::read(TICK_COUNTER).unwrap();
+    let plain = manifest("ticker", "1", "1s", "");
+    let granting = manifest(
+        "ticker",
+        "2",
+        "1s",
+        "[grants]\nsecrets = [\"db-password\"]\ndevices = [\"tag:core\"]\n",
+    );
+
+    let read = acme.scoped("dashboards", &["read"]);
+    let (status, body) = read.upload(&plain, &wasm, true);
+    assert_eq!(status, 403, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("`deploy` scope"));
+
+    let deploy = acme.scoped("ci", &["deploy"]);
+    assert_eq!(deploy.upload(&plain, &wasm, true).0, 201);
+    let (status, body) = deploy.upload(&granting, &wasm, true);
+    assert_eq!(status, 403, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("grants.secrets and grants.devices") && detail.contains("`secrets`"),
+        "{detail}"
+    );
+    // The deploy token reads, but cannot touch secrets or hand out tokens.
+    assert_eq!(deploy.get("/v1/components").0, 200);
+    assert_eq!(
+        deploy
+            .put("/v1/secrets/db-password", json!({ "value": "x" }))
+            .0,
+        403
+    );
+    let (status, _) = deploy.post("/v1/tokens", json!({ "scopes": ["read"] }));
+    assert_eq!(status, 403);
+
+    let trusted = acme.scoped("release", &["deploy", "secrets"]);
+    let (status, body) = trusted.upload(&granting, &wasm, true);
+    assert_eq!(status, 201, "{body}");
+
+    // Unknown scopes are a 400 that lists the real ones.
+    let (status, body) = acme.post("/v1/tokens", json!({ "scopes": ["root"] }));
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().contains("read, deploy"));
+    // Listing shows scopes and expiry, never a token value.
+    let (_, list) = acme.get("/v1/tokens");
+    let ci = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .unwrap();
+    assert_eq!(ci["scopes"], json!(["deploy"]));
+    assert_eq!(ci["expires_ms"], Value::Null);
+    assert!(!list.to_string().contains(&deploy.token));
+}
+
+#[test]
+fn tokens_expire() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let (status, body) = acme.post(
+        "/v1/tokens",
+        json!({ "name": "short", "scopes": ["read"], "expires_in": "2s" }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let short = server.api(body["token"].as_str().unwrap());
+    assert_eq!(short.get("/v1/components").0, 200);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (status, body) = short.get("/v1/components");
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    let (status, _) = acme.post("/v1/tokens", json!({ "expires_in": "soon" }));
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn the_last_admin_token_stays_and_admin_token_file_is_not_needed() {
+    let mut server = Server::start(BIN);
+    let admin = server.admin();
+    let (_, list) = admin.get("/v1/tokens");
+    let first = list["tokens"][0]["id"].as_str().unwrap().to_string();
+    let (status, body) = admin.delete(&format!("/v1/tokens/{first}"));
+    assert_eq!(status, 409, "the only admin token: {body}");
+
+    let (status, body) = admin.post("/v1/tokens", json!({ "name": "second" }));
+    assert_eq!(status, 201, "{body}");
+    let second = server.api(body["token"].as_str().unwrap());
+    assert_eq!(second.delete(&format!("/v1/tokens/{first}")).0, 204);
+    assert_eq!(admin.get("/v1/tenants").0, 401, "revoked");
+    server.admin_token = second.token.clone();
+
+    // A tenant's own last admin-scoped token is kept too.
+    let acme = server.tenant("acme");
+    let (_, list) = acme.get("/v1/tokens");
+    let initial = list["tokens"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(acme.delete(&format!("/v1/tokens/{initial}")).0, 409);
+
+    // admin.token can go once read: a restart neither needs nor rewrites it.
+    std::fs::remove_file(server.data_path().join("admin.token")).unwrap();
+    server.stop();
+    server.restart();
+    assert!(!server.data_path().join("admin.token").exists());
+    assert_eq!(server.admin().get("/v1/tenants").0, 200);
+}
