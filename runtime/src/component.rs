@@ -642,3 +642,57 @@ fn failed_report(kind: CallKind, error: &str) -> CallReport {
         elapsed: Duration::ZERO,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::testing;
+    use crate::native::{NativeCollector, NativeHost};
+
+    /// Emits 100 samples of new series for every message.
+    struct Chatty;
+
+    impl NativeCollector for Chatty {
+        fn init(&mut self, _config: &str, _host: &mut NativeHost<'_>) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn on_message(
+            &mut self,
+            topic: &str,
+            _payload: &[u8],
+            host: &mut NativeHost<'_>,
+        ) -> Result<(), String> {
+            for i in 0..100 {
+                host.emit_sample("m", vec![("i".into(), format!("{topic}-{i}"))], 1.0, None)?;
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_batch_stops_when_it_holds_its_byte_budget() {
+        let (_dir, env) = testing::env("", Arc::new(testing::NoServices));
+        let version = Arc::new(LoadedVersion::native(env, Box::new(Chatty)));
+        let calls: Vec<Call> = (0..50)
+            .map(|i| Call::Message {
+                topic: format!("t{i}"),
+                payload: Vec::new(),
+            })
+            .collect();
+        let budget = crate::budget::TenantBudget::unlimited("acme");
+        let one = run_calls(version.clone(), calls[..1].to_vec(), usize::MAX, &budget).await;
+        let per_call = one.reports[0].emitted.bytes;
+        assert!(per_call > 0);
+        let ran = run_calls(version, calls, per_call * 3, &budget).await;
+        assert_eq!(ran.reports.len(), 3, "cut once three calls' output is held");
+        assert_eq!(
+            ran.unrun.len(),
+            47,
+            "the rest wait for the next round, in order"
+        );
+        assert!(matches!(&ran.unrun[0], Call::Message { topic, .. } if topic == "t3"));
+        let held: usize = ran.reports.iter().map(|r| r.emitted.bytes).sum();
+        assert!(held <= per_call * 3);
+    }
+}

@@ -483,7 +483,9 @@ impl Runtime {
     /// purged the tenant stays (without tokens), and deleting it again resumes.
     pub async fn delete_tenant(self: &Arc<Self>, id: &str) -> Result<(), RuntimeError> {
         self.tenant(id)?;
-        self.state.delete_tenant_tokens(id)?;
+        let tenant = id.to_string();
+        self.blocking(move |rt| Ok(rt.state.delete_tenant_tokens(&tenant)?))
+            .await?;
         let handles: Vec<Arc<ComponentHandle>> = {
             let mut components = self.components.write();
             let keys: Vec<Key> = components
@@ -509,7 +511,9 @@ impl Runtime {
         tokio::task::spawn_blocking(move || rt.purge_files(&tenant))
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))??;
-        self.state.delete_tenant(id)?;
+        let tenant = id.to_string();
+        self.blocking(move |rt| Ok(rt.state.delete_tenant(&tenant)?))
+            .await?;
         self.budgets.write().remove(id);
         tracing::info!(tenant = %id, points, "tenant deleted");
         Ok(())
@@ -654,19 +658,26 @@ impl Runtime {
         LoadedVersion::new(self.engine.engine(), &self.linker, &component, probe_env)
             .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
 
-        let existing = self.state.component(tenant, &manifest.name)?;
-        let tenant_row = self.tenant(tenant)?;
-        if existing.is_none() {
-            let count = self.state.components(tenant)?.len() as u32;
-            if count >= tenant_row.max_components {
-                return Err(RuntimeError::Quota(format!(
-                    "tenant `{tenant}` already has {count} components, its quota is {}",
-                    tenant_row.max_components
-                )));
-            }
-        }
-        if activate {
-            self.check_memory_quota(&tenant_row, &manifest.name, &manifest)?;
+        {
+            let (tenant, checked) = (tenant.to_string(), manifest.clone());
+            self.blocking(move |rt| {
+                let existing = rt.state.component(&tenant, &checked.name)?;
+                let tenant_row = rt.tenant(&tenant)?;
+                if existing.is_none() {
+                    let count = rt.state.components(&tenant)?.len() as u32;
+                    if count >= tenant_row.max_components {
+                        return Err(RuntimeError::Quota(format!(
+                            "tenant `{tenant}` already has {count} components, its quota is {}",
+                            tenant_row.max_components
+                        )));
+                    }
+                }
+                if activate {
+                    rt.check_memory_quota(&tenant_row, &checked.name, &checked)?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         let version = {
             let rt = self.clone();
@@ -723,12 +734,18 @@ impl Runtime {
         name: &str,
         version: u32,
     ) -> Result<ActivationOutcome, RuntimeError> {
-        let record = self.state.version(tenant, name, version)?.ok_or_else(|| {
-            RuntimeError::NotFound(format!("component `{name}` has no version {version}"))
-        })?;
-        let manifest = Manifest::parse(&record.manifest, &self.config.limits.manifest_bounds())?;
-        self.check_memory_quota(&self.tenant(tenant)?, name, &manifest)?;
-        let handle = self.handle(tenant, name, 0);
+        let (t, n) = (tenant.to_string(), name.to_string());
+        let handle = self
+            .blocking(move |rt| {
+                let record = rt.state.version(&t, &n, version)?.ok_or_else(|| {
+                    RuntimeError::NotFound(format!("component `{n}` has no version {version}"))
+                })?;
+                let manifest =
+                    Manifest::parse(&record.manifest, &rt.config.limits.manifest_bounds())?;
+                rt.check_memory_quota(&rt.tenant(&t)?, &n, &manifest)?;
+                Ok(rt.handle(&t, &n, 0))
+            })
+            .await?;
         let previous = handle.active().map(|v| v.version());
         if previous == Some(version) {
             return Ok(ActivationOutcome {
@@ -754,15 +771,20 @@ impl Runtime {
         name: &str,
         to: Option<u32>,
     ) -> Result<ActivationOutcome, RuntimeError> {
-        self.require_component(tenant, name)?;
-        let target = match to {
-            Some(v) => v,
-            None => self.state.previous_active(tenant, name)?.ok_or_else(|| {
-                RuntimeError::Conflict(format!(
-                    "component `{name}` has no earlier active version to roll back to"
-                ))
-            })?,
-        };
+        let (t, n) = (tenant.to_string(), name.to_string());
+        let target = self
+            .blocking(move |rt| {
+                rt.require_component(&t, &n)?;
+                match to {
+                    Some(v) => Ok(v),
+                    None => rt.state.previous_active(&t, &n)?.ok_or_else(|| {
+                        RuntimeError::Conflict(format!(
+                            "component `{n}` has no earlier active version to roll back to"
+                        ))
+                    }),
+                }
+            })
+            .await?;
         self.activate(tenant, name, target).await
     }
 
@@ -844,14 +866,19 @@ impl Runtime {
 
     /// Push a message to a component's `on-message`; resolves when its output is durable.
     pub async fn deliver(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         name: &str,
         topic: String,
         payload: Vec<u8>,
     ) -> Result<(), RuntimeError> {
-        self.require_component(tenant, name)?;
-        let handle = self.handle(tenant, name, 0);
+        let (t, n) = (tenant.to_string(), name.to_string());
+        let handle = self
+            .blocking(move |rt| {
+                rt.require_component(&t, &n)?;
+                Ok(rt.handle(&t, &n, 0))
+            })
+            .await?;
         handle.deliver(topic, payload).await.map_err(|e| match e {
             crate::component::DeliveryError::Inactive => RuntimeError::Conflict(e.to_string()),
             crate::component::DeliveryError::QueueFull => RuntimeError::Conflict(e.to_string()),
@@ -1139,12 +1166,12 @@ impl Runtime {
     }
 
     /// Top groups of the tenant's flows over a window.
-    pub async fn flow_top(&self, q: TopQuery) -> Result<Vec<TopRow>, RuntimeError> {
+    pub async fn flow_top(self: &Arc<Self>, q: TopQuery) -> Result<Vec<TopRow>, RuntimeError> {
         let (tenant, exporter, by) = (q.tenant.clone(), q.filter.exporter.clone(), q.by.clone());
         self.flow_query(
-            &tenant,
-            &by,
-            exporter.as_deref(),
+            tenant,
+            by,
+            exporter,
             |r: &mut TopRow| &mut r.group,
             move |store| flow::query::top(store, &q),
         )
@@ -1152,36 +1179,41 @@ impl Runtime {
     }
 
     /// Rates per group per time bucket of the tenant's flows.
-    pub async fn flow_rate(&self, q: RateQuery) -> Result<Vec<RateRow>, RuntimeError> {
+    pub async fn flow_rate(self: &Arc<Self>, q: RateQuery) -> Result<Vec<RateRow>, RuntimeError> {
         let (tenant, exporter, by) = (q.tenant.clone(), q.filter.exporter.clone(), q.by.clone());
         self.flow_query(
-            &tenant,
-            &by,
-            exporter.as_deref(),
+            tenant,
+            by,
+            exporter,
             |r: &mut RateRow| &mut r.group,
             move |store| flow::query::rate(store, &q),
         )
         .await
     }
 
-    /// Run a flow query off the async threads, then name the interfaces of its rows.
+    /// Run a flow query and name the interfaces of its rows, off the async threads.
     async fn flow_query<R: Send + 'static>(
-        &self,
-        tenant: &str,
-        by: &[flow::query::GroupBy],
-        exporter: Option<&str>,
-        group: impl Fn(&mut R) -> &mut serde_json::Map<String, serde_json::Value>,
+        self: &Arc<Self>,
+        tenant: String,
+        by: Vec<flow::query::GroupBy>,
+        exporter: Option<String>,
+        group: fn(&mut R) -> &mut serde_json::Map<String, serde_json::Value>,
         run: impl FnOnce(&flow::store::FlowStore) -> Result<Vec<R>, flow::query::FlowQueryError>
         + Send
         + 'static,
     ) -> Result<Vec<R>, RuntimeError> {
         let flows = self.flow_service()?;
-        let mut rows = tokio::task::spawn_blocking(move || run(&flows.store))
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?
-            .map_err(flow_query_error)?;
-        self.name_flow_interfaces(tenant, by, exporter, rows.iter_mut().map(group));
-        Ok(rows)
+        self.blocking(move |rt| {
+            let mut rows = run(&flows.store).map_err(flow_query_error)?;
+            rt.name_flow_interfaces(
+                &tenant,
+                &by,
+                exporter.as_deref(),
+                rows.iter_mut().map(group),
+            );
+            Ok(rows)
+        })
+        .await
     }
 
     /// Add interface names to rows grouped by interface, from the interface table of the
@@ -1239,6 +1271,19 @@ impl Runtime {
     }
 
     // ---- internals -------------------------------------------------------------------------
+
+    /// Run what blocks (SQLite and its fsync, Git, files) on the blocking pool: async
+    /// methods call this rather than the stores directly.
+    async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, RuntimeError>
+    where
+        F: FnOnce(&Arc<Runtime>) -> Result<T, RuntimeError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || f(&rt))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+    }
 
     fn require_component(&self, tenant: &str, name: &str) -> Result<(), RuntimeError> {
         match self.state.component(tenant, name)? {
@@ -1332,9 +1377,14 @@ impl Runtime {
         version: u32,
     ) -> Result<std::time::Duration, RuntimeError> {
         let (tenant, name) = (handle.tenant.as_str(), handle.name.as_str());
-        let record = self.state.version(tenant, name, version)?.ok_or_else(|| {
-            RuntimeError::NotFound(format!("component `{name}` has no version {version}"))
-        })?;
+        let (t, n) = (tenant.to_string(), name.to_string());
+        let record = self
+            .blocking(move |rt| {
+                rt.state.version(&t, &n, version)?.ok_or_else(|| {
+                    RuntimeError::NotFound(format!("component `{n}` has no version {version}"))
+                })
+            })
+            .await?;
         let manifest = Arc::new(Manifest::parse(
             &record.manifest,
             &self.config.limits.manifest_bounds(),
@@ -1356,17 +1406,24 @@ impl Runtime {
         let loaded =
             LoadedVersion::new(self.engine.engine(), &self.linker, &component, env.clone())
                 .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
+        let (t, n) = (tenant.to_string(), name.to_string());
         match handle.activate(Arc::new(loaded)).await {
             Ok(warm) => {
                 let filters = env.subscriptions.lock().clone();
                 self.mqtt.set_routes(tenant, name, handle, &filters);
-                self.state.record_activation(tenant, name, version)?;
+                self.blocking(move |rt| Ok(rt.state.record_activation(&t, &n, version)?))
+                    .await?;
                 self.counters.activations.fetch_add(1, Ordering::Relaxed);
                 Ok(warm)
             }
             Err(reason) => {
-                self.state
-                    .record_failed_activation(tenant, name, version, &reason)?;
+                let detail = reason.clone();
+                self.blocking(move |rt| {
+                    Ok(rt
+                        .state
+                        .record_failed_activation(&t, &n, version, &detail)?)
+                })
+                .await?;
                 self.counters
                     .activations_failed
                     .fetch_add(1, Ordering::Relaxed);

@@ -3,6 +3,12 @@
 //! This is small, relational, transactional data read by key, which is what SQLite is for.
 //! WAL mode with `synchronous = FULL`: a management change the API has answered survives a
 //! crash or power loss. Schema changes are numbered migrations tracked in `user_version`.
+//!
+//! One connection writes (under a mutex: SQLite has one writer); reads go through a small
+//! pool of their own connections, which WAL lets read while the writer syncs — a read never
+//! waits behind a write. Tokens and tenants, looked up on every request, are also kept in
+//! memory, changed together with their tables. Every method blocks (on SQLite, and on fsync
+//! for writes): callers on an async runtime run them on its blocking pool.
 
 use crate::crypto::SecretBox;
 use crate::inventory::Device;
@@ -165,10 +171,17 @@ pub struct ComponentRecord {
 
 pub struct StateStore {
     conn: Mutex<Connection>,
+    /// Read-only connections (see the module doc).
+    readers: Vec<Mutex<Connection>>,
     secrets: SecretBox,
     /// Every token by hash, changed under `conn`'s lock together with the table.
     tokens: RwLock<TokenIndex>,
+    /// Every tenant by id, likewise.
+    tenants: RwLock<std::collections::HashMap<String, Tenant>>,
 }
+
+/// Read connections of the pool.
+const READERS: usize = 4;
 
 impl StateStore {
     pub fn open(path: &Path, secrets: SecretBox) -> Result<Self, StateError> {
@@ -179,11 +192,39 @@ impl StateStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
         let tokens = RwLock::new(load_tokens(&conn)?);
-        Ok(StateStore {
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                reader.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, rusqlite::Error>>()?;
+        let store = StateStore {
             conn: Mutex::new(conn),
+            readers,
             secrets,
             tokens,
-        })
+            tenants: RwLock::new(Default::default()),
+        };
+        let all = store.tenants()?;
+        *store.tenants.write() = all.into_iter().map(|t| (t.id.clone(), t)).collect();
+        Ok(store)
+    }
+
+    /// A read connection: a free one of the pool, else the first to come free.
+    fn read(&self) -> parking_lot::MutexGuard<'_, Connection> {
+        for reader in &self.readers {
+            if let Some(guard) = reader.try_lock() {
+                return guard;
+            }
+        }
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        self.readers[i].lock()
     }
 
     // ---- tenants -------------------------------------------------------------------------
@@ -205,11 +246,14 @@ impl StateStore {
                 t.max_concurrent_calls
             ],
         )?;
+        if n == 1 {
+            self.tenants.write().insert(t.id.clone(), t.clone());
+        }
         Ok(n == 1)
     }
 
     pub fn tenants(&self) -> Result<Vec<Tenant>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT id, name, created_ms, max_components, max_memory_bytes, max_series, max_instances, max_concurrent_calls FROM tenants ORDER BY id",
         )?;
@@ -217,21 +261,16 @@ impl StateStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// A tenant by id (from memory).
     pub fn tenant(&self, id: &str) -> Result<Option<Tenant>, StateError> {
-        let conn = self.conn.lock();
-        Ok(conn
-            .query_row(
-                "SELECT id, name, created_ms, max_components, max_memory_bytes, max_series, max_instances, max_concurrent_calls FROM tenants WHERE id = ?1",
-                [id],
-                tenant_from_row,
-            )
-            .optional()?)
+        Ok(self.tenants.read().get(id).cloned())
     }
 
     pub fn delete_tenant(&self, id: &str) -> Result<bool, StateError> {
         let conn = self.conn.lock();
         let deleted = conn.execute("DELETE FROM tenants WHERE id = ?1", [id])? == 1;
         self.tokens.write().remove_tenant(id);
+        self.tenants.write().remove(id);
         Ok(deleted)
     }
 
@@ -263,7 +302,7 @@ impl StateStore {
     }
 
     pub fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(&format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens
              WHERE (?1 IS NULL AND tenant IS NULL) OR tenant = ?1 ORDER BY created_ms"
@@ -353,7 +392,7 @@ impl StateStore {
     }
 
     pub fn components(&self, tenant: &str) -> Result<Vec<ComponentRecord>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT tenant, name, active_version, created_ms, last_tick_seq FROM components
              WHERE tenant = ?1 ORDER BY name",
@@ -363,7 +402,7 @@ impl StateStore {
     }
 
     pub fn all_components(&self) -> Result<Vec<ComponentRecord>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT tenant, name, active_version, created_ms, last_tick_seq FROM components ORDER BY tenant, name",
         )?;
@@ -376,7 +415,7 @@ impl StateStore {
         tenant: &str,
         name: &str,
     ) -> Result<Option<ComponentRecord>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         Ok(conn
             .query_row(
                 "SELECT tenant, name, active_version, created_ms, last_tick_seq FROM components
@@ -392,7 +431,7 @@ impl StateStore {
         tenant: &str,
         component: &str,
     ) -> Result<Vec<VersionRecord>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT version, label, manifest, wasm_sha256, wasm_bytes, uploaded_ms, status, status_detail
              FROM versions WHERE tenant = ?1 AND component = ?2 ORDER BY version",
@@ -407,7 +446,7 @@ impl StateStore {
         component: &str,
         version: u32,
     ) -> Result<Option<VersionRecord>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         Ok(conn
             .query_row(
                 "SELECT version, label, manifest, wasm_sha256, wasm_bytes, uploaded_ms, status, status_detail
@@ -477,7 +516,7 @@ impl StateStore {
         tenant: &str,
         component: &str,
     ) -> Result<Option<u32>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let current: Option<u32> = conn
             .query_row(
                 "SELECT active_version FROM components WHERE tenant = ?1 AND name = ?2",
@@ -521,7 +560,7 @@ impl StateStore {
 
     /// Memory limits of the active versions of a tenant, by component.
     pub fn active_manifests(&self, tenant: &str) -> Result<Vec<(String, String)>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT c.name, v.manifest FROM components c JOIN versions v
              ON v.tenant = c.tenant AND v.component = c.name AND v.version = c.active_version
@@ -533,7 +572,7 @@ impl StateStore {
 
     /// Whether a version of the tenant's components still refers to this wasm content hash.
     pub fn wasm_in_use(&self, tenant: &str, sha256: &str) -> Result<bool, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let n: i64 = conn.query_row(
             "SELECT count(*) FROM versions WHERE tenant = ?1 AND wasm_sha256 = ?2",
             params![tenant, sha256],
@@ -544,7 +583,7 @@ impl StateStore {
 
     /// Every (tenant, wasm hash) a version refers to.
     pub fn version_hashes(&self) -> Result<Vec<(String, String)>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare("SELECT DISTINCT tenant, wasm_sha256 FROM versions")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -573,7 +612,7 @@ impl StateStore {
 
     /// Every tenant's value for `key`.
     pub fn settings(&self, key: &str) -> Result<Vec<(String, String)>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn
             .prepare("SELECT tenant, value FROM tenant_settings WHERE key = ?1 ORDER BY tenant")?;
         let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -610,7 +649,7 @@ impl StateStore {
     }
 
     pub fn device(&self, tenant: &str, name: &str) -> Result<Option<Device>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let doc: Option<String> = conn
             .query_row(
                 "SELECT doc FROM devices WHERE tenant = ?1 AND name = ?2",
@@ -622,7 +661,7 @@ impl StateStore {
     }
 
     pub fn devices(&self, tenant: &str) -> Result<Vec<Device>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare("SELECT doc FROM devices WHERE tenant = ?1 ORDER BY name")?;
         let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
@@ -679,7 +718,7 @@ impl StateStore {
         tenant: &str,
         device: &str,
     ) -> Result<Vec<(u32, String)>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT if_index, name FROM device_interfaces WHERE tenant = ?1 AND device = ?2 ORDER BY if_index",
         )?;
@@ -689,7 +728,7 @@ impl StateStore {
 
     /// The pinned SSH host key of a device, if any.
     pub fn ssh_host_key(&self, tenant: &str, device: &str) -> Result<Option<String>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         Ok(conn
             .query_row(
                 "SELECT key FROM ssh_host_keys WHERE tenant = ?1 AND device = ?2",
@@ -741,7 +780,7 @@ impl StateStore {
 
     pub fn secret(&self, tenant: &str, name: &str) -> Result<Option<String>, StateError> {
         let row: Option<(Vec<u8>, Vec<u8>, Option<String>)> = {
-            let conn = self.conn.lock();
+            let conn = self.read();
             conn.query_row(
                 "SELECT nonce, ciphertext, key_id FROM secrets WHERE tenant = ?1 AND name = ?2",
                 params![tenant, name],
@@ -791,7 +830,7 @@ impl StateStore {
     }
 
     pub fn secret_names(&self, tenant: &str) -> Result<Vec<(String, i64)>, StateError> {
-        let conn = self.conn.lock();
+        let conn = self.read();
         let mut stmt =
             conn.prepare("SELECT name, updated_ms FROM secrets WHERE tenant = ?1 ORDER BY name")?;
         let rows = stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -909,4 +948,60 @@ fn version_from_row(r: &rusqlite::Row) -> rusqlite::Result<VersionRecord> {
         status: r.get(6)?,
         status_detail: r.get(7)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_key_reseals_every_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        {
+            let store = StateStore::open(&path, SecretBox::from_key([1; 32])).unwrap();
+            store
+                .create_tenant(&Tenant {
+                    id: "acme".into(),
+                    name: "acme".into(),
+                    created_ms: 0,
+                    max_components: 1,
+                    max_memory_bytes: 1,
+                    max_series: None,
+                    max_instances: None,
+                    max_concurrent_calls: None,
+                })
+                .unwrap();
+            store.put_secret("acme", "db", "hunter2").unwrap();
+        }
+        // The new key alone cannot read it...
+        let store = StateStore::open(&path, SecretBox::from_key([2; 32])).unwrap();
+        let err = store.secret("acme", "db").unwrap_err().to_string();
+        assert!(err.contains("not configured"), "{err}");
+        drop(store);
+        // ... with the old one listed as previous it is sealed again, after which the new
+        // key alone reads it.
+        let tmp_key = dir.path().join("old.key");
+        std::fs::write(&tmp_key, hex::encode([1u8; 32])).unwrap();
+        let new_key = dir.path().join("new.key");
+        std::fs::write(&new_key, hex::encode([2u8; 32])).unwrap();
+        let data = crate::datadir::DataDir::open(&dir.path().join("data")).unwrap();
+        let rotated = SecretBox::load(
+            &crate::crypto::SecretsConfig {
+                key_file: Some(new_key),
+                previous_key_files: vec![tmp_key],
+            },
+            &data,
+        )
+        .unwrap();
+        let store = StateStore::open(&path, rotated).unwrap();
+        assert_eq!(store.reseal_secrets().unwrap(), (1, 0));
+        assert_eq!(store.reseal_secrets().unwrap(), (0, 0), "once");
+        drop(store);
+        let store = StateStore::open(&path, SecretBox::from_key([2; 32])).unwrap();
+        assert_eq!(
+            store.secret("acme", "db").unwrap().as_deref(),
+            Some("hunter2")
+        );
+    }
 }

@@ -15,9 +15,9 @@ use sotp_runtime::Scope;
 use sotp_runtime::backups::BackupSettings;
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        json!({ "devices": state.runtime.backups(caller.tenant(Scope::Read)?)? }),
-    ))
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let devices = state.blocking(move |rt| rt.backups(&tenant)).await?;
+    Ok(Json(json!({ "devices": devices })))
 }
 
 pub async fn history(
@@ -25,9 +25,12 @@ pub async fn history(
     caller: Caller,
     Path(device): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        json!({ "device": device, "revisions": state.runtime.backup_history(caller.tenant(Scope::Read)?, &device)? }),
-    ))
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let name = device.clone();
+    let revisions = state
+        .blocking(move |rt| rt.backup_history(&tenant, &name))
+        .await?;
+    Ok(Json(json!({ "device": device, "revisions": revisions })))
 }
 
 #[derive(Deserialize)]
@@ -41,9 +44,10 @@ pub async fn text(
     Path(device): Path<String>,
     Query(q): Query<At>,
 ) -> ApiResult<impl IntoResponse> {
+    let tenant = caller.tenant(Scope::Read)?.to_string();
     let text = state
-        .runtime
-        .backup_text(caller.tenant(Scope::Read)?, &device, q.at.as_deref())?;
+        .blocking(move |rt| rt.backup_text(&tenant, &device, q.at.as_deref()))
+        .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
 
@@ -59,19 +63,19 @@ pub async fn diff(
     Path(device): Path<String>,
     Query(q): Query<Range>,
 ) -> ApiResult<impl IntoResponse> {
-    let diff = state.runtime.backup_diff(
-        caller.tenant(Scope::Read)?,
-        &device,
-        q.from.as_deref(),
-        q.to.as_deref(),
-    )?;
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let diff = state
+        .blocking(move |rt| rt.backup_diff(&tenant, &device, q.from.as_deref(), q.to.as_deref()))
+        .await?;
     Ok(([(header::CONTENT_TYPE, "text/x-diff; charset=utf-8")], diff))
 }
 
 pub async fn get_settings(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(
-        state.runtime.backup_settings(caller.tenant(Scope::Read)?)?
-    )))
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let settings = state
+        .blocking(move |rt| rt.backup_settings(&tenant))
+        .await?;
+    Ok(Json(json!(settings)))
 }
 
 pub async fn put_settings(
@@ -81,8 +85,9 @@ pub async fn put_settings(
 ) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant(Scope::Inventory)?.to_string();
     let Json(settings) = body.map_err(json_error)?;
+    let saved = settings.clone();
     state
-        .runtime
-        .set_backup_settings(&tenant, settings.clone())?;
+        .blocking(move |rt| rt.set_backup_settings(&tenant, saved))
+        .await?;
     Ok(Json(json!(settings)))
 }

@@ -145,7 +145,10 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> A
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let components = state.runtime.list_components(caller.tenant(Scope::Read)?)?;
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let components = state
+        .blocking(move |rt| rt.list_components(&tenant))
+        .await?;
     Ok(Json(json!({ "components": components })))
 }
 
@@ -160,11 +163,11 @@ pub async fn show(
     Path(name): Path<String>,
     Query(p): Query<ShowParams>,
 ) -> ApiResult<Json<Value>> {
-    let view = state.runtime.component(
-        caller.tenant(Scope::Read)?,
-        &name,
-        p.log_lines.unwrap_or(20).min(500),
-    )?;
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let lines = p.log_lines.unwrap_or(20).min(500);
+    let view = state
+        .blocking(move |rt| rt.component(&tenant, &name, lines))
+        .await?;
     Ok(Json(json!(view)))
 }
 
@@ -173,9 +176,10 @@ pub async fn versions(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Read)?.to_string();
     let view = state
-        .runtime
-        .component(caller.tenant(Scope::Read)?, &name, 0)?;
+        .blocking(move |rt| rt.component(&tenant, &name, 0))
+        .await?;
     Ok(Json(
         json!({ "versions": view.versions, "active_version": view.active_version }),
     ))
@@ -221,9 +225,10 @@ pub async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant(Scope::Deploy)?.to_string();
     state
-        .runtime
-        .delete_component(caller.tenant(Scope::Deploy)?, &name)?;
+        .blocking(move |rt| rt.delete_component(&tenant, &name))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -238,11 +243,11 @@ pub async fn logs(
     Path(name): Path<String>,
     Query(p): Query<LogParams>,
 ) -> ApiResult<Json<Value>> {
-    let lines = state.runtime.component_log(
-        caller.tenant(Scope::Read)?,
-        &name,
-        p.lines.unwrap_or(100).min(500),
-    )?;
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let count = p.lines.unwrap_or(100).min(500);
+    let lines = state
+        .blocking(move |rt| rt.component_log(&tenant, &name, count))
+        .await?;
     Ok(Json(json!({ "lines": lines })))
 }
 

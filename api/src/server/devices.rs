@@ -25,9 +25,10 @@ pub async fn list(
     caller: Caller,
     Query(f): Query<Filter>,
 ) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Read)?.to_string();
     let devices: Vec<Device> = state
-        .runtime
-        .devices(caller.tenant(Scope::Read)?)?
+        .blocking(move |rt| rt.devices(&tenant))
+        .await?
         .into_iter()
         .filter(|d| f.tag.as_ref().is_none_or(|t| d.tags.contains(t)))
         .filter(|d| f.site.as_ref().is_none_or(|s| d.site.as_ref() == Some(s)))
@@ -41,9 +42,9 @@ pub async fn show(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(
-        state.runtime.device(caller.tenant(Scope::Read)?, &name)?
-    )))
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let device = state.blocking(move |rt| rt.device(&tenant, &name)).await?;
+    Ok(Json(json!(device)))
 }
 
 pub async fn put(
@@ -60,7 +61,10 @@ pub async fn put(
             format!("the body names `{}`, the path `{name}`", device.name),
         ));
     }
-    let created = state.runtime.put_device(&tenant, device.clone())?;
+    let stored = device.clone();
+    let created = state
+        .blocking(move |rt| rt.put_device(&tenant, stored))
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -74,9 +78,10 @@ pub async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant(Scope::Inventory)?.to_string();
     state
-        .runtime
-        .delete_device(caller.tenant(Scope::Inventory)?, &name)?;
+        .blocking(move |rt| rt.delete_device(&tenant, &name))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -95,7 +100,9 @@ pub async fn import(
     let devices =
         parse_import(&body, csv).map_err(|e| ApiError::bad_request("invalid_request", e))?;
     let total = devices.len();
-    let created = state.runtime.import_devices(&tenant, devices)?;
+    let created = state
+        .blocking(move |rt| rt.import_devices(&tenant, devices))
+        .await?;
     Ok(Json(
         json!({ "created": created, "updated": total - created }),
     ))
@@ -106,9 +113,10 @@ pub async fn interfaces(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Read)?.to_string();
     let names: Vec<Value> = state
-        .runtime
-        .interface_names(caller.tenant(Scope::Read)?, &name)?
+        .blocking(move |rt| rt.interface_names(&tenant, &name))
+        .await?
         .into_iter()
         .map(|(index, name)| json!({ "index": index, "name": name }))
         .collect();
@@ -143,7 +151,9 @@ pub async fn put_interfaces(
         .into_iter()
         .map(|i| (i.index, i.name))
         .collect::<Vec<_>>();
-    state.runtime.set_interface_names(&tenant, &name, &names)?;
+    state
+        .blocking(move |rt| rt.set_interface_names(&tenant, &name, &names))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -152,8 +162,9 @@ pub async fn forget_host_key(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant(Scope::Inventory)?.to_string();
     state
-        .runtime
-        .forget_ssh_host_key(caller.tenant(Scope::Inventory)?, &name)?;
+        .blocking(move |rt| rt.forget_ssh_host_key(&tenant, &name))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

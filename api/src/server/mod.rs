@@ -32,6 +32,28 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
 }
 
+impl AppState {
+    /// Run a runtime call that blocks (SQLite, Git, fsync) on the blocking pool, never on an
+    /// async worker: a slow disk or a locked database must not stall the other requests.
+    pub async fn blocking<T, F>(&self, f: F) -> error::ApiResult<T>
+    where
+        F: FnOnce(&Arc<Runtime>) -> Result<T, sotp_runtime::RuntimeError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let rt = self.runtime.clone();
+        tokio::task::spawn_blocking(move || f(&rt))
+            .await
+            .map_err(|e| {
+                error::ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("the request's task failed: {e}"),
+                )
+            })?
+            .map_err(Into::into)
+    }
+}
+
 pub fn router(runtime: Arc<Runtime>) -> Router {
     let state = AppState { runtime };
     let v1 = Router::new()

@@ -19,8 +19,13 @@ pub async fn put(
 ) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant(Scope::Admin)?.to_string();
     let Json(settings) = body.map_err(json_error)?;
-    state.runtime.set_mqtt(&tenant, Some(settings))?;
-    Ok(Json(json!(state.runtime.mqtt_status(&tenant)?)))
+    let status = state
+        .blocking(move |rt| {
+            rt.set_mqtt(&tenant, Some(settings))?;
+            rt.mqtt_status(&tenant)
+        })
+        .await?;
+    Ok(Json(json!(status)))
 }
 
 pub async fn get(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -29,6 +34,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller) -> ApiResult<Jso
 }
 
 pub async fn delete(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
-    state.runtime.set_mqtt(caller.tenant(Scope::Admin)?, None)?;
+    let tenant = caller.tenant(Scope::Admin)?.to_string();
+    state.blocking(move |rt| rt.set_mqtt(&tenant, None)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -25,14 +25,17 @@ pub async fn put(
 ) -> ApiResult<StatusCode> {
     let tenant = caller.tenant(Scope::Secrets)?.to_string();
     let Json(body) = body.map_err(json_error)?;
-    state.runtime.put_secret(&tenant, &name, &body.value)?;
+    state
+        .blocking(move |rt| rt.put_secret(&tenant, &name, &body.value))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Read)?.to_string();
     let names: Vec<Value> = state
-        .runtime
-        .secret_names(caller.tenant(Scope::Read)?)?
+        .blocking(move |rt| rt.secret_names(&tenant))
+        .await?
         .into_iter()
         .map(|(name, updated_ms)| json!({ "name": name, "updated_ms": updated_ms }))
         .collect();
@@ -44,8 +47,9 @@ pub async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant(Scope::Secrets)?.to_string();
     state
-        .runtime
-        .delete_secret(caller.tenant(Scope::Secrets)?, &name)?;
+        .blocking(move |rt| rt.delete_secret(&tenant, &name))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

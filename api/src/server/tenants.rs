@@ -40,7 +40,9 @@ pub async fn create(
         max_instances: body.max_instances,
         max_concurrent_calls: body.max_concurrent_calls,
     };
-    let (tenant, token) = state.runtime.create_tenant(&body.id, spec)?;
+    let (tenant, token) = state
+        .blocking(move |rt| rt.create_tenant(&body.id, spec))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "tenant": tenant, "token": token })),
@@ -49,7 +51,8 @@ pub async fn create(
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    Ok(Json(json!({ "tenants": state.runtime.tenants()? })))
+    let tenants = state.blocking(|rt| rt.tenants()).await?;
+    Ok(Json(json!({ "tenants": tenants })))
 }
 
 pub async fn show(
@@ -150,7 +153,9 @@ pub async fn create_token(
         scopes,
         expires_ms,
     };
-    let token = state.runtime.issue_token(tenant.as_deref(), request)?;
+    let token = state
+        .blocking(move |rt| rt.issue_token(tenant.as_deref(), request))
+        .await?;
     Ok((StatusCode::CREATED, Json(json!(token))))
 }
 
@@ -169,9 +174,10 @@ pub async fn list_tokens(
     } else {
         Some(caller.tenant(Scope::Read)?.to_string())
     };
-    Ok(Json(
-        json!({ "tokens": state.runtime.tokens(tenant.as_deref())? }),
-    ))
+    let tokens = state
+        .blocking(move |rt| rt.tokens(tenant.as_deref()))
+        .await?;
+    Ok(Json(json!({ "tokens": tokens })))
 }
 
 pub async fn revoke_token(
@@ -185,6 +191,8 @@ pub async fn revoke_token(
     } else {
         Some(caller.tenant(Scope::Admin)?.to_string())
     };
-    state.runtime.revoke_token(tenant.as_deref(), &id)?;
+    state
+        .blocking(move |rt| rt.revoke_token(tenant.as_deref(), &id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -329,6 +329,24 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// The address to connect to for `host:port`, as the operator's egress policy allows
+    /// (a refusal is counted and logged like any other).
+    pub(crate) fn egress_address(
+        &mut self,
+        host: &str,
+        port: u16,
+    ) -> Result<std::net::SocketAddr, WitError> {
+        let started = Instant::now();
+        let checked = self.env.services.connect_address(host, port);
+        self.clock.in_host += started.elapsed();
+        checked.map_err(|e| match e {
+            WitError::Denied(reason) => self.deny(reason),
+            other => other,
+        })
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -374,6 +392,17 @@ pub(crate) mod testing {
         manifest_extra: &str,
         services: Arc<dyn HostServices>,
     ) -> (tempfile::TempDir, HostState) {
+        let (dir, env) = env(manifest_extra, services);
+        let out = GuestOutput::new(env.stats.clone(), LogSource::Stdout, 1);
+        let err = GuestOutput::new(env.stats.clone(), LogSource::Stderr, 1);
+        (dir, HostState::new(env, out, err))
+    }
+
+    /// What every instance of such a component shares.
+    pub fn env(
+        manifest_extra: &str,
+        services: Arc<dyn HostServices>,
+    ) -> (tempfile::TempDir, Arc<InstanceEnv>) {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(crate::telemetry::TelemetryStore::open(&dir.path().join("t.duckdb")).unwrap());
@@ -397,9 +426,7 @@ pub(crate) mod testing {
             subscriptions: Default::default(),
             active: Default::default(),
         });
-        let out = GuestOutput::new(env.stats.clone(), LogSource::Stdout, 1);
-        let err = GuestOutput::new(env.stats.clone(), LogSource::Stderr, 1);
-        (dir, HostState::new(env, out, err))
+        (dir, env)
     }
 }
 

@@ -133,9 +133,7 @@ impl HostState {
         // Resolved and checked against the operator's egress policy; the session talks to
         // that address.
         let target = self
-            .env
-            .services
-            .connect_address(&device.address, creds.port.unwrap_or(161))?
+            .egress_address(&device.address, creds.port.unwrap_or(161))?
             .to_string();
         // Caps apply to devices stored before they were validated at import too.
         let timeout_ms = creds

@@ -104,7 +104,7 @@ impl HostState {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| WitError::Unavailable("no I/O runtime for SSH".into()))?;
         // Resolved and checked against the operator's egress policy; connect to that address.
-        let address = services.connect_address(&device.address, creds.port.unwrap_or(22))?;
+        let address = self.egress_address(&device.address, creds.port.unwrap_or(22))?;
         let name = device.name.clone();
         let check = KeyCheck {
             pinned: pinned.clone(),
