@@ -59,6 +59,8 @@ pub struct LimitsConfig {
     pub log_lines_per_second: u32,
     /// ... with bursts of up to this many lines.
     pub log_burst: u32,
+    /// The largest `grants.scratch` a manifest may ask for.
+    pub max_scratch: ByteSize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -113,6 +115,7 @@ impl Default for LimitsConfig {
             max_wall_ms: 600_000,
             log_lines_per_second: 100,
             log_burst: 1000,
+            max_scratch: ByteSize::mib(16),
         }
     }
 }
@@ -138,6 +141,7 @@ impl LimitsConfig {
             max_emit_per_call: self.max_emit_per_call,
             max_emit_bytes: self.max_emit_bytes,
             max_wall_ms: self.max_wall_ms,
+            max_scratch: self.max_scratch,
         }
     }
 }

@@ -355,10 +355,7 @@ impl LoadedVersion {
 }
 
 fn begin_call(store: &mut Store<HostState>) {
-    let data = store.data_mut();
-    data.clock.started = Instant::now();
-    data.clock.in_host = Duration::ZERO;
-    data.new_series.clear();
+    store.data_mut().begin_call();
     store.set_epoch_deadline(1);
 }
 

@@ -131,6 +131,10 @@ pub struct Grants {
     /// address ranges like `10.0.0.0/8`.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// A private directory of this size, kept across restarts and versions, preopened as
+    /// `/scratch` (see `host::scratch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<ByteSize>,
 }
 
 /// A manifest that failed to parse or validate, with the dotted key at fault.
@@ -159,6 +163,7 @@ pub struct ManifestBounds {
     pub max_emit_per_call: u32,
     pub max_emit_bytes: ByteSize,
     pub max_wall_ms: u64,
+    pub max_scratch: ByteSize,
 }
 
 impl Default for ManifestBounds {
@@ -170,6 +175,7 @@ impl Default for ManifestBounds {
             max_emit_per_call: 1_000_000,
             max_emit_bytes: ByteSize::mib(256),
             max_wall_ms: 600_000,
+            max_scratch: ByteSize::mib(64),
         }
     }
 }
@@ -279,6 +285,17 @@ impl Manifest {
         for (i, grant) in self.grants.devices.iter().enumerate() {
             crate::inventory::validate_device_grant(grant)
                 .map_err(|m| ManifestError::at(&format!("grants.devices[{i}]"), m))?;
+        }
+        if let Some(size) = self.grants.scratch
+            && (size < ByteSize::kib(4) || size > bounds.max_scratch)
+        {
+            return Err(ManifestError::at(
+                "grants.scratch",
+                format!(
+                    "{size} is outside the allowed range 4KiB..={}",
+                    bounds.max_scratch
+                ),
+            ));
         }
         for (i, name) in self.grants.secrets.iter().enumerate() {
             validate_secret_name(name)

@@ -145,6 +145,8 @@ pub struct Runtime {
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
     budgets: RwLock<HashMap<String, Arc<TenantBudget>>>,
     wasm: crate::wasm_store::WasmStore,
+    /// `<data_dir>/scratch`: components' scratch directories, by tenant and component.
+    scratch: cap_std::fs::Dir,
     ready: AtomicBool,
     started: Instant,
     pub counters: RuntimeCounters,
@@ -250,6 +252,7 @@ impl Runtime {
             ),
         }
         let wasm = crate::wasm_store::WasmStore::open(&data)?;
+        let scratch = data.subdir("scratch")?;
         let moved = wasm.migrate_flat_layout(&state.version_hashes()?)?;
         if moved > 0 {
             tracing::info!(moved, "component files moved to per-tenant directories");
@@ -294,6 +297,7 @@ impl Runtime {
             components: RwLock::new(HashMap::new()),
             budgets: RwLock::new(HashMap::new()),
             wasm,
+            scratch,
             ready: AtomicBool::new(false),
             started: Instant::now(),
             counters: RuntimeCounters::default(),
@@ -536,6 +540,8 @@ impl Runtime {
         self.engine
             .remove_namespace(tenant)
             .map_err(|e| failed("compiled components", &e))?;
+        self.remove_scratch(tenant, None)
+            .map_err(|e| failed("scratch directories", &e))?;
         if let Some(flows) = &self.flows {
             flows
                 .store
@@ -807,6 +813,9 @@ impl Runtime {
             {
                 tracing::warn!(%tenant, component = %name, error = %e, "could not remove a component file");
             }
+        }
+        if let Err(e) = self.remove_scratch(tenant, Some(name)) {
+            tracing::warn!(%tenant, component = %name, error = %e, "could not remove the scratch directory");
         }
         Ok(())
     }
@@ -1349,6 +1358,10 @@ impl Runtime {
         manifest: Arc<Manifest>,
         handle: Option<&ComponentHandle>,
     ) -> Arc<InstanceEnv> {
+        let scratch_dir = manifest
+            .grants
+            .scratch
+            .and_then(|_| self.scratch_dir(tenant, name));
         Arc::new(InstanceEnv {
             tenant: tenant.to_string(),
             component: name.to_string(),
@@ -1365,9 +1378,44 @@ impl Runtime {
             budget: self
                 .budget(tenant)
                 .unwrap_or_else(|_| TenantBudget::new(tenant, self.default_limits())),
+            scratch_dir,
             subscriptions: Default::default(),
             active: Default::default(),
         })
+    }
+
+    /// The component's scratch directory (created if missing), if its manifest grants one.
+    fn scratch_dir(&self, tenant: &str, component: &str) -> Option<PathBuf> {
+        let made = crate::datadir::subdir(&self.scratch, tenant)
+            .and_then(|t| crate::datadir::subdir(&t, component));
+        match made {
+            Ok(_) => Some(
+                self.config
+                    .data_dir
+                    .join("scratch")
+                    .join(tenant)
+                    .join(component),
+            ),
+            Err(e) => {
+                tracing::error!(%tenant, %component, error = %e, "cannot create the scratch directory");
+                None
+            }
+        }
+    }
+
+    /// Remove a component's scratch directory (`None`: every one of the tenant's).
+    fn remove_scratch(&self, tenant: &str, component: Option<&str>) -> std::io::Result<()> {
+        let gone = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        match component {
+            None => gone(self.scratch.remove_dir_all(tenant)),
+            Some(c) => match self.scratch.open_dir(tenant) {
+                Ok(dir) => gone(dir.remove_dir_all(c)),
+                Err(e) => gone(Err(e)),
+            },
+        }
     }
 
     /// Compile (from cache), link, warm and switch `handle` to `version`.

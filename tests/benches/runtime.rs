@@ -66,6 +66,7 @@ fn env() -> Arc<InstanceEnv> {
         mqtt: stores().1,
         telemetry: stores().0,
         budget: sotp_runtime::budget::TenantBudget::unlimited("bench"),
+        scratch_dir: None,
         subscriptions: Default::default(),
         active: Default::default(),
     })
@@ -163,24 +164,45 @@ fn main() {
     let t_64k = median_per_iter(9, 500, || run(&noop_64k));
     let t_imports = median_per_iter(9, 50, || run(&imports));
     let per_import = t_imports.saturating_sub(t_noop) / 1000;
+    let parse_rows = call("parse-rows", payload.clone());
     let t_guest = median_per_iter(9, 30, || run(&parse));
+    let t_guest_rows = median_per_iter(9, 30, || run(&parse_rows));
+    let hasher = stores().0.hasher();
+    // The same logic natively, with the same output the host receives from the guest and
+    // the same host-side checks and keys (host/emit.rs): column-wise ...
     let t_native = median_per_iter(9, 30, || {
-        // The same logic, plus the same output the host receives from the guest: owned
-        // metric names and labels, one allocation set per sample.
         let mut parsed = Vec::with_capacity(2048);
         logic::parse_lines(&payload, &mut parsed);
-        // ... and the same host-side checks and keys every emitted sample goes through.
-        let hasher = stores().0.hasher();
-        let mut rows = Samples::default();
+        let mut columns = sotp_guest::Columns::new();
         for p in parsed {
-            validate_metric_name(p.metric).unwrap();
-            let labels = vec![("device".to_string(), p.device.to_string())];
+            columns.push(p.metric, &[("device", p.device)], p.value);
+        }
+        columns.emit().unwrap();
+        let mut rows = Samples::default();
+        for s in sotp_guest::take_emitted_series() {
+            validate_metric_name(&s.metric).unwrap();
+            let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
             let labels = normalize_labels("bench", labels).unwrap();
-            rows.push(
-                hasher.key("bench", p.metric.to_string(), labels),
-                0,
-                p.value,
-            );
+            let key = hasher.key("bench", s.metric, labels);
+            rows.extend_series(key, s.values.into_iter().map(|v| (0, v)));
+        }
+        black_box(rows);
+    });
+    // ... and a record per sample.
+    let t_native_rows = median_per_iter(9, 30, || {
+        let mut parsed = Vec::with_capacity(2048);
+        logic::parse_lines(&payload, &mut parsed);
+        let mut out = sotp_guest::Samples::new();
+        for p in parsed {
+            out.push(p.metric, p.value).label("device", p.device);
+        }
+        out.emit().unwrap();
+        let mut rows = Samples::default();
+        for s in sotp_guest::take_emitted() {
+            validate_metric_name(&s.metric).unwrap();
+            let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
+            let labels = normalize_labels("bench", labels).unwrap();
+            rows.push(hasher.key("bench", s.metric, labels), 0, s.value);
         }
         black_box(rows);
     });
@@ -236,15 +258,36 @@ fn main() {
     );
     println!(
         "{:<58} {:>12}",
-        format!("parse 64 KiB into {samples_per_batch} samples, as a guest (incl. emit)"),
+        format!("parse 64 KiB into {samples_per_batch} samples, as a guest, columns"),
         fmt(t_guest)
     );
-    println!("{:<58} {:>12}", "the same logic natively", fmt(t_native));
     println!(
-        "\nguest / native ratio for sample building: {:.2}x  ({:.0} ns vs {:.0} ns per sample)",
+        "{:<58} {:>12}",
+        "the same logic natively, columns",
+        fmt(t_native)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "the same as a guest, a record per sample",
+        fmt(t_guest_rows)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "the same natively, a record per sample",
+        fmt(t_native_rows)
+    );
+    let per = |t: Duration| t.as_nanos() as f64 / samples_per_batch as f64;
+    println!(
+        "\nguest / native ratio for sample building, columns (emit.series): {:.2}x  ({:.0} ns vs {:.0} ns per sample)",
         t_guest.as_secs_f64() / t_native.as_secs_f64(),
-        t_guest.as_nanos() as f64 / samples_per_batch as f64,
-        t_native.as_nanos() as f64 / samples_per_batch as f64
+        per(t_guest),
+        per(t_native)
+    );
+    println!(
+        "guest / native ratio for sample building, rows (emit.samples):    {:.2}x  ({:.0} ns vs {:.0} ns per sample)",
+        t_guest_rows.as_secs_f64() / t_native_rows.as_secs_f64(),
+        per(t_guest_rows),
+        per(t_native_rows)
     );
 }
 

@@ -295,3 +295,72 @@ fn a_tenants_concurrent_calls_and_live_instances_are_capped() {
     let (status, body) = small.upload(&manifest("three", "2", "1s", ""), &wasm, true);
     assert_eq!(status, 201, "{body}");
 }
+
+#[test]
+fn a_granted_scratch_directory_keeps_state_within_its_quota() {
+    let mut server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let keeper = |bytes: u64| {
+        manifest(
+            "keeper",
+            "1",
+            "200ms",
+            &format!(
+                "[grants]\nscratch = \"64KiB\"\n[config]\nmode = \"scratch\"\nbytes = {bytes}\n"
+            ),
+        )
+    };
+    acme.push(&keeper(1 << 20), ATTACKER);
+    let counted = acme.wait_for("the counter to grow", Duration::from_secs(30), |api| {
+        let points = api.points("scratch_counter", "1h");
+        points
+            .iter()
+            .map(|p| p.2)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+            .filter(|max| *max >= 3.0)
+    });
+    assert!(
+        acme.points("scratch_big_written", "1h")
+            .iter()
+            .all(|p| p.2 == 0.0),
+        "1 MiB does not fit a 64 KiB quota"
+    );
+    // A write past the quota fails like one to a full disk (wasi-libc says EIO, 29).
+    let log = acme.component("keeper")["recent_log"].to_string();
+    assert!(log.contains("writing 1048576 bytes: I/O error"), "{log}");
+    // What fits is written.
+    let wasm = std::fs::read(ATTACKER).unwrap();
+    let (status, body) = acme.upload(&keeper(16 << 10), &wasm, true);
+    assert_eq!(status, 201, "{body}");
+    acme.wait_for("a write within the quota", Duration::from_secs(30), |api| {
+        api.points("scratch_big_written", "1h")
+            .iter()
+            .any(|p| p.2 == 1.0)
+            .then_some(())
+    });
+    // The state outlives a restart (and the new version).
+    server.stop();
+    server.restart();
+    let acme = server.api(&acme.token);
+    acme.wait_for("the counter to go on", Duration::from_secs(30), |api| {
+        let after = api
+            .points("scratch_counter", "1h")
+            .iter()
+            .map(|p| p.2)
+            .fold(0.0, f64::max);
+        (after > counted + 1.0).then_some(())
+    });
+    let dir = server.data_path().join("scratch/acme/keeper");
+    assert!(dir.join("counter").exists());
+    // A manifest cannot ask for more than the operator allows; deleting the component
+    // deletes its directory.
+    let (status, body) = acme.upload(
+        &manifest("greedy", "1", "1s", "[grants]\nscratch = \"1GiB\"\n"),
+        &wasm,
+        true,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["key"], "grants.scratch");
+    assert_eq!(acme.delete("/v1/components/keeper").0, 204);
+    assert!(!dir.exists());
+}

@@ -3,12 +3,14 @@
 //!
 //! - `noop`: return at once (the cost of a call across the boundary);
 //! - `imports:<n>`: call the host's `emit.samples` with an empty batch n times;
-//! - `parse`: turn the payload into samples with `logic.rs` and emit them in one batch.
+//! - `parse`: turn the payload into samples with `logic.rs` and emit them column-wise
+//!   (`Columns`: one `series-values` per device) in one batch;
+//! - `parse-rows`: the same, one `sample` record per value (`Samples`).
 
 #[path = "logic.rs"]
 mod logic;
 
-use sotp_guest::{Collector, Config, Samples};
+use sotp_guest::{Collector, Columns, Config, Samples};
 
 struct Bench;
 
@@ -30,9 +32,16 @@ impl Collector for Bench {
         }
         let mut parsed = Vec::with_capacity(2048);
         logic::parse_lines(payload, &mut parsed);
-        let mut out = Samples::new();
+        if topic == "parse-rows" {
+            let mut out = Samples::new();
+            for p in parsed {
+                out.push(p.metric, p.value).label("device", p.device);
+            }
+            return out.emit();
+        }
+        let mut out = Columns::new();
         for p in parsed {
-            out.push(p.metric, p.value).label("device", p.device);
+            out.push(p.metric, &[("device", p.device)], p.value);
         }
         out.emit()
     }

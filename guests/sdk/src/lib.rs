@@ -22,6 +22,11 @@
 //!
 //! State lives in the value `init` returns; the host calls one export at a time per
 //! instance. A new instance (after a trap, or a new version) starts from `init` again.
+//!
+//! Two ways to emit samples: [`Samples`], a record per sample, and [`Columns`], every value
+//! of a series gathered under one metric and label set — much cheaper across the boundary
+//! when a batch holds several values per series (interface counters over time, a sensor's
+//! readings), and counted the same against the limits.
 
 /// The raw `wit-bindgen` bindings.
 #[doc(hidden)]
@@ -37,7 +42,10 @@ pub mod bindings {
 
 pub use bindings::Guest;
 pub use bindings::Tick;
-pub use bindings::sotp::telemetry::types::{Error, Label, Level, LogRecord, Sample};
+pub use bindings::sotp::telemetry::types::{Error, Label, Level, LogRecord, Sample, SeriesValues};
+
+mod columns;
+pub use columns::Columns;
 
 /// The host interfaces, for calls the helpers below do not cover.
 pub mod host {
@@ -174,7 +182,19 @@ impl Config {
     }
 }
 
-/// A batch of samples, sent to the host in one call.
+impl Columns {
+    /// Hand the gathered series to the host (`emit.series`) and clear them.
+    pub fn emit(&mut self) -> Result<(), String> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let batch = self.take();
+        host::emit::series(&batch).map_err(|e| describe(&e))
+    }
+}
+
+/// A batch of samples, sent to the host in one call (one record per sample). Many values
+/// of few series cost less as [`Columns`].
 #[derive(Default)]
 pub struct Samples {
     batch: Vec<Sample>,

@@ -7,6 +7,7 @@ mod emit;
 mod inventory;
 mod log;
 mod mqtt;
+pub(crate) mod scratch;
 mod secrets;
 mod snmp;
 mod ssh;
@@ -105,6 +106,8 @@ pub struct InstanceEnv {
     pub telemetry: Arc<TelemetryStore>,
     /// The tenant's budget: series quota, instance slots, call slots.
     pub budget: Arc<TenantBudget>,
+    /// The component's scratch directory on the host, if its manifest grants one.
+    pub scratch_dir: Option<std::path::PathBuf>,
     /// MQTT filters this version subscribed to (applied when it becomes active).
     pub subscriptions: parking_lot::Mutex<BTreeSet<String>>,
     /// Whether this version is the component's active one.
@@ -248,20 +251,47 @@ pub struct HostState {
     /// Hashes of series this call emitted that the store did not know (the series quota
     /// counts each once per call).
     pub(crate) new_series: std::collections::HashSet<u64>,
+    /// The quota of the scratch directory, if one is granted.
+    pub(crate) scratch: Option<scratch::ScratchQuota>,
 }
 
 impl HostState {
     pub fn new(env: Arc<InstanceEnv>, stdout: GuestOutput, stderr: GuestOutput) -> Self {
         // No preopened directories, no network, no inherited environment: the guest's only
         // way out is the SOTP interfaces, each checked against its grants.
-        let wasi = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        builder
             .stdout(stdout)
             .stderr(stderr)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .max_random_size(MAX_RANDOM_BYTES)
-            .build();
+            .max_random_size(MAX_RANDOM_BYTES);
+        // The one directory a component may be given: its own scratch space.
+        let scratch = match (&env.scratch_dir, env.manifest.grants.scratch) {
+            (Some(dir), Some(size)) => {
+                let opened = builder
+                    .preopened_dir(dir, scratch::GUEST_PATH, wasmtime_wasi::FsPerms::ReadWrite)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| {
+                        scratch::ScratchQuota::open(dir, size.0).map_err(|e| e.to_string())
+                    });
+                match opened {
+                    Ok(quota) => Some(quota),
+                    Err(e) => {
+                        env.stats.log(
+                            crate::stats::LogLevel::Error,
+                            crate::stats::LogSource::Host,
+                            Some(env.version),
+                            &format!("the scratch directory is not available: {e}"),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let wasi = builder.build();
         let memory = MemoryCap {
             max_bytes: env.manifest.limits.memory.0 as usize,
         };
@@ -282,6 +312,7 @@ impl HostState {
             out: Emitted::default(),
             snmp_sessions: Default::default(),
             new_series: Default::default(),
+            scratch,
             clock,
         }
     }
@@ -347,6 +378,30 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// `wasi:filesystem/types` as this instance sees it: wasmtime-wasi's, with the scratch
+    /// directory's quota.
+    fn scratch_view(&mut self) -> scratch::ScratchView<'_> {
+        scratch::ScratchView {
+            inner: wasmtime_wasi::filesystem::WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            quota: self.scratch.as_mut(),
+        }
+    }
+
+    /// Start a call: the scratch directory's quota is measured again.
+    pub(crate) fn begin_call(&mut self) {
+        self.clock.started = Instant::now();
+        self.clock.in_host = Duration::ZERO;
+        self.new_series.clear();
+        if let Some(q) = self.scratch.as_mut() {
+            q.begin_call();
+        }
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -363,6 +418,13 @@ impl sotp::telemetry::types::Host for HostState {}
 pub fn collector_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    // The filesystem functions again, with the scratch directory's quota (host::scratch).
+    linker.allow_shadowing(true);
+    wasmtime_wasi::p2::bindings::sync::filesystem::types::add_to_linker::<
+        HostState,
+        scratch::ScratchFs,
+    >(&mut linker, HostState::scratch_view)?;
+    linker.allow_shadowing(false);
     Collector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
@@ -423,6 +485,7 @@ pub(crate) mod testing {
             )),
             telemetry: store,
             budget,
+            scratch_dir: None,
             subscriptions: Default::default(),
             active: Default::default(),
         });

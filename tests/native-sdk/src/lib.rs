@@ -38,6 +38,26 @@ pub struct Sample {
 }
 
 #[derive(Clone, Debug)]
+pub struct SeriesValues {
+    pub metric: String,
+    pub labels: Vec<Label>,
+    pub values: Vec<f64>,
+    pub timestamps_ms: Vec<i64>,
+}
+
+#[path = "../../../guests/sdk/src/columns.rs"]
+mod columns;
+pub use columns::Columns;
+
+impl Columns {
+    pub fn emit(&mut self) -> Result<(), String> {
+        let batch = self.take();
+        EMITTED_SERIES.with(|e| e.borrow_mut().extend(batch));
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
 pub enum Error {
     Denied(String),
     Unavailable(String),
@@ -67,12 +87,18 @@ impl Config {
 
 thread_local! {
     static EMITTED: RefCell<Vec<Sample>> = const { RefCell::new(Vec::new()) };
+    static EMITTED_SERIES: RefCell<Vec<SeriesValues>> = const { RefCell::new(Vec::new()) };
     static SUBSCRIPTIONS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What the collector emitted since the last call.
 pub fn take_emitted() -> Vec<Sample> {
     EMITTED.with(|e| std::mem::take(&mut *e.borrow_mut()))
+}
+
+/// What the collector emitted column-wise since the last call.
+pub fn take_emitted_series() -> Vec<SeriesValues> {
+    EMITTED_SERIES.with(|e| std::mem::take(&mut *e.borrow_mut()))
 }
 
 /// The filters the collector subscribed to.

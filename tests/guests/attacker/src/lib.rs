@@ -17,7 +17,9 @@
 //! - `big-call`: hand the host one batch of ~3 MiB of labels in a single call;
 //! - `leak-resources`: create 2,000 WASI pollables and never drop them;
 //! - `log-flood`: write 10,000 log lines and 10,000 stdout lines;
-//! - `backup`: store a configuration backup of the `target` device.
+//! - `backup`: store a configuration backup of the `target` device;
+//! - `scratch`: count its calls in `/scratch/counter` (emitting `scratch_counter`), then try
+//!   to write `bytes` more (emitting `scratch_big_written` 1 or 0).
 //!
 //! It emits `attacker_alive` first in every tick, so the tests can tell a call ran.
 
@@ -26,6 +28,7 @@ use sotp_guest::{Collector, Config, Samples, Tick};
 struct Attacker {
     mode: String,
     target: String,
+    bytes: usize,
 }
 
 impl Collector for Attacker {
@@ -33,6 +36,7 @@ impl Collector for Attacker {
         Ok(Attacker {
             mode: config.str_or("mode", "spin").to_string(),
             target: config.str_or("target", "/etc/passwd").to_string(),
+            bytes: config.u64_or("bytes", 1 << 20) as usize,
         })
     }
 
@@ -186,6 +190,29 @@ impl Collector for Attacker {
                     println!("stdout flood {i}");
                 }
                 Ok(())
+            }
+            "scratch" => {
+                let path = "/scratch/counter";
+                let count = std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                let saved = std::fs::write(path, count.to_string());
+                if let Err(e) = &saved {
+                    sotp_guest::log::warn(&format!("writing {path}: {e}"));
+                }
+                out.push(
+                    "scratch_counter",
+                    if saved.is_ok() { count as f64 } else { -1.0 },
+                );
+                let big = std::fs::write("/scratch/big", vec![7u8; self.bytes]);
+                if let Err(e) = &big {
+                    sotp_guest::log::warn(&format!("writing {} bytes: {e}", self.bytes));
+                }
+                out.push("scratch_big_written", if big.is_ok() { 1.0 } else { 0.0 });
+                let _ = std::fs::remove_file("/scratch/big");
+                out.emit()
             }
             "backup" => {
                 sotp_guest::backups::store(&self.target, "hostname edge1\n")
