@@ -98,6 +98,43 @@ fn the_tour_works_from_the_command_line() {
     assert!(err.contains("no earlier active version"), "{err}");
     let failed = sotp(&server, "sotp_bogus", &["component", "list"]);
     assert!(String::from_utf8_lossy(&failed.stderr).contains("unauthorized"));
+
+    // A read-only token for dashboards: it reads, it cannot deploy.
+    let made = ok(sotp(
+        &server,
+        &token,
+        &[
+            "token",
+            "create",
+            "--name",
+            "grafana",
+            "--scope",
+            "read",
+            "--expires-in",
+            "90d",
+        ],
+    ));
+    let reader = made.split_whitespace().next().unwrap().to_string();
+    assert!(ok(sotp(&server, &reader, &["component", "list"])).contains("tick-counter"));
+    let refused = sotp(
+        &server,
+        &reader,
+        &["component", "push", manifest, "--wasm", TICK_COUNTER],
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("`deploy` scope"), "{err}");
+    let listed = ok(sotp(&server, &token, &["token", "list"]));
+    assert!(
+        listed.contains("grafana") && listed.contains("read"),
+        "{listed}"
+    );
+    // The tenant's quotas and usage.
+    let usage = ok(sotp(&server, &token, &["tenant", "show"]));
+    assert!(
+        usage.contains("tenant acme") && usage.contains("of 100000"),
+        "{usage}"
+    );
 }
 
 #[test]

@@ -18,6 +18,21 @@ pub enum TenantCmd {
         /// Quota: total memory of active components, e.g. 512MiB.
         #[arg(long)]
         max_memory: Option<String>,
+        /// Quota: distinct series (metric + label set).
+        #[arg(long)]
+        max_series: Option<u64>,
+        /// Quota: live component instances.
+        #[arg(long)]
+        max_instances: Option<u32>,
+        /// Quota: the tenant's calls running at once.
+        #[arg(long)]
+        max_concurrent_calls: Option<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a tenant's quotas and what it uses of them: your own tenant, or (admin) ID.
+    Show {
+        id: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -26,7 +41,8 @@ pub enum TenantCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Delete a tenant with all its components, tokens and secrets.
+    /// Delete a tenant and everything it owns: tokens, components, secrets, devices,
+    /// telemetry, backups, flows and files. A tenant created again with its id starts empty.
     Delete {
         id: String,
         #[command(flatten)]
@@ -83,6 +99,9 @@ pub async fn exec_tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             name,
             max_components,
             max_memory,
+            max_series,
+            max_instances,
+            max_concurrent_calls,
             client,
         } => {
             let c = Client::new(&client)?;
@@ -96,10 +115,52 @@ pub async fn exec_tenant(cmd: TenantCmd) -> anyhow::Result<()> {
             if let Some(m) = max_memory {
                 body["max_memory"] = json!(m);
             }
+            for (key, value) in [
+                ("max_series", max_series),
+                ("max_instances", max_instances.map(u64::from)),
+                ("max_concurrent_calls", max_concurrent_calls.map(u64::from)),
+            ] {
+                if let Some(v) = value {
+                    body[key] = json!(v);
+                }
+            }
             let v = c.post("/tenants", body).await?;
             c.print(&v, |v| {
                 println!("tenant {} created", s(&v["tenant"]["id"]));
                 println!("token (shown once): {}", s(&v["token"]["token"]));
+            });
+        }
+        TenantCmd::Show { id, client } => {
+            let c = Client::new(&client)?;
+            let path = match id {
+                Some(id) => format!("/tenants/{id}"),
+                None => "/tenant".to_string(),
+            };
+            let v = c.get(&path).await?;
+            c.print(&v, |v| {
+                let u = &v["usage"];
+                let l = &u["limits"];
+                println!("tenant {} ({})", s(&v["id"]), s(&v["name"]));
+                println!("  series           {:>10} of {}", s(&u["series"]), s(&l["max_series"]));
+                println!(
+                    "  live instances   {:>10} of {}",
+                    s(&u["live_instances"]),
+                    s(&l["max_instances"])
+                );
+                println!(
+                    "  running calls    {:>10} of {} ({} waiting)",
+                    s(&u["running_calls"]),
+                    s(&l["max_concurrent_calls"]),
+                    s(&u["waiting_calls"])
+                );
+                println!("  components quota {:>10}", s(&v["max_components"]));
+                println!("  memory quota     {:>10}", s(&v["max_memory_bytes"]));
+                println!(
+                    "  refused: {} emit batches (series quota), {} instances; {} calls waited for a slot",
+                    s(&u["series_refused"]),
+                    s(&u["instances_refused"]),
+                    s(&u["calls_waited"])
+                );
             });
         }
         TenantCmd::List { client } => {
