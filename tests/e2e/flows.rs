@@ -492,6 +492,29 @@ fn a_spoofed_sflow_agent_lands_nowhere() {
     assert!(mine.get("templates").is_none(), "{mine}");
     let (_, theirs) = victim.get("/v1/flows/status");
     assert_eq!(theirs["exporters"], serde_json::json!([]), "{theirs}");
+
+    // Without a default tenant, a source no tenant owns is not even decoded.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (strict, port) = start_listener(
+        other_dir.path(),
+        "sflow",
+        "[runtime.flows.exporters]\n\"10.0.0.1\" = \"victim\"\n",
+    );
+    let victim = strict.tenant("victim");
+    send(&frames.iter().collect::<Vec<_>>(), port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let s = strict.flow_status();
+        if s["unmapped_datagrams"].as_u64() == Some(frames.len() as u64) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "datagrams not dropped: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["records"]["sflow"], 0, "{status}");
+    assert_eq!(status["stored_rows"], 0, "{status}");
+    let (_, top) = victim.get("/v1/flows/top?start=0&end=now&by=exporter");
+    assert_eq!(top["rows"], serde_json::json!([]), "{top}");
 }
 
 /// An IPFIX datagram of observation domain `domain` announcing template 256 (eight fields).
