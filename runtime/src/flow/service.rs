@@ -101,6 +101,8 @@ pub struct FlowService {
     spare: Mutex<Vec<Vec<RawFlow>>>,
     sink_stop: Arc<AtomicBool>,
     sink_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The data dir, where `flow-templates.json` is written.
+    data: cap_std::fs::Dir,
 }
 
 impl FlowService {
@@ -180,6 +182,7 @@ impl FlowService {
             spare: Mutex::new(Vec::new()),
             sink_stop,
             sink_threads: Mutex::new(sink_threads),
+            data,
         });
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -208,7 +211,7 @@ impl FlowService {
         threads.push(
             std::thread::Builder::new()
                 .name("sotp-flow-templates".into())
-                .spawn(move || s.template_saver(data))?,
+                .spawn(move || s.template_saver())?,
         );
         *service.threads.lock() = threads;
         for addr in &service.bound {
@@ -221,10 +224,10 @@ impl FlowService {
     /// they have not sent yet stays in the store and is sent after the next start).
     pub fn shutdown(&self) {
         self.stop.store(true, Relaxed);
-        // The template saver writes what is unsaved once more before it returns.
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
+        self.save_templates();
         if let Err(e) = self.store.flush_rollups() {
             // The next start rebuilds them from the raw log.
             tracing::warn!(error = %e, "flow rollups not written at shutdown");
@@ -393,30 +396,31 @@ impl FlowService {
         }
     }
 
-    /// Write the template state when it changed, every [`TEMPLATES_SAVE_EVERY`] and once
-    /// more at shutdown: a snapshot under the decoder lock (cheap: templates are shared),
-    /// serialized and written (synced) outside it.
-    fn template_saver(&self, data: cap_std::fs::Dir) {
+    /// Write the template state when it changed, every [`TEMPLATES_SAVE_EVERY`]; `shutdown`
+    /// writes it once more after the receive threads have stopped.
+    fn template_saver(&self) {
         let mut last = Instant::now();
-        loop {
-            let stopping = self.stop.load(Relaxed);
-            if stopping || last.elapsed() >= TEMPLATES_SAVE_EVERY {
+        while !self.stop.load(Relaxed) {
+            if last.elapsed() >= TEMPLATES_SAVE_EVERY {
                 last = Instant::now();
-                let snapshot = self.decoder.lock().snapshot_templates();
-                if let Some(snapshot) = snapshot {
-                    let json = snapshot.to_json();
-                    let mode = crate::datadir::FILE_MODE;
-                    if let Err(e) = crate::datadir::write_atomic(&data, TEMPLATES_FILE, &json, mode)
-                    {
-                        tracing::warn!(error = %e, "could not persist flow templates");
-                        self.decoder.lock().templates_unsaved();
-                    }
-                }
-            }
-            if stopping {
-                return;
+                self.save_templates();
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Write the template state if it changed: a snapshot under the decoder lock (cheap:
+    /// templates are shared), serialized and written (synced) outside it.
+    fn save_templates(&self) {
+        let snapshot = self.decoder.lock().snapshot_templates();
+        let Some(snapshot) = snapshot else {
+            return;
+        };
+        let json = snapshot.to_json();
+        let mode = crate::datadir::FILE_MODE;
+        if let Err(e) = crate::datadir::write_atomic(&self.data, TEMPLATES_FILE, &json, mode) {
+            tracing::warn!(error = %e, "could not persist flow templates");
+            self.decoder.lock().templates_unsaved();
         }
     }
 
