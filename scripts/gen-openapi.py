@@ -98,7 +98,7 @@ paths = {
   "/v1/backups/{name}/text": {"get": op("A device's configuration at a revision (default latest), text/plain", params=[name, q("at", "commit id")], tag="backups")},
   "/v1/backups/{name}/diff": {"get": op("Unified diff between two revisions (default: the two latest changes)", params=[name, q("from", "commit id"), q("to", "commit id")], tag="backups")},
   "/v1/devices": {"get": op("The inventory", tag="devices", params=[q("tag", "only with this tag"), q("site", "only at this site"), q("role", "only with this role")])},
-  "/v1/devices/import": {"post": op("Create or replace devices in bulk: YAML/JSON list, or CSV (Content-Type: text/csv)", tag="devices", scope="inventory",
+  "/v1/devices/import": {"post": op("Create or replace devices in bulk: YAML/JSON list, or CSV (Content-Type: text/csv). Devices naming secrets need the secrets scope too, unless only their tags, site, role or parents change", tag="devices", scope="inventory",
         body={"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}})},
   "/v1/devices/{name}": {
     "get": op("A device", params=[name], tag="devices"),
@@ -107,7 +107,7 @@ paths = {
   "/v1/devices/{name}/interfaces": {"get": op("Interface names by ifIndex, as collectors reported them", params=[name], tag="devices"),
     "put": op("Replace the interface names by hand (devices no SNMP collector polls); flow queries name in_if/out_if from them", ok="204", params=[name], tag="devices", scope="inventory",
               body=json_body({"interfaces": {"type": "array", "items": {"type": "object", "required": ["index", "name"], "properties": {"index": {"type": "integer"}, "name": {"type": "string"}}}}}, ["interfaces"]))},
-  "/v1/devices/{name}/ssh-host-key": {"delete": op("Forget the pinned SSH host key (after a legitimate change)", ok="204", params=[name], tag="devices", scope="inventory")},
+  "/v1/devices/{name}/ssh-host-key": {"delete": op("Forget the pinned SSH host key (after a legitimate change); the next key offered is trusted, hence the secrets scope", ok="204", params=[name], tag="devices", scope="secrets")},
   "/v1/secrets": {"get": op("List secret names", tag="secrets")},
   "/v1/secrets/{name}": {"put": op("Set a secret (encrypted at rest; never returned)", ok="204", params=[name], tag="secrets", scope="secrets",
                                    body=json_body({"value": {"type": "string"}}, ["value"])),

@@ -335,6 +335,11 @@ impl FlowDecoder {
         self.cache.snapshot()
     }
 
+    /// Forget template spaces nothing arrived for since `before_ms`.
+    pub fn expire_idle_templates(&mut self, before_ms: i64) -> usize {
+        self.cache.expire_idle(before_ms)
+    }
+
     /// A snapshot could not be written: take one again next time.
     pub fn templates_unsaved(&mut self) {
         self.cache.mark_dirty();
@@ -370,6 +375,7 @@ impl FlowDecoder {
         dgram: &[u8],
         out: &mut DecodeOutput,
     ) -> Result<usize, DecodeError> {
+        self.cache.now_ms = now_ms;
         if dgram.len() < 4 {
             return Err(DecodeError::Truncated("header"));
         }

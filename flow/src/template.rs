@@ -8,9 +8,11 @@
 //! its templates — the "template not found" complaint of goflow2#309 and akvorado#697.
 //!
 //! The state is bounded ([`StateLimits`]): exporters are whoever sends a datagram, so the
-//! number of exporters, of template spaces (observation domains) per exporter, and of
-//! templates and samplers per space have caps; what would exceed one is refused and counted,
-//! and the exporters already known go on being decoded.
+//! number of exporters, of template spaces (observation domains) per exporter, of templates
+//! and samplers per space, and of template fields in all have caps; what would exceed one is
+//! refused and counted, and the exporters already known go on being decoded. Spaces nothing
+//! arrives for are forgotten after a while ([`TemplateCache::expire_idle`]), so slots taken
+//! by exporters that went away (or never were: spoofed sources) come free.
 
 use super::DecodeError;
 use super::bytes::Cursor;
@@ -224,6 +226,9 @@ pub struct DomainState {
     pub samplers: Map<u64, u32>,
     /// IPFIX systemInitTimeMilliseconds: anchors sysUpTime-relative IEs 21/22.
     pub system_init_ms: Option<i64>,
+    /// When a template or data of this space last arrived (ms since the epoch), for
+    /// [`TemplateCache::expire_idle`].
+    pub last_seen_ms: i64,
 }
 
 /// Caps of the template state (see the module doc).
@@ -237,6 +242,9 @@ pub struct StateLimits {
     pub templates_per_domain: usize,
     /// Sampler ids per template space.
     pub samplers_per_domain: usize,
+    /// Fields of all templates together: what bounds the state's memory (a few dozen bytes
+    /// each), whatever the caps above multiply to.
+    pub fields: usize,
 }
 
 impl Default for StateLimits {
@@ -246,6 +254,7 @@ impl Default for StateLimits {
             domains_per_exporter: 64,
             templates_per_domain: 512,
             samplers_per_domain: 1024,
+            fields: 2_000_000,
         }
     }
 }
@@ -256,6 +265,10 @@ pub struct TemplateCache {
     /// Template spaces per exporter, for the caps.
     exporters: Map<IpAddr, usize>,
     limits: StateLimits,
+    /// Fields of all templates held.
+    fields: usize,
+    /// The time of the datagram being decoded (ms since the epoch), for `last_seen_ms`.
+    pub now_ms: i64,
     pub dirty: bool,
     /// Templates, options or domains refused by a cap.
     pub refused: u64,
@@ -338,6 +351,11 @@ impl TemplateCache {
     pub fn from_json(json: &[u8], limits: StateLimits) -> Result<Self, String> {
         let saved: Vec<SavedDomain> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         let mut cache = TemplateCache::with_limits(limits);
+        // Loaded spaces count as seen now (they expire if nothing comes for them).
+        cache.now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         for d in saved {
             for (id, rate) in d.samplers.into_iter().take(limits.samplers_per_domain) {
                 if let Some(state) = cache.admit(d.key) {
@@ -351,11 +369,51 @@ impl TemplateCache {
             state.system_init_ms = d.system_init_ms;
             for t in d.templates.into_iter().take(limits.templates_per_domain) {
                 let tpl = Template::new(d.key.protocol, t.fields, t.options, t.scope_fields);
-                state.templates.insert(t.id, Arc::new(tpl));
+                cache.insert(d.key, t.id, tpl);
             }
         }
         cache.dirty = false;
         Ok(cache)
+    }
+
+    /// Forget the template spaces nothing arrived for since `before_ms` (their exporters
+    /// went away, or never were: a spoofed source). Returns how many went.
+    pub fn expire_idle(&mut self, before_ms: i64) -> usize {
+        let idle: Vec<DomainKey> = self
+            .domains
+            .iter()
+            .filter(|(_, d)| d.last_seen_ms < before_ms)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &idle {
+            self.remove_domain(*key);
+        }
+        if !idle.is_empty() {
+            self.dirty = true;
+        }
+        idle.len()
+    }
+
+    fn remove_domain(&mut self, key: DomainKey) {
+        let Some(state) = self.domains.remove(&key) else {
+            return;
+        };
+        self.fields -= state
+            .templates
+            .values()
+            .map(|t| t.specs.len())
+            .sum::<usize>();
+        if let Some(n) = self.exporters.get_mut(&key.exporter) {
+            *n -= 1;
+            if *n == 0 {
+                self.exporters.remove(&key.exporter);
+            }
+        }
+    }
+
+    /// Fields of all templates held.
+    pub fn field_count(&self) -> usize {
+        self.fields
     }
 
     pub fn limits(&self) -> StateLimits {
@@ -385,45 +443,54 @@ impl TemplateCache {
             *self.exporters.entry(key.exporter).or_default() += 1;
             self.domains.insert(key, DomainState::default());
         }
-        self.domains.get_mut(&key)
+        let now = self.now_ms;
+        let state = self.domains.get_mut(&key)?;
+        state.last_seen_ms = now;
+        Some(state)
     }
 
     /// The state of `key` if it has any (data sets are decoded against it; they never
-    /// create state).
+    /// create state, but keep it from expiring).
     pub fn domain(&mut self, key: DomainKey) -> Option<&mut DomainState> {
-        self.domains.get_mut(&key)
+        let now = self.now_ms;
+        let state = self.domains.get_mut(&key)?;
+        state.last_seen_ms = now;
+        Some(state)
     }
 
     /// Learn a template; returns true if it is new or changed (false also when a cap
     /// refused it: counted in `refused`).
     pub fn insert(&mut self, key: DomainKey, id: u16, tpl: Template) -> bool {
         let max = self.limits.templates_per_domain;
+        let (fields, max_fields) = (self.fields, self.limits.fields);
         let Some(state) = self.admit(key) else {
             return false;
         };
+        let replaced = state.templates.get(&id).map(|t| t.specs.len());
         let same = state.templates.get(&id).is_some_and(|t| {
             t.specs == tpl.specs && t.options == tpl.options && t.scope_fields == tpl.scope_fields
         });
         if same {
             return false;
         }
-        if !state.templates.contains_key(&id) && state.templates.len() >= max {
+        let after = fields - replaced.unwrap_or(0) + tpl.specs.len();
+        if (replaced.is_none() && state.templates.len() >= max) || after > max_fields {
             self.refused += 1;
             return false;
         }
         state.templates.insert(id, Arc::new(tpl));
+        self.fields = after;
         self.dirty = true;
         true
     }
 
     pub fn withdraw(&mut self, key: DomainKey, id: Option<u16>) {
         if let Some(state) = self.domains.get_mut(&key) {
-            match id {
-                Some(id) => {
-                    state.templates.remove(&id);
-                }
-                None => state.templates.clear(),
-            }
+            let gone: usize = match id {
+                Some(id) => state.templates.remove(&id).map_or(0, |t| t.specs.len()),
+                None => state.templates.drain().map(|(_, t)| t.specs.len()).sum(),
+            };
+            self.fields -= gone;
             self.dirty = true;
         }
     }
@@ -550,6 +617,7 @@ mod tests {
             domains_per_exporter: 2,
             templates_per_domain: 4,
             samplers_per_domain: 2,
+            fields: 1000,
         };
         let mut cache = TemplateCache::with_limits(limits);
         let key = |e: u8, domain: u32| DomainKey {
@@ -584,6 +652,42 @@ mod tests {
         assert_eq!(back.template_count(), cache.template_count());
         assert_eq!(back.exporter_count(), 3);
         assert!(TemplateCache::from_json(b"{ not json", limits).is_err());
+    }
+
+    #[test]
+    fn all_fields_together_are_capped_and_idle_spaces_expire() {
+        let limits = StateLimits {
+            fields: 10,
+            ..Default::default()
+        };
+        let mut cache = TemplateCache::with_limits(limits);
+        let key = |e: u8| DomainKey {
+            protocol: FlowProtocol::Ipfix,
+            exporter: IpAddr::from([192, 0, 2, e]),
+            domain: 0,
+        };
+        let four = || {
+            Template::new(
+                FlowProtocol::Ipfix,
+                (0..4).map(|i| spec(8 + i, 4)).collect(),
+                false,
+                0,
+            )
+        };
+        cache.now_ms = 1_000;
+        assert!(cache.insert(key(1), 256, four()));
+        assert!(cache.insert(key(2), 256, four()));
+        assert!(!cache.insert(key(3), 256, four()), "12 fields > 10");
+        assert_eq!(cache.field_count(), 8);
+        cache.withdraw(key(2), None);
+        assert_eq!(cache.field_count(), 4);
+        // Exporter 1 keeps sending; 2 and 3 went quiet.
+        cache.now_ms = 5_000;
+        assert!(cache.domain(key(1)).is_some());
+        assert_eq!(cache.expire_idle(2_000), 2);
+        assert_eq!(cache.exporter_count(), 1);
+        assert_eq!(cache.field_count(), 4);
+        assert!(cache.insert(key(3), 256, four()), "room again");
     }
 
     #[test]

@@ -68,6 +68,22 @@ impl Drop for CallSlot {
     }
 }
 
+/// One waiting call, counted until dropped.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 /// What the tenant holds now, against its limits.
 #[derive(Clone, Debug, Serialize)]
 pub struct Usage {
@@ -135,10 +151,13 @@ impl TenantBudget {
             Ok(p) => p,
             Err(_) => {
                 self.counters.calls_waited.fetch_add(1, Relaxed);
-                self.waiting_calls.fetch_add(1, Relaxed);
-                let p = self.calls.clone().acquire_owned().await;
-                self.waiting_calls.fetch_sub(1, Relaxed);
-                p.expect("the call semaphore is never closed")
+                // Counted while waiting, also if the wait is given up (the future dropped).
+                let _waiting = Waiting::new(&self.waiting_calls);
+                self.calls
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the call semaphore is never closed")
             }
         };
         self.running_calls.fetch_add(1, Relaxed);

@@ -9,8 +9,8 @@
 //! Calls run on the blocking pool, each after taking one of its tenant's call slots
 //! (`budget`), and nothing that blocks — the guest, SQLite — runs on an async worker. Queued
 //! messages are handled in batches with one commit, but a batch is cut (and committed) as
-//! soon as what it emitted reaches the component's `limits.max_emit_bytes`, so batching never
-//! makes the host hold more than one call may.
+//! soon as what it emitted reaches the component's `limits.max_emit_bytes`, so batching
+//! holds less than two calls' worth (the budget, plus what the call that reached it added).
 
 use crate::host::{Emitted, WitTick};
 use crate::instance::{Call, CallReport, LoadedVersion, Outcome};
@@ -97,6 +97,8 @@ pub struct ComponentHandle {
     tick_pending: AtomicBool,
     /// Held by the queue task while it handles a job: `stopped` waits on it.
     busy: tokio::sync::Mutex<()>,
+    /// Set by `retire`: no version is ever activated again.
+    retired: AtomicBool,
     state: Mutex<ComponentState>,
     deps: Deps,
 }
@@ -120,6 +122,7 @@ impl ComponentHandle {
             next_tick_seq: AtomicU64::new(last_tick_seq + 1),
             tick_pending: AtomicBool::new(false),
             busy: tokio::sync::Mutex::new(()),
+            retired: AtomicBool::new(false),
             state: Mutex::new(ComponentState::Inactive),
             deps,
         });
@@ -152,6 +155,9 @@ impl ComponentHandle {
         version: Arc<LoadedVersion>,
     ) -> Result<Duration, String> {
         let _guard = self.activation_lock.lock().await;
+        if self.retired.load(Ordering::Acquire) {
+            return Err("the component was removed".into());
+        }
         let number = version.version();
         let warming = version.clone();
         let slot = self.deps.budget.call_slot().await;
@@ -207,8 +213,16 @@ impl ComponentHandle {
         Ok(warm_time)
     }
 
-    /// Wait until no job of this component runs (after `deactivate`, whatever was running
-    /// has finished and committed, and nothing more will).
+    /// Stop for good: wait for an activation in progress, deactivate, and refuse every
+    /// later one (the component or its tenant is being deleted).
+    pub async fn retire(&self) {
+        let _guard = self.activation_lock.lock().await;
+        self.retired.store(true, Ordering::Release);
+        self.deactivate();
+    }
+
+    /// Wait until no job of this component runs (after `retire`, whatever was running has
+    /// finished and committed, and nothing more will).
     pub async fn stopped(&self) {
         let _idle = self.busy.lock().await;
     }

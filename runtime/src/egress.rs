@@ -72,10 +72,7 @@ impl EgressPolicy {
 
     /// Whether SOTP may connect to `address` for a tenant.
     pub fn check(&self, address: IpAddr) -> Result<(), Refused> {
-        let ip = match address {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(address),
-            v4 => v4,
-        };
+        let ip = embedded_v4(address);
         let refuse = |reason| Err(Refused { address, reason });
         if self.config.deny.iter().any(|n| n.contains(&ip)) {
             return refuse("it is in runtime.egress.deny");
@@ -124,6 +121,27 @@ impl EgressPolicy {
             Some(r) => r.into(),
             None => EgressError::Resolve(host.to_string(), "no addresses".into()),
         })
+    }
+}
+
+/// The IPv4 address an IPv6 one stands for, if any: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`, deprecated but routable by some stacks) and the NAT64 prefix
+/// (`64:ff9b::a.b.c.d`, which a NAT64 gateway forwards to that IPv4 address).
+fn embedded_v4(address: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = address else {
+        return address;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let s = v6.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let compatible = s[..6].iter().all(|x| *x == 0) && u32::from(low) > 1;
+    let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0);
+    if compatible || nat64 {
+        IpAddr::V4(low)
+    } else {
+        address
     }
 }
 
@@ -194,6 +212,9 @@ mod tests {
             "255.255.255.255",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
         ] {
             assert!(p.check(ip(refused)).is_err(), "{refused} must be refused");
         }

@@ -153,6 +153,26 @@ impl Device {
         Ok(())
     }
 
+    /// Whether the device's credentials name tenant secrets.
+    pub fn uses_secrets(&self) -> bool {
+        let snmp = self.snmp.as_ref().is_some_and(|s| {
+            s.community_secret.is_some() || s.auth_secret.is_some() || s.priv_secret.is_some()
+        });
+        let ssh = self
+            .ssh
+            .as_ref()
+            .is_some_and(|s| s.password_secret.is_some() || s.key_secret.is_some());
+        snmp || ssh
+    }
+
+    /// Whether `other` sends the same credentials to the same place: same address, ports,
+    /// users and secret references (tags, site, role and parents may differ).
+    pub fn same_reach(&self, other: &Device) -> bool {
+        self.address.trim() == other.address.trim()
+            && self.snmp == other.snmp
+            && self.ssh == other.ssh
+    }
+
     /// All devices this one names as a parent.
     pub fn all_parents(&self) -> BTreeSet<&str> {
         self.parents

@@ -149,6 +149,15 @@ pub struct MqttHub {
     egress: crate::egress::EgressPolicy,
 }
 
+/// Settings that are valid and whose broker the egress policy allows.
+fn settings_ok(s: &MqttSettings, egress: &crate::egress::EgressPolicy) -> Result<(), String> {
+    s.validate()?;
+    egress
+        .resolve(&s.host, s.port)
+        .map(|_| ())
+        .map_err(|e| format!("host: {e}"))
+}
+
 /// The client id of a tenant's session (see `MqttSettings::client_id`).
 pub fn client_id(tenant: &str) -> String {
     format!("sotp-{tenant}")
@@ -198,6 +207,10 @@ impl MqttHub {
         tenant: &str,
         settings: Option<MqttSettings>,
     ) -> Result<(), String> {
+        // A broker the egress policy refuses leaves the current session as it is.
+        if let Some(s) = &settings {
+            settings_ok(s, &self.egress)?;
+        }
         let old = self.sessions.lock().remove(tenant);
         if let Some(old) = old {
             let client = old.client.clone();

@@ -143,6 +143,8 @@ pub struct Runtime {
     /// The flow pipeline, when `[flows]` configures a listener.
     pub flows: Option<Arc<FlowService>>,
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
+    /// Tenants being deleted: no component handle is made for them (under `components`).
+    deleting: parking_lot::Mutex<std::collections::HashSet<String>>,
     budgets: RwLock<HashMap<String, Arc<TenantBudget>>>,
     wasm: crate::wasm_store::WasmStore,
     /// `<data_dir>/scratch`: components' scratch directories, by tenant and component.
@@ -281,7 +283,14 @@ impl Runtime {
             egress,
         ));
         let flows = if config.flows.enabled() {
-            Some(FlowService::start(config.flows.clone(), dir)?)
+            let service = FlowService::start(config.flows.clone(), dir)?;
+            // Flows are stored only for tenants that exist.
+            let live: Vec<String> = state.tenants()?.into_iter().map(|t| t.id).collect();
+            for missing in service.mapped_tenants().filter(|t| !live.contains(t)) {
+                tracing::warn!(tenant = %missing, "runtime.flows maps exporters to a tenant that does not exist: its flows are dropped (sotp_flow_unmapped_total) until it is created");
+            }
+            service.store.set_live_tenants(Some(live));
+            Some(service)
         } else {
             None
         };
@@ -295,6 +304,7 @@ impl Runtime {
             mqtt,
             backups,
             components: RwLock::new(HashMap::new()),
+            deleting: Default::default(),
             budgets: RwLock::new(HashMap::new()),
             wasm,
             scratch,
@@ -307,7 +317,7 @@ impl Runtime {
 
     /// Bring back every component that had an active version, then report ready.
     pub async fn restore(self: &Arc<Self>) {
-        let records = match self.state.all_components() {
+        let records = match self.blocking(|rt| Ok(rt.state.all_components()?)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list components to restore");
@@ -315,7 +325,13 @@ impl Runtime {
             }
         };
         for record in records {
-            let handle = self.handle(&record.tenant, &record.name, record.last_tick_seq);
+            let handle = match self.handle(&record.tenant, &record.name, record.last_tick_seq) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(tenant = %record.tenant, component = %record.name, error = %e, "not restored");
+                    continue;
+                }
+            };
             if let Some(version) = record.active_version {
                 match self.start_version(&handle, version).await {
                     Ok(_) => {
@@ -329,18 +345,22 @@ impl Runtime {
         }
         // Brokers connect only now that every component's subscriptions are back: a message
         // redelivered at connect time must find its component.
-        match self.state.settings(MQTT_SETTING) {
-            Ok(all) => {
-                for (tenant, text) in all {
+        // (On the blocking pool: reading the settings and resolving the brokers' names block.)
+        let started = self
+            .blocking(|rt| {
+                for (tenant, text) in rt.state.settings(MQTT_SETTING)? {
                     let started = serde_json::from_str::<MqttSettings>(&text)
                         .map_err(|e| e.to_string())
-                        .and_then(|s| self.mqtt.configure(&tenant, Some(s)));
+                        .and_then(|s| rt.mqtt.configure(&tenant, Some(s)));
                     if let Err(e) = started {
                         tracing::error!(%tenant, error = %e, "cannot start the tenant's MQTT session");
                     }
                 }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot read MQTT settings"),
+                Ok(())
+            })
+            .await;
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot read MQTT settings");
         }
         self.ready.store(true, Ordering::Release);
     }
@@ -375,18 +395,21 @@ impl Runtime {
 
     // ---- authentication and tenants --------------------------------------------------------
 
-    /// The caller a token stands for. Memory only (see `tokens`): no database access per
-    /// request.
-    pub fn authenticate(&self, token: &str) -> Result<Principal, RuntimeError> {
+    /// The caller a token stands for, and when the token expires. Memory only (see
+    /// `tokens`): no database access per request.
+    pub fn authenticate(&self, token: &str) -> Result<(Principal, Option<i64>), RuntimeError> {
         match self.state.authenticate(token, crate::now_ms()) {
             Ok(TokenInfo {
-                role: Role::Admin, ..
-            }) => Ok(Principal::Admin),
+                role: Role::Admin,
+                expires_ms,
+                ..
+            }) => Ok((Principal::Admin, expires_ms)),
             Ok(TokenInfo {
                 tenant: Some(tenant),
                 scopes,
+                expires_ms,
                 ..
-            }) => Ok(Principal::Tenant { tenant, scopes }),
+            }) => Ok((Principal::Tenant { tenant, scopes }, expires_ms)),
             Ok(_) | Err(AuthError::Unknown) => {
                 self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
                 Err(RuntimeError::Unauthorized(
@@ -432,6 +455,9 @@ impl Runtime {
             )));
         }
         let token = self.issue_token(Some(id), TokenRequest::full("initial"))?;
+        if let Some(flows) = &self.flows {
+            flows.store.tenant_created(id);
+        }
         Ok((tenant, token))
     }
 
@@ -492,6 +518,7 @@ impl Runtime {
             .await?;
         let handles: Vec<Arc<ComponentHandle>> = {
             let mut components = self.components.write();
+            self.deleting.lock().insert(id.to_string());
             let keys: Vec<Key> = components
                 .keys()
                 .filter(|(t, _)| t == id)
@@ -499,8 +526,19 @@ impl Runtime {
                 .collect();
             keys.iter().filter_map(|k| components.remove(k)).collect()
         };
+        let result = self.purge_tenant(id, handles).await;
+        self.deleting.lock().remove(id);
+        result
+    }
+
+    /// Stop a tenant's components, then delete what it owns (see `delete_tenant`).
+    async fn purge_tenant(
+        self: &Arc<Self>,
+        id: &str,
+        handles: Vec<Arc<ComponentHandle>>,
+    ) -> Result<(), RuntimeError> {
         for h in &handles {
-            h.deactivate();
+            h.retire().await;
         }
         for h in &handles {
             h.stopped().await;
@@ -709,7 +747,7 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(e.to_string()))??
         };
         let name = manifest.name.clone();
-        self.handle(tenant, &name, 0).host_log(
+        self.handle(tenant, &name, 0)?.host_log(
             crate::stats::LogLevel::Info,
             Some(version),
             &format!(
@@ -749,7 +787,7 @@ impl Runtime {
                 let manifest =
                     Manifest::parse(&record.manifest, &rt.config.limits.manifest_bounds())?;
                 rt.check_memory_quota(&rt.tenant(&t)?, &n, &manifest)?;
-                Ok(rt.handle(&t, &n, 0))
+                rt.handle(&t, &n, 0)
             })
             .await?;
         let previous = handle.active().map(|v| v.version());
@@ -849,7 +887,7 @@ impl Runtime {
     ) -> Result<ComponentView, RuntimeError> {
         self.require_component(tenant, name)?;
         let versions = self.state.versions(tenant, name)?;
-        let handle = self.handle(tenant, name, 0);
+        let handle = self.handle(tenant, name, 0)?;
         let active = handle.active();
         Ok(ComponentView {
             name: name.to_string(),
@@ -870,7 +908,7 @@ impl Runtime {
         lines: usize,
     ) -> Result<Vec<LogLine>, RuntimeError> {
         self.require_component(tenant, name)?;
-        Ok(self.handle(tenant, name, 0).stats.recent_log(lines))
+        Ok(self.handle(tenant, name, 0)?.stats.recent_log(lines))
     }
 
     /// Push a message to a component's `on-message`; resolves when its output is durable.
@@ -885,7 +923,7 @@ impl Runtime {
         let handle = self
             .blocking(move |rt| {
                 rt.require_component(&t, &n)?;
-                Ok(rt.handle(&t, &n, 0))
+                rt.handle(&t, &n, 0)
             })
             .await?;
         handle.deliver(topic, payload).await.map_err(|e| match e {
@@ -909,7 +947,7 @@ impl Runtime {
             &self.config.limits.manifest_bounds(),
         )?);
         let name = manifest.name.clone();
-        let handle = self.handle(tenant, &name, 0);
+        let handle = self.handle(tenant, &name, 0)?;
         let env = self.instance_env(tenant, &name, 0, manifest, Some(&handle));
         let loaded = LoadedVersion::native(env.clone(), collector);
         handle
@@ -924,19 +962,47 @@ impl Runtime {
     // ---- devices -------------------------------------------------------------------------
 
     /// Create or replace one device; true if it is new.
-    pub fn put_device(&self, tenant: &str, device: Device) -> Result<bool, RuntimeError> {
-        Ok(self.import_devices(tenant, vec![device])? == 1)
+    pub fn put_device(
+        &self,
+        tenant: &str,
+        device: Device,
+        scopes: Scopes,
+    ) -> Result<bool, RuntimeError> {
+        Ok(self.import_devices(tenant, vec![device], scopes)? == 1)
     }
 
     /// Create or replace devices in one transaction, after checking every one of them and
     /// that every parent they name exists (in the inventory or the same import). Returns how
     /// many were new.
+    ///
+    /// `scopes` are the caller's: a device's credentials are secrets of the tenant, used by
+    /// whatever component is granted the device, so creating a device that names secrets, or
+    /// changing such a device's address, ports or secret references (which could send its
+    /// password to another host), needs the `secrets` scope on top of `inventory`.
     pub fn import_devices(
         &self,
         tenant: &str,
         devices: Vec<Device>,
+        scopes: Scopes,
     ) -> Result<usize, RuntimeError> {
         self.tenant(tenant)?;
+        if !scopes.allows(Scope::Secrets) {
+            let stored: HashMap<String, Device> = self
+                .state
+                .devices(tenant)?
+                .into_iter()
+                .map(|d| (d.name.clone(), d))
+                .collect();
+            if let Some(d) = devices
+                .iter()
+                .find(|d| d.uses_secrets() && !stored.get(&d.name).is_some_and(|s| s.same_reach(d)))
+            {
+                return Err(RuntimeError::Forbidden(format!(
+                    "device `{}` uses secrets: creating it, or changing its address, ports or secret references, needs a token with the `secrets` scope",
+                    d.name
+                )));
+            }
+        }
         let mut problems = Vec::new();
         let mut names = std::collections::BTreeSet::new();
         for d in &devices {
@@ -1022,7 +1088,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Forget a device's pinned SSH host key (after a legitimate key change).
+    /// Forget a device's pinned SSH host key (after a legitimate key change). The next
+    /// connection trusts whatever key it is offered, so the API asks for the `secrets` scope.
     pub fn forget_ssh_host_key(&self, tenant: &str, name: &str) -> Result<(), RuntimeError> {
         self.device(tenant, name)?;
         self.state.forget_ssh_host_key(tenant, name)?;
@@ -1308,27 +1375,32 @@ impl Runtime {
             .cloned()
     }
 
-    fn handle(&self, tenant: &str, name: &str, last_tick_seq: u64) -> Arc<ComponentHandle> {
+    /// The component's handle, made (and its queue task started) if it has none. Refused
+    /// for a tenant that does not exist or is being deleted, so nothing can bring back a
+    /// component of a deleted tenant.
+    fn handle(
+        &self,
+        tenant: &str,
+        name: &str,
+        last_tick_seq: u64,
+    ) -> Result<Arc<ComponentHandle>, RuntimeError> {
         if let Some(h) = self.existing_handle(tenant, name) {
-            return h;
+            return Ok(h);
         }
+        let budget = self.budget(tenant)?;
         let last_tick_seq = if last_tick_seq == 0 {
             self.state
-                .component(tenant, name)
-                .ok()
-                .flatten()
+                .component(tenant, name)?
                 .map(|c| c.last_tick_seq)
                 .unwrap_or(0)
         } else {
             last_tick_seq
         };
-        // A tenant deleted under us still gets a budget (with the defaults) for the moment
-        // its handle lives.
-        let budget = self
-            .budget(tenant)
-            .unwrap_or_else(|_| TenantBudget::new(tenant, self.default_limits()));
-        self.components
-            .write()
+        let mut components = self.components.write();
+        if self.deleting.lock().contains(tenant) || self.state.tenant(tenant)?.is_none() {
+            return Err(RuntimeError::NotFound(format!("no tenant `{tenant}`")));
+        }
+        Ok(components
             .entry((tenant.to_string(), name.to_string()))
             .or_insert_with(|| {
                 let handle = ComponentHandle::spawn(
@@ -1338,7 +1410,7 @@ impl Runtime {
                     Deps {
                         telemetry: self.telemetry.clone(),
                         state: self.state.clone(),
-                        budget: budget.clone(),
+                        budget,
                     },
                 );
                 let limits = &self.config.limits;
@@ -1347,7 +1419,7 @@ impl Runtime {
                     .set_log_rate(limits.log_lines_per_second, limits.log_burst);
                 handle
             })
-            .clone()
+            .clone())
     }
 
     fn instance_env(
@@ -1358,9 +1430,11 @@ impl Runtime {
         manifest: Arc<Manifest>,
         handle: Option<&ComponentHandle>,
     ) -> Arc<InstanceEnv> {
+        // Made for a version that runs, not for the probe of an upload.
         let scratch_dir = manifest
             .grants
             .scratch
+            .filter(|_| handle.is_some())
             .and_then(|_| self.scratch_dir(tenant, name));
         Arc::new(InstanceEnv {
             tenant: tenant.to_string(),

@@ -23,10 +23,13 @@ pub enum Scope {
     Read,
     /// Upload, activate, roll back and delete components; push messages to them.
     Deploy,
-    /// Change the inventory: devices, interface names, SSH host-key pins, backup settings.
+    /// Change the inventory: devices, interface names, backup settings. A device that
+    /// names secrets also needs `secrets` to be created or re-pointed (address, ports,
+    /// users, secret references), since its credentials go where it points.
     Inventory,
-    /// Set and delete secrets, and deploy components whose manifest grants secrets or
-    /// devices (a device grant lets a component use the device's credentials).
+    /// Set and delete secrets; deploy components whose manifest grants secrets or devices
+    /// (a device grant lets a component use the device's credentials); point devices that
+    /// name secrets; forget a pinned SSH host key (the next key offered is trusted).
     Secrets,
     /// Everything above, plus tokens and the tenant's MQTT broker.
     Admin,

@@ -174,6 +174,13 @@ fn a_call_looping_on_a_slow_device_is_stopped_by_its_wall_clock_budget() {
         log.contains("no SNMP answer"),
         "the host call timed out first: {log}"
     );
+    // Sleeping (a wait inside WASI's clock) is cut at the budget too.
+    acme.push(
+        &attacker_manifest("sleeper", "sleep", "1s", "cpu_ms = 100\nwall_ms = 1500", ""),
+        ATTACKER,
+    );
+    let view = wait_for_trap(&acme, "sleeper", "wall_clock", 2);
+    assert!(acme.points("slept", "1h").is_empty(), "{view}");
     // Devices cannot ask for timeouts or retries that would hold a thread for long.
     let (status, body) = acme.put(
         "/v1/devices/slow",

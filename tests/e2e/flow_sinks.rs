@@ -367,6 +367,7 @@ fn questdb_holds_every_row_through_a_one_minute_outage() {
             qdb.conf()
         ),
     );
+    server.tenant("acme");
     let v9 = generated("nfv9.pcap");
     // 40 records every 100 ms: a steady 400 flows/s.
     let mut stream = Stream::start(v9.clone(), netflow, Duration::from_millis(100));

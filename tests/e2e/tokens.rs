@@ -162,3 +162,80 @@ fn the_last_admin_token_stays_and_admin_token_file_is_not_needed() {
     assert!(!server.data_path().join("admin.token").exists());
     assert_eq!(server.admin().get("/v1/tenants").0, 200);
 }
+
+#[test]
+fn an_inventory_token_cannot_point_a_device_with_secrets_elsewhere() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let with_secret = |address: &str, tags: &[&str]| {
+        json!({ "name": "r1", "address": address, "tags": tags,
+                "ssh": { "user": "backup", "password_secret": "ssh-password" } })
+    };
+    let inventory = acme.scoped("cmdb-sync", &["inventory"]);
+
+    // Creating a device that names a secret needs the secrets scope...
+    let (status, body) = inventory.put("/v1/devices/r1", with_secret("192.0.2.1", &[]));
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("`secrets` scope"),
+        "{body}"
+    );
+    let (status, body) = inventory.post(
+        "/v1/devices/import",
+        json!({ "devices": [with_secret("192.0.2.1", &[])] }),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(acme.get("/v1/devices/r1").0, 404, "nothing stored");
+
+    // ...so does sending its credentials to another address; retagging it does not.
+    assert_eq!(
+        acme.put("/v1/devices/r1", with_secret("192.0.2.1", &[])).0,
+        201
+    );
+    let (status, body) = inventory.put("/v1/devices/r1", with_secret("192.0.2.1", &["core"]));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = inventory.put("/v1/devices/r1", with_secret("198.51.100.7", &["core"]));
+    assert_eq!(status, 403, "{body}");
+    let (_, stored) = acme.get("/v1/devices/r1");
+    assert_eq!(stored["address"], "192.0.2.1");
+    assert_eq!(stored["tags"], json!(["core"]));
+
+    // Forgetting the pinned host key would trust the next key offered: secrets scope too.
+    let (status, body) = inventory.delete("/v1/devices/r1/ssh-host-key");
+    assert_eq!(status, 403, "{body}");
+    let secrets = acme.scoped("keys", &["secrets"]);
+    assert_eq!(secrets.delete("/v1/devices/r1/ssh-host-key").0, 204);
+}
+
+#[test]
+fn a_token_cannot_outlive_the_token_that_made_it() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let (status, body) = acme.post(
+        "/v1/tokens",
+        json!({ "name": "hour", "scopes": ["admin"], "expires_in": "1h" }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let hour = server.api(body["token"].as_str().unwrap());
+    for request in [
+        json!({ "name": "forever" }),
+        json!({ "name": "day", "expires_in": "24h" }),
+    ] {
+        let (status, body) = hour.post("/v1/tokens", request);
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, list) = acme.get("/v1/tokens");
+    let expiry = |name: &str| {
+        list["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no token {name}: {list}"))["expires_ms"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{name} never expires: {list}"))
+    };
+    let creator = expiry("hour");
+    assert!(expiry("forever") <= creator, "{list}");
+    assert!(expiry("day") <= creator, "{list}");
+}

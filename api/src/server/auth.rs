@@ -12,6 +12,8 @@ use sotp_runtime::{Principal, Scope, Scopes};
 
 pub struct Caller {
     pub principal: Principal,
+    /// When the caller's token expires (ms since the epoch): tokens it creates expire by then.
+    pub expires_ms: Option<i64>,
     /// For the admin: the tenant named in `X-Sotp-Tenant`, if any.
     acting_for: Option<String>,
 }
@@ -90,7 +92,7 @@ impl FromRequestParts<AppState> for Caller {
                 )
             })?
             .trim();
-        let principal = state.runtime.authenticate(token)?;
+        let (principal, expires_ms) = state.runtime.authenticate(token)?;
         let acting_for = match principal {
             Principal::Admin => parts
                 .headers
@@ -104,6 +106,7 @@ impl FromRequestParts<AppState> for Caller {
         }
         Ok(Caller {
             principal,
+            expires_ms,
             acting_for,
         })
     }

@@ -61,9 +61,9 @@ pub async fn put(
             format!("the body names `{}`, the path `{name}`", device.name),
         ));
     }
-    let stored = device.clone();
+    let (stored, scopes) = (device.clone(), caller.scopes());
     let created = state
-        .blocking(move |rt| rt.put_device(&tenant, stored))
+        .blocking(move |rt| rt.put_device(&tenant, stored, scopes))
         .await?;
     let status = if created {
         StatusCode::CREATED
@@ -100,8 +100,9 @@ pub async fn import(
     let devices =
         parse_import(&body, csv).map_err(|e| ApiError::bad_request("invalid_request", e))?;
     let total = devices.len();
+    let scopes = caller.scopes();
     let created = state
-        .blocking(move |rt| rt.import_devices(&tenant, devices))
+        .blocking(move |rt| rt.import_devices(&tenant, devices, scopes))
         .await?;
     Ok(Json(
         json!({ "created": created, "updated": total - created }),
@@ -162,7 +163,7 @@ pub async fn forget_host_key(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let tenant = caller.tenant(Scope::Inventory)?.to_string();
+    let tenant = caller.tenant(Scope::Secrets)?.to_string();
     state
         .blocking(move |rt| rt.forget_ssh_host_key(&tenant, &name))
         .await?;

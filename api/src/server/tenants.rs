@@ -148,6 +148,12 @@ pub async fn create_token(
                 .map_err(|e| ApiError::bad_request("invalid_request", format!("expires_in: {e}")))
         })
         .transpose()?;
+    // A token cannot outlive the one that made it.
+    let expires_ms = match (expires_ms, caller.expires_ms) {
+        (Some(asked), Some(own)) => Some(asked.min(own)),
+        (None, own) => own,
+        (asked, None) => asked,
+    };
     let request = TokenRequest {
         name: body.name.unwrap_or_else(|| "api".to_string()),
         scopes,

@@ -63,6 +63,10 @@ pub struct FlowConfig {
     pub max_domains_per_exporter: usize,
     /// Templates per template space.
     pub max_templates_per_domain: usize,
+    /// Fields of all templates together (what the template state's memory grows with).
+    pub max_template_fields: usize,
+    /// Template spaces nothing arrived for this long are forgotten (their slots come free).
+    pub template_idle: HumanDuration,
 }
 
 impl Default for FlowConfig {
@@ -89,6 +93,8 @@ impl Default for FlowConfig {
             max_exporters: 10_000,
             max_domains_per_exporter: 64,
             max_templates_per_domain: 512,
+            max_template_fields: 2_000_000,
+            template_idle: HumanDuration(Duration::from_secs(3600)),
         }
     }
 }
@@ -107,6 +113,7 @@ impl FlowConfig {
             exporters: self.max_exporters,
             domains_per_exporter: self.max_domains_per_exporter,
             templates_per_domain: self.max_templates_per_domain,
+            fields: self.max_template_fields,
             ..Default::default()
         }
     }

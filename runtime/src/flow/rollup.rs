@@ -169,14 +169,20 @@ impl Table4 {
     }
 }
 
-/// Add `v` to `sums` (or with `negate` take it away again).
+/// Add `v` to `sums` (or with `negate` take it away again). Saturating, like the queries
+/// over the rollups: the counts come from the network. A sum that reached the largest value
+/// stays there when taken away from (an undone commit), rather than wrap.
 #[inline]
 fn add_sums(sums: &mut [u64], v: Sums, negate: bool) {
     for (s, v) in sums.iter_mut().zip(v) {
         *s = if negate {
-            s.wrapping_sub(v)
+            if *s == u64::MAX {
+                *s
+            } else {
+                s.saturating_sub(v)
+            }
         } else {
-            s.wrapping_add(v)
+            s.saturating_add(v)
         };
     }
 }

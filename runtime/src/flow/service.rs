@@ -39,6 +39,8 @@ const SEND_EVERY: Duration = Duration::from_millis(50);
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// Template state changes are written at most this often.
 pub const TEMPLATES_SAVE_EVERY: Duration = Duration::from_secs(2);
+/// Idle template spaces are looked for this often.
+const TEMPLATES_EXPIRE_EVERY: Duration = Duration::from_secs(60);
 const TEMPLATES_FILE: &str = "flow-templates.json";
 
 #[derive(Default, Debug)]
@@ -265,6 +267,7 @@ impl FlowService {
             "templates_refused": d.templates_refused.load(Relaxed),
             "template_state_damaged": self.counters.template_state_damaged.load(Relaxed),
             "template_exporters": self.decoder.lock().templates().exporter_count(),
+            "template_fields": self.decoder.lock().templates().field_count(),
             "stored_rows": self.store.counters.rows.load(Relaxed),
             "last_seq": self.store.last_seq(),
             "raw_log": self.store.raw_status(),
@@ -294,6 +297,15 @@ impl FlowService {
                 serde_json::json!({ "exporter": exporter, "bytes": bytes, "packets": packets, "flows": flows })
             }).collect::<Vec<_>>(),
         })
+    }
+
+    /// The tenants the configuration maps exporters to.
+    pub fn mapped_tenants(&self) -> impl Iterator<Item = String> + '_ {
+        self.config
+            .exporters
+            .values()
+            .chain(self.config.default_tenant.iter())
+            .cloned()
     }
 
     pub fn template_count(&self) -> usize {
@@ -400,7 +412,20 @@ impl FlowService {
     /// writes it once more after the receive threads have stopped.
     fn template_saver(&self) {
         let mut last = Instant::now();
+        let mut last_expiry = Instant::now();
+        let idle = self.config.template_idle.0.as_millis() as i64;
         while !self.stop.load(Relaxed) {
+            if last_expiry.elapsed() >= TEMPLATES_EXPIRE_EVERY {
+                last_expiry = Instant::now();
+                let before = crate::now_ms().saturating_sub(idle);
+                let gone = self.decoder.lock().expire_idle_templates(before);
+                if gone > 0 {
+                    tracing::info!(
+                        spaces = gone,
+                        "flow template spaces expired (nothing arrived for them)"
+                    );
+                }
+            }
             if last.elapsed() >= TEMPLATES_SAVE_EVERY {
                 last = Instant::now();
                 self.save_templates();
@@ -446,7 +471,7 @@ impl FlowService {
                     let t = enrich
                         .tenants
                         .tenant(record.exporter)
-                        .and_then(|t| names.tenant_id(t));
+                        .and_then(|t| names.live_tenant_id(t));
                     *tenant_cache = Some((names.generation, record.exporter, t));
                     t
                 }

@@ -157,9 +157,15 @@ pub struct FlowStoreCounters {
 pub struct Names {
     tenants: Vec<String>,
     apps: Vec<String>,
-    /// Bumped when an id is retired: whoever caches name → id lookups starts over.
+    /// Bumped when an id is retired or the live tenants change: whoever caches name → id
+    /// lookups starts over.
     #[serde(skip)]
     pub generation: u64,
+    /// The tenants that exist (`None`: every name the configuration maps to). Flows of a
+    /// tenant that does not exist — not created yet, or deleted while the configuration
+    /// still maps exporters to it — are not stored.
+    #[serde(skip)]
+    live: Option<Arc<std::collections::HashSet<String>>>,
 }
 
 const NAMES_FILE: &str = "names.json";
@@ -187,7 +193,20 @@ impl Names {
         let mut changed = false;
         let mut names: Names = match saved.map(|json| serde_json::from_slice::<Names>(&json)) {
             Some(Ok(names)) => names,
-            None => Names::from_copy(db)?.unwrap_or_default(),
+            None => match Names::from_copy(db)? {
+                Some(names) => names,
+                None => {
+                    // No table at all: if the log holds flows, their ids belong to nobody.
+                    let (tenant_ids, app_ids) = log_ids()?;
+                    if tenant_ids > 0 || app_ids > 0 {
+                        tracing::error!(
+                            "flows-raw/names.json is missing and has no copy; flows already stored keep no tenant"
+                        );
+                        changed = true;
+                    }
+                    Names::placeholders(tenant_ids, app_ids)
+                }
+            },
             Some(Err(e)) => {
                 let aside = crate::datadir::quarantine(&handle, NAMES_FILE)
                     .map_err(|e| bad(e.to_string()))?;
@@ -234,6 +253,7 @@ impl Names {
                 .collect(),
             apps: (0..apps).map(|i| format!("(unknown app {i})")).collect(),
             generation: 0,
+            live: None,
         }
     }
 
@@ -279,7 +299,11 @@ impl Names {
             }
         }
         sql.push_str(" COMMIT;");
-        db.execute_batch(&sql).map_err(|e| e.to_string())
+        db.execute_batch(&sql).map_err(|e| {
+            // Never leave the writer's connection inside a failed transaction.
+            let _ = db.execute_batch("ROLLBACK");
+            e.to_string()
+        })
     }
 
     pub fn tenant(&self, id: u16) -> &str {
@@ -303,18 +327,49 @@ impl Names {
             .map(|i| i as u16)
     }
 
+    /// The id flows of `name` are stored under, if that tenant exists.
+    pub fn live_tenant_id(&self, name: &str) -> Option<u16> {
+        match &self.live {
+            Some(live) if !live.contains(name) => None,
+            _ => self.tenant_id(name),
+        }
+    }
+
     pub fn app_id(&self, name: &str) -> Option<u16> {
         self.apps.iter().position(|n| n == name).map(|i| i as u16)
     }
 
-    /// These names with `tenant`'s id retired (see the module doc); `None` if it has none.
-    fn retiring(&self, tenant: &str) -> Option<Names> {
-        let id = self.tenant_id(tenant)?;
+    /// These names with `tenant`'s id retired (see the module doc) and `tenant` no longer
+    /// live; `Ok(None)` if it has no id. An error when no id is left to give the name.
+    fn retiring(&self, tenant: &str) -> Result<Option<Names>, String> {
+        let Some(id) = self.tenant_id(tenant) else {
+            return Ok(None);
+        };
+        if self.tenants.len() >= u16::MAX as usize {
+            return Err(format!(
+                "no tenant id left to retire `{tenant}`'s (at most {} ids)",
+                u16::MAX
+            ));
+        }
         let mut next = self.clone();
         next.tenants[id as usize] = format!("(deleted {tenant} {})", crate::now_ms());
         next.tenants.push(tenant.to_string());
-        next.generation += 1;
-        Some(next)
+        next.set_live(tenant, false);
+        Ok(Some(next))
+    }
+
+    /// Mark `tenant` as existing or not (only where the live tenants are known).
+    fn set_live(&mut self, tenant: &str, live: bool) {
+        if let Some(set) = &self.live {
+            let mut set = (**set).clone();
+            if live {
+                set.insert(tenant.to_string());
+            } else {
+                set.remove(tenant);
+            }
+            self.live = Some(Arc::new(set));
+        }
+        self.generation += 1;
     }
 }
 
@@ -520,6 +575,24 @@ impl FlowStore {
         self.names.load_full()
     }
 
+    /// Which tenants exist: flows of other tenants are not stored (`None`: all are).
+    pub fn set_live_tenants(&self, tenants: Option<Vec<String>>) {
+        // Under the writer lock, as `forget_tenant` changes the names: no update is lost.
+        let _w = self.writer.lock();
+        let mut next = (*self.names.load_full()).clone();
+        next.live = tenants.map(|t| Arc::new(t.into_iter().collect()));
+        next.generation += 1;
+        self.names.store(Arc::new(next));
+    }
+
+    /// A tenant was created: its flows are stored from now on.
+    pub fn tenant_created(&self, tenant: &str) {
+        let _w = self.writer.lock();
+        let mut next = (*self.names.load_full()).clone();
+        next.set_live(tenant, true);
+        self.names.store(Arc::new(next));
+    }
+
     /// Forget a deleted tenant's flows: its id is retired (what the raw log holds under it
     /// belongs to nobody, and ages out), its rollups and interface counters are deleted.
     /// Flows that arrive afterwards for the name (if the configuration still maps exporters
@@ -527,7 +600,15 @@ impl FlowStore {
     pub fn forget_tenant(&self, tenant: &str) -> Result<(), FlowStoreError> {
         let w = self.writer.lock();
         let db = self.db.lock();
-        if let Some(next) = self.names.load().retiring(tenant) {
+        let retired =
+            self.names
+                .load()
+                .retiring(tenant)
+                .map_err(|reason| FlowStoreError::Names {
+                    path: self.raw_dir.join(NAMES_FILE),
+                    reason,
+                })?;
+        if let Some(next) = retired {
             let dir =
                 cap_std::fs::Dir::open_ambient_dir(&self.raw_dir, cap_std::ambient_authority())
                     .map_err(|e| FlowStoreError::Names {
@@ -1364,13 +1445,18 @@ mod tests {
         panic!("the log is only scanned when no copy of the names exists")
     }
 
+    /// A fresh data dir: nothing in the log.
+    fn empty_log() -> Result<(u16, u16), FlowStoreError> {
+        Ok((0, 0))
+    }
+
     #[test]
     fn names_keep_their_ids_when_the_configuration_changes() {
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("flows-raw");
         std::fs::create_dir_all(&raw).unwrap();
         let db = names_db(dir.path());
-        let a = Names::load(&raw, &db, no_log, &["acme", "globex"], &["other"]).unwrap();
+        let a = Names::load(&raw, &db, empty_log, &["acme", "globex"], &["other"]).unwrap();
         assert_eq!(a.tenant_id("globex"), Some(1));
         let b = Names::load(&raw, &db, no_log, &["initech", "globex"], &["other", "dns"]).unwrap();
         assert_eq!(b.tenant_id("acme"), Some(0));
@@ -1385,7 +1471,7 @@ mod tests {
         let raw = dir.path().join("flows-raw");
         std::fs::create_dir_all(&raw).unwrap();
         let db = names_db(dir.path());
-        Names::load(&raw, &db, no_log, &["acme", "globex"], &["other"]).unwrap();
+        Names::load(&raw, &db, empty_log, &["acme", "globex"], &["other"]).unwrap();
         std::fs::write(raw.join("names.json"), b"{\"tenants\": [").unwrap();
         let restored = Names::load(&raw, &db, no_log, &["globex"], &["other"]).unwrap();
         assert_eq!(restored.tenant_id("acme"), Some(0), "from flows.duckdb");
@@ -1413,6 +1499,13 @@ mod tests {
             "a new id, not an old one"
         );
         assert_eq!(guessed.tenant_id("acme"), None);
+
+        // The file and its copy both gone: the same, the log's ids are nobody's.
+        std::fs::remove_file(raw.join("names.json")).unwrap();
+        db.execute_batch("DELETE FROM flow_names").unwrap();
+        let missing = Names::load(&raw, &db, || Ok((2, 1)), &["globex"], &["other"]).unwrap();
+        assert_eq!(missing.tenant(1), "(unknown tenant 1)");
+        assert_eq!(missing.tenant_id("globex"), Some(2));
     }
 
     #[test]

@@ -43,6 +43,9 @@ impl emit::Host for HostState {
                 )));
             }
             let key = self.series_key(s.metric, s.labels)?;
+            if s.values.is_empty() {
+                continue; // no point: no series to hold, none to count against the quota
+            }
             let stamps = s.timestamps_ms;
             let points = s
                 .values

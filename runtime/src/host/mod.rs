@@ -3,6 +3,7 @@
 //! that checks grants and limits on its first lines (the shape of wasmtime-wasi's `p2/host`).
 
 mod backups;
+mod deadline;
 mod emit;
 mod inventory;
 mod log;
@@ -270,11 +271,18 @@ impl HostState {
         // The one directory a component may be given: its own scratch space.
         let scratch = match (&env.scratch_dir, env.manifest.grants.scratch) {
             (Some(dir), Some(size)) => {
-                let opened = builder
-                    .preopened_dir(dir, scratch::GUEST_PATH, wasmtime_wasi::FsPerms::ReadWrite)
+                // The quota first: the directory is never preopened without one.
+                let opened = scratch::ScratchQuota::open(dir, size.0)
                     .map_err(|e| e.to_string())
-                    .and_then(|_| {
-                        scratch::ScratchQuota::open(dir, size.0).map_err(|e| e.to_string())
+                    .and_then(|quota| {
+                        builder
+                            .preopened_dir(
+                                dir,
+                                scratch::GUEST_PATH,
+                                wasmtime_wasi::FsPerms::ReadWrite,
+                            )
+                            .map(|_| quota)
+                            .map_err(|e| e.to_string())
                     });
                 match opened {
                     Ok(quota) => Some(quota),
@@ -391,6 +399,18 @@ impl HostState {
         }
     }
 
+    /// `wasi:clocks/monotonic-clock` as this instance sees it: its pollables fire by the end
+    /// of the call's wall-clock budget.
+    fn deadline_clock(&mut self) -> deadline::DeadlineClockView<'_> {
+        deadline::DeadlineClockView {
+            remaining: self.clock.wall_remaining(),
+            inner: wasmtime_wasi::clocks::WasiClocksCtxView {
+                ctx: self.wasi.clocks(),
+                table: &mut self.table,
+            },
+        }
+    }
+
     /// Start a call: the scratch directory's quota is measured again.
     pub(crate) fn begin_call(&mut self) {
         self.clock.started = Instant::now();
@@ -418,12 +438,17 @@ impl sotp::telemetry::types::Host for HostState {}
 pub fn collector_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    // The filesystem functions again, with the scratch directory's quota (host::scratch).
+    // Again, the filesystem with the scratch directory's quota (host::scratch) and the
+    // monotonic clock with the call's wall-clock budget (host::deadline).
     linker.allow_shadowing(true);
     wasmtime_wasi::p2::bindings::sync::filesystem::types::add_to_linker::<
         HostState,
         scratch::ScratchFs,
     >(&mut linker, HostState::scratch_view)?;
+    wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<
+        HostState,
+        deadline::DeadlineClock,
+    >(&mut linker, HostState::deadline_clock)?;
     linker.allow_shadowing(false);
     Collector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)

@@ -11,7 +11,8 @@
 //! and a failed stream write (which wasi-libc, hence Rust's `std::fs`, reports as an I/O
 //! error, `EIO`) once what is left is written; creating an entry past [`MAX_ENTRIES`] fails
 //! with `insufficient-space` too. Hard and symbolic links are refused.
-//! Bytes overwritten in place count again until the next call measures the directory.
+//! Bytes overwritten in place count again until the next call measures the directory; a
+//! write or a stream past the end of a file counts the gap too.
 //!
 //! The quota is enforced by wrapping `wasi:filesystem/types` (the host functions delegate to
 //! wasmtime-wasi's, except the ones that write or create) and the output streams it hands
@@ -220,7 +221,10 @@ impl fs::HostDescriptor for ScratchView<'_> {
         buf: Vec<u8>,
         offset: fs::Filesize,
     ) -> FsResult<fs::Filesize> {
-        self.take(buf.len() as u64)?;
+        // A write past the end grows the file by the gap too (sparse or not, it is size).
+        let size = fs::HostDescriptor::stat(&mut self.inner, borrow(&fd))?.size;
+        let len = buf.len() as u64;
+        self.take(len.max(offset.saturating_add(len).saturating_sub(size)))?;
         fs::HostDescriptor::write(&mut self.inner, fd, buf, offset)
     }
 
@@ -342,6 +346,9 @@ impl fs::HostDescriptor for ScratchView<'_> {
         fd: Resource<fs::Descriptor>,
         offset: fs::Filesize,
     ) -> FsResult<Resource<streams::OutputStream>> {
+        // A stream that starts past the end grows the file by the gap.
+        let size = fs::HostDescriptor::stat(&mut self.inner, borrow(&fd))?.size;
+        self.take(offset.saturating_sub(size))?;
         let stream = fs::HostDescriptor::write_via_stream(&mut self.inner, fd, offset)?;
         self.counted(stream)
     }

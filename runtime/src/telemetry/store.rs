@@ -126,13 +126,12 @@ impl SeriesIndex {
         self.per_tenant.get(tenant).copied().unwrap_or(0)
     }
 
-    /// The id of `key` if it is known.
+    /// The id of `key` if it is known. Every probe is looked at: a purge can leave a hole
+    /// before the id a series got.
     fn find(&self, tenant: &str, key: &SeriesKey) -> Option<u64> {
         (0..MAX_PROBES)
             .map(|n| probe_id(key.hash, n))
-            .map_while(|id| self.by_id.get(&id).map(|m| (id, m)))
-            .find(|(_, m)| m.is(tenant, key))
-            .map(|(id, _)| id)
+            .find(|id| self.by_id.get(id).is_some_and(|m| m.is(tenant, key)))
     }
 
     fn remove_tenant(&mut self, tenant: &str) {
@@ -741,30 +740,25 @@ fn resolve(
     key: &SeriesKey,
     quota: u64,
 ) -> Option<u64> {
-    for n in 0..MAX_PROBES {
-        let id = probe_id(key.hash, n);
-        if let Some(m) = known.by_id.get(&id) {
-            if m.is(tenant, key) {
-                return Some(id);
-            }
-            continue;
-        }
-        if let Some(m) = new.by_id.get(&id) {
-            if m.is(tenant, key) {
-                return Some(id);
-            }
-            continue;
-        }
-        let count = known.tenant_count(tenant) + new.per_tenant.get(tenant).copied().unwrap_or(0);
-        if count >= quota {
-            return None;
-        }
-        new.by_id.insert(id, SeriesMeta::of(tenant, key));
-        *new.per_tenant.entry(tenant.to_string()).or_default() += 1;
+    let probes = || (0..MAX_PROBES).map(|n| probe_id(key.hash, n));
+    if let Some(id) = known.find(tenant, key) {
         return Some(id);
     }
-    tracing::error!(%tenant, metric = %key.metric, "no free series id after {MAX_PROBES} tries");
-    None
+    if let Some(id) = probes().find(|id| new.by_id.get(id).is_some_and(|m| m.is(tenant, key))) {
+        return Some(id);
+    }
+    let count = known.tenant_count(tenant) + new.per_tenant.get(tenant).copied().unwrap_or(0);
+    if count >= quota {
+        return None;
+    }
+    let Some(id) = probes().find(|id| !known.by_id.contains_key(id) && !new.by_id.contains_key(id))
+    else {
+        tracing::error!(%tenant, metric = %key.metric, "no free series id after {MAX_PROBES} tries");
+        return None;
+    };
+    new.by_id.insert(id, SeriesMeta::of(tenant, key));
+    *new.per_tenant.entry(tenant.to_string()).or_default() += 1;
+    Some(id)
 }
 
 fn write_group(

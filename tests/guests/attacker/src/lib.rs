@@ -18,6 +18,7 @@
 //! - `leak-resources`: create 2,000 WASI pollables and never drop them;
 //! - `log-flood`: write 10,000 log lines and 10,000 stdout lines;
 //! - `backup`: store a configuration backup of the `target` device;
+//! - `sleep`: sleep for an hour (a wait inside the host, where no epoch check runs);
 //! - `scratch`: count its calls in `/scratch/counter` (emitting `scratch_counter`), then try
 //!   to write `bytes` more (emitting `scratch_big_written` 1 or 0).
 //!
@@ -212,6 +213,12 @@ impl Collector for Attacker {
                 }
                 out.push("scratch_big_written", if big.is_ok() { 1.0 } else { 0.0 });
                 let _ = std::fs::remove_file("/scratch/big");
+                out.emit()
+            }
+            "sleep" => {
+                out.emit()?;
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                out.push("slept", 1.0);
                 out.emit()
             }
             "backup" => {
