@@ -91,9 +91,9 @@ impl WasmEngine {
             }
         }
         let (engine, allocation) = if settings.force_on_demand {
-            (Engine::new(&base_config(settings))?, Allocation::OnDemand)
+            (Engine::new(&base_config())?, Allocation::OnDemand)
         } else {
-            let mut config = base_config(settings);
+            let mut config = base_config();
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(settings.pool_instances)
                 .total_core_instances(settings.pool_instances * 4)
@@ -110,7 +110,7 @@ impl WasmEngine {
                         error = %e,
                         "pooling allocator reservation refused; falling back to on-demand allocation"
                     );
-                    (Engine::new(&base_config(settings))?, Allocation::OnDemand)
+                    (Engine::new(&base_config())?, Allocation::OnDemand)
                 }
             }
         };
@@ -232,14 +232,21 @@ impl Drop for WasmEngine {
     }
 }
 
-fn base_config(settings: &EngineSettings) -> Config {
+fn base_config() -> Config {
     let mut config = Config::new();
     // Component-model async is not used; with it off, calls cost a third (notes/wasm.md).
     config.concurrency_support(false);
     config.epoch_interruption(true);
     config.wasm_component_model(true);
-    // Guards and reservations sized for many small instances rather than one 4 GiB heap.
-    config.memory_reservation(settings.max_memory.max(1 << 24));
+    // Each linear memory reserves 4 GiB of address space (never memory: it is mapped with no
+    // access, and only what an instance touches is ever backed), so that with a guard region
+    // behind it no 32-bit address plus a static offset below 64 KiB can leave the
+    // reservation, and Cranelift compiles loads and stores without a bounds check. Measured
+    // (runtime bench): a text-parsing guest takes ~15% less time than with a reservation of
+    // `max_memory` and explicit checks. The default pool of 1,000 instances (2,000 memories)
+    // reserves ~8 TiB of x86-64's 128 TiB; a host that refuses it (`ulimit -v`) falls back
+    // to on-demand allocation. `max_memory` still bounds what a memory may grow to.
+    config.memory_reservation(1 << 32);
     config.memory_guard_size(1 << 16);
     config.memory_reservation_for_growth(0);
     config

@@ -98,6 +98,31 @@ fn median_per_iter(rounds: usize, iters: usize, mut f: impl FnMut()) -> Duration
     samples[rounds / 2]
 }
 
+/// Guest and native measured in alternating rounds, so both see the same machine (a shared
+/// VM's speed drifts by tens of percent within a run): (median guest time, median native
+/// time, median of the per-round ratios).
+fn paired(
+    rounds: usize,
+    iters: usize,
+    mut guest: impl FnMut(),
+    mut native: impl FnMut(),
+) -> (Duration, Duration, f64) {
+    let mut g = Vec::with_capacity(rounds);
+    let mut n = Vec::with_capacity(rounds);
+    let mut ratios = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let a = median_per_iter(1, iters, &mut guest);
+        let b = median_per_iter(1, iters, &mut native);
+        ratios.push(a.as_secs_f64() / b.as_secs_f64());
+        g.push(a);
+        n.push(b);
+    }
+    g.sort();
+    n.sort();
+    ratios.sort_by(f64::total_cmp);
+    (g[rounds / 2], n[rounds / 2], ratios[rounds / 2])
+}
+
 fn fmt(d: Duration) -> String {
     let ns = d.as_nanos();
     if ns < 10_000 {
@@ -165,47 +190,71 @@ fn main() {
     let t_imports = median_per_iter(9, 50, || run(&imports));
     let per_import = t_imports.saturating_sub(t_noop) / 1000;
     let parse_rows = call("parse-rows", payload.clone());
-    let t_guest = median_per_iter(9, 30, || run(&parse));
-    let t_guest_rows = median_per_iter(9, 30, || run(&parse_rows));
+    let gather = call("gather", payload.clone());
     let hasher = stores().0.hasher();
     // The same logic natively, with the same output the host receives from the guest and
     // the same host-side checks and keys (host/emit.rs): column-wise ...
-    let t_native = median_per_iter(9, 30, || {
-        let mut parsed = Vec::with_capacity(2048);
-        logic::parse_lines(&payload, &mut parsed);
-        let mut columns = sotp_guest::Columns::new();
-        for p in parsed {
-            columns.push(p.metric, &[("device", p.device)], p.value);
-        }
-        columns.emit().unwrap();
-        let mut rows = Samples::default();
-        for s in sotp_guest::take_emitted_series() {
-            validate_metric_name(&s.metric).unwrap();
-            let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
-            let labels = normalize_labels("bench", labels).unwrap();
-            let key = hasher.key("bench", s.metric, labels);
-            rows.extend_series(key, s.values.into_iter().map(|v| (0, v)));
-        }
-        black_box(rows);
-    });
-    // ... and a record per sample.
-    let t_native_rows = median_per_iter(9, 30, || {
-        let mut parsed = Vec::with_capacity(2048);
-        logic::parse_lines(&payload, &mut parsed);
-        let mut out = sotp_guest::Samples::new();
-        for p in parsed {
-            out.push(p.metric, p.value).label("device", p.device);
-        }
-        out.emit().unwrap();
-        let mut rows = Samples::default();
-        for s in sotp_guest::take_emitted() {
-            validate_metric_name(&s.metric).unwrap();
-            let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
-            let labels = normalize_labels("bench", labels).unwrap();
-            rows.push(hasher.key("bench", s.metric, labels), 0, s.value);
-        }
-        black_box(rows);
-    });
+    let (t_guest, t_native, ratio) = paired(
+        15,
+        10,
+        || run(&parse),
+        || {
+            let mut parsed = Vec::with_capacity(2048);
+            logic::parse_lines(&payload, &mut parsed);
+            let mut columns = sotp_guest::Columns::new();
+            for p in parsed {
+                columns.push(p.metric, &[("device", p.device)], p.value);
+            }
+            columns.emit().unwrap();
+            let mut rows = Samples::default();
+            for s in sotp_guest::take_emitted_series() {
+                validate_metric_name(&s.metric).unwrap();
+                let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
+                let labels = normalize_labels("bench", labels).unwrap();
+                let key = hasher.key("bench", s.metric, labels);
+                rows.extend_series(key, s.values.into_iter().map(|v| (0, v)));
+            }
+            black_box(rows);
+        },
+    );
+    // ... and a record per sample ...
+    let (t_guest_rows, t_native_rows, ratio_rows) = paired(
+        15,
+        10,
+        || run(&parse_rows),
+        || {
+            let mut parsed = Vec::with_capacity(2048);
+            logic::parse_lines(&payload, &mut parsed);
+            let mut out = sotp_guest::Samples::new();
+            for p in parsed {
+                out.push(p.metric, p.value).label("device", p.device);
+            }
+            out.emit().unwrap();
+            let mut rows = Samples::default();
+            for s in sotp_guest::take_emitted() {
+                validate_metric_name(&s.metric).unwrap();
+                let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
+                let labels = normalize_labels("bench", labels).unwrap();
+                rows.push(hasher.key("bench", s.metric, labels), 0, s.value);
+            }
+            black_box(rows);
+        },
+    );
+    // ... and the guest's own work alone: parse and gather into columns, nothing emitted.
+    let (t_guest_gather, t_native_gather, ratio_gather) = paired(
+        15,
+        10,
+        || run(&gather),
+        || {
+            let mut parsed = Vec::with_capacity(2048);
+            logic::parse_lines(&payload, &mut parsed);
+            let mut columns = sotp_guest::Columns::new();
+            for p in parsed {
+                columns.push(p.metric, &[("device", p.device)], p.value);
+            }
+            black_box(columns.take());
+        },
+    );
     let samples_per_batch = {
         let mut v = Vec::new();
         logic::parse_lines(&payload, &mut v);
@@ -276,19 +325,29 @@ fn main() {
         "the same natively, a record per sample",
         fmt(t_native_rows)
     );
+    println!(
+        "{:<58} {:>12}",
+        "parse and gather into columns, nothing emitted, as a guest",
+        fmt(t_guest_gather)
+    );
+    println!("{:<58} {:>12}", "the same natively", fmt(t_native_gather));
     let per = |t: Duration| t.as_nanos() as f64 / samples_per_batch as f64;
     println!(
-        "\nguest / native ratio for sample building, columns (emit.series): {:.2}x  ({:.0} ns vs {:.0} ns per sample)",
-        t_guest.as_secs_f64() / t_native.as_secs_f64(),
+        "\nguest / native ratio for sample building, columns (emit.series): {ratio:.2}x  ({:.0} ns vs {:.0} ns per sample)",
         per(t_guest),
         per(t_native)
     );
     println!(
-        "guest / native ratio for sample building, rows (emit.samples):    {:.2}x  ({:.0} ns vs {:.0} ns per sample)",
-        t_guest_rows.as_secs_f64() / t_native_rows.as_secs_f64(),
+        "guest / native ratio for sample building, rows (emit.samples):    {ratio_rows:.2}x  ({:.0} ns vs {:.0} ns per sample)",
         per(t_guest_rows),
         per(t_native_rows)
     );
+    println!(
+        "guest / native ratio without emitting (parse + gather only):      {ratio_gather:.2}x  ({:.0} ns vs {:.0} ns per sample)",
+        per(t_guest_gather),
+        per(t_native_gather)
+    );
+    println!("(ratios: medians of 15 rounds alternating guest and native)");
 }
 
 /// Median (total activation, warm-up part) of swapping a running component between two
