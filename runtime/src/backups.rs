@@ -57,6 +57,8 @@ pub enum BackupError {
     NoRevision(String),
     #[error("backup repository: {0}")]
     Git(#[from] git2::Error),
+    #[error("backup repository: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -83,6 +85,8 @@ pub struct DeviceBackup {
 pub struct Backups {
     root: PathBuf,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Held while a repository is created (see `repo`).
+    creating: Mutex<()>,
 }
 
 impl Backups {
@@ -90,6 +94,7 @@ impl Backups {
         Backups {
             root,
             locks: Mutex::new(HashMap::new()),
+            creating: Mutex::new(()),
         }
     }
 
@@ -113,13 +118,29 @@ impl Backups {
         }
     }
 
+    /// The tenant's repository, created on first use. It is made under a temporary name and
+    /// renamed into place, so whoever opens it (a reader racing the first backup, or SOTP
+    /// after a crash) finds all of it or nothing.
     fn repo(&self, tenant: &str) -> Result<Repository, BackupError> {
-        let path = self.root.join(format!("{tenant}.git"));
-        if path.exists() {
-            Ok(Repository::open_bare(&path)?)
-        } else {
-            Ok(Repository::init_bare(&path)?)
+        let name = format!("{tenant}.git");
+        let path = self.root.join(&name);
+        if !path.exists() {
+            let _creating = self.creating.lock();
+            if !path.exists() {
+                let partial = self.root.join(format!(".{name}.partial"));
+                match std::fs::remove_dir_all(&partial) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Repository::init_bare(&partial)?;
+                std::fs::rename(&partial, &path)?;
+                let root =
+                    cap_std::fs::Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())?;
+                crate::datadir::sync_dir(&root)?;
+            }
         }
+        Ok(Repository::open_bare(&path)?)
     }
 
     /// Store a device's configuration; commit if it differs from the latest one.
@@ -336,6 +357,31 @@ pub fn normalize(text: &str, ignore: &[Regex]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_racing_the_first_backup_never_sees_half_a_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(Backups::new(dir.path().to_path_buf()));
+        let ignore = BackupSettings::default().compile().unwrap();
+        for i in 0..30 {
+            let tenant = format!("t{i}");
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let reader = {
+                let (b, tenant, done) = (b.clone(), tenant.clone(), done.clone());
+                std::thread::spawn(move || {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        b.list(&tenant)
+                            .expect("listing while the repository is created");
+                    }
+                })
+            };
+            b.store(&tenant, "r1", "test", "hostname r1\n", &ignore)
+                .unwrap();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap();
+            assert_eq!(b.list(&tenant).unwrap().len(), 1);
+        }
+    }
 
     #[test]
     fn commits_only_on_change_and_diffs() {

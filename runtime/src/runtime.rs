@@ -1595,7 +1595,7 @@ fn backup_error(e: crate::backups::BackupError) -> RuntimeError {
         BackupError::NoBackup(_) | BackupError::NoRevision(_) => {
             RuntimeError::NotFound(e.to_string())
         }
-        BackupError::Git(_) => RuntimeError::Internal(e.to_string()),
+        BackupError::Git(_) | BackupError::Io(_) => RuntimeError::Internal(e.to_string()),
     }
 }
 

@@ -215,7 +215,8 @@ fn a_recreated_tenant_sees_none_of_the_deleted_ones_data() {
         .unwrap();
     server.wait_flows_stored(1);
     acme.wait_for("ticks, logs and a backup", Duration::from_secs(30), |api| {
-        let backups = api.get("/v1/backups").1;
+        let (status, backups) = api.get("/v1/backups");
+        assert_eq!(status, 200, "{backups}");
         (api.points("ticks", "1h").len() >= 3 && !backups["devices"].as_array().unwrap().is_empty())
             .then_some(())
     });
