@@ -991,6 +991,31 @@ mod tests {
         assert_eq!(store.series_count(), 2);
     }
 
+    /// A series that got a later probe (its first was taken) keeps its id when the tenant
+    /// that held the first probe is purged: it is not taken for new and stored twice.
+    #[tokio::test]
+    async fn a_series_past_a_purged_hole_keeps_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TelemetryStore::open(&dir.path().join("t.duckdb")).unwrap();
+        let first = key(&store, "gone", "temp", "kitchen");
+        let mut second = key(&store, "acme", "temp", "kitchen");
+        second.hash = first.hash;
+        for (tenant, k, at) in [("gone", &first, 1000), ("acme", &second, 2000)] {
+            let mut s = Samples::default();
+            s.push(k.clone(), at, 1.0);
+            store.commit(batch(tenant, s)).await.unwrap();
+        }
+        store.purge_tenant("gone").await.unwrap();
+        let mut s = Samples::default();
+        s.push(second.clone(), 3000, 2.0);
+        store.commit(batch("acme", s)).await.unwrap();
+        assert_eq!(store.series_count(), 1, "one series, not two");
+        assert_eq!(store.tenant_series("acme"), 1);
+        let acme = store.query(&query("acme", "temp")).unwrap();
+        assert_eq!(acme.len(), 1);
+        assert_eq!(acme[0].points, vec![(2000, 1.0), (3000, 2.0)]);
+    }
+
     #[tokio::test]
     async fn the_series_quota_refuses_new_series_and_keeps_old_ones() {
         let dir = tempfile::tempdir().unwrap();
