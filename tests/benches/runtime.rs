@@ -17,7 +17,9 @@ use sotp_runtime::instance::{Call, LoadedVersion, Outcome};
 use sotp_runtime::manifest::{Manifest, ManifestBounds};
 use sotp_runtime::mqtt::MqttHub;
 use sotp_runtime::stats::{ComponentStats, LogSource};
-use sotp_runtime::telemetry::{Samples, TelemetryStore, normalize_labels, validate_metric_name};
+use sotp_runtime::telemetry::{
+    Samples, SeriesHasher, SeriesKey, TelemetryStore, normalize_labels, validate_metric_name,
+};
 use sotp_tests::guests::{BENCH_GUEST, TICK_COUNTER};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -123,6 +125,26 @@ fn paired(
     (g[rounds / 2], n[rounds / 2], ratios[rounds / 2])
 }
 
+/// The bench guest's `gather` natively: parse the payload into one column per device.
+fn gather_columns(payload: &[u8]) -> sotp_guest::Columns {
+    let mut parsed = Vec::with_capacity(2048);
+    logic::parse_lines(payload, &mut parsed);
+    let mut columns = sotp_guest::Columns::new();
+    for p in parsed {
+        columns.push(p.metric, &[("device", p.device)], p.value);
+    }
+    columns
+}
+
+/// What the host does with each series a guest emits (host/emit.rs): check the metric name,
+/// normalize the labels, derive the key.
+fn host_key(hasher: SeriesHasher, metric: String, labels: Vec<sotp_guest::Label>) -> SeriesKey {
+    validate_metric_name(&metric).unwrap();
+    let labels = labels.into_iter().map(|l| (l.name, l.value)).collect();
+    let labels = normalize_labels("bench", labels).unwrap();
+    hasher.key("bench", metric, labels)
+}
+
 fn fmt(d: Duration) -> String {
     let ns = d.as_nanos();
     if ns < 10_000 {
@@ -214,19 +236,10 @@ fn main() {
         10,
         || run(&parse),
         || {
-            let mut parsed = Vec::with_capacity(2048);
-            logic::parse_lines(&payload, &mut parsed);
-            let mut columns = sotp_guest::Columns::new();
-            for p in parsed {
-                columns.push(p.metric, &[("device", p.device)], p.value);
-            }
-            columns.emit().unwrap();
+            gather_columns(&payload).emit().unwrap();
             let mut rows = Samples::default();
             for s in sotp_guest::take_emitted_series() {
-                validate_metric_name(&s.metric).unwrap();
-                let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
-                let labels = normalize_labels("bench", labels).unwrap();
-                let key = hasher.key("bench", s.metric, labels);
+                let key = host_key(hasher, s.metric, s.labels);
                 rows.extend_series(key, s.values.into_iter().map(|v| (0, v)));
             }
             black_box(rows);
@@ -247,10 +260,7 @@ fn main() {
             out.emit().unwrap();
             let mut rows = Samples::default();
             for s in sotp_guest::take_emitted() {
-                validate_metric_name(&s.metric).unwrap();
-                let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
-                let labels = normalize_labels("bench", labels).unwrap();
-                rows.push(hasher.key("bench", s.metric, labels), 0, s.value);
+                rows.push(host_key(hasher, s.metric, s.labels), 0, s.value);
             }
             black_box(rows);
         },
@@ -261,13 +271,7 @@ fn main() {
         10,
         || run(&gather),
         || {
-            let mut parsed = Vec::with_capacity(2048);
-            logic::parse_lines(&payload, &mut parsed);
-            let mut columns = sotp_guest::Columns::new();
-            for p in parsed {
-                columns.push(p.metric, &[("device", p.device)], p.value);
-            }
-            black_box(columns.take());
+            black_box(gather_columns(&payload).take());
         },
     );
     let samples_per_batch = {

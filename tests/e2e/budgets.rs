@@ -34,17 +34,6 @@ fn usage(api: &Api) -> Value {
     body["usage"].clone()
 }
 
-fn wait_for_trap(api: &Api, name: &str, kind: &str, times: u64) -> Value {
-    api.wait_for(
-        &format!("{name} to trap ({kind}) {times} times"),
-        Duration::from_secs(90),
-        |api| {
-            let view = api.component(name);
-            (view["counters"]["traps"][kind].as_u64().unwrap_or(0) >= times).then_some(view)
-        },
-    )
-}
-
 /// A device on this host's loopback whose SNMP port never answers.
 fn mute_device(api: &Api) -> UdpSocket {
     let hole = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -162,7 +151,7 @@ fn a_call_looping_on_a_slow_device_is_stopped_by_its_wall_clock_budget() {
         ATTACKER,
     );
     // Stopped twice: the thread the first call held came back, and the next tick ran.
-    let view = wait_for_trap(&acme, "looper", "wall_clock", 2);
+    let view = acme.wait_for_trap("looper", "wall_clock", 2);
     let reason = view["last_error"]["message"].as_str().unwrap();
     assert!(
         reason.contains("wall-clock budget exceeded (limits.wall_ms = 3000"),
@@ -179,7 +168,7 @@ fn a_call_looping_on_a_slow_device_is_stopped_by_its_wall_clock_budget() {
         &attacker_manifest("sleeper", "sleep", "1s", "cpu_ms = 100\nwall_ms = 1500", ""),
         ATTACKER,
     );
-    let view = wait_for_trap(&acme, "sleeper", "wall_clock", 2);
+    let view = acme.wait_for_trap("sleeper", "wall_clock", 2);
     assert!(acme.points("slept", "1h").is_empty(), "{view}");
     // Devices cannot ask for timeouts or retries that would hold a thread for long.
     let (status, body) = acme.put(
@@ -224,7 +213,7 @@ fn host_call_data_wasi_resources_and_log_lines_are_bounded() {
         ATTACKER,
     );
 
-    let big = wait_for_trap(&acme, "big", "hostcall_data", 1);
+    let big = acme.wait_for_trap("big", "hostcall_data", 1);
     let reason = big["last_error"]["message"].as_str().unwrap();
     assert!(reason.contains("limits.max_emit_bytes = 1MiB"), "{reason}");
 

@@ -1,7 +1,7 @@
 //! Hostile guests and bad uploads against a real `sotp`: each attack is stopped and named,
 //! the host and its other components carry on.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sotp_tests::guests::{ATTACKER, TICK_COUNTER, WRONG_WORLD};
 use sotp_tests::harness::{Api, Server, manifest};
 use std::time::Duration;
@@ -22,17 +22,6 @@ fn attacker(api: &Api, name: &str, mode: &str, extra: &str) {
     );
 }
 
-fn wait_for_trap(api: &Api, name: &str, kind: &str, times: u64) -> Value {
-    api.wait_for(
-        &format!("{name} to trap ({kind}) {times} times"),
-        Duration::from_secs(60),
-        |api| {
-            let view = api.component(name);
-            (view["counters"]["traps"][kind].as_u64().unwrap_or(0) >= times).then_some(view)
-        },
-    )
-}
-
 fn last_point(api: &Api, metric: &str) -> Option<f64> {
     api.points(metric, "1h").last().map(|p| p.2)
 }
@@ -46,7 +35,7 @@ fn attacks_are_stopped_named_and_contained() {
     attacker(&acme, "bomber", "bomb", "");
     attacker(&acme, "panicker", "panic", "");
 
-    let spin = wait_for_trap(&acme, "spinner", "cpu_deadline", 2);
+    let spin = acme.wait_for_trap("spinner", "cpu_deadline", 2);
     let reason = spin["last_error"]["message"].as_str().unwrap();
     assert!(reason.contains("CPU deadline exceeded"), "{reason}");
     assert!(
@@ -58,12 +47,12 @@ fn attacks_are_stopped_named_and_contained() {
         "nothing a trapped call emitted is stored"
     );
 
-    let bomb = wait_for_trap(&acme, "bomber", "memory_limit", 2);
+    let bomb = acme.wait_for_trap("bomber", "memory_limit", 2);
     let reason = bomb["last_error"]["message"].as_str().unwrap();
     assert!(reason.contains("memory limit exceeded"), "{reason}");
     assert!(!reason.contains("unreachable"), "{reason}");
 
-    let panic = wait_for_trap(&acme, "panicker", "panic", 2);
+    let panic = acme.wait_for_trap("panicker", "panic", 2);
     let reason = panic["last_error"]["message"].as_str().unwrap();
     assert!(
         reason.starts_with("panicked: sensor table corrupt at tick"),

@@ -21,6 +21,13 @@ pub struct Server {
 /// listen there; the default egress policy refuses loopback).
 pub const LOOPBACK_EGRESS: &str = "[runtime.egress]\nallow = [\"127.0.0.1/32\"]\n";
 
+fn fresh_data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sotp-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
 impl Server {
     /// Start `bin` (the `sotp` binary) on a fresh data dir.
     pub fn start(bin: &str) -> Server {
@@ -29,26 +36,11 @@ impl Server {
 
     /// Start with this TOML as the config file (written into the data dir).
     pub fn start_with_config(bin: &str, config: &str, env: &[(&str, &str)]) -> Server {
-        let data_dir = tempfile::Builder::new()
-            .prefix("sotp-test-")
-            .tempdir()
-            .expect("temp dir");
+        let data_dir = fresh_data_dir();
         let path = data_dir.path().join("config.toml");
         std::fs::write(&path, config).expect("writing the config");
-        let mut server = Server {
-            bin: PathBuf::from(bin),
-            data_dir,
-            child: None,
-            base: String::new(),
-            admin_token: String::new(),
-            extra_args: vec!["--config".into(), path.to_string_lossy().into_owned()],
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        server.launch();
-        server
+        let config_arg = path.to_string_lossy().into_owned();
+        Self::launched(bin, data_dir, &["--config", &config_arg], env)
     }
 
     /// The process id of the running `sotp`.
@@ -69,10 +61,20 @@ impl Server {
     }
 
     pub fn start_with(bin: &str, extra_args: &[&str]) -> Server {
-        let data_dir = tempfile::Builder::new()
-            .prefix("sotp-test-")
-            .tempdir()
-            .expect("temp dir");
+        Self::launched(bin, fresh_data_dir(), extra_args, &[])
+    }
+
+    /// Start with extra environment variables (failpoints, config overrides).
+    pub fn start_with_env(bin: &str, env: &[(&str, &str)]) -> Server {
+        Self::launched(bin, fresh_data_dir(), &[], env)
+    }
+
+    fn launched(
+        bin: &str,
+        data_dir: tempfile::TempDir,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut server = Server {
             bin: PathBuf::from(bin),
             data_dir,
@@ -80,25 +82,6 @@ impl Server {
             base: String::new(),
             admin_token: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-        };
-        server.launch();
-        server
-    }
-
-    /// Start with extra environment variables (failpoints, config overrides).
-    pub fn start_with_env(bin: &str, env: &[(&str, &str)]) -> Server {
-        let data_dir = tempfile::Builder::new()
-            .prefix("sotp-test-")
-            .tempdir()
-            .expect("temp dir");
-        let mut server = Server {
-            bin: PathBuf::from(bin),
-            data_dir,
-            child: None,
-            base: String::new(),
-            admin_token: String::new(),
-            extra_args: Vec::new(),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -451,6 +434,18 @@ impl Api {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Wait until component `name` has trapped `times` times with trap class `kind`; its view.
+    pub fn wait_for_trap(&self, name: &str, kind: &str, times: u64) -> Value {
+        self.wait_for(
+            &format!("{name} to trap ({kind}) {times} times"),
+            Duration::from_secs(90),
+            |api| {
+                let view = api.component(name);
+                (view["counters"]["traps"][kind].as_u64().unwrap_or(0) >= times).then_some(view)
+            },
+        )
     }
 }
 
