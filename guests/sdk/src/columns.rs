@@ -152,10 +152,26 @@ fn eq(a: &str, b: &str) -> bool {
     wa.zip(wb).all(|(x, y)| word(x) == word(y)) && tails_equal
 }
 
+/// Up to 8 bytes as a little-endian word, zero-padded. Read in 4-, 2- and 1-byte steps rather
+/// than copied into a buffer: a copy of a variable length is a `memcpy` call, which in a guest
+/// is a `memory.copy` through the runtime, several times per sample.
 fn word(bytes: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w[..bytes.len()].copy_from_slice(bytes);
-    u64::from_le_bytes(w)
+    if let Ok(w) = <[u8; 8]>::try_from(bytes) {
+        return u64::from_le_bytes(w);
+    }
+    let (mut w, mut shift, mut rest) = (0u64, 0, bytes);
+    if let Some((four, tail)) = rest.split_first_chunk::<4>() {
+        w = u64::from(u32::from_le_bytes(*four));
+        (shift, rest) = (32, tail);
+    }
+    if let Some((two, tail)) = rest.split_first_chunk::<2>() {
+        w |= u64::from(u16::from_le_bytes(*two)) << shift;
+        (shift, rest) = (shift + 16, tail);
+    }
+    if let Some(&one) = rest.first() {
+        w |= u64::from(one) << shift;
+    }
+    w
 }
 
 /// A multiply-rotate hash (in the manner of FxHash) over the metric and labels, a word at a
@@ -222,6 +238,16 @@ mod tests {
             .iter()
             .find(|s| same(s, metric, labels))
             .unwrap_or_else(|| panic!("no series {metric} {labels:?}"))
+    }
+
+    #[test]
+    fn a_word_is_its_bytes_little_endian_zero_padded_at_every_length() {
+        let bytes = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+        for len in 0..=8 {
+            let mut padded = [0u8; 8];
+            padded[..len].copy_from_slice(&bytes[..len]);
+            assert_eq!(word(&bytes[..len]), u64::from_le_bytes(padded), "length {len}");
+        }
     }
 
     #[test]
