@@ -106,7 +106,7 @@ impl Topology {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let topology: Topology =
-            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         topology.validate()?;
         Ok(topology)
     }
@@ -292,9 +292,9 @@ mod tests {
     #[test]
     fn bad_topologies_are_explained() {
         let t: Topology =
-            serde_yaml::from_str("name: x\nnodes: [{name: a, kind: router}]\nlinks: []").unwrap();
+            serde_saphyr::from_str("name: x\nnodes: [{name: a, kind: router}]\nlinks: []").unwrap();
         assert!(t.validate().unwrap_err().to_string().contains("management"));
-        let t: Topology = serde_yaml::from_str(
+        let t: Topology = serde_saphyr::from_str(
             "name: x\nnodes: [{name: a, kind: router, management: true}]\nlinks: [[a, b]]",
         )
         .unwrap();

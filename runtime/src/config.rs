@@ -22,6 +22,8 @@ pub struct RuntimeConfig {
     pub secrets: crate::crypto::SecretsConfig,
     /// Which addresses tenants' components may make SOTP connect to (see `egress`).
     pub egress: crate::egress::EgressConfig,
+    /// What a tenant's golden-config compliance may hold (see `compliance`).
+    pub compliance: crate::compliance::ComplianceConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -88,6 +90,7 @@ impl Default for RuntimeConfig {
             flows: Default::default(),
             secrets: Default::default(),
             egress: Default::default(),
+            compliance: Default::default(),
         }
     }
 }

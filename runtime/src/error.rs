@@ -28,6 +28,8 @@ pub enum RuntimeError {
     Forbidden(String),
     #[error("{0}")]
     Internal(String),
+    #[error("invalid rule file: {0}")]
+    RuleFile(#[from] crate::compliance::RuleFileError),
 }
 
 impl RuntimeError {
@@ -48,6 +50,7 @@ impl RuntimeError {
             RuntimeError::Unauthorized(_) => "unauthorized",
             RuntimeError::Forbidden(_) => "forbidden",
             RuntimeError::Internal(_) => "internal",
+            RuntimeError::RuleFile(_) => "invalid_rule_file",
         }
     }
 }
@@ -63,6 +66,20 @@ impl From<crate::telemetry::QueryError> for RuntimeError {
         match e {
             crate::telemetry::QueryError::Invalid(m) => RuntimeError::Invalid(m),
             crate::telemetry::QueryError::Store(m) => RuntimeError::Internal(m),
+        }
+    }
+}
+
+impl From<crate::compliance::ComplianceError> for RuntimeError {
+    fn from(e: crate::compliance::ComplianceError) -> Self {
+        use crate::compliance::{ComplianceError as C, StoreError as S};
+        match e {
+            C::RuleFile(e) => RuntimeError::RuleFile(e),
+            C::Invalid(m) => RuntimeError::Invalid(m),
+            C::Busy(m) => RuntimeError::Conflict(m),
+            C::Store(S::Quota(m)) => RuntimeError::Quota(m),
+            C::Store(S::NotFound(m)) => RuntimeError::NotFound(m),
+            C::Store(S::State(e)) => RuntimeError::Internal(e.to_string()),
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct Device {
     /// Groups of redundant parents: reachable if at least one of each group is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redundancy_groups: Vec<Vec<String>>,
+    /// The device's own variables for golden-config templates (see compliance/rules.rs).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub vars: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -241,7 +244,7 @@ pub fn parse_import(text: &str, csv: bool) -> Result<Vec<Device>, String> {
             List(Vec<Device>),
             Wrapped { devices: Vec<Device> },
         }
-        return serde_yaml::from_str::<Doc>(text)
+        return serde_saphyr::from_str::<Doc>(text)
             .map(|d| match d {
                 Doc::List(l) | Doc::Wrapped { devices: l } => l,
             })
@@ -299,6 +302,7 @@ pub fn parse_import(text: &str, csv: bool) -> Result<Vec<Device>, String> {
             tags: list("tags"),
             parents: list("parents"),
             redundancy_groups: Vec::new(),
+            vars: Default::default(),
             snmp,
             ssh,
             name,
@@ -323,6 +327,7 @@ mod tests {
             ssh: None,
             parents: vec![],
             redundancy_groups: vec![],
+            vars: Default::default(),
         }
     }
 

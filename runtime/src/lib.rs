@@ -8,6 +8,7 @@
 pub mod backups;
 pub mod budget;
 pub mod component;
+pub mod compliance;
 pub mod config;
 pub mod crypto;
 pub mod datadir;

@@ -123,6 +123,45 @@ ALTER TABLE tenants ADD COLUMN max_series INTEGER;
 ALTER TABLE tenants ADD COLUMN max_instances INTEGER;
 ALTER TABLE tenants ADD COLUMN max_concurrent_calls INTEGER;
 "#,
+    // Golden-config compliance (see compliance/store.rs).
+    r#"
+CREATE TABLE compliance_rule_versions (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    file TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    uploaded_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, file, version)
+);
+CREATE TABLE compliance_rule_files (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    file TEXT NOT NULL,
+    active_version INTEGER,
+    previous_version INTEGER,
+    PRIMARY KEY (tenant, file)
+);
+CREATE TABLE compliance_waivers (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE TABLE compliance_audits (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +252,22 @@ impl StateStore {
         let all = store.tenants()?;
         *store.tenants.write() = all.into_iter().map(|t| (t.id.clone(), t)).collect();
         Ok(store)
+    }
+
+    /// Run `f` on the write connection (subsystems that own their tables, e.g. compliance).
+    pub(crate) fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        Ok(f(&mut self.conn.lock())?)
+    }
+
+    /// Run `f` on a read connection.
+    pub(crate) fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        Ok(f(&self.read())?)
     }
 
     /// A read connection: a free one of the pool, else the first to come free.

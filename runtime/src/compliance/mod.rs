@@ -1,0 +1,397 @@
+//! Golden-config compliance: a tenant's rule files audit the configuration backups.
+//!
+//! In: rule files (YAML + Jinja2, versioned, one active version each), waivers, the device
+//! inventory (scope fields and variables) and the newest backup of each device from the
+//! tenant's Git repository (`backups`). Out: audit reports (per device percent compliant,
+//! per rule pass/fail/waived/error, missing and extra lines, remediation in the device's
+//! syntax), stored per tenant with their trend, and dry runs (what a draft would change).
+//!
+//! - `config.rs` parses configs into line trees (indented and Junos `set`/brace syntaxes),
+//! - `rules.rs` checks a rule file into a `RuleSet` (errors name file, line, column, key),
+//! - `evaluate.rs` runs one rule on one device, `remediation.rs` orders the fixes,
+//! - `audit.rs` runs everything over every device and compares reports,
+//! - `store.rs` keeps versions, waivers and reports in the state database.
+//!
+//! Budgets (`[runtime.compliance]`): rule files per tenant, bytes per file, versions kept per
+//! file, waivers, reports kept; one audit at a time per tenant.
+
+pub mod audit;
+pub mod config;
+pub mod evaluate;
+pub mod remediation;
+pub mod rules;
+pub mod store;
+
+pub use audit::{DryRun, Report, Waiver};
+pub use rules::{RuleFileError, RuleSet};
+pub use store::{AuditInfo, RuleFileInfo, RuleVersion, StoreError};
+
+use crate::backups::Backups;
+use crate::state::StateStore;
+use crate::units::ByteSize;
+use audit::DeviceInput;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComplianceConfig {
+    /// Rule files per tenant.
+    pub max_rule_files: u32,
+    /// Size of one rule file.
+    pub max_rule_file_bytes: ByteSize,
+    /// Versions kept per rule file (the active and the rollback target are always kept).
+    pub max_versions_per_file: u32,
+    /// Waivers per tenant (expired ones are dropped first).
+    pub max_waivers: u32,
+    /// Audit reports kept per tenant (the trend reaches this far back).
+    pub keep_audits: u32,
+}
+
+impl Default for ComplianceConfig {
+    fn default() -> Self {
+        ComplianceConfig {
+            max_rule_files: 100,
+            max_rule_file_bytes: ByteSize::mib(1),
+            max_versions_per_file: 50,
+            max_waivers: 10_000,
+            keep_audits: 100,
+        }
+    }
+}
+
+/// An audit in progress.
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    pub started_ms: i64,
+    pub devices: usize,
+    pub done: usize,
+}
+
+struct Running {
+    started_ms: i64,
+    devices: usize,
+    done: Arc<AtomicUsize>,
+}
+
+/// What a rule file upload did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Uploaded {
+    pub file: String,
+    pub version: u32,
+    /// False: the text equals the newest version, which is returned.
+    pub created: bool,
+    pub active: bool,
+    pub rules: usize,
+}
+
+/// A draft to dry-run: a new text for a file, or one of its stored versions.
+pub enum Draft {
+    Text(String),
+    Version(u32),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComplianceError {
+    #[error(transparent)]
+    RuleFile(#[from] RuleFileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Busy(String),
+}
+
+pub struct Compliance {
+    state: Arc<StateStore>,
+    backups: Arc<Backups>,
+    limits: ComplianceConfig,
+    /// Checked rule sets by (tenant, file, version): compiling is the costly part of a load.
+    cache: Mutex<HashMap<(String, String, u32), Arc<RuleSet>>>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// Rule file names: what a file system and a URL both take without escaping.
+pub fn validate_file_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "rule file name `{name}`: 1-64 of a-z, A-Z, 0-9, `-`, `_`, `.`, not starting with `.`"
+        ))
+    }
+}
+
+impl Compliance {
+    pub fn new(state: Arc<StateStore>, backups: Arc<Backups>, limits: ComplianceConfig) -> Self {
+        Compliance {
+            state,
+            backups,
+            limits,
+            cache: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Check and store a rule file as its next version; `activate` makes it active.
+    pub fn put_rules(
+        &self,
+        tenant: &str,
+        file: &str,
+        text: &str,
+        activate: bool,
+    ) -> Result<Uploaded, ComplianceError> {
+        validate_file_name(file).map_err(ComplianceError::Invalid)?;
+        if text.len() as u64 > self.limits.max_rule_file_bytes.0 {
+            return Err(ComplianceError::Invalid(format!(
+                "rule file of {} bytes is over compliance.max_rule_file_bytes = {}",
+                text.len(),
+                self.limits.max_rule_file_bytes
+            )));
+        }
+        let checked = rules::compile(file, 0, text)?;
+        let (version, created) = store::add_version(&self.state, &self.limits, tenant, file, text)?;
+        if activate {
+            store::activate(&self.state, tenant, file, version)?;
+        }
+        let active = store::active_version(&self.state, tenant, file)? == Some(version);
+        Ok(Uploaded {
+            file: file.into(),
+            version,
+            created,
+            active,
+            rules: checked.rules.len(),
+        })
+    }
+
+    pub fn files(&self, tenant: &str) -> Result<Vec<RuleFileInfo>, ComplianceError> {
+        Ok(store::files(&self.state, tenant)?)
+    }
+
+    pub fn versions(&self, tenant: &str, file: &str) -> Result<Vec<RuleVersion>, ComplianceError> {
+        Ok(store::versions(&self.state, tenant, file)?)
+    }
+
+    /// A version's text; `None`: the active one.
+    pub fn text(
+        &self,
+        tenant: &str,
+        file: &str,
+        version: Option<u32>,
+    ) -> Result<(u32, String), ComplianceError> {
+        let version = match version {
+            Some(v) => v,
+            None => store::active_version(&self.state, tenant, file)?.ok_or_else(|| {
+                StoreError::NotFound(format!("rule file `{file}` has no active version"))
+            })?,
+        };
+        Ok((version, store::text(&self.state, tenant, file, version)?))
+    }
+
+    pub fn activate(&self, tenant: &str, file: &str, version: u32) -> Result<(), ComplianceError> {
+        Ok(store::activate(&self.state, tenant, file, version)?)
+    }
+
+    pub fn rollback(&self, tenant: &str, file: &str) -> Result<u32, ComplianceError> {
+        Ok(store::rollback(&self.state, tenant, file)?)
+    }
+
+    pub fn delete_file(&self, tenant: &str, file: &str) -> Result<(), ComplianceError> {
+        store::delete_file(&self.state, tenant, file)?;
+        self.cache
+            .lock()
+            .retain(|(t, f, _), _| !(t == tenant && f == file));
+        Ok(())
+    }
+
+    pub fn add_waiver(
+        &self,
+        tenant: &str,
+        device: &str,
+        rule: &str,
+        reason: &str,
+        expires_ms: i64,
+    ) -> Result<Waiver, ComplianceError> {
+        let now = crate::now_ms();
+        if reason.trim().is_empty() || reason.len() > 1024 {
+            return Err(ComplianceError::Invalid(
+                "a waiver needs a reason of 1 to 1024 bytes".into(),
+            ));
+        }
+        if device.is_empty() || device.len() > 255 || rule.is_empty() || rule.len() > 128 {
+            return Err(ComplianceError::Invalid(
+                "a waiver names a device (1-255 bytes) and a rule id (1-128 bytes)".into(),
+            ));
+        }
+        if expires_ms <= now {
+            return Err(ComplianceError::Invalid(
+                "a waiver's expiry must be in the future".into(),
+            ));
+        }
+        let waiver = Waiver {
+            id: format!("w-{}", hex::encode(rand::random::<[u8; 6]>())),
+            device: device.into(),
+            rule: rule.into(),
+            reason: reason.into(),
+            expires_ms,
+            created_ms: now,
+        };
+        store::add_waiver(&self.state, &self.limits, tenant, &waiver)?;
+        Ok(waiver)
+    }
+
+    /// The waivers in force (expired ones are not listed).
+    pub fn waivers(&self, tenant: &str) -> Result<Vec<Waiver>, ComplianceError> {
+        let now = crate::now_ms();
+        Ok(store::waivers(&self.state, tenant)?
+            .into_iter()
+            .filter(|w| w.expires_ms > now)
+            .collect())
+    }
+
+    pub fn delete_waiver(&self, tenant: &str, id: &str) -> Result<(), ComplianceError> {
+        Ok(store::delete_waiver(&self.state, tenant, id)?)
+    }
+
+    fn rule_set(&self, tenant: &str, file: &str, version: u32) -> Result<Arc<RuleSet>, ComplianceError> {
+        let key = (tenant.to_string(), file.to_string(), version);
+        if let Some(set) = self.cache.lock().get(&key) {
+            return Ok(set.clone());
+        }
+        let text = store::text(&self.state, tenant, file, version)?;
+        let set = Arc::new(rules::compile(file, version, &text)?);
+        let mut cache = self.cache.lock();
+        if cache.len() > 1024 {
+            cache.clear(); // a bound, not a policy: sets are cheap to compile again
+        }
+        cache.insert(key, set.clone());
+        Ok(set)
+    }
+
+    fn active_sets(&self, tenant: &str) -> Result<Vec<Arc<RuleSet>>, ComplianceError> {
+        store::active(&self.state, tenant)?
+            .into_iter()
+            .map(|(file, version)| self.rule_set(tenant, &file, version))
+            .collect()
+    }
+
+    /// Every device of the inventory with its newest backup.
+    fn inputs(&self, tenant: &str) -> Result<Vec<DeviceInput>, ComplianceError> {
+        let devices = self.state.devices(tenant).map_err(StoreError::from)?;
+        let latest: HashMap<String, String> = self
+            .backups
+            .list(tenant)
+            .map(|list| {
+                list.into_iter()
+                    .map(|b| (b.device, b.latest.commit))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(devices
+            .into_iter()
+            .map(|device| {
+                let backup = match latest.get(&device.name) {
+                    Some(commit) => self
+                        .backups
+                        .text(tenant, &device.name, Some(commit))
+                        .map(|text| (commit.clone(), text))
+                        .map_err(|e| format!("backup: {e}")),
+                    None => Err("no backup of this device yet".to_string()),
+                };
+                DeviceInput { device, backup }
+            })
+            .collect())
+    }
+
+    /// Run every active rule file over the newest backups and store the report.
+    pub fn run_audit(&self, tenant: &str, trigger: &str) -> Result<(i64, Report), ComplianceError> {
+        let inputs = self.inputs(tenant)?;
+        let sets = self.active_sets(tenant)?;
+        let done = Arc::new(AtomicUsize::new(0));
+        let started_ms = crate::now_ms();
+        {
+            let mut running = self.running.lock();
+            if running.contains_key(tenant) {
+                return Err(ComplianceError::Busy(
+                    "an audit of this tenant is running; see GET /v1/compliance/audits/running"
+                        .into(),
+                ));
+            }
+            running.insert(
+                tenant.to_string(),
+                Running {
+                    started_ms,
+                    devices: inputs.len(),
+                    done: done.clone(),
+                },
+            );
+        }
+        let waivers = store::waivers(&self.state, tenant);
+        let result = waivers.map_err(ComplianceError::from).and_then(|waivers| {
+            let report = audit::audit(&sets, &inputs, &waivers, crate::now_ms(), &done);
+            let id = store::save_audit(&self.state, &self.limits, tenant, started_ms, trigger, &report)?;
+            Ok((id, report))
+        });
+        self.running.lock().remove(tenant);
+        result
+    }
+
+    /// The audit running now, if any.
+    pub fn progress(&self, tenant: &str) -> Option<Progress> {
+        self.running.lock().get(tenant).map(|r| Progress {
+            started_ms: r.started_ms,
+            devices: r.devices,
+            done: r.done.load(Ordering::Relaxed),
+        })
+    }
+
+    pub fn audits(&self, tenant: &str) -> Result<Vec<AuditInfo>, ComplianceError> {
+        Ok(store::audits(&self.state, tenant)?)
+    }
+
+    pub fn report(&self, tenant: &str, id: Option<i64>) -> Result<(i64, Report), ComplianceError> {
+        Ok(store::audit_report(&self.state, tenant, id)?)
+    }
+
+    /// Audit today's backups with `draft` in place of `file`'s active version (or added, for
+    /// a new file) and compare with the active rules. Nothing is stored.
+    pub fn dry_run(&self, tenant: &str, file: &str, draft: Draft) -> Result<DryRun, ComplianceError> {
+        validate_file_name(file).map_err(ComplianceError::Invalid)?;
+        let draft_set = match draft {
+            Draft::Text(text) => {
+                if text.len() as u64 > self.limits.max_rule_file_bytes.0 {
+                    return Err(ComplianceError::Invalid(format!(
+                        "draft of {} bytes is over compliance.max_rule_file_bytes",
+                        text.len()
+                    )));
+                }
+                Arc::new(rules::compile(file, 0, &text)?)
+            }
+            Draft::Version(v) => self.rule_set(tenant, file, v)?,
+        };
+        let inputs = self.inputs(tenant)?;
+        let active = self.active_sets(tenant)?;
+        let with_draft: Vec<Arc<RuleSet>> = active
+            .iter()
+            .filter(|s| s.file != file)
+            .cloned()
+            .chain(std::iter::once(draft_set))
+            .collect();
+        let waivers = store::waivers(&self.state, tenant)?;
+        let now = crate::now_ms();
+        let done = AtomicUsize::new(0);
+        let before = audit::audit(&active, &inputs, &waivers, now, &done);
+        let after = audit::audit(&with_draft, &inputs, &waivers, now, &done);
+        Ok(audit::diff(&before, &after))
+    }
+}

@@ -1,0 +1,612 @@
+//! Golden-config rule files: the YAML a tenant uploads, checked once at upload into a
+//! [`RuleSet`] the audit runs.
+//!
+//! ```yaml
+//! vars: { ntp_servers: [10.0.0.1, 10.0.0.2] }     # defaults for every device
+//! group_vars:                                      # then these, in order, where in scope
+//!   - scope: { site: [ams] }
+//!     vars: { ntp_servers: [10.1.0.1] }
+//! ignore: ['^ *password 7 ']                       # lines no rule of the file sees
+//! rules:
+//!   - id: ntp-servers
+//!     feature: ntp
+//!     scope: { platform: [frr, ios], role: [core] }
+//!     section: []                                  # parent lines, outermost first
+//!     intended: |                                  # Jinja2 (minijinja) over the variables
+//!       {% for s in ntp_servers %}ntp server {{ s }}
+//!       {% endfor %}
+//!     extra_lines_fail: true                       # other `ntp server` lines fail
+//!     lines_like: '^ntp server '                   # ... of those the section holds
+//! ```
+//!
+//! Every error names the file, line, column and key (`rules[2].section[0]`), from the YAML
+//! parser (serde-saphyr: maintained, pure Rust, with budgets against alias bombs) or from our
+//! own checks (regexes, templates), which point at the rule's key.
+
+use super::config::{self, Node, Syntax};
+use crate::inventory::Device;
+use minijinja::{Environment, UndefinedBehavior};
+use regex::{Regex, RegexBuilder};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::cell::RefCell;
+
+/// Size limit of one compiled regex (Rust's regex is linear-time; this bounds its memory).
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// Template fuel per render: a template looping for ever stops with an error.
+const TEMPLATE_FUEL: u64 = 2_000_000;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, Serialize)]
+#[error("{file}:{line}:{column}: {key}: {reason}")]
+pub struct RuleFileError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    /// The key the error is about, as a path (`rules[2].intended`); empty: the document.
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeDoc {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub role: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub site: Vec<String>,
+    /// The device has at least one of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+}
+
+impl ScopeDoc {
+    /// Every field given must match (a field matches if any of its values does).
+    pub fn covers(&self, d: &Device) -> bool {
+        fn one(wanted: &[String], have: Option<&String>) -> bool {
+            wanted.is_empty() || have.is_some_and(|h| wanted.iter().any(|w| w == h))
+        }
+        one(&self.platform, d.platform.as_ref())
+            && one(&self.role, d.role.as_ref())
+            && one(&self.site, d.site.as_ref())
+            && one(&self.devices, Some(&d.name))
+            && (self.tags.is_empty() || self.tags.iter().any(|t| d.tags.contains(t)))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchKind {
+    /// Lines compare equal, blanks squashed.
+    #[default]
+    Exact,
+    /// Each rule line is a regular expression a running line must match in full.
+    Regex,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupVars {
+    pub scope: ScopeDoc,
+    pub vars: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    pub id: String,
+    /// Rules of one feature make one line of the report; default: the rule's id.
+    #[serde(default)]
+    pub feature: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub scope: ScopeDoc,
+    /// The parent lines of the section checked, outermost first (patterns under `match`);
+    /// empty: the top level. Junos: a prefix of words (`set system ntp`).
+    #[serde(default)]
+    pub section: Vec<String>,
+    #[serde(default, rename = "match")]
+    pub match_kind: MatchKind,
+    /// Lines the section must hold; an entry of several lines nests by indentation.
+    /// May use `{{ variables }}`.
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Lines the section must not hold, at any depth.
+    #[serde(default)]
+    pub forbidden: Vec<String>,
+    /// The section's intended lines, a Jinja2 template over the device's variables; always
+    /// compared exactly.
+    #[serde(default)]
+    pub intended: Option<String>,
+    /// The required and intended lines must appear in this order.
+    #[serde(default)]
+    pub ordered: bool,
+    /// Lines in the section that no required or intended line accounts for fail the rule.
+    /// Default: true when `intended` is given, else false.
+    #[serde(default)]
+    pub extra_lines_fail: Option<bool>,
+    /// With `extra_lines_fail`: only running lines matching this regex can be extra (e.g.
+    /// `^ntp server ` when the section is the top level).
+    #[serde(default)]
+    pub lines_like: Option<String>,
+    /// Regexes of running lines this rule does not see (secret hashes, timestamps).
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFileDoc {
+    #[serde(default)]
+    pub vars: Map<String, Value>,
+    #[serde(default)]
+    pub group_vars: Vec<GroupVars>,
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    pub rules: Vec<RuleDoc>,
+}
+
+/// A line pattern: exact (blanks squashed) or a regex matched against the whole line.
+#[derive(Clone, Debug)]
+pub enum Pattern {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl Pattern {
+    pub fn new(text: &str, kind: MatchKind) -> Result<Pattern, String> {
+        match kind {
+            MatchKind::Exact => Ok(Pattern::Exact(squash(text))),
+            MatchKind::Regex => compile_regex(&format!("^(?:{})$", text.trim())).map(Pattern::Regex),
+        }
+    }
+
+    pub fn matches(&self, line: &str) -> bool {
+        match self {
+            Pattern::Exact(want) => squashed_eq(want, line),
+            Pattern::Regex(re) => re.is_match(line),
+        }
+    }
+
+    pub fn text(&self) -> &str {
+        match self {
+            Pattern::Exact(t) => t,
+            Pattern::Regex(re) => {
+                let s = re.as_str();
+                &s[4..s.len() - 2]
+            }
+        }
+    }
+}
+
+pub fn squash(line: &str) -> String {
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `a` (already squashed) equals `b` with its blanks squashed, without allocating.
+fn squashed_eq(a: &str, b: &str) -> bool {
+    let mut theirs = b.split_whitespace();
+    for word in a.split(' ') {
+        if theirs.next() != Some(word) {
+            return false;
+        }
+    }
+    theirs.next().is_none()
+}
+
+pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A rule line as written: fixed, or a template rendered per device.
+#[derive(Clone, Debug)]
+pub enum RuleLines {
+    Fixed(Vec<Node>),
+    Templated(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub id: String,
+    pub feature: String,
+    pub scope: ScopeDoc,
+    pub section: Vec<Pattern>,
+    pub match_kind: MatchKind,
+    /// Each entry parsed as indented lines (an entry may nest).
+    pub required: Vec<RuleLines>,
+    pub forbidden: Vec<String>,
+    forbidden_fixed: Vec<Pattern>,
+    /// Name of the template in the rule set's environment.
+    pub intended: Option<String>,
+    pub ordered: bool,
+    pub extra_lines_fail: bool,
+    pub lines_like: Option<Regex>,
+    pub ignore: Vec<Regex>,
+}
+
+impl Rule {
+    /// The forbidden patterns, rendering templated ones (by their index) with `render`.
+    pub fn forbidden_patterns(
+        &self,
+        render: &dyn Fn(usize) -> Result<String, String>,
+    ) -> Result<Vec<Pattern>, String> {
+        if self.forbidden_fixed.len() == self.forbidden.len() {
+            return Ok(self.forbidden_fixed.clone());
+        }
+        self.forbidden
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let text = if is_template(f) { render(i)? } else { f.clone() };
+                Pattern::new(&text, self.match_kind)
+            })
+            .collect()
+    }
+}
+
+/// A checked rule file, ready to evaluate.
+pub struct RuleSet {
+    pub file: String,
+    pub version: u32,
+    pub vars: Map<String, Value>,
+    pub group_vars: Vec<GroupVars>,
+    pub ignore: Vec<Regex>,
+    pub rules: Vec<Rule>,
+    pub env: Environment<'static>,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("file", &self.file)
+            .field("version", &self.version)
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
+/// The locations of keys in the document, found by re-reading it with spans: our own checks
+/// (regexes, templates) point at the key they are about.
+fn key_location(text: &str, path: &[KeyStep]) -> (u64, u64) {
+    // A small walk over the YAML events is more than we need: find the key's line by
+    // following the path through the text's indentation. Good enough for block-style YAML;
+    // otherwise the error points at the rule's `- id:` line or the document start.
+    let mut line_no = 0usize;
+    let mut column = 1usize;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0usize;
+    let mut min_indent = 0usize;
+    for step in path {
+        match step {
+            KeyStep::Key(key) => {
+                let found = lines.iter().enumerate().skip(from).find(|(_, l)| {
+                    let body = l.trim_start().trim_start_matches("- ");
+                    let indent = l.len() - l.trim_start().len();
+                    indent >= min_indent
+                        && (body.starts_with(&format!("{key}:")) || body.starts_with(&format!("\"{key}\":")))
+                });
+                if let Some((i, l)) = found {
+                    line_no = i;
+                    column = l.find(key.as_str()).unwrap_or(0) + 1;
+                    from = i;
+                    min_indent = l.len() - l.trim_start().len();
+                }
+            }
+            KeyStep::Index(n) => {
+                // The n-th `- ` item at the deepest indentation after `from`.
+                let mut seen = 0;
+                let mut item_indent = None;
+                for (i, l) in lines.iter().enumerate().skip(from + 1) {
+                    let indent = l.len() - l.trim_start().len();
+                    if l.trim_start().starts_with("- ") || l.trim() == "-" {
+                        let want = *item_indent.get_or_insert(indent);
+                        if indent == want {
+                            if seen == *n {
+                                line_no = i;
+                                column = indent + 1;
+                                from = i;
+                                min_indent = indent;
+                                break;
+                            }
+                            seen += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ((line_no + 1) as u64, column as u64)
+}
+
+#[derive(Clone, Debug)]
+enum KeyStep {
+    Key(String),
+    Index(usize),
+}
+
+fn path_string(path: &[KeyStep]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            KeyStep::Key(k) if out.is_empty() => out.push_str(k),
+            KeyStep::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            KeyStep::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Parse and check a rule file.
+pub fn compile(file: &str, version: u32, text: &str) -> Result<RuleSet, RuleFileError> {
+    let doc = parse_doc(file, text)?;
+    let err = |path: Vec<KeyStep>, reason: String| {
+        let (line, column) = key_location(text, &path);
+        RuleFileError {
+            file: file.into(),
+            line,
+            column,
+            key: path_string(&path),
+            reason,
+        }
+    };
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(64);
+    let ignore = doc
+        .ignore
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            compile_regex(p).map_err(|e| err(vec![KeyStep::Key("ignore".into()), KeyStep::Index(i)], e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rules = Vec::with_capacity(doc.rules.len());
+    let mut ids = std::collections::HashSet::new();
+    for (n, r) in doc.rules.into_iter().enumerate() {
+        let at = |key: &str| vec![KeyStep::Key("rules".into()), KeyStep::Index(n), KeyStep::Key(key.into())];
+        let at_item = |key: &str, i: usize| {
+            let mut p = at(key);
+            p.push(KeyStep::Index(i));
+            p
+        };
+        if r.id.trim().is_empty() || r.id.len() > 128 {
+            return Err(err(at("id"), "a rule id is 1 to 128 characters".into()));
+        }
+        if !ids.insert(r.id.clone()) {
+            return Err(err(at("id"), format!("rule id `{}` is used twice", r.id)));
+        }
+        let section = r
+            .section
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Pattern::new(s, r.match_kind).map_err(|e| err(at_item("section", i), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut required = Vec::new();
+        for (i, line) in r.required.iter().enumerate() {
+            if is_template(line) {
+                env.add_template_owned(format!("{}#required{i}", r.id), line.clone())
+                    .map_err(|e| err(at_item("required", i), template_error(&e)))?;
+                required.push(RuleLines::Templated(format!("{}#required{i}", r.id)));
+            } else {
+                let nodes = config::parse(line, Syntax::Indented)
+                    .map_err(|e| err(at_item("required", i), e.to_string()))?
+                    .roots;
+                if r.match_kind == MatchKind::Regex {
+                    check_regex_nodes(&nodes).map_err(|e| err(at_item("required", i), e))?;
+                }
+                required.push(RuleLines::Fixed(nodes));
+            }
+        }
+        let mut forbidden_fixed = Vec::new();
+        for (i, line) in r.forbidden.iter().enumerate() {
+            if is_template(line) {
+                env.add_template_owned(format!("{}#forbidden{i}", r.id), line.clone())
+                    .map_err(|e| err(at_item("forbidden", i), template_error(&e)))?;
+            } else {
+                forbidden_fixed.push(
+                    Pattern::new(line, r.match_kind).map_err(|e| err(at_item("forbidden", i), e))?,
+                );
+            }
+        }
+        if r.forbidden.iter().any(|f| is_template(f)) {
+            forbidden_fixed.clear();
+        }
+        let intended = match &r.intended {
+            Some(source) => {
+                let name = format!("{}#intended", r.id);
+                env.add_template_owned(name.clone(), source.clone())
+                    .map_err(|e| err(at("intended"), template_error(&e)))?;
+                Some(name)
+            }
+            None => None,
+        };
+        if required.is_empty() && r.forbidden.is_empty() && intended.is_none() {
+            return Err(err(
+                at("id"),
+                "a rule needs `required`, `forbidden` or `intended` lines".into(),
+            ));
+        }
+        let lines_like = r
+            .lines_like
+            .as_deref()
+            .map(|p| compile_regex(p).map_err(|e| err(at("lines_like"), e)))
+            .transpose()?;
+        let rule_ignore = r
+            .ignore
+            .iter()
+            .enumerate()
+            .map(|(i, p)| compile_regex(p).map_err(|e| err(at_item("ignore", i), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.push(Rule {
+            feature: r.feature.clone().unwrap_or_else(|| r.id.clone()),
+            id: r.id,
+            scope: r.scope,
+            section,
+            match_kind: r.match_kind,
+            required,
+            forbidden: r.forbidden,
+            forbidden_fixed,
+            extra_lines_fail: r.extra_lines_fail.unwrap_or(intended.is_some()),
+            intended,
+            ordered: r.ordered,
+            lines_like,
+            ignore: rule_ignore,
+        });
+    }
+    Ok(RuleSet {
+        file: file.into(),
+        version,
+        vars: doc.vars,
+        group_vars: doc.group_vars,
+        ignore,
+        rules,
+        env,
+    })
+}
+
+fn check_regex_nodes(nodes: &[Node]) -> Result<(), String> {
+    for n in nodes {
+        Pattern::new(&n.text, MatchKind::Regex)?;
+        check_regex_nodes(&n.children)?;
+    }
+    Ok(())
+}
+
+fn template_error(e: &minijinja::Error) -> String {
+    match e.line() {
+        Some(line) => format!("Jinja2 template, its line {line}: {}", e.detail().unwrap_or(&e.to_string())),
+        None => format!("Jinja2 template: {e}"),
+    }
+}
+
+fn parse_doc(file: &str, text: &str) -> Result<RuleFileDoc, RuleFileError> {
+    let path = RefCell::new(String::new());
+    let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            *path.borrow_mut() = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    parsed.map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let key = path.into_inner();
+        RuleFileError {
+            file: file.into(),
+            line,
+            column,
+            key: if key == "." { String::new() } else { key },
+            reason: first_line(&e.to_string()),
+        }
+    })
+}
+
+/// serde-saphyr's messages can carry a source snippet; the API wants the message.
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).trim().to_string()
+}
+
+/// A device's variables for templates: its inventory fields, then the file's `vars`, the
+/// `group_vars` in scope in order, and the device's own `vars` last (each overrides).
+pub fn device_vars(set: &RuleSet, device: &Device) -> Map<String, Value> {
+    let mut vars = set.vars.clone();
+    for g in &set.group_vars {
+        if g.scope.covers(device) {
+            for (k, v) in &g.vars {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    for (k, v) in &device.vars {
+        vars.insert(k.clone(), v.clone());
+    }
+    let facts = [
+        ("name", Value::from(device.name.clone())),
+        ("address", Value::from(device.address.clone())),
+        ("platform", device.platform.clone().into()),
+        ("role", device.role.clone().into()),
+        ("site", device.site.clone().into()),
+        ("tags", Value::from(device.tags.clone())),
+    ];
+    for (k, v) in facts {
+        vars.entry(k.to_string()).or_insert(v);
+    }
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_names_file_line_column_and_key() {
+        let text = "rules:\n  - id: ntp\n    required: [ntp server 1.1.1.1]\n  - id: vty\n    requird: [x]\n";
+        let e = compile("base.yaml", 1, text).unwrap_err();
+        assert_eq!(e.file, "base.yaml");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.key.starts_with("rules[1]"), "{e}");
+        assert!(e.reason.contains("requird"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_regex_names_its_key_and_line() {
+        let text = "rules:\n  - id: ntp\n    match: regex\n    required:\n      - 'ntp server (1.1.1.1'\n";
+        let e = compile("base.yaml", 1, text).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("rules[0].required[0]", 5), "{e}");
+    }
+
+    #[test]
+    fn a_template_syntax_error_is_caught_at_upload() {
+        let text = "rules:\n  - id: ntp\n    intended: |\n      {% for s in ntp_servers %}ntp server {{ s }}\n";
+        let e = compile("base.yaml", 1, text).unwrap_err();
+        assert_eq!(e.key, "rules[0].intended", "{e}");
+        assert!(e.reason.contains("Jinja2"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_with_nothing_to_check_is_refused() {
+        let e = compile("f.yaml", 1, "rules:\n  - id: empty\n").unwrap_err();
+        assert!(e.reason.contains("needs"), "{e}");
+    }
+
+    #[test]
+    fn scope_fields_and_tags() {
+        let d: Device = serde_json::from_value(serde_json::json!({
+            "name": "r1", "address": "10.0.0.1", "platform": "frr", "role": "core", "tags": ["lab"]
+        }))
+        .unwrap();
+        let s = |v: serde_json::Value| -> ScopeDoc { serde_json::from_value(v).unwrap() };
+        assert!(s(serde_json::json!({})).covers(&d));
+        assert!(s(serde_json::json!({"platform": ["ios", "frr"], "tags": ["x", "lab"]})).covers(&d));
+        assert!(!s(serde_json::json!({"platform": ["frr"], "site": ["ams"]})).covers(&d));
+        assert!(!s(serde_json::json!({"role": ["edge"]})).covers(&d));
+    }
+
+    #[test]
+    fn exact_patterns_ignore_runs_of_blanks() {
+        let p = Pattern::new("ntp  server 1.1.1.1", MatchKind::Exact).unwrap();
+        assert!(p.matches("ntp server   1.1.1.1"));
+        assert!(!p.matches("ntp server 1.1.1.1 prefer"));
+        let r = Pattern::new("ntp server .*", MatchKind::Regex).unwrap();
+        assert!(r.matches("ntp server 1.1.1.1"));
+        assert!(!r.matches("no ntp server 1.1.1.1"));
+        assert_eq!(r.text(), "ntp server .*");
+    }
+}
