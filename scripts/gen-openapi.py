@@ -27,6 +27,7 @@ def json_body(props, required=()):
 
 name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 pid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+rfile = {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}, "description": "rule file name, e.g. base.yaml"}
 q = lambda n, d, t="string": {"name": n, "in": "query", "schema": {"type": t}, "description": d}
 FLOW_PARAMS = [
     q("start", "ms since the epoch, RFC 3339, now, now-5m"), q("end", "exclusive end; default now"),
@@ -97,6 +98,29 @@ paths = {
   "/v1/backups/{name}": {"get": op("A device's backup history (commits that changed it), newest first", params=[name], tag="backups")},
   "/v1/backups/{name}/text": {"get": op("A device's configuration at a revision (default latest), text/plain", params=[name, q("at", "commit id")], tag="backups")},
   "/v1/backups/{name}/diff": {"get": op("Unified diff between two revisions (default: the two latest changes)", params=[name, q("from", "commit id"), q("to", "commit id")], tag="backups")},
+  "/v1/compliance/rules": {"get": op("Golden-config rule files with their active and newest versions", tag="compliance")},
+  "/v1/compliance/rules/{file}": {
+    "get": op("A rule file's text (YAML): the active version, or ?version=N; the version is in X-Sotp-Version", params=[rfile, q("version", "a stored version", "integer")], tag="compliance"),
+    "put": op("Upload a rule file as its next version (checked first: errors name file, line, column and key); ?activate=true activates it", ok="201", params=[rfile, q("activate", "activate the new version", "boolean")], tag="compliance", scope="deploy",
+              body={"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}, errors=("400", "401", "403", "404")),
+    "delete": op("Delete a rule file and its versions", ok="204", params=[rfile], tag="compliance", scope="deploy")},
+  "/v1/compliance/rules/{file}/versions": {"get": op("A rule file's stored versions", params=[rfile], tag="compliance")},
+  "/v1/compliance/rules/{file}/activate": {"post": op("Activate a stored version (the one it replaces becomes the rollback target)", params=[rfile], tag="compliance", scope="deploy",
+              body=json_body({"version": {"type": "integer"}}, ["version"]))},
+  "/v1/compliance/rules/{file}/rollback": {"post": op("Activate the version active before the current one", params=[rfile], tag="compliance", scope="deploy")},
+  "/v1/compliance/rules/{file}/dry-run": {"post": op("Audit today's backups with a draft (the body, YAML) or a stored ?version=N in place of the active version, and report which devices would change status and which findings appear or go away; nothing is stored", params=[rfile, q("version", "a stored version, with an empty body", "integer")], tag="compliance", scope="deploy",
+              body={"content": {"application/yaml": {"schema": {"type": "string"}}}})},
+  "/v1/compliance/waivers": {
+    "get": op("Waivers in force", tag="compliance"),
+    "post": op("Waive a rule on a device until an expiry (reported as waived, never hidden)", ok="201", tag="compliance", scope="deploy",
+               body=json_body({"device": {"type": "string"}, "rule": {"type": "string"}, "reason": {"type": "string"},
+                               "expires_ms": {"type": "integer"}, "expires_in": {"type": "string", "example": "30d"}}, ["device", "rule", "reason"]))},
+  "/v1/compliance/waivers/{id}": {"delete": op("Delete a waiver", ok="204", params=[pid], tag="compliance", scope="deploy")},
+  "/v1/compliance/audits": {
+    "get": op("Audits kept, oldest first, with their summaries (the trend)", tag="compliance"),
+    "post": op("Run an audit of every active rule file over the newest backups: 202 at once (progress at /v1/compliance/audits/running), or with ?wait=true the stored audit's id and summary", ok="202", params=[q("wait", "answer when the audit is done", "boolean")], tag="compliance", scope="deploy", errors=("401", "403", "404", "409"))},
+  "/v1/compliance/audits/running": {"get": op("The audit running now: devices and devices done; 404 if none", tag="compliance")},
+  "/v1/compliance/audits/{id}": {"get": op("An audit's report (`latest` for the newest): per device percent compliant, per rule pass/fail/waived/error, missing and extra lines, remediation; JSON or ?format=csv", params=[pid, q("format", "json (default) or csv"), q("device", "only this device")], tag="compliance")},
   "/v1/devices": {"get": op("The inventory", tag="devices", params=[q("tag", "only with this tag"), q("site", "only at this site"), q("role", "only with this role")])},
   "/v1/devices/import": {"post": op("Create or replace devices in bulk: YAML/JSON list, or CSV (Content-Type: text/csv). Devices naming secrets need the secrets scope too, unless only their tags, site, role or parents change", tag="devices", scope="inventory",
         body={"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}})},

@@ -7,8 +7,8 @@
 
 pub mod backups;
 pub mod budget;
-pub mod component;
 pub mod compliance;
+pub mod component;
 pub mod config;
 pub mod crypto;
 pub mod datadir;

@@ -140,6 +140,8 @@ pub struct Runtime {
     pub telemetry: Arc<TelemetryStore>,
     pub mqtt: Arc<MqttHub>,
     pub backups: Arc<Backups>,
+    /// Golden-config rules, waivers and audits (see `compliance`).
+    compliance: crate::compliance::Compliance,
     /// The flow pipeline, when `[flows]` configures a listener.
     pub flows: Option<Arc<FlowService>>,
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
@@ -294,6 +296,11 @@ impl Runtime {
         } else {
             None
         };
+        let compliance = crate::compliance::Compliance::new(
+            state.clone(),
+            backups.clone(),
+            config.compliance.clone(),
+        );
         Ok(Arc::new(Runtime {
             flows,
             config,
@@ -302,6 +309,7 @@ impl Runtime {
             state,
             telemetry,
             mqtt,
+            compliance,
             backups,
             components: RwLock::new(HashMap::new()),
             deleting: Default::default(),
@@ -1156,6 +1164,15 @@ impl Runtime {
         self.backups
             .diff(tenant, device, from, to)
             .map_err(backup_error)
+    }
+
+    // ---- compliance ------------------------------------------------------------------------
+
+    /// The compliance subsystem, once `tenant` is known to exist; every method takes the
+    /// tenant again, so isolation is the same single argument as everywhere else.
+    pub fn compliance(&self, tenant: &str) -> Result<&crate::compliance::Compliance, RuntimeError> {
+        self.tenant(tenant)?;
+        Ok(&self.compliance)
     }
 
     // ---- MQTT ------------------------------------------------------------------------------

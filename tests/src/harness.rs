@@ -343,6 +343,19 @@ impl Api {
         )
     }
 
+    /// A request with a text body (YAML rule files, CSV): `method` is "PUT" or "POST".
+    pub fn send_text(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        Self::finish(
+            self.client
+                .request(method, format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .header("content-type", "application/yaml")
+                .body(body.to_string())
+                .send(),
+        )
+    }
+
     pub fn delete(&self, path: &str) -> (u16, Value) {
         Self::finish(
             self.client

@@ -44,9 +44,10 @@ impl ApiError {
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
         let status = match &e {
-            RuntimeError::Manifest(_) | RuntimeError::Compile(_) | RuntimeError::Invalid(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            RuntimeError::Manifest(_)
+            | RuntimeError::Compile(_)
+            | RuntimeError::Invalid(_)
+            | RuntimeError::RuleFile(_) => StatusCode::BAD_REQUEST,
             RuntimeError::WrongWorld(_) | RuntimeError::InitFailed { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -64,6 +65,9 @@ impl From<RuntimeError> for ApiError {
                 Some(serde_json::json!({ "version": version }))
             }
             RuntimeError::Manifest(m) => Some(serde_json::json!({ "key": m.key })),
+            RuntimeError::RuleFile(r) => Some(serde_json::json!({
+                "file": r.file, "line": r.line, "column": r.column, "key": r.key, "reason": r.reason,
+            })),
             _ => None,
         };
         ApiError {

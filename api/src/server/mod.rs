@@ -5,6 +5,7 @@
 
 mod auth;
 mod backups;
+mod compliance;
 mod components;
 mod devices;
 mod error;
@@ -89,6 +90,43 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/backups/{name}", get(backups::history))
         .route("/backups/{name}/text", get(backups::text))
         .route("/backups/{name}/diff", get(backups::diff))
+        .route("/compliance/rules", get(compliance::files))
+        .route(
+            "/compliance/rules/{file}",
+            get(compliance::get_file)
+                .put(compliance::put_file)
+                .delete(compliance::delete_file),
+        )
+        .route(
+            "/compliance/rules/{file}/versions",
+            get(compliance::versions),
+        )
+        .route(
+            "/compliance/rules/{file}/activate",
+            post(compliance::activate),
+        )
+        .route(
+            "/compliance/rules/{file}/rollback",
+            post(compliance::rollback),
+        )
+        .route(
+            "/compliance/rules/{file}/dry-run",
+            post(compliance::dry_run),
+        )
+        .route(
+            "/compliance/waivers",
+            get(compliance::waivers).post(compliance::add_waiver),
+        )
+        .route(
+            "/compliance/waivers/{id}",
+            axum::routing::delete(compliance::delete_waiver),
+        )
+        .route(
+            "/compliance/audits",
+            get(compliance::audits).post(compliance::run_audit),
+        )
+        .route("/compliance/audits/running", get(compliance::running))
+        .route("/compliance/audits/{id}", get(compliance::report))
         .route("/devices", get(devices::list))
         .route("/devices/import", post(devices::import))
         .route(

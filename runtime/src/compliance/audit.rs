@@ -328,10 +328,16 @@ fn findings(report: &Report) -> Vec<Finding> {
 }
 
 pub fn diff(active: &Report, draft: &Report) -> DryRun {
-    let before: HashMap<&str, &DeviceReport> =
-        active.devices.iter().map(|d| (d.device.as_str(), d)).collect();
-    let after: HashMap<&str, &DeviceReport> =
-        draft.devices.iter().map(|d| (d.device.as_str(), d)).collect();
+    let before: HashMap<&str, &DeviceReport> = active
+        .devices
+        .iter()
+        .map(|d| (d.device.as_str(), d))
+        .collect();
+    let after: HashMap<&str, &DeviceReport> = draft
+        .devices
+        .iter()
+        .map(|d| (d.device.as_str(), d))
+        .collect();
     let mut names: Vec<&str> = before.keys().chain(after.keys()).copied().collect();
     names.sort_unstable();
     names.dedup();
@@ -366,7 +372,15 @@ pub fn diff(active: &Report, draft: &Report) -> DryRun {
 pub fn to_csv(report: &Report) -> Result<String, String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
-        "device", "commit", "rule", "feature", "source", "status", "missing", "extra", "message",
+        "device",
+        "commit",
+        "rule",
+        "feature",
+        "source",
+        "status",
+        "missing",
+        "extra",
+        "message",
         "remediation",
     ])
     .map_err(|e| e.to_string())?;
@@ -435,12 +449,20 @@ mod tests {
         let done = AtomicUsize::new(0);
         let report = audit(&[set], &inputs(), &[], 0, &done);
         assert_eq!(done.load(Ordering::Relaxed), 4);
-        let by: HashMap<_, _> = report.devices.iter().map(|d| (d.device.as_str(), d)).collect();
+        let by: HashMap<_, _> = report
+            .devices
+            .iter()
+            .map(|d| (d.device.as_str(), d))
+            .collect();
         assert!(by["good"].compliant);
         assert_eq!(by["bad"].percent, 0.0);
         assert_eq!(
             by["bad"].remediation,
-            ["no ntp server 10.9.9.9", "no ip http server", "ntp server 10.0.0.1"]
+            [
+                "no ntp server 10.9.9.9",
+                "no ip http server",
+                "ntp server 10.0.0.1"
+            ]
         );
         assert!(by["junk"].results.iter().all(|r| r.status == Status::Error));
         assert!(by["junk"].results[0].message.contains("config: line"));
@@ -464,12 +486,21 @@ mod tests {
             created_ms: 0,
         };
         let done = AtomicUsize::new(0);
-        let report = audit(&[set.clone()], &inputs(), &[waiver.clone()], 500, &done);
+        let report = audit(
+            std::slice::from_ref(&set),
+            &inputs(),
+            std::slice::from_ref(&waiver),
+            500,
+            &done,
+        );
         let bad = report.devices.iter().find(|d| d.device == "bad").unwrap();
         let http = bad.results.iter().find(|r| r.rule == "no-http").unwrap();
         assert_eq!(http.status, Status::Waived);
         assert_eq!(http.waiver.as_ref().unwrap().reason, waiver.reason);
-        assert_eq!((bad.features, bad.waived_features, bad.percent), (2, 1, 0.0));
+        assert_eq!(
+            (bad.features, bad.waived_features, bad.percent),
+            (2, 1, 0.0)
+        );
         assert!(!bad.remediation.iter().any(|l| l.contains("http")));
         let later = audit(&[set], &inputs(), &[waiver], 1_000, &done);
         let bad = later.devices.iter().find(|d| d.device == "bad").unwrap();
@@ -479,16 +510,27 @@ mod tests {
     #[test]
     fn a_dry_run_names_exactly_the_devices_whose_status_changes() {
         let active = Arc::new(compile("base.yaml", 1, RULES).unwrap());
-        let draft = Arc::new(
-            compile("base.yaml", 2, &RULES.replace("10.0.0.1]", "10.9.9.9]")).unwrap(),
-        );
+        let draft =
+            Arc::new(compile("base.yaml", 2, &RULES.replace("10.0.0.1]", "10.9.9.9]")).unwrap());
         let done = AtomicUsize::new(0);
         let a = audit(&[active], &inputs(), &[], 0, &done);
         let b = audit(&[draft], &inputs(), &[], 0, &done);
         let dry = diff(&a, &b);
-        let changed: Vec<_> = dry.devices_changed.iter().map(|d| d.device.as_str()).collect();
+        let changed: Vec<_> = dry
+            .devices_changed
+            .iter()
+            .map(|d| d.device.as_str())
+            .collect();
         assert_eq!(changed, ["good"]);
-        assert!(dry.findings_new.iter().any(|f| f.device == "good" && f.rule == "ntp"));
-        assert!(dry.findings_gone.iter().any(|f| f.device == "bad" && f.rule == "ntp"));
+        assert!(
+            dry.findings_new
+                .iter()
+                .any(|f| f.device == "good" && f.rule == "ntp")
+        );
+        assert!(
+            dry.findings_gone
+                .iter()
+                .any(|f| f.device == "bad" && f.rule == "ntp")
+        );
     }
 }

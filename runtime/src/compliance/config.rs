@@ -312,11 +312,17 @@ mod tests {
             Syntax::Indented,
         )
         .unwrap();
-        assert_eq!(texts(&c.roots), ["hostname r1", "router bgp 65000", "line vty"]);
+        assert_eq!(
+            texts(&c.roots),
+            ["hostname r1", "router bgp 65000", "line vty"]
+        );
         let bgp = &c.roots[1];
         assert_eq!(
             texts(&bgp.children),
-            ["neighbor 10.0.0.2 remote-as 65001", "address-family ipv4 unicast"]
+            [
+                "neighbor 10.0.0.2 remote-as 65001",
+                "address-family ipv4 unicast"
+            ]
         );
         assert_eq!(texts(&bgp.children[1].children), ["network 10.1.0.0/24"]);
         assert_eq!(bgp.children[1].children[0].line, 7);

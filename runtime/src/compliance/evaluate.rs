@@ -188,9 +188,8 @@ fn evaluate_inner(
     vars: &Map<String, Value>,
 ) -> Result<Outcome, String> {
     let expected = expected(set, rule, syntax, vars)?;
-    let forbidden = rule.forbidden_patterns(&|i| {
-        render(set, &format!("{}#forbidden{i}", rule.id), vars)
-    })?;
+    let forbidden =
+        rule.forbidden_patterns(&|i| render(set, &format!("{}#forbidden{i}", rule.id), vars))?;
     let ignore: Vec<&Regex> = set.ignore.iter().chain(&rule.ignore).collect();
     let sections = sections(rule, running, syntax);
     let mut changes = Vec::new();
@@ -231,11 +230,13 @@ fn evaluate_inner(
         let running: Vec<&Node> = children
             .iter()
             .filter(|n| !ignore.iter().any(|re| re.is_match(&n.text)))
-            .filter(|n| {
-                syntax == Syntax::Indented || within_prefix(&n.text, &parents)
-            })
+            .filter(|n| syntax == Syntax::Indented || within_prefix(&n.text, &parents))
             .collect();
-        let parents_for_changes = if syntax == Syntax::Set { Vec::new() } else { parents.clone() };
+        let parents_for_changes = if syntax == Syntax::Set {
+            Vec::new()
+        } else {
+            parents.clone()
+        };
         compare(
             rule,
             &expected,
@@ -269,13 +270,20 @@ fn within_prefix(line: &str, parents: &[String]) -> bool {
 
 /// The sections the rule checks: (parent lines, their children). Junos: one section, the
 /// flat list, filtered by the prefix later.
-fn sections<'a>(rule: &Rule, running: &'a Config, syntax: Syntax) -> Vec<(Vec<String>, &'a [Node])> {
+fn sections<'a>(
+    rule: &Rule,
+    running: &'a Config,
+    syntax: Syntax,
+) -> Vec<(Vec<String>, &'a [Node])> {
     if rule.section.is_empty() {
         return vec![(Vec::new(), &running.roots)];
     }
     if syntax == Syntax::Set {
         let prefix: Vec<String> = rule.section.iter().map(|p| p.text().to_string()).collect();
-        let any = running.roots.iter().any(|n| within_prefix(&n.text, &prefix));
+        let any = running
+            .roots
+            .iter()
+            .any(|n| within_prefix(&n.text, &prefix));
         return if any {
             vec![(prefix, &running.roots)]
         } else {
@@ -311,7 +319,9 @@ fn sections<'a>(rule: &Rule, running: &'a Config, syntax: Syntax) -> Vec<(Vec<St
 
 fn matches(expected: &Node, kind: MatchKind, running: &Node) -> bool {
     match kind {
-        MatchKind::Exact => Pattern::Exact(super::rules::squash(&expected.text)).matches(&running.text),
+        MatchKind::Exact => {
+            Pattern::Exact(super::rules::squash(&expected.text)).matches(&running.text)
+        }
         MatchKind::Regex => Pattern::new(&expected.text, MatchKind::Regex)
             .map(|p| p.matches(&running.text))
             .unwrap_or(false),
@@ -350,7 +360,16 @@ fn compare(
                     path.push(running[i].text.clone());
                     // Children of a regex-matched line are only checked, never extra.
                     if !kids.is_empty() || *kind == MatchKind::Exact {
-                        compare(rule, &kids, &running_kids, ignore, &path, changes, message, false);
+                        compare(
+                            rule,
+                            &kids,
+                            &running_kids,
+                            ignore,
+                            &path,
+                            changes,
+                            message,
+                            false,
+                        );
                     }
                 }
             }
@@ -395,10 +414,14 @@ fn compare(
         }
         message.push_str("lines out of order");
     }
-    let extra_counts = rule.extra_lines_fail && (top || !expected.is_empty() || !rule.section.is_empty());
+    let extra_counts =
+        rule.extra_lines_fail && (top || !expected.is_empty() || !rule.section.is_empty());
     if extra_counts {
         for (i, node) in running.iter().enumerate() {
-            let like = rule.lines_like.as_ref().is_none_or(|re| re.is_match(&node.text));
+            let like = rule
+                .lines_like
+                .as_ref()
+                .is_none_or(|re| re.is_match(&node.text));
             if !taken[i] && like {
                 changes.push(Change {
                     parents: parents.to_vec(),
@@ -456,12 +479,23 @@ mod tests {
 
     #[test]
     fn intended_lines_from_a_template_find_missing_and_extra() {
-        let r = &run(NTP, "hostname r1\nntp server 10.0.0.1\nntp server 10.9.9.9\n", Syntax::Indented)[0];
+        let r = &run(
+            NTP,
+            "hostname r1\nntp server 10.0.0.1\nntp server 10.9.9.9\n",
+            Syntax::Indented,
+        )[0];
         assert_eq!(r.status, Status::Missing);
         assert_eq!(r.missing, ["ntp server 10.0.0.2"]);
         assert_eq!(r.extra, ["ntp server 10.9.9.9"]);
-        assert_eq!(r.remediation, ["no ntp server 10.9.9.9", "ntp server 10.0.0.2"]);
-        let ok = &run(NTP, "hostname r1\nntp server 10.0.0.2\nntp server 10.0.0.1\n", Syntax::Indented)[0];
+        assert_eq!(
+            r.remediation,
+            ["no ntp server 10.9.9.9", "ntp server 10.0.0.2"]
+        );
+        let ok = &run(
+            NTP,
+            "hostname r1\nntp server 10.0.0.2\nntp server 10.0.0.1\n",
+            Syntax::Indented,
+        )[0];
         assert_eq!(ok.status, Status::Compliant, "{ok:?}");
     }
 
@@ -479,7 +513,8 @@ mod tests {
     #[test]
     fn nested_required_lines_and_regex_sections() {
         let rules = "rules:\n  - id: vty-ssh\n    match: regex\n    section: ['line vty .*']\n    required: ['transport input ssh']\n    forbidden: ['transport input (telnet|all).*']\n";
-        let cfg = "line vty 0 4\n transport input ssh\nline vty 5 15\n transport input telnet ssh\n";
+        let cfg =
+            "line vty 0 4\n transport input ssh\nline vty 5 15\n transport input telnet ssh\n";
         let r = &run(rules, cfg, Syntax::Indented)[0];
         assert_eq!(r.status, Status::Missing, "{r:?}");
         assert_eq!(r.extra, ["line vty 5 15", " transport input telnet ssh"]);
@@ -495,7 +530,10 @@ mod tests {
         let rules = "rules:\n  - id: bgp-log\n    section: ['router bgp 65000']\n    required: ['bgp log-neighbor-changes']\n";
         let r = &run(rules, "hostname r1\n", Syntax::Indented)[0];
         assert_eq!(r.missing, ["router bgp 65000", " bgp log-neighbor-changes"]);
-        assert_eq!(r.remediation, ["router bgp 65000", " bgp log-neighbor-changes", " exit"]);
+        assert_eq!(
+            r.remediation,
+            ["router bgp 65000", " bgp log-neighbor-changes", " exit"]
+        );
     }
 
     #[test]
@@ -506,14 +544,20 @@ mod tests {
         assert_eq!(r.status, Status::Missing);
         assert!(r.message.contains("out of order"));
         let unordered = rules.replace("ordered: true", "ordered: false");
-        assert_eq!(run(&unordered, bad, Syntax::Indented)[0].status, Status::Compliant);
+        assert_eq!(
+            run(&unordered, bad, Syntax::Indented)[0].status,
+            Status::Compliant
+        );
     }
 
     #[test]
     fn ignored_lines_are_not_extra() {
         let rules = "ignore: ['^username .* secret ']\nrules:\n  - id: users\n    intended: 'username admin privilege 15'\n    lines_like: '^username '\n";
         let cfg = "username admin privilege 15\nusername admin secret 9 $9$abc\n";
-        assert_eq!(run(rules, cfg, Syntax::Indented)[0].status, Status::Compliant);
+        assert_eq!(
+            run(rules, cfg, Syntax::Indented)[0].status,
+            Status::Compliant
+        );
     }
 
     #[test]
@@ -523,7 +567,10 @@ mod tests {
         let r = &run(rules, cfg, Syntax::Set)[0];
         assert_eq!(
             r.remediation,
-            ["delete system ntp server 10.9.9.9", "set system ntp server 10.0.0.2"]
+            [
+                "delete system ntp server 10.9.9.9",
+                "set system ntp server 10.0.0.2"
+            ]
         );
     }
 

@@ -73,7 +73,15 @@ pub struct Progress {
 
 struct Running {
     started_ms: i64,
-    devices: usize,
+    devices: Arc<AtomicUsize>,
+    done: Arc<AtomicUsize>,
+}
+
+/// The tenant's audit slot, claimed (see `Compliance::begin_audit`).
+pub struct AuditTicket {
+    tenant: String,
+    started_ms: i64,
+    devices: Arc<AtomicUsize>,
     done: Arc<AtomicUsize>,
 }
 
@@ -263,7 +271,12 @@ impl Compliance {
         Ok(store::delete_waiver(&self.state, tenant, id)?)
     }
 
-    fn rule_set(&self, tenant: &str, file: &str, version: u32) -> Result<Arc<RuleSet>, ComplianceError> {
+    fn rule_set(
+        &self,
+        tenant: &str,
+        file: &str,
+        version: u32,
+    ) -> Result<Arc<RuleSet>, ComplianceError> {
         let key = (tenant.to_string(), file.to_string(), version);
         if let Some(set) = self.cache.lock().get(&key) {
             return Ok(set.clone());
@@ -315,33 +328,58 @@ impl Compliance {
 
     /// Run every active rule file over the newest backups and store the report.
     pub fn run_audit(&self, tenant: &str, trigger: &str) -> Result<(i64, Report), ComplianceError> {
-        let inputs = self.inputs(tenant)?;
-        let sets = self.active_sets(tenant)?;
-        let done = Arc::new(AtomicUsize::new(0));
-        let started_ms = crate::now_ms();
-        {
-            let mut running = self.running.lock();
-            if running.contains_key(tenant) {
-                return Err(ComplianceError::Busy(
-                    "an audit of this tenant is running; see GET /v1/compliance/audits/running"
-                        .into(),
-                ));
-            }
-            running.insert(
-                tenant.to_string(),
-                Running {
-                    started_ms,
-                    devices: inputs.len(),
-                    done: done.clone(),
-                },
-            );
+        let ticket = self.begin_audit(tenant)?;
+        self.finish_audit(ticket, trigger)
+    }
+
+    /// Claim the tenant's audit slot (one audit at a time per tenant): from now on the audit
+    /// shows as running. `finish_audit` does the work and frees the slot.
+    pub fn begin_audit(&self, tenant: &str) -> Result<AuditTicket, ComplianceError> {
+        let mut running = self.running.lock();
+        if running.contains_key(tenant) {
+            return Err(ComplianceError::Busy(
+                "an audit of this tenant is running; see GET /v1/compliance/audits/running".into(),
+            ));
         }
-        let waivers = store::waivers(&self.state, tenant);
-        let result = waivers.map_err(ComplianceError::from).and_then(|waivers| {
-            let report = audit::audit(&sets, &inputs, &waivers, crate::now_ms(), &done);
-            let id = store::save_audit(&self.state, &self.limits, tenant, started_ms, trigger, &report)?;
+        let ticket = AuditTicket {
+            tenant: tenant.to_string(),
+            started_ms: crate::now_ms(),
+            devices: Arc::new(AtomicUsize::new(0)),
+            done: Arc::new(AtomicUsize::new(0)),
+        };
+        running.insert(
+            tenant.to_string(),
+            Running {
+                started_ms: ticket.started_ms,
+                devices: ticket.devices.clone(),
+                done: ticket.done.clone(),
+            },
+        );
+        Ok(ticket)
+    }
+
+    pub fn finish_audit(
+        &self,
+        ticket: AuditTicket,
+        trigger: &str,
+    ) -> Result<(i64, Report), ComplianceError> {
+        let tenant = ticket.tenant.as_str();
+        let result = (|| {
+            let inputs = self.inputs(tenant)?;
+            ticket.devices.store(inputs.len(), Ordering::Relaxed);
+            let sets = self.active_sets(tenant)?;
+            let waivers = store::waivers(&self.state, tenant)?;
+            let report = audit::audit(&sets, &inputs, &waivers, crate::now_ms(), &ticket.done);
+            let id = store::save_audit(
+                &self.state,
+                &self.limits,
+                tenant,
+                ticket.started_ms,
+                trigger,
+                &report,
+            )?;
             Ok((id, report))
-        });
+        })();
         self.running.lock().remove(tenant);
         result
     }
@@ -350,7 +388,7 @@ impl Compliance {
     pub fn progress(&self, tenant: &str) -> Option<Progress> {
         self.running.lock().get(tenant).map(|r| Progress {
             started_ms: r.started_ms,
-            devices: r.devices,
+            devices: r.devices.load(Ordering::Relaxed),
             done: r.done.load(Ordering::Relaxed),
         })
     }
@@ -365,7 +403,12 @@ impl Compliance {
 
     /// Audit today's backups with `draft` in place of `file`'s active version (or added, for
     /// a new file) and compare with the active rules. Nothing is stored.
-    pub fn dry_run(&self, tenant: &str, file: &str, draft: Draft) -> Result<DryRun, ComplianceError> {
+    pub fn dry_run(
+        &self,
+        tenant: &str,
+        file: &str,
+        draft: Draft,
+    ) -> Result<DryRun, ComplianceError> {
         validate_file_name(file).map_err(ComplianceError::Invalid)?;
         let draft_set = match draft {
             Draft::Text(text) => {

@@ -105,11 +105,7 @@ pub fn plan(changes: &[Change], syntax: Syntax) -> Vec<String> {
             &change.parents[..]
         };
         // Leave the sections this change is not in, enter the ones it is.
-        let common = open
-            .iter()
-            .zip(parents)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let common = open.iter().zip(parents).take_while(|(a, b)| a == b).count();
         while open.len() > common {
             open.pop();
             out.push(format!("{}exit", " ".repeat(open.len() + 1)));
@@ -142,8 +138,16 @@ mod tests {
     #[test]
     fn definitions_are_added_before_the_lines_that_bind_them_and_removed_after() {
         let changes = [
-            change(&["router bgp 65000"], "neighbor 10.0.0.2 prefix-list NEW in", true),
-            change(&["router bgp 65000"], "neighbor 10.0.0.2 prefix-list OLD in", false),
+            change(
+                &["router bgp 65000"],
+                "neighbor 10.0.0.2 prefix-list NEW in",
+                true,
+            ),
+            change(
+                &["router bgp 65000"],
+                "neighbor 10.0.0.2 prefix-list OLD in",
+                false,
+            ),
             change(&[], "ip prefix-list OLD seq 5 permit 10.0.0.0/8", false),
             change(&[], "ip prefix-list NEW seq 5 permit 10.1.0.0/16", true),
         ];
@@ -163,8 +167,16 @@ mod tests {
     #[test]
     fn nested_sections_are_entered_once_and_left_level_by_level() {
         let changes = [
-            change(&["router bgp 1", "address-family ipv4 unicast"], "network 10.0.0.0/24", true),
-            change(&["router bgp 1", "address-family ipv4 unicast"], "network 10.0.1.0/24", true),
+            change(
+                &["router bgp 1", "address-family ipv4 unicast"],
+                "network 10.0.0.0/24",
+                true,
+            ),
+            change(
+                &["router bgp 1", "address-family ipv4 unicast"],
+                "network 10.0.1.0/24",
+                true,
+            ),
             change(&["line vty"], "no transport input telnet", true),
         ];
         assert_eq!(

@@ -161,7 +161,9 @@ impl Pattern {
     pub fn new(text: &str, kind: MatchKind) -> Result<Pattern, String> {
         match kind {
             MatchKind::Exact => Ok(Pattern::Exact(squash(text))),
-            MatchKind::Regex => compile_regex(&format!("^(?:{})$", text.trim())).map(Pattern::Regex),
+            MatchKind::Regex => {
+                compile_regex(&format!("^(?:{})$", text.trim())).map(Pattern::Regex)
+            }
         }
     }
 
@@ -244,7 +246,11 @@ impl Rule {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let text = if is_template(f) { render(i)? } else { f.clone() };
+                let text = if is_template(f) {
+                    render(i)?
+                } else {
+                    f.clone()
+                };
                 Pattern::new(&text, self.match_kind)
             })
             .collect()
@@ -294,7 +300,8 @@ fn key_location(text: &str, path: &[KeyStep]) -> (u64, u64) {
                     let body = l.trim_start().trim_start_matches("- ");
                     let indent = l.len() - l.trim_start().len();
                     indent >= min_indent
-                        && (body.starts_with(&format!("{key}:")) || body.starts_with(&format!("\"{key}\":")))
+                        && (body.starts_with(&format!("{key}:"))
+                            || body.starts_with(&format!("\"{key}\":")))
                 });
                 if let Some((i, l)) = found {
                     line_no = i;
@@ -372,13 +379,20 @@ pub fn compile(file: &str, version: u32, text: &str) -> Result<RuleSet, RuleFile
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            compile_regex(p).map_err(|e| err(vec![KeyStep::Key("ignore".into()), KeyStep::Index(i)], e))
+            compile_regex(p)
+                .map_err(|e| err(vec![KeyStep::Key("ignore".into()), KeyStep::Index(i)], e))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut rules = Vec::with_capacity(doc.rules.len());
     let mut ids = std::collections::HashSet::new();
     for (n, r) in doc.rules.into_iter().enumerate() {
-        let at = |key: &str| vec![KeyStep::Key("rules".into()), KeyStep::Index(n), KeyStep::Key(key.into())];
+        let at = |key: &str| {
+            vec![
+                KeyStep::Key("rules".into()),
+                KeyStep::Index(n),
+                KeyStep::Key(key.into()),
+            ]
+        };
         let at_item = |key: &str, i: usize| {
             let mut p = at(key);
             p.push(KeyStep::Index(i));
@@ -419,7 +433,8 @@ pub fn compile(file: &str, version: u32, text: &str) -> Result<RuleSet, RuleFile
                     .map_err(|e| err(at_item("forbidden", i), template_error(&e)))?;
             } else {
                 forbidden_fixed.push(
-                    Pattern::new(line, r.match_kind).map_err(|e| err(at_item("forbidden", i), e))?,
+                    Pattern::new(line, r.match_kind)
+                        .map_err(|e| err(at_item("forbidden", i), e))?,
                 );
             }
         }
@@ -489,7 +504,10 @@ fn check_regex_nodes(nodes: &[Node]) -> Result<(), String> {
 
 fn template_error(e: &minijinja::Error) -> String {
     match e.line() {
-        Some(line) => format!("Jinja2 template, its line {line}: {}", e.detail().unwrap_or(&e.to_string())),
+        Some(line) => format!(
+            "Jinja2 template, its line {line}: {}",
+            e.detail().unwrap_or(&e.to_string())
+        ),
         None => format!("Jinja2 template: {e}"),
     }
 }
@@ -567,7 +585,8 @@ mod tests {
 
     #[test]
     fn a_bad_regex_names_its_key_and_line() {
-        let text = "rules:\n  - id: ntp\n    match: regex\n    required:\n      - 'ntp server (1.1.1.1'\n";
+        let text =
+            "rules:\n  - id: ntp\n    match: regex\n    required:\n      - 'ntp server (1.1.1.1'\n";
         let e = compile("base.yaml", 1, text).unwrap_err();
         assert_eq!((e.key.as_str(), e.line), ("rules[0].required[0]", 5), "{e}");
     }
@@ -594,7 +613,9 @@ mod tests {
         .unwrap();
         let s = |v: serde_json::Value| -> ScopeDoc { serde_json::from_value(v).unwrap() };
         assert!(s(serde_json::json!({})).covers(&d));
-        assert!(s(serde_json::json!({"platform": ["ios", "frr"], "tags": ["x", "lab"]})).covers(&d));
+        assert!(
+            s(serde_json::json!({"platform": ["ios", "frr"], "tags": ["x", "lab"]})).covers(&d)
+        );
         assert!(!s(serde_json::json!({"platform": ["frr"], "site": ["ams"]})).covers(&d));
         assert!(!s(serde_json::json!({"role": ["edge"]})).covers(&d));
     }

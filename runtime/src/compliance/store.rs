@@ -137,7 +137,11 @@ pub fn files(state: &StateStore, tenant: &str) -> Result<Vec<RuleFileInfo>, Stor
     })?)
 }
 
-pub fn versions(state: &StateStore, tenant: &str, file: &str) -> Result<Vec<RuleVersion>, StoreError> {
+pub fn versions(
+    state: &StateStore,
+    tenant: &str,
+    file: &str,
+) -> Result<Vec<RuleVersion>, StoreError> {
     let active = active_version(state, tenant, file)?;
     let list = state.with_reader(|conn| {
         let mut stmt = conn.prepare(
@@ -162,7 +166,12 @@ pub fn versions(state: &StateStore, tenant: &str, file: &str) -> Result<Vec<Rule
     Ok(list)
 }
 
-pub fn text(state: &StateStore, tenant: &str, file: &str, version: u32) -> Result<String, StoreError> {
+pub fn text(
+    state: &StateStore,
+    tenant: &str,
+    file: &str,
+    version: u32,
+) -> Result<String, StoreError> {
     state
         .with_reader(|conn| {
             conn.query_row(
@@ -175,7 +184,11 @@ pub fn text(state: &StateStore, tenant: &str, file: &str, version: u32) -> Resul
         .ok_or_else(|| StoreError::NotFound(format!("no version {version} of rule file `{file}`")))
 }
 
-pub fn active_version(state: &StateStore, tenant: &str, file: &str) -> Result<Option<u32>, StoreError> {
+pub fn active_version(
+    state: &StateStore,
+    tenant: &str,
+    file: &str,
+) -> Result<Option<u32>, StoreError> {
     Ok(state
         .with_reader(|conn| {
             conn.query_row(
@@ -201,7 +214,12 @@ pub fn active(state: &StateStore, tenant: &str) -> Result<Vec<(String, u32)>, St
 }
 
 /// Make `version` active; the one it replaces becomes the rollback target.
-pub fn activate(state: &StateStore, tenant: &str, file: &str, version: u32) -> Result<(), StoreError> {
+pub fn activate(
+    state: &StateStore,
+    tenant: &str,
+    file: &str,
+    version: u32,
+) -> Result<(), StoreError> {
     text(state, tenant, file, version)?;
     state.with_writer(|conn| {
         conn.execute(
@@ -379,7 +397,11 @@ pub fn audits(state: &StateStore, tenant: &str) -> Result<Vec<AuditInfo>, StoreE
 }
 
 /// An audit's report; `None` for the id: the newest.
-pub fn audit_report(state: &StateStore, tenant: &str, id: Option<i64>) -> Result<(i64, Report), StoreError> {
+pub fn audit_report(
+    state: &StateStore,
+    tenant: &str,
+    id: Option<i64>,
+) -> Result<(i64, Report), StoreError> {
     let row: Option<(i64, String)> = state.with_reader(|conn| {
         match id {
             Some(id) => conn.query_row(
@@ -395,10 +417,12 @@ pub fn audit_report(state: &StateStore, tenant: &str, id: Option<i64>) -> Result
         }
         .optional()
     })?;
-    let (id, text) = row.ok_or_else(|| StoreError::NotFound(match id {
-        Some(id) => format!("no audit {id}"),
-        None => "no audit has run yet".to_string(),
-    }))?;
+    let (id, text) = row.ok_or_else(|| {
+        StoreError::NotFound(match id {
+            Some(id) => format!("no audit {id}"),
+            None => "no audit has run yet".to_string(),
+        })
+    })?;
     let report = serde_json::from_str(&text)
         .map_err(|e| StoreError::State(StateError::Crypto(format!("audit {id}: {e}"))))?;
     Ok((id, report))
