@@ -44,6 +44,9 @@ enum Command {
     /// Configuration backups: history, text, diffs.
     #[command(subcommand)]
     Backup(cli::backup::BackupCmd),
+    /// Golden-config compliance: rule files, audits, reports, dry runs, waivers.
+    #[command(subcommand)]
+    Compliance(cli::compliance::ComplianceCmd),
     /// The device inventory: what to poll and back up, with which credentials.
     #[command(subcommand)]
     Device(cli::device::DeviceCmd),
@@ -84,6 +87,7 @@ fn main() -> std::process::ExitCode {
             Command::Tenant(cmd) => cli::tenant::exec_tenant(cmd).await,
             Command::Token(cmd) => cli::tenant::exec_token(cmd).await,
             Command::Backup(cmd) => cli::backup::exec(cmd).await,
+            Command::Compliance(cmd) => cli::compliance::exec(cmd).await,
             Command::Device(cmd) => cli::device::exec(cmd).await,
             Command::Mqtt(cmd) => cli::mqtt::exec(cmd).await,
             Command::Secret(cmd) => cli::secret::exec(cmd).await,

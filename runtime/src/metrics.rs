@@ -101,6 +101,26 @@ fn render_process(out: &mut String, rt: &Runtime) {
             "Requests with a missing or unknown token.",
             c.auth_failures.load(Relaxed),
         ),
+        (
+            "sotp_compliance_audits_total",
+            "Compliance audits run.",
+            rt.compliance_counters().audits.load(Relaxed),
+        ),
+        (
+            "sotp_compliance_error_results_total",
+            "Compliance rule results that were errors (unparsable config, template error, no backup).",
+            rt.compliance_counters().error_results.load(Relaxed),
+        ),
+        (
+            "sotp_compliance_rule_files_rejected_total",
+            "Rule files refused at upload (YAML, regex, template, size).",
+            rt.compliance_counters().rule_files_rejected.load(Relaxed),
+        ),
+        (
+            "sotp_compliance_refused_total",
+            "Rule files and waivers refused at a compliance budget, audits refused while one runs.",
+            rt.compliance_counters().refused.load(Relaxed),
+        ),
     ] {
         family(out, name, "counter", help);
         line(out, name, &[], value as f64);

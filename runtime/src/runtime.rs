@@ -1168,6 +1168,10 @@ impl Runtime {
 
     // ---- compliance ------------------------------------------------------------------------
 
+    pub fn compliance_counters(&self) -> &crate::compliance::ComplianceCounters {
+        &self.compliance.counters
+    }
+
     /// The compliance subsystem, once `tenant` is known to exist; every method takes the
     /// tenant again, so isolation is the same single argument as everywhere else.
     pub fn compliance(&self, tenant: &str) -> Result<&crate::compliance::Compliance, RuntimeError> {

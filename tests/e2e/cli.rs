@@ -203,3 +203,63 @@ fn sotp_run_with_no_config_serves_healthz() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the admin token file is private");
 }
+
+#[test]
+fn compliance_from_the_command_line() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let token = acme.token.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("base.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - id: hostname\n    intended: 'hostname {{ name }}'\n    lines_like: '^hostname '\n",
+    )
+    .unwrap();
+    let out = ok(sotp(
+        &server,
+        &token,
+        &["compliance", "push", rules.to_str().unwrap()],
+    ));
+    assert!(
+        out.contains("base.yaml uploaded as version 1") && out.contains("active"),
+        "{out}"
+    );
+    let devices = dir.path().join("devices.yaml");
+    std::fs::write(
+        &devices,
+        "- {name: r1, address: 192.0.2.1, platform: frr}\n",
+    )
+    .unwrap();
+    ok(sotp(
+        &server,
+        &token,
+        &["device", "import", devices.to_str().unwrap()],
+    ));
+    let out = ok(sotp(&server, &token, &["compliance", "audit"]));
+    assert!(out.contains("audit 1: 0 of 1 devices compliant"), "{out}");
+    let out = ok(sotp(
+        &server,
+        &token,
+        &["compliance", "report", "--device", "r1"],
+    ));
+    assert!(out.contains("error") && out.contains("no backup"), "{out}");
+    // A bad rule file: the error points at the line and key, and the exit status says so.
+    std::fs::write(&rules, "rules:\n  - id: x\n    requird: [y]\n").unwrap();
+    let out = sotp(
+        &server,
+        &token,
+        &["compliance", "push", rules.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("base.yaml:3:") && err.contains("requird"),
+        "{err}"
+    );
+    let out = ok(sotp(&server, &token, &["compliance", "rules"]));
+    assert!(
+        out.contains("base.yaml") && out.contains("active 1"),
+        "{out}"
+    );
+}

@@ -2,6 +2,7 @@
 //! (`--json`) for scripts.
 
 pub mod backup;
+pub mod compliance;
 pub mod component;
 pub mod device;
 pub mod flows;
@@ -103,6 +104,21 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.get(self.url(path))).await
+    }
+
+    /// GET, with a 404 as `None`.
+    pub async fn get_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the sotp server at {}", self.base))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.send(self.http.get(self.url(path))).await.map(Some)
     }
 
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {

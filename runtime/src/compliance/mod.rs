@@ -114,7 +114,20 @@ pub enum ComplianceError {
     Busy(String),
 }
 
+/// Process-wide counters, on the operator's `/metrics`.
+#[derive(Default)]
+pub struct ComplianceCounters {
+    pub audits: std::sync::atomic::AtomicU64,
+    /// Rule results that were errors (unparsable config, template error, no backup...).
+    pub error_results: std::sync::atomic::AtomicU64,
+    /// Rule files refused at upload (bad YAML, regex, template, size).
+    pub rule_files_rejected: std::sync::atomic::AtomicU64,
+    /// Uploads and waivers refused at a budget (`compliance.max_*`), audits refused while one runs.
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
 pub struct Compliance {
+    pub counters: ComplianceCounters,
     state: Arc<StateStore>,
     backups: Arc<Backups>,
     limits: ComplianceConfig,
@@ -143,6 +156,7 @@ pub fn validate_file_name(name: &str) -> Result<(), String> {
 impl Compliance {
     pub fn new(state: Arc<StateStore>, backups: Arc<Backups>, limits: ComplianceConfig) -> Self {
         Compliance {
+            counters: ComplianceCounters::default(),
             state,
             backups,
             limits,
@@ -153,6 +167,28 @@ impl Compliance {
 
     /// Check and store a rule file as its next version; `activate` makes it active.
     pub fn put_rules(
+        &self,
+        tenant: &str,
+        file: &str,
+        text: &str,
+        activate: bool,
+    ) -> Result<Uploaded, ComplianceError> {
+        let outcome = self.put_rules_checked(tenant, file, text, activate);
+        match &outcome {
+            Err(ComplianceError::Store(StoreError::Quota(_))) => self.count(&self.counters.refused),
+            Err(ComplianceError::RuleFile(_) | ComplianceError::Invalid(_)) => {
+                self.count(&self.counters.rule_files_rejected)
+            }
+            _ => {}
+        }
+        outcome
+    }
+
+    fn count(&self, counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn put_rules_checked(
         &self,
         tenant: &str,
         file: &str,
@@ -254,7 +290,9 @@ impl Compliance {
             expires_ms,
             created_ms: now,
         };
-        store::add_waiver(&self.state, &self.limits, tenant, &waiver)?;
+        store::add_waiver(&self.state, &self.limits, tenant, &waiver).inspect_err(|_| {
+            self.count(&self.counters.refused);
+        })?;
         Ok(waiver)
     }
 
@@ -337,6 +375,7 @@ impl Compliance {
     pub fn begin_audit(&self, tenant: &str) -> Result<AuditTicket, ComplianceError> {
         let mut running = self.running.lock();
         if running.contains_key(tenant) {
+            self.count(&self.counters.refused);
             return Err(ComplianceError::Busy(
                 "an audit of this tenant is running; see GET /v1/compliance/audits/running".into(),
             ));
@@ -370,6 +409,10 @@ impl Compliance {
             let sets = self.active_sets(tenant)?;
             let waivers = store::waivers(&self.state, tenant)?;
             let report = audit::audit(&sets, &inputs, &waivers, crate::now_ms(), &ticket.done);
+            self.count(&self.counters.audits);
+            self.counters
+                .error_results
+                .fetch_add(report.summary.errors as u64, Ordering::Relaxed);
             let id = store::save_audit(
                 &self.state,
                 &self.limits,
