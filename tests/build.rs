@@ -16,6 +16,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("MQTT_SENSORS", "mqtt_sensors"),
     ("SNMP_INTERFACES", "snmp_interfaces"),
     ("SSH_CONFIG_BACKUP", "ssh_config_backup"),
+    ("NTP_SERVERS", "ntp_servers"),
 ];
 
 fn main() {
@@ -34,6 +35,8 @@ fn main() {
         "guests/mqtt-sensors",
         "guests/snmp-interfaces",
         "guests/ssh-config-backup",
+        "guests/rule-sdk",
+        "policies",
         "tests/guests",
         "guests/Cargo.toml",
     ] {

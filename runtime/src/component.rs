@@ -543,6 +543,7 @@ fn kind_export(kind: CallKind) -> &'static str {
         CallKind::Init => "init",
         CallKind::Tick => "on-tick",
         CallKind::Message => "on-message",
+        CallKind::Evaluate => "evaluate",
     }
 }
 

@@ -8,9 +8,11 @@
 use crate::budget::InstanceSlot;
 use crate::host::stdio::panic_message;
 use crate::host::{
-    Collector, CollectorPre, CpuDeadlineExceeded, Emitted, GuestOutput, HostState, InstanceEnv,
-    MemoryLimitExceeded, WallClockExceeded, WitTick,
+    Collector, CollectorPre, ComplianceRule, ComplianceRulePre, CpuDeadlineExceeded, Emitted,
+    GuestOutput, HostState, InstanceEnv, MemoryLimitExceeded, WallClockExceeded, WitFinding,
+    WitRuleDevice, WitTick,
 };
+use crate::manifest::World;
 use crate::native::{NativeCollector, NativeHost};
 use crate::stats::{CallKind, LogSource, TrapClass};
 use parking_lot::Mutex;
@@ -70,9 +72,46 @@ pub enum LoadError {
     WrongWorld(String),
 }
 
+/// A world's pre-linked component: what `instantiate` makes bindings from.
+enum WorldPre {
+    Collector(CollectorPre<HostState>),
+    Rule(ComplianceRulePre<HostState>),
+}
+
+/// A live instance's exports, per world.
+enum Bindings {
+    Collector(Collector),
+    Rule(ComplianceRule),
+}
+
+impl Bindings {
+    fn call_init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Bindings::Collector(b) => b.call_init(store, config),
+            Bindings::Rule(b) => b.call_init(store, config),
+        }
+    }
+}
+
+/// Instances of a request/response world evaluating at once (an audit spreads devices over
+/// the cores); collectors have one, entered by one call at a time.
+fn pool_size(world: World) -> usize {
+    match world {
+        World::Collector => 1,
+        World::ComplianceRule => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4),
+    }
+}
+
 struct Live {
     store: Store<HostState>,
-    bindings: Collector,
+    bindings: Bindings,
     stderr: GuestOutput,
     /// Its claim on the tenant's instance quota, given back when it is dropped.
     _slot: InstanceSlot,
@@ -87,8 +126,9 @@ pub struct LoadedVersion {
 enum Body {
     Wasm {
         engine: Engine,
-        pre: CollectorPre<HostState>,
-        live: Mutex<Option<Live>>,
+        pre: WorldPre,
+        /// The pool of instances; index 0 is the one `call` and `warm` use.
+        lives: Vec<Mutex<Option<Live>>>,
     },
     Native(Mutex<NativeBody>),
 }
@@ -113,17 +153,26 @@ impl LoadedVersion {
                 "the component's imports cannot be satisfied by world {world}: {e:#}"
             ))
         })?;
-        let pre = CollectorPre::new(instance_pre).map_err(|e| {
+        let wrong = |e: wasmtime::Error| {
             LoadError::WrongWorld(format!(
                 "the component does not implement world {world}: {e:#}"
             ))
-        })?;
+        };
+        let kind = env.manifest.world;
+        let pre = match kind {
+            World::Collector => {
+                WorldPre::Collector(CollectorPre::new(instance_pre).map_err(wrong)?)
+            }
+            World::ComplianceRule => {
+                WorldPre::Rule(ComplianceRulePre::new(instance_pre).map_err(wrong)?)
+            }
+        };
         Ok(LoadedVersion {
             env,
             body: Body::Wasm {
                 engine: engine.clone(),
                 pre,
-                live: Mutex::new(None),
+                lives: (0..pool_size(kind)).map(|_| Mutex::new(None)).collect(),
             },
         })
     }
@@ -147,7 +196,7 @@ impl LoadedVersion {
     pub fn warm(&self) -> CallReport {
         let started = Instant::now();
         let live = match &self.body {
-            Body::Wasm { live, .. } => live,
+            Body::Wasm { lives, .. } => &lives[0],
             Body::Native(native) => return self.native_call(&mut native.lock(), None, started),
         };
         let mut live = live.lock();
@@ -185,7 +234,7 @@ impl LoadedVersion {
     pub fn call(&self, call: &Call) -> CallReport {
         let started = Instant::now();
         let live = match &self.body {
-            Body::Wasm { live, .. } => live,
+            Body::Wasm { lives, .. } => &lives[0],
             Body::Native(native) => {
                 return self.native_call(&mut native.lock(), Some(call), started);
             }
@@ -212,12 +261,14 @@ impl LoadedVersion {
         }
         let live = guard.as_mut().expect("instance started above");
         begin_call(&mut live.store);
-        let result = match call {
-            Call::Tick(tick) => live.bindings.call_on_tick(&mut live.store, *tick),
-            Call::Message { topic, payload } => {
-                live.bindings
-                    .call_on_message(&mut live.store, topic, payload)
+        let result = match (&live.bindings, call) {
+            (Bindings::Collector(b), Call::Tick(tick)) => b.call_on_tick(&mut live.store, *tick),
+            (Bindings::Collector(b), Call::Message { topic, payload }) => {
+                b.call_on_message(&mut live.store, topic, payload)
             }
+            (Bindings::Rule(_), _) => Ok(Err(
+                "a compliance rule takes no ticks or messages".to_string()
+            )),
         };
         let call_emitted = std::mem::take(&mut live.store.data_mut().out);
         let outcome = match result {
@@ -244,6 +295,48 @@ impl LoadedVersion {
             dropped: 0,
             fresh_instance,
             elapsed: started.elapsed(),
+        }
+    }
+
+    /// A compliance rule's `evaluate` on one device, on a free instance of the pool (starting
+    /// one, with `init`, if needed). Errors are what the audit reports: the guest's `err`, a
+    /// failed `init`, or a trap named as users read it (CPU deadline, memory limit, ...).
+    pub fn evaluate(
+        &self,
+        device: &WitRuleDevice,
+        config: &str,
+    ) -> Result<Vec<WitFinding>, String> {
+        let Body::Wasm { lives, .. } = &self.body else {
+            return Err("native components implement no compliance rules".into());
+        };
+        let mut guard = lives
+            .iter()
+            .find_map(|l| l.try_lock())
+            .unwrap_or_else(|| lives[thread_index() % lives.len()].lock());
+        if guard.is_none() {
+            let (instance, _) = self.start_instance().map_err(|(message, _)| message)?;
+            *guard = Some(instance);
+        }
+        let live = guard.as_mut().expect("instance started above");
+        let Bindings::Rule(bindings) = &live.bindings else {
+            return Err("this component is not a compliance rule".into());
+        };
+        begin_call(&mut live.store);
+        self.env.stats.count_call(CallKind::Evaluate);
+        let result = bindings.call_evaluate(&mut live.store, device, config);
+        live.store.data_mut().out = Emitted::default();
+        match result {
+            Ok(Ok(findings)) => {
+                live.stderr.take_captured();
+                Ok(findings)
+            }
+            Ok(Err(message)) => Err(message),
+            Err(error) => {
+                let trap = classify(error, &live.stderr.take_captured(), &self.env);
+                self.env.stats.count_trap(trap.class);
+                *guard = None;
+                Err(trap.message)
+            }
         }
     }
 
@@ -321,7 +414,11 @@ impl LoadedVersion {
         });
         begin_call(&mut store);
         env.stats.count_call(CallKind::Init);
-        let bindings = match pre.instantiate(&mut store) {
+        let instantiated = match pre {
+            WorldPre::Collector(p) => p.instantiate(&mut store).map(Bindings::Collector),
+            WorldPre::Rule(p) => p.instantiate(&mut store).map(Bindings::Rule),
+        };
+        let bindings = match instantiated {
             Ok(b) => b,
             Err(e) => {
                 let trap = classify(e, &stderr.take_captured(), env);
@@ -420,4 +517,12 @@ fn classify(error: wasmtime::Error, stderr: &str, env: &InstanceEnv) -> Trap {
         class: TrapClass::Other,
         message,
     }
+}
+
+/// A small per-thread number, to spread waiting callers over a pool.
+fn thread_index() -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::thread::current().id().hash(&mut h);
+    h.finish() as usize
 }

@@ -16,13 +16,25 @@ use std::time::Duration;
 #[serde(rename_all = "kebab-case")]
 pub enum World {
     Collector,
+    ComplianceRule,
 }
 
 impl World {
+    pub const ALL: [World; 2] = [World::Collector, World::ComplianceRule];
+
     /// The fully qualified WIT world this host serves for this name.
     pub fn wit_name(self) -> &'static str {
         match self {
             World::Collector => "sotp:telemetry/collector@0.1.0",
+            World::ComplianceRule => "sotp:telemetry/compliance-rule@0.1.0",
+        }
+    }
+
+    /// The name a manifest uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Collector => "collector",
+            World::ComplianceRule => "compliance-rule",
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::error::RuntimeError;
 use crate::flow;
 use crate::flow::query::{FlowQueryError, RateQuery, RateRow, TopQuery, TopRow};
 use crate::flow::service::FlowService;
-use crate::host::{HostServices, HostState, InstanceEnv, WitError, collector_linker};
+use crate::host::{HostServices, InstanceEnv, Linkers, WitError};
 use crate::instance::LoadedVersion;
 use crate::inventory::Device;
 use crate::manifest::{Manifest, is_component_name};
@@ -29,7 +29,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
-use wasmtime::component::Linker;
 
 type Key = (String, String);
 
@@ -135,7 +134,8 @@ impl TokenRequest {
 pub struct Runtime {
     pub config: RuntimeConfig,
     engine: WasmEngine,
-    linker: Linker<HostState>,
+    /// One linker per world.
+    linkers: Linkers,
     pub state: Arc<StateStore>,
     pub telemetry: Arc<TelemetryStore>,
     pub mqtt: Arc<MqttHub>,
@@ -269,8 +269,8 @@ impl Runtime {
             cache_dir: dir.join("cache"),
             force_on_demand: config.engine.force_on_demand,
         })?;
-        let linker = collector_linker(engine.engine())
-            .map_err(|e| anyhow::anyhow!("building the component linker: {e}"))?;
+        let linkers = Linkers::new(engine.engine())
+            .map_err(|e| anyhow::anyhow!("building the component linkers: {e}"))?;
         let admin_token_file = bootstrap_admin(&state, &data)?;
         std::fs::create_dir_all(dir.join("backups"))?;
         let backups = Arc::new(Backups::new(dir.join("backups")));
@@ -305,7 +305,7 @@ impl Runtime {
             flows,
             config,
             engine,
-            linker,
+            linkers,
             state,
             telemetry,
             mqtt,
@@ -707,8 +707,12 @@ impl Runtime {
         // Link it once now so a wrong world is refused at upload, not at activation.
         let probe_env =
             self.instance_env(tenant, &manifest.name, 0, Arc::new(manifest.clone()), None);
-        LoadedVersion::new(self.engine.engine(), &self.linker, &component, probe_env)
-            .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
+        let linker = self.linkers.for_world(manifest.world);
+        if let Err(e) = LoadedVersion::new(self.engine.engine(), linker, &component, probe_env) {
+            return Err(RuntimeError::WrongWorld(
+                self.wrong_world(tenant, &manifest, &component, e),
+            ));
+        }
 
         {
             let (tenant, checked) = (tenant.to_string(), manifest.clone());
@@ -1172,6 +1176,29 @@ impl Runtime {
         &self.compliance.counters
     }
 
+    /// The active versions of the tenant's `compliance-rule` components, for an audit.
+    pub fn rule_components(&self, tenant: &str) -> Vec<Arc<dyn crate::compliance::RuleComponent>> {
+        let handles: Vec<(String, Arc<ComponentHandle>)> = self
+            .components
+            .read()
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((_, name), h)| (name.clone(), h.clone()))
+            .collect();
+        let mut rules: Vec<Arc<dyn crate::compliance::RuleComponent>> = handles
+            .into_iter()
+            .filter_map(|(name, handle)| {
+                let version = handle.active()?;
+                (version.env.manifest.world == crate::manifest::World::ComplianceRule).then(|| {
+                    Arc::new(crate::compliance::ActiveRule { name, version })
+                        as Arc<dyn crate::compliance::RuleComponent>
+                })
+            })
+            .collect();
+        rules.sort_by(|a, b| a.name().cmp(b.name()));
+        rules
+    }
+
     /// The compliance subsystem, once `tenant` is known to exist; every method takes the
     /// tenant again, so isolation is the same single argument as everywhere else.
     pub fn compliance(&self, tenant: &str) -> Result<&crate::compliance::Compliance, RuntimeError> {
@@ -1546,9 +1573,13 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(e.to_string()))??
         };
         let env = self.instance_env(tenant, name, version, manifest, Some(handle));
-        let loaded =
-            LoadedVersion::new(self.engine.engine(), &self.linker, &component, env.clone())
-                .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
+        let loaded = LoadedVersion::new(
+            self.engine.engine(),
+            self.linkers.for_world(env.manifest.world),
+            &component,
+            env.clone(),
+        )
+        .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
         let (t, n) = (tenant.to_string(), name.to_string());
         match handle.activate(Arc::new(loaded)).await {
             Ok(warm) => {
@@ -1573,6 +1604,38 @@ impl Runtime {
                 Err(RuntimeError::InitFailed { version, reason })
             }
         }
+    }
+
+    /// Why a component does not link as its manifest's world, naming the world it does
+    /// implement when it is one this host serves.
+    fn wrong_world(
+        &self,
+        tenant: &str,
+        manifest: &crate::manifest::Manifest,
+        component: &wasmtime::component::Component,
+        error: crate::instance::LoadError,
+    ) -> String {
+        for world in crate::manifest::World::ALL {
+            if world == manifest.world {
+                continue;
+            }
+            let mut probe = manifest.clone();
+            probe.world = world;
+            let env = self.instance_env(tenant, &manifest.name, 0, Arc::new(probe), None);
+            let linker = self.linkers.for_world(world);
+            if LoadedVersion::new(self.engine.engine(), linker, component, env).is_ok() {
+                return format!(
+                    "the manifest says world `{}` but the component implements world `{}` ({})",
+                    manifest.world.name(),
+                    world.name(),
+                    world.wit_name()
+                );
+            }
+        }
+        format!(
+            "the manifest says world `{}`; {error}",
+            manifest.world.name()
+        )
     }
 
     fn check_memory_quota(

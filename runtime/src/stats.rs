@@ -111,22 +111,30 @@ pub enum CallKind {
     Init,
     Tick,
     Message,
+    /// A compliance rule's `evaluate`.
+    Evaluate,
 }
 
 impl CallKind {
-    pub const ALL: [CallKind; 3] = [CallKind::Init, CallKind::Tick, CallKind::Message];
+    pub const ALL: [CallKind; 4] = [
+        CallKind::Init,
+        CallKind::Tick,
+        CallKind::Message,
+        CallKind::Evaluate,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             CallKind::Init => "init",
             CallKind::Tick => "tick",
             CallKind::Message => "message",
+            CallKind::Evaluate => "evaluate",
         }
     }
 }
 
 #[derive(Default)]
 pub struct ComponentStats {
-    calls: [AtomicU64; 3],
+    calls: [AtomicU64; 4],
     /// Calls whose export returned `err`.
     pub errors: AtomicU64,
     /// Host calls refused by the grant check.

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use sotp_labs::lab;
-use sotp_tests::guests::SSH_CONFIG_BACKUP;
+use sotp_tests::guests::{NTP_SERVERS, SSH_CONFIG_BACKUP};
 use sotp_tests::harness::{Api, Server, basic_lab};
 use std::time::Duration;
 
@@ -100,7 +100,8 @@ fn frr_backups_are_audited_and_the_remediation_makes_them_compliant() {
     let addr = |n: &str| lab.node(n).unwrap().management_address.to_string();
     let ssh = json!({ "user": lab::SSH_USER, "password_secret": "lab-ssh" });
     let devices = json!([
-        { "name": "core1", "address": addr("core1"), "platform": "frr", "tags": ["backup"], "ssh": ssh },
+        { "name": "core1", "address": addr("core1"), "platform": "frr", "tags": ["backup"], "ssh": ssh,
+          "vars": { "ntp_servers": ["192.0.2.123"], "no_servers": [] } },
         { "name": "access1", "address": addr("access1"), "platform": "frr", "tags": ["backup"], "ssh": ssh,
           "vars": { "uplink": "core1" } },
         { "name": "access2", "address": addr("access2"), "platform": "frr", "tags": ["backup"], "ssh": ssh },
@@ -255,6 +256,72 @@ fn frr_backups_are_audited_and_the_remediation_makes_them_compliant() {
         .unwrap();
     assert!(csv.starts_with("device,commit,rule,"), "{csv}");
     assert_eq!(csv.lines().count(), 1 + 2 + 3 + 2, "{csv}");
+
+    // A rule component (WASI, world compliance-rule) audits next to the rule files; a hot
+    // swap changes the next audit's findings, a rollback brings the old ones back.
+    let rule_manifest = |version: &str, var: &str| {
+        format!(
+            "name = \"ntp-servers\"\nversion = \"{version}\"\nworld = \"compliance-rule\"\n\
+             [limits]\ncpu_ms = 200\n[config]\nvar = \"{var}\"\n"
+        )
+    };
+    acme.push(&rule_manifest("1", "ntp_servers"), NTP_SERVERS);
+    let report = audit(&acme);
+    let ntp = result(&report, "core1", "ntp-servers");
+    assert_eq!(ntp["status"], "missing", "{ntp}");
+    assert_eq!(ntp["source"], "component:ntp-servers@1");
+    assert_eq!(strings(&ntp["remediation"]), ["ntp server 192.0.2.123"]);
+    assert!(
+        !device(&report, "access1")["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule"] == "ntp-servers"),
+        "devices without the variable are not in the component's scope"
+    );
+    assert!(
+        report["sources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("component:ntp-servers@1"))
+    );
+    acme.push(&rule_manifest("2", "no_servers"), NTP_SERVERS);
+    let report = audit(&acme);
+    let ntp = result(&report, "core1", "ntp-servers");
+    assert_eq!(
+        (ntp["status"].as_str(), ntp["source"].as_str()),
+        (Some("compliant"), Some("component:ntp-servers@2"))
+    );
+    let (status, _) = acme.post("/v1/components/ntp-servers/rollback", json!({}));
+    assert_eq!(status, 200);
+    let report = audit(&acme);
+    assert_eq!(result(&report, "core1", "ntp-servers")["status"], "missing");
+}
+
+#[test]
+fn a_component_of_another_world_than_its_manifest_is_a_4xx_naming_both() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let rule_as_collector = "name = \"ntp-servers\"\nversion = \"1\"\nworld = \"collector\"\n";
+    let wasm = std::fs::read(NTP_SERVERS).unwrap();
+    let (status, body) = acme.upload(rule_as_collector, &wasm, true);
+    assert_eq!(status, 422, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("world `collector`") && detail.contains("world `compliance-rule`"),
+        "{detail}"
+    );
+    // A collector (which imports ssh, snmp, mqtt...) cannot pass as a rule: the rule world's
+    // linker has none of them.
+    let collector_as_rule = "name = \"backup\"\nversion = \"1\"\nworld = \"compliance-rule\"\n";
+    let wasm = std::fs::read(SSH_CONFIG_BACKUP).unwrap();
+    let (status, body) = acme.upload(collector_as_rule, &wasm, true);
+    assert_eq!(status, 422, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("world `compliance-rule`") && detail.contains("world `collector`"),
+        "{detail}"
+    );
 }
 
 #[test]

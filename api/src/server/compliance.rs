@@ -176,7 +176,12 @@ pub async fn dry_run(
         }
     };
     let dry = state
-        .blocking(move |rt| Ok(rt.compliance(&tenant)?.dry_run(&tenant, &file, draft)?))
+        .blocking(move |rt| {
+            let rules = rt.rule_components(&tenant);
+            Ok(rt
+                .compliance(&tenant)?
+                .dry_run(&tenant, &file, draft, &rules)?)
+        })
         .await?;
     Ok(Json(json!(dry)))
 }
@@ -269,7 +274,8 @@ pub async fn run_audit(
         .begin_audit(&tenant)
         .map_err(|e| ApiError::from(sotp_runtime::RuntimeError::from(e)))?;
     let job = tokio::task::spawn_blocking(move || {
-        let outcome = rt.compliance(&tenant)?.finish_audit(ticket, "api");
+        let rules = rt.rule_components(&tenant);
+        let outcome = rt.compliance(&tenant)?.finish_audit(ticket, "api", &rules);
         if let Err(e) = &outcome {
             tracing::warn!(tenant = %tenant, error = %e, "compliance audit failed");
         }

@@ -5,6 +5,7 @@
 //! a bad rendered regex becomes an `error` result naming the device and rule, is counted,
 //! and everything else is still evaluated. Devices are spread over the machine's cores.
 
+use super::components::RuleComponent;
 use super::config::{self, Syntax};
 use super::evaluate::{Change, RuleResult, Status, WaiverNote, evaluate};
 use super::remediation;
@@ -80,9 +81,11 @@ pub struct Report {
     pub devices: Vec<DeviceReport>,
 }
 
-/// Run `sets` over `inputs`; `done` counts devices finished (for progress).
+/// Run `sets` and rule `components` over `inputs`; `done` counts devices finished (for
+/// progress).
 pub fn audit(
     sets: &[Arc<RuleSet>],
+    components: &[Arc<dyn RuleComponent>],
     inputs: &[DeviceInput],
     waivers: &[Waiver],
     now_ms: i64,
@@ -106,7 +109,7 @@ pub fn audit(
                 s.spawn(move || {
                     part.iter()
                         .filter_map(|input| {
-                            let report = audit_device(sets, input, waivers);
+                            let report = audit_device(sets, components, input, waivers);
                             done.fetch_add(1, Ordering::Relaxed);
                             report
                         })
@@ -126,6 +129,7 @@ pub fn audit(
         sources: sets
             .iter()
             .map(|s| format!("{}@{}", s.file, s.version))
+            .chain(components.iter().map(|c| c.source()))
             .collect(),
         summary,
         rules,
@@ -136,6 +140,7 @@ pub fn audit(
 /// One device against every rule in scope; `None` if no rule covers it.
 fn audit_device(
     sets: &[Arc<RuleSet>],
+    components: &[Arc<dyn RuleComponent>],
     input: &DeviceInput,
     waivers: &HashMap<(&str, &str), &Waiver>,
 ) -> Option<DeviceReport> {
@@ -145,7 +150,7 @@ fn audit_device(
         .flat_map(|set| set.rules.iter().map(move |r| (&**set, r)))
         .filter(|(_, r)| r.scope.covers(device))
         .collect();
-    if in_scope.is_empty() {
+    if in_scope.is_empty() && components.is_empty() {
         return None;
     }
     let syntax = Syntax::of_platform(device.platform.as_deref());
@@ -170,18 +175,22 @@ fn audit_device(
                 Vec::new(),
             ),
         };
-        let waiver = waivers.get(&(device.name.as_str(), rule.id.as_str()));
-        match waiver {
-            Some(w) if result.status != Status::Compliant => {
-                result.status = Status::Waived;
-                result.waiver = Some(WaiverNote {
-                    reason: w.reason.clone(),
-                    expires_ms: w.expires_ms,
-                });
-            }
-            _ => changes.extend(rule_changes),
+        if waive(&mut result, device, waivers) {
+            changes.extend(rule_changes);
         }
         results.push(result);
+    }
+    let mut component_fixes = Vec::new();
+    for component in components {
+        for mut result in component_results(component.as_ref(), input) {
+            if waive(&mut result, device, waivers) {
+                component_fixes.extend(result.remediation.iter().cloned());
+            }
+            results.push(result);
+        }
+    }
+    if results.is_empty() {
+        return None;
     }
     let (features, compliant_features, waived_features) = feature_counts(&results);
     let counted = features - waived_features;
@@ -198,9 +207,75 @@ fn audit_device(
         compliant_features,
         waived_features,
         compliant: compliant_features == counted,
-        remediation: remediation::plan(&changes, syntax),
+        remediation: remediation::plan(&changes, syntax)
+            .into_iter()
+            .chain(component_fixes)
+            .collect(),
         results,
     })
+}
+
+/// Mark a failing result waived if a waiver covers it; true if it still needs fixing.
+fn waive(
+    result: &mut RuleResult,
+    device: &Device,
+    waivers: &HashMap<(&str, &str), &Waiver>,
+) -> bool {
+    match waivers.get(&(device.name.as_str(), result.rule.as_str())) {
+        Some(w) if result.status != Status::Compliant => {
+            result.status = Status::Waived;
+            result.waiver = Some(WaiverNote {
+                reason: w.reason.clone(),
+                expires_ms: w.expires_ms,
+            });
+            false
+        }
+        _ => true,
+    }
+}
+
+/// A rule component's results on one device; its failure is one error result named after it.
+fn component_results(component: &dyn RuleComponent, input: &DeviceInput) -> Vec<RuleResult> {
+    let source = component.source();
+    let error = |message: String| RuleResult {
+        rule: component.name().to_string(),
+        feature: component.name().to_string(),
+        source: source.clone(),
+        status: Status::Error,
+        missing: Vec::new(),
+        extra: Vec::new(),
+        message,
+        remediation: Vec::new(),
+        waiver: None,
+    };
+    let text = match &input.backup {
+        Ok((_, text)) => text,
+        Err(e) => return vec![error(e.clone())],
+    };
+    match component.evaluate(&input.device, text) {
+        Ok(findings) => findings
+            .into_iter()
+            .map(|f| {
+                let (missing, extra) = match f.status {
+                    Status::Missing => (f.lines, Vec::new()),
+                    Status::Extra => (Vec::new(), f.lines),
+                    _ => (Vec::new(), Vec::new()),
+                };
+                RuleResult {
+                    rule: f.rule,
+                    feature: f.feature,
+                    source: source.clone(),
+                    status: f.status,
+                    missing,
+                    extra,
+                    message: f.message,
+                    remediation: f.remediation,
+                    waiver: None,
+                }
+            })
+            .collect(),
+        Err(message) => vec![error(format!("component {}: {message}", component.name()))],
+    }
 }
 
 /// (features, compliant features, fully waived features). A feature is compliant when all
@@ -447,7 +522,7 @@ mod tests {
     fn every_device_is_audited_whatever_the_others_do() {
         let set = Arc::new(compile("base.yaml", 3, RULES).unwrap());
         let done = AtomicUsize::new(0);
-        let report = audit(&[set], &inputs(), &[], 0, &done);
+        let report = audit(&[set], &[], &inputs(), &[], 0, &done);
         assert_eq!(done.load(Ordering::Relaxed), 4);
         let by: HashMap<_, _> = report
             .devices
@@ -488,6 +563,7 @@ mod tests {
         let done = AtomicUsize::new(0);
         let report = audit(
             std::slice::from_ref(&set),
+            &[],
             &inputs(),
             std::slice::from_ref(&waiver),
             500,
@@ -502,7 +578,7 @@ mod tests {
             (2, 1, 0.0)
         );
         assert!(!bad.remediation.iter().any(|l| l.contains("http")));
-        let later = audit(&[set], &inputs(), &[waiver], 1_000, &done);
+        let later = audit(&[set], &[], &inputs(), &[waiver], 1_000, &done);
         let bad = later.devices.iter().find(|d| d.device == "bad").unwrap();
         assert!(bad.results.iter().all(|r| r.status != Status::Waived));
     }
@@ -513,8 +589,8 @@ mod tests {
         let draft =
             Arc::new(compile("base.yaml", 2, &RULES.replace("10.0.0.1]", "10.9.9.9]")).unwrap());
         let done = AtomicUsize::new(0);
-        let a = audit(&[active], &inputs(), &[], 0, &done);
-        let b = audit(&[draft], &inputs(), &[], 0, &done);
+        let a = audit(&[active], &[], &inputs(), &[], 0, &done);
+        let b = audit(&[draft], &[], &inputs(), &[], 0, &done);
         let dry = diff(&a, &b);
         let changed: Vec<_> = dry
             .devices_changed

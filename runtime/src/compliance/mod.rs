@@ -16,6 +16,7 @@
 //! file, waivers, reports kept; one audit at a time per tenant.
 
 pub mod audit;
+pub mod components;
 pub mod config;
 pub mod evaluate;
 pub mod remediation;
@@ -23,6 +24,7 @@ pub mod rules;
 pub mod store;
 
 pub use audit::{DryRun, Report, Waiver};
+pub use components::{ActiveRule, ComponentFinding, RuleComponent};
 pub use rules::{RuleFileError, RuleSet};
 pub use store::{AuditInfo, RuleFileInfo, RuleVersion, StoreError};
 
@@ -365,9 +367,14 @@ impl Compliance {
     }
 
     /// Run every active rule file over the newest backups and store the report.
-    pub fn run_audit(&self, tenant: &str, trigger: &str) -> Result<(i64, Report), ComplianceError> {
+    pub fn run_audit(
+        &self,
+        tenant: &str,
+        trigger: &str,
+        components: &[Arc<dyn RuleComponent>],
+    ) -> Result<(i64, Report), ComplianceError> {
         let ticket = self.begin_audit(tenant)?;
-        self.finish_audit(ticket, trigger)
+        self.finish_audit(ticket, trigger, components)
     }
 
     /// Claim the tenant's audit slot (one audit at a time per tenant): from now on the audit
@@ -397,10 +404,12 @@ impl Compliance {
         Ok(ticket)
     }
 
+    /// Run the audit `ticket` claimed: the active rule files and rule `components`.
     pub fn finish_audit(
         &self,
         ticket: AuditTicket,
         trigger: &str,
+        components: &[Arc<dyn RuleComponent>],
     ) -> Result<(i64, Report), ComplianceError> {
         let tenant = ticket.tenant.as_str();
         let result = (|| {
@@ -408,7 +417,14 @@ impl Compliance {
             ticket.devices.store(inputs.len(), Ordering::Relaxed);
             let sets = self.active_sets(tenant)?;
             let waivers = store::waivers(&self.state, tenant)?;
-            let report = audit::audit(&sets, &inputs, &waivers, crate::now_ms(), &ticket.done);
+            let report = audit::audit(
+                &sets,
+                components,
+                &inputs,
+                &waivers,
+                crate::now_ms(),
+                &ticket.done,
+            );
             self.count(&self.counters.audits);
             self.counters
                 .error_results
@@ -451,6 +467,7 @@ impl Compliance {
         tenant: &str,
         file: &str,
         draft: Draft,
+        components: &[Arc<dyn RuleComponent>],
     ) -> Result<DryRun, ComplianceError> {
         validate_file_name(file).map_err(ComplianceError::Invalid)?;
         let draft_set = match draft {
@@ -476,8 +493,8 @@ impl Compliance {
         let waivers = store::waivers(&self.state, tenant)?;
         let now = crate::now_ms();
         let done = AtomicUsize::new(0);
-        let before = audit::audit(&active, &inputs, &waivers, now, &done);
-        let after = audit::audit(&with_draft, &inputs, &waivers, now, &done);
+        let before = audit::audit(&active, components, &inputs, &waivers, now, &done);
+        let after = audit::audit(&with_draft, components, &inputs, &waivers, now, &done);
         Ok(audit::diff(&before, &after))
     }
 }

@@ -35,6 +35,25 @@ wasmtime::component::bindgen!({
     world: "collector",
 });
 
+/// The `compliance-rule` world: its own bindings, sharing the interfaces (types, log,
+/// inventory) and so their host implementations with the collector's.
+pub mod rule_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "compliance-rule",
+        with: {
+            "sotp:telemetry/types": super::sotp::telemetry::types,
+            "sotp:telemetry/log": super::sotp::telemetry::log,
+            "sotp:telemetry/inventory": super::sotp::telemetry::inventory,
+        },
+    });
+}
+
+pub use rule_world::sotp::telemetry::compliance_types::{
+    Device as WitRuleDevice, Finding as WitFinding, Status as WitFindingStatus,
+};
+pub use rule_world::{ComplianceRule, ComplianceRulePre};
+
 pub use sotp::telemetry::types::{
     Error as WitError, Label as WitLabel, Level as WitLevel, LogRecord as WitLogRecord,
     Sample as WitSample, Tick as WitTick,
@@ -432,14 +451,15 @@ impl WasiView for HostState {
 }
 
 impl sotp::telemetry::types::Host for HostState {}
+impl rule_world::sotp::telemetry::compliance_types::Host for HostState {}
 
 /// The linker every collector is instantiated with: WASI 0.2 (sandboxed by `HostState::new`)
 /// plus the SOTP interfaces.
-pub fn collector_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+/// WASI 0.2 as every world gets it: the filesystem with the scratch directory's quota
+/// (host::scratch) and the monotonic clock with the call's wall-clock budget (host::deadline).
+fn wasi_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    // Again, the filesystem with the scratch directory's quota (host::scratch) and the
-    // monotonic clock with the call's wall-clock budget (host::deadline).
     linker.allow_shadowing(true);
     wasmtime_wasi::p2::bindings::sync::filesystem::types::add_to_linker::<
         HostState,
@@ -450,8 +470,44 @@ pub fn collector_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> 
         deadline::DeadlineClock,
     >(&mut linker, HostState::deadline_clock)?;
     linker.allow_shadowing(false);
+    Ok(linker)
+}
+
+/// The collector world's linker: WASI and every collector capability.
+pub fn collector_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = wasi_linker(engine)?;
     Collector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
+}
+
+/// The compliance-rule world's linker: WASI, `log` and `inventory` only, so a rule
+/// component cannot even link `ssh` or `mqtt`.
+pub fn rule_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = wasi_linker(engine)?;
+    ComplianceRule::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// One linker per world.
+pub struct Linkers {
+    pub collector: Linker<HostState>,
+    pub rule: Linker<HostState>,
+}
+
+impl Linkers {
+    pub fn new(engine: &Engine) -> wasmtime::Result<Linkers> {
+        Ok(Linkers {
+            collector: collector_linker(engine)?,
+            rule: rule_linker(engine)?,
+        })
+    }
+
+    pub fn for_world(&self, world: crate::manifest::World) -> &Linker<HostState> {
+        match world {
+            crate::manifest::World::Collector => &self.collector,
+            crate::manifest::World::ComplianceRule => &self.rule,
+        }
+    }
 }
 
 /// A `HostState` outside any engine, for unit tests of host functions.
