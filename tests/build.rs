@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("SNMP_INTERFACES", "snmp_interfaces"),
     ("SSH_CONFIG_BACKUP", "ssh_config_backup"),
     ("NTP_SERVERS", "ntp_servers"),
+    ("EVIL_RULE", "evil_rule"),
 ];
 
 fn main() {

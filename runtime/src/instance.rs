@@ -99,7 +99,7 @@ impl Bindings {
 
 /// Instances of a request/response world evaluating at once (an audit spreads devices over
 /// the cores); collectors have one, entered by one call at a time.
-fn pool_size(world: World) -> usize {
+pub fn pool_size(world: World) -> usize {
     match world {
         World::Collector => 1,
         World::ComplianceRule => std::thread::available_parallelism()

@@ -1644,13 +1644,15 @@ impl Runtime {
         component: &str,
         manifest: &Manifest,
     ) -> Result<(), RuntimeError> {
-        let mut total = manifest.limits.memory.0;
+        // A component may hold several instances (a rule's pool): each counts.
+        let memory = |m: &Manifest| m.limits.memory.0 * crate::instance::pool_size(m.world) as u64;
+        let mut total = memory(manifest);
         for (name, text) in self.state.active_manifests(&tenant.id)? {
             if name == component {
                 continue;
             }
             if let Ok(m) = Manifest::parse(&text, &self.config.limits.manifest_bounds()) {
-                total += m.limits.memory.0;
+                total += memory(&m);
             }
         }
         if total > tenant.max_memory_bytes {

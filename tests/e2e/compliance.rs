@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use sotp_labs::lab;
-use sotp_tests::guests::{NTP_SERVERS, SSH_CONFIG_BACKUP};
+use sotp_tests::guests::{EVIL_RULE, NTP_SERVERS, SSH_CONFIG_BACKUP};
 use sotp_tests::harness::{Api, Server, basic_lab};
 use std::time::Duration;
 
@@ -296,6 +296,50 @@ fn frr_backups_are_audited_and_the_remediation_makes_them_compliant() {
     assert_eq!(status, 200);
     let report = audit(&acme);
     assert_eq!(result(&report, "core1", "ntp-servers")["status"], "missing");
+
+    // A rule component that panics on one device, then one that loops on all: each is an
+    // error result naming the device and the component, counted, and every other device and
+    // rule is still evaluated.
+    let evil = |version: &str, extra: &str| {
+        format!(
+            "name = \"evil\"\nversion = \"{version}\"\nworld = \"compliance-rule\"\n\
+             [limits]\ncpu_ms = 50\n[config]\n{extra}\n"
+        )
+    };
+    acme.push(
+        &evil("1", "mode = \"panic\"\ndevices = [\"access1\"]"),
+        EVIL_RULE,
+    );
+    let report = audit(&acme);
+    let bad = result(&report, "access1", "evil");
+    assert_eq!(bad["status"], "error", "{bad}");
+    let message = bad["message"].as_str().unwrap();
+    assert!(
+        message.contains("component evil") && message.contains("panicked: evil rule on access1"),
+        "{message}"
+    );
+    assert_eq!(result(&report, "core1", "evil")["status"], "compliant");
+    assert_eq!(result(&report, "core1", "ntp-servers")["status"], "missing");
+    assert_eq!(
+        result(&report, "access1", "hostname")["status"],
+        "compliant"
+    );
+    assert_eq!(report["summary"]["errors"], 1, "{report}");
+    acme.push(&evil("2", "mode = \"loop\""), EVIL_RULE);
+    let report = audit(&acme);
+    for d in ["core1", "access1", "access2"] {
+        let looped = result(&report, d, "evil");
+        assert!(
+            looped["message"]
+                .as_str()
+                .unwrap()
+                .contains("CPU deadline exceeded"),
+            "{looped}"
+        );
+        assert_eq!(result(&report, d, "hostname")["status"], "compliant");
+    }
+    assert_eq!(result(&report, "core1", "ntp-servers")["status"], "missing");
+    assert_eq!(report["summary"]["errors"], 3, "{report}");
 }
 
 #[test]
