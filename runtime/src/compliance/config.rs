@@ -242,6 +242,10 @@ fn braces_to_set(text: &str) -> Result<Vec<(usize, String)>, ParseError> {
                 }
             }
         }
+        // A trailing `## SECRET-DATA`-style comment (Junos marks secrets so).
+        if let Some(at) = line.find(" ##") {
+            line = line[..at].trim_end();
+        }
         if line.is_empty() || line.starts_with('#') {
             continue;
         }

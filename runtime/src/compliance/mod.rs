@@ -23,6 +23,9 @@ pub mod remediation;
 pub mod rules;
 pub mod store;
 
+#[cfg(test)]
+mod corpus_tests;
+
 pub use audit::{DryRun, Report, Waiver};
 pub use components::{ActiveRule, ComponentFinding, RuleComponent};
 pub use rules::{RuleFileError, RuleSet};

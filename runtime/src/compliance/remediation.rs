@@ -94,10 +94,29 @@ pub fn with_parents(parents: &[String], node: &Node, syntax: Syntax) -> Vec<Stri
 
 /// The ordered remediation for a set of changes.
 pub fn plan(changes: &[Change], syntax: Syntax) -> Vec<String> {
+    // A line removed and added again (an ordered section rewritten) is removed just before
+    // it is added, whatever its phase: removed last, it would be gone.
+    let added: std::collections::HashSet<(&[String], &str)> = changes
+        .iter()
+        .filter(|c| c.add)
+        .map(|c| (c.parents.as_slice(), c.node.text.as_str()))
+        .collect();
+    let key = |c: &Change| {
+        let rewrite = !c.add && added.contains(&(c.parents.as_slice(), c.node.text.as_str()));
+        if rewrite {
+            phase(&Change {
+                add: true,
+                ..c.clone()
+            })
+        } else {
+            phase(c)
+        }
+    };
     let mut ordered: Vec<&Change> = changes.iter().collect();
-    ordered.sort_by_key(|c| phase(c)); // stable: rule and config order within a phase
+    ordered.sort_by_key(|c| key(c)); // stable: rule and config order within a phase
     let mut out = Vec::new();
     let mut open: Vec<String> = Vec::new();
+    let mut emitted = std::collections::HashSet::new();
     for change in ordered {
         let parents = if syntax == Syntax::Set {
             &[][..]
@@ -114,7 +133,13 @@ pub fn plan(changes: &[Change], syntax: Syntax) -> Vec<String> {
             out.push(format!("{}{p}", " ".repeat(open.len())));
             open.push(p.clone());
         }
-        out.extend(change_lines(change, syntax, parents.len()));
+        // The same line twice in one section (removing `no X` is `X`, and so is adding
+        // `X`) is said once.
+        for line in change_lines(change, syntax, parents.len()) {
+            if emitted.insert((open.clone(), line.clone())) {
+                out.push(line);
+            }
+        }
     }
     while !open.is_empty() {
         open.pop();
