@@ -119,6 +119,10 @@ paths = {
   "/v1/compliance/audits": {
     "get": op("Audits kept, oldest first, with their summaries (the trend)", tag="compliance"),
     "post": op("Run an audit of every active rule file over the newest backups: 202 at once (progress at /v1/compliance/audits/running), or with ?wait=true the stored audit's id and summary", ok="202", params=[q("wait", "answer when the audit is done", "boolean")], tag="compliance", scope="deploy", errors=("401", "403", "404", "409"))},
+  "/v1/compliance/schedule": {
+    "get": op("When audits run by themselves (default nightly at 02:00 UTC) and the next time (next_ms)", tag="compliance"),
+    "put": op("Set the audit schedule: a cron expression (5 fields, or 6 with seconds) in an IANA time zone", tag="compliance", scope="deploy",
+              body=json_body({"cron": {"type": "string", "example": "0 2 * * *"}, "timezone": {"type": "string", "example": "Europe/Amsterdam"}, "enabled": {"type": "boolean"}}, ["cron"]))},
   "/v1/compliance/audits/running": {"get": op("The audit running now: devices and devices done; 404 if none", tag="compliance")},
   "/v1/compliance/audits/{id}": {"get": op("An audit's report (`latest` for the newest): per device percent compliant, per rule pass/fail/waived/error, missing and extra lines, remediation; JSON or ?format=csv", params=[pid, q("format", "json (default) or csv"), q("device", "only this device")], tag="compliance")},
   "/v1/devices": {"get": op("The inventory", tag="devices", params=[q("tag", "only with this tag"), q("site", "only at this site"), q("role", "only with this role")])},

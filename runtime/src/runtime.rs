@@ -371,6 +371,7 @@ impl Runtime {
             tracing::error!(error = %e, "cannot read MQTT settings");
         }
         self.ready.store(true, Ordering::Release);
+        tokio::spawn(run_audit_schedule(Arc::downgrade(self)));
     }
 
     pub fn is_ready(&self) -> bool {
@@ -565,6 +566,7 @@ impl Runtime {
         self.blocking(move |rt| Ok(rt.state.delete_tenant(&tenant)?))
             .await?;
         self.budgets.write().remove(id);
+        self.compliance.forget(id);
         tracing::info!(tenant = %id, points, "tenant deleted");
         Ok(())
     }
@@ -1664,6 +1666,48 @@ impl Runtime {
             )));
         }
         Ok(())
+    }
+}
+
+/// Scheduled compliance audits: once a second, every tenant whose schedule is due and that
+/// has rules (files or components) gets an audit on the blocking pool (one at a time per
+/// tenant: a run still going when the next is due makes that one a no-op, counted).
+async fn run_audit_schedule(rt: std::sync::Weak<Runtime>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let Some(rt) = rt.upgrade() else { return };
+        let now = crate::now_ms();
+        let tenants: Vec<String> = match rt.state.tenants() {
+            Ok(t) => t.into_iter().map(|t| t.id).collect(),
+            Err(_) => continue,
+        };
+        for tenant in tenants {
+            if !rt.compliance.take_due(&tenant, now) {
+                continue;
+            }
+            let rules = rt.rule_components(&tenant);
+            if rules.is_empty() && !rt.compliance.has_active_rules(&tenant) {
+                continue;
+            }
+            let Ok(ticket) = rt.compliance.begin_audit(&tenant) else {
+                tracing::warn!(%tenant, "scheduled audit skipped: one is still running");
+                continue;
+            };
+            let job = rt.clone();
+            tokio::task::spawn_blocking(move || {
+                match job.compliance.finish_audit(ticket, "schedule", &rules) {
+                    Ok((id, report)) => tracing::info!(
+                        %tenant, id, compliant = report.summary.compliant_devices,
+                        devices = report.summary.devices, "scheduled compliance audit"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(%tenant, error = %e, "scheduled compliance audit failed")
+                    }
+                }
+            });
+        }
     }
 }
 

@@ -512,3 +512,55 @@ fn compliance_is_tenant_scoped_and_needs_the_deploy_scope_to_change() {
     assert_eq!(again.get("/v1/compliance/waivers").1["waivers"], json!([]));
     assert_eq!(again.get("/v1/compliance/audits").1["audits"], json!([]));
 }
+
+#[test]
+fn audits_run_on_the_tenants_schedule() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let other = server.tenant("other");
+    let (_, default) = acme.get("/v1/compliance/schedule");
+    assert_eq!(
+        (default["cron"].as_str(), default["timezone"].as_str()),
+        (Some("0 2 * * *"), Some("UTC"))
+    );
+    let (status, err) = acme.put("/v1/compliance/schedule", json!({ "cron": "61 * * * *" }));
+    assert_eq!(status, 400, "{err}");
+    let (status, err) = acme.put(
+        "/v1/compliance/schedule",
+        json!({ "cron": "0 2 * * *", "timezone": "Mars/Olympus" }),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["detail"].as_str().unwrap().contains("Mars/Olympus"),
+        "{err}"
+    );
+
+    assert_eq!(
+        acme.post(
+            "/v1/devices/import",
+            json!([{ "name": "r1", "address": "192.0.2.1" }])
+        )
+        .0,
+        200
+    );
+    let (status, _) = acme.send_text("PUT", "/v1/compliance/rules/base.yaml?activate=true", RULES);
+    assert_eq!(status, 201);
+    let (status, set) = acme.put(
+        "/v1/compliance/schedule",
+        json!({ "cron": "*/2 * * * * *", "timezone": "Europe/Amsterdam" }),
+    );
+    assert_eq!(status, 200, "{set}");
+    assert!(set["next_ms"].as_i64().unwrap() > 0);
+    acme.wait_for("a scheduled audit", Duration::from_secs(30), |api| {
+        let (_, audits) = api.get("/v1/compliance/audits");
+        audits["audits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["trigger"] == "schedule")
+            .then_some(())
+    });
+    // Another tenant's schedule is its own (and it has no rules: nothing runs for it).
+    assert_eq!(other.get("/v1/compliance/schedule").1["cron"], "0 2 * * *");
+    assert_eq!(other.get("/v1/compliance/audits").1["audits"], json!([]));
+}

@@ -86,6 +86,18 @@ pub enum ComplianceCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show the audit schedule, or set it: --cron "0 2 * * *" --timezone Europe/Amsterdam
+    /// (six fields with seconds are allowed), --disable to stop scheduled audits.
+    Schedule {
+        #[arg(long)]
+        cron: Option<String>,
+        #[arg(long)]
+        timezone: Option<String>,
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Waivers in force.
     Waivers {
         #[command(flatten)]
@@ -294,6 +306,40 @@ pub async fn exec(cmd: ComplianceCmd) -> anyhow::Result<()> {
                 .await?;
             c.print(&v, |v| {
                 println!("waiver {} until {}", s(&v["id"]), time(&v["expires_ms"]))
+            });
+        }
+        ComplianceCmd::Schedule {
+            cron,
+            timezone,
+            disable,
+            client,
+        } => {
+            let c = Client::new(&client)?;
+            let mut v = c.get("/compliance/schedule").await?;
+            if cron.is_some() || timezone.is_some() || disable {
+                let body = json!({
+                    "cron": cron.unwrap_or_else(|| s(&v["cron"])),
+                    "timezone": timezone.unwrap_or_else(|| s(&v["timezone"])),
+                    "enabled": !disable,
+                });
+                v = c.put("/compliance/schedule", body).await?;
+            }
+            c.print(&v, |v| {
+                let next = if v["next_ms"].is_null() {
+                    "never".to_string()
+                } else {
+                    time(&v["next_ms"])
+                };
+                println!(
+                    "audits run at `{}` ({}){}; next: {next}",
+                    s(&v["cron"]),
+                    s(&v["timezone"]),
+                    if v["enabled"] == true {
+                        ""
+                    } else {
+                        ", disabled"
+                    }
+                );
             });
         }
         ComplianceCmd::Waivers { client } => {

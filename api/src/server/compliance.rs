@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sotp_runtime::Scope;
-use sotp_runtime::compliance::{Draft, audit::to_csv};
+use sotp_runtime::compliance::{Draft, Schedule, audit::to_csv};
 
 fn utf8(body: Bytes) -> ApiResult<String> {
     String::from_utf8(body.to_vec())
@@ -361,4 +361,34 @@ pub async fn report(
             format!("format `{other}`: json or csv"),
         )),
     }
+}
+
+pub async fn get_schedule(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let (schedule, next) = state
+        .blocking(move |rt| {
+            let s = rt.compliance(&tenant)?.schedule(&tenant)?;
+            let next = s.next_after(sotp_runtime::now_ms());
+            Ok((s, next))
+        })
+        .await?;
+    let mut body = json!(schedule);
+    body["next_ms"] = json!(next);
+    Ok(Json(body))
+}
+
+pub async fn put_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<Schedule>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Deploy)?.to_string();
+    let Json(schedule) = body.map_err(json_error)?;
+    let saved = schedule.clone();
+    state
+        .blocking(move |rt| Ok(rt.compliance(&tenant)?.set_schedule(&tenant, &saved)?))
+        .await?;
+    let mut body = json!(schedule);
+    body["next_ms"] = json!(schedule.next_after(sotp_runtime::now_ms()));
+    Ok(Json(body))
 }

@@ -126,6 +126,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             get(compliance::audits).post(compliance::run_audit),
         )
         .route("/compliance/audits/running", get(compliance::running))
+        .route(
+            "/compliance/schedule",
+            get(compliance::get_schedule).put(compliance::put_schedule),
+        )
         .route("/compliance/audits/{id}", get(compliance::report))
         .route("/devices", get(devices::list))
         .route("/devices/import", post(devices::import))

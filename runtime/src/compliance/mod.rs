@@ -21,6 +21,7 @@ pub mod config;
 pub mod evaluate;
 pub mod remediation;
 pub mod rules;
+pub mod schedule;
 pub mod store;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ mod corpus_tests;
 pub use audit::{DryRun, Report, Waiver};
 pub use components::{ActiveRule, ComponentFinding, RuleComponent};
 pub use rules::{RuleFileError, RuleSet};
+pub use schedule::Schedule;
 pub use store::{AuditInfo, RuleFileInfo, RuleVersion, StoreError};
 
 use crate::backups::Backups;
@@ -139,7 +141,13 @@ pub struct Compliance {
     /// Checked rule sets by (tenant, file, version): compiling is the costly part of a load.
     cache: Mutex<HashMap<(String, String, u32), Arc<RuleSet>>>,
     running: Mutex<HashMap<String, Running>>,
+    /// Each tenant's next scheduled audit (ms since the epoch; `None`: none), computed when
+    /// first needed and after each run or change.
+    due: Mutex<HashMap<String, Option<i64>>>,
 }
+
+/// The tenant setting holding the audit schedule.
+const SCHEDULE_SETTING: &str = "compliance_schedule";
 
 /// Rule file names: what a file system and a URL both take without escaping.
 pub fn validate_file_name(name: &str) -> Result<(), String> {
@@ -167,6 +175,7 @@ impl Compliance {
             limits,
             cache: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            due: Mutex::new(HashMap::new()),
         }
     }
 
@@ -444,6 +453,75 @@ impl Compliance {
         })();
         self.running.lock().remove(tenant);
         result
+    }
+
+    /// The tenant's audit schedule (the default, nightly at 02:00 UTC, if never set).
+    pub fn schedule(&self, tenant: &str) -> Result<Schedule, ComplianceError> {
+        let stored = self
+            .state
+            .with_reader(|conn| {
+                use rusqlite::OptionalExtension;
+                conn.query_row(
+                    "SELECT value FROM tenant_settings WHERE tenant = ?1 AND key = ?2",
+                    rusqlite::params![tenant, SCHEDULE_SETTING],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .map_err(StoreError::from)?;
+        Ok(stored
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default())
+    }
+
+    pub fn set_schedule(&self, tenant: &str, schedule: &Schedule) -> Result<(), ComplianceError> {
+        schedule.check().map_err(ComplianceError::Invalid)?;
+        let text = serde_json::to_string(schedule).unwrap_or_default();
+        self.state
+            .put_setting(tenant, SCHEDULE_SETTING, &text)
+            .map_err(StoreError::from)?;
+        self.due.lock().remove(tenant);
+        Ok(())
+    }
+
+    /// Whether `tenant`'s scheduled audit is due at `now_ms`; if so, the next one is
+    /// computed (a run missed while SOTP was down is not caught up: the next is the next).
+    pub fn take_due(&self, tenant: &str, now_ms: i64) -> bool {
+        let known = self.due.lock().get(tenant).copied();
+        let due = match known {
+            Some(due) => due,
+            None => {
+                let next = self
+                    .schedule(tenant)
+                    .ok()
+                    .and_then(|s| s.next_after(now_ms));
+                self.due.lock().insert(tenant.to_string(), next);
+                return false;
+            }
+        };
+        match due {
+            Some(at) if at <= now_ms => {
+                let next = self
+                    .schedule(tenant)
+                    .ok()
+                    .and_then(|s| s.next_after(now_ms));
+                self.due.lock().insert(tenant.to_string(), next);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the tenant has anything to audit with (rule files; rule components are the
+    /// runtime's to know).
+    pub fn has_active_rules(&self, tenant: &str) -> bool {
+        store::active(&self.state, tenant).is_ok_and(|a| !a.is_empty())
+    }
+
+    /// Forget a deleted tenant's schedule state.
+    pub fn forget(&self, tenant: &str) {
+        self.due.lock().remove(tenant);
+        self.cache.lock().retain(|(t, _, _), _| t != tenant);
     }
 
     /// The audit running now, if any.
