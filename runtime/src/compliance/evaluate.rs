@@ -7,8 +7,7 @@
 
 use super::config::{self, Config, Node, Syntax};
 use super::remediation;
-use super::rules::{MatchKind, Pattern, Rule, RuleLines, RuleSet};
-use regex::Regex;
+use super::rules::{Expected, LineRegex, MatchKind, Pattern, Rule, RuleLines, RuleSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -139,43 +138,38 @@ fn render(set: &RuleSet, name: &str, vars: &Map<String, Value>) -> Result<String
     })
 }
 
-/// Expected lines for the rule on this device: (required, exact?) nodes.
-fn expected(
+/// Expected lines for the rule on this device: the required lines (compiled once when fixed,
+/// and borrowed: a cloned `Regex` starts with a cold cache of its own), and per device the
+/// templated required lines and the intended lines (exact).
+fn expected<'r>(
     set: &RuleSet,
-    rule: &Rule,
+    rule: &'r Rule,
     syntax: Syntax,
     vars: &Map<String, Value>,
-) -> Result<Vec<(Node, MatchKind)>, String> {
-    let mut out = Vec::new();
+    owned: &'r mut Vec<Expected>,
+) -> Result<Vec<&'r Expected>, String> {
+    let mut fixed = Vec::new();
     for lines in &rule.required {
-        let nodes = match lines {
-            RuleLines::Fixed(nodes) => nodes.clone(),
+        match lines {
+            RuleLines::Fixed(expected) => fixed.extend(expected.iter()),
             RuleLines::Templated(name) => {
                 let text = render(set, name, vars)?;
-                config::parse(&text, Syntax::Indented)
+                let nodes = config::parse(&text, Syntax::Indented)
                     .map_err(|e| format!("required lines: {e}"))?
-                    .roots
+                    .roots;
+                owned.extend(Expected::tree(nodes, rule.match_kind)?);
             }
-        };
-        if rule.match_kind == MatchKind::Regex {
-            check_regexes(&nodes)?;
         }
-        out.extend(nodes.into_iter().map(|n| (n, rule.match_kind)));
     }
     if let Some(name) = &rule.intended {
         let text = render(set, name, vars)?;
         let intended = config::parse(&text, syntax).map_err(|e| format!("intended lines: {e}"))?;
-        out.extend(intended.roots.into_iter().map(|n| (n, MatchKind::Exact)));
+        owned.extend(Expected::tree(intended.roots, MatchKind::Exact)?);
     }
-    Ok(out)
-}
-
-fn check_regexes(nodes: &[Node]) -> Result<(), String> {
-    for n in nodes {
-        Pattern::new(&n.text, MatchKind::Regex).map_err(|e| format!("regex `{}`: {e}", n.text))?;
-        check_regexes(&n.children)?;
-    }
-    Ok(())
+    // Required lines first, in the rule's order, then the rendered ones.
+    let owned: &'r Vec<Expected> = owned;
+    fixed.extend(owned.iter());
+    Ok(fixed)
 }
 
 type Outcome = (Vec<Change>, String);
@@ -187,10 +181,11 @@ fn evaluate_inner(
     syntax: Syntax,
     vars: &Map<String, Value>,
 ) -> Result<Outcome, String> {
-    let expected = expected(set, rule, syntax, vars)?;
+    let mut rendered = Vec::new();
+    let expected = expected(set, rule, syntax, vars, &mut rendered)?;
     let forbidden =
         rule.forbidden_patterns(&|i| render(set, &format!("{}#forbidden{i}", rule.id), vars))?;
-    let ignore: Vec<&Regex> = set.ignore.iter().chain(&rule.ignore).collect();
+    let ignore: Vec<&LineRegex> = set.ignore.iter().chain(&rule.ignore).collect();
     let sections = sections(rule, running, syntax);
     let mut changes = Vec::new();
     let mut message = String::new();
@@ -209,11 +204,11 @@ fn evaluate_inner(
             .collect();
         match literal {
             Some(parents) if syntax == Syntax::Indented => {
-                for (node, kind) in expected {
-                    if kind == MatchKind::Exact {
+                for want in expected {
+                    if want.exact() {
                         changes.push(Change {
                             parents: parents.clone(),
-                            node,
+                            node: want.node.clone(),
                             add: true,
                         });
                     }
@@ -317,24 +312,13 @@ fn sections<'a>(
         .collect()
 }
 
-fn matches(expected: &Node, kind: MatchKind, running: &Node) -> bool {
-    match kind {
-        MatchKind::Exact => {
-            Pattern::Exact(super::rules::squash(&expected.text)).matches(&running.text)
-        }
-        MatchKind::Regex => Pattern::new(&expected.text, MatchKind::Regex)
-            .map(|p| p.matches(&running.text))
-            .unwrap_or(false),
-    }
-}
-
 /// Compare expected nodes with running nodes at one level, recursing into matched pairs.
 #[allow(clippy::too_many_arguments)]
 fn compare(
     rule: &Rule,
-    expected: &[(Node, MatchKind)],
+    expected: &[&Expected],
     running: &[&Node],
-    ignore: &[&Regex],
+    ignore: &[&LineRegex],
     parents: &[String],
     changes: &mut Vec<Change>,
     message: &mut String,
@@ -342,15 +326,17 @@ fn compare(
 ) {
     let mut taken = vec![false; running.len()];
     let mut order = Vec::new();
-    for (want, kind) in expected {
-        let found = (0..running.len()).find(|&i| !taken[i] && matches(want, *kind, running[i]));
+    for want in expected {
+        let found =
+            (0..running.len()).find(|&i| !taken[i] && want.pattern.matches(&running[i].text));
         match found {
             Some(i) => {
                 taken[i] = true;
                 order.push(i);
-                if !want.children.is_empty() || rule.extra_lines_fail {
-                    let kids: Vec<(Node, MatchKind)> =
-                        want.children.iter().map(|c| (c.clone(), *kind)).collect();
+                // Children of a regex-matched line are only checked, never extra.
+                let check_children =
+                    !want.children.is_empty() || (rule.extra_lines_fail && want.exact());
+                if check_children {
                     let running_kids: Vec<&Node> = running[i]
                         .children
                         .iter()
@@ -358,24 +344,22 @@ fn compare(
                         .collect();
                     let mut path = parents.to_vec();
                     path.push(running[i].text.clone());
-                    // Children of a regex-matched line are only checked, never extra.
-                    if !kids.is_empty() || *kind == MatchKind::Exact {
-                        compare(
-                            rule,
-                            &kids,
-                            &running_kids,
-                            ignore,
-                            &path,
-                            changes,
-                            message,
-                            false,
-                        );
-                    }
+                    let kids: Vec<&Expected> = want.children.iter().collect();
+                    compare(
+                        rule,
+                        &kids,
+                        &running_kids,
+                        ignore,
+                        &path,
+                        changes,
+                        message,
+                        false,
+                    );
                 }
             }
-            None if *kind == MatchKind::Exact => changes.push(Change {
+            None if want.exact() => changes.push(Change {
                 parents: parents.to_vec(),
-                node: want.clone(),
+                node: want.node.clone(),
                 add: true,
             }),
             None => {
@@ -387,7 +371,7 @@ fn compare(
                 } else {
                     format!(" under `{}`", parents.join(" > "))
                 };
-                message.push_str(&format!("no line matches `{}`{at}", want.text));
+                message.push_str(&format!("no line matches `{}`{at}", want.node.text));
             }
         }
     }
@@ -400,11 +384,11 @@ fn compare(
                 add: false,
             });
         }
-        for (want, kind) in expected {
-            if *kind == MatchKind::Exact {
+        for want in expected {
+            if want.exact() {
                 changes.push(Change {
                     parents: parents.to_vec(),
-                    node: want.clone(),
+                    node: want.node.clone(),
                     add: true,
                 });
             }
@@ -433,22 +417,40 @@ fn compare(
     }
 }
 
-/// Forbidden lines at any depth of the section.
+/// Forbidden lines at any depth of the section. The path of parents is a stack of borrowed
+/// lines, copied only for a line that is found.
 fn forbid(forbidden: &[Pattern], running: &[&Node], parents: &[String], changes: &mut Vec<Change>) {
-    for node in running {
-        if forbidden.iter().any(|p| p.matches(&node.text)) {
-            changes.push(Change {
-                parents: parents.to_vec(),
-                node: Node::new(node.text.clone()),
-                add: false,
-            });
-            continue;
-        }
-        let mut path = parents.to_vec();
-        path.push(node.text.clone());
-        let kids: Vec<&Node> = node.children.iter().collect();
-        forbid(forbidden, &kids, &path, changes);
+    if forbidden.is_empty() {
+        return;
     }
+    let mut path: Vec<&str> = parents.iter().map(String::as_str).collect();
+    for node in running {
+        forbid_under(forbidden, node, &mut path, changes);
+    }
+}
+
+fn forbid_under<'a>(
+    forbidden: &[Pattern],
+    node: &'a Node,
+    path: &mut Vec<&'a str>,
+    changes: &mut Vec<Change>,
+) {
+    if forbidden.iter().any(|p| p.matches(&node.text)) {
+        changes.push(Change {
+            parents: path.iter().map(|p| p.to_string()).collect(),
+            node: Node::new(node.text.clone()),
+            add: false,
+        });
+        return;
+    }
+    if node.children.is_empty() {
+        return;
+    }
+    path.push(&node.text);
+    for child in &node.children {
+        forbid_under(forbidden, child, path, changes);
+    }
+    path.pop();
 }
 
 /// A line both forbidden and extra is reported once.
