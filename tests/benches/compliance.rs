@@ -23,7 +23,7 @@ fn config(i: usize) -> String {
         c.push_str(&format!(
             "interface GigabitEthernet0/{p}\n description port-{p}\n switchport mode access\n switchport access vlan {}\n spanning-tree portfast\n ip dhcp snooping limit rate 15\n storm-control broadcast level 1.00\n no cdp enable\n{}!\n",
             10 + p % 20,
-            if i % 5 == 0 && (i + p) % 97 == 0 { " shutdown\n" } else { " no shutdown\n" }
+            if i.is_multiple_of(5) && (i + p).is_multiple_of(97) { " shutdown\n" } else { " no shutdown\n" }
         ));
     }
     for v in 0..20 {
@@ -36,18 +36,18 @@ fn config(i: usize) -> String {
         i % 256
     ));
     c.push_str("line vty 0 4\n access-class MGMT in\n transport input ssh\n");
-    c.push_str(if i % 10 == 0 {
+    c.push_str(if i.is_multiple_of(10) {
         "line vty 5 15\n transport input telnet ssh\n"
     } else {
         "line vty 5 15\n transport input ssh\n"
     });
     c.push_str("!\nntp server 10.0.0.1\n");
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         c.push_str("ntp server 10.9.9.9\n");
     } else {
         c.push_str("ntp server 10.0.0.2\n");
     }
-    if i % 13 == 0 {
+    if i.is_multiple_of(13) {
         c.push_str("snmp-server community public RO\n");
     }
     c.push_str("logging host 10.0.0.50\nend\n");
@@ -108,7 +108,7 @@ fn main() {
     let mut last = None;
     for _ in 0..3 {
         let t = Instant::now();
-        let report = audit(&[set.clone()], &[], &inputs, &[], 0, &done);
+        let report = audit(std::slice::from_ref(&set), &[], &inputs, &[], 0, &done);
         times.push(t.elapsed().as_secs_f64());
         last = Some(report);
     }
