@@ -16,10 +16,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A device and its newest backup (commit, text), or why there is none.
+/// The newest backup of a device (commit, text), or why there is none.
+pub type Backup = Result<(String, String), String>;
+
+/// A device and how to load its newest backup: called when the device's turn comes, so an
+/// audit holds one configuration per thread rather than every tenant's config at once.
 pub struct DeviceInput {
     pub device: Device,
-    pub backup: Result<(String, String), String>,
+    pub backup: Box<dyn Fn() -> Backup + Send + Sync>,
+}
+
+impl DeviceInput {
+    /// A device whose backup is already in memory.
+    pub fn loaded(device: Device, backup: Backup) -> DeviceInput {
+        DeviceInput {
+            device,
+            backup: Box::new(move || backup.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -154,7 +168,8 @@ fn audit_device(
         return None;
     }
     let syntax = Syntax::of_platform(device.platform.as_deref());
-    let parsed = match &input.backup {
+    let backup = (input.backup)();
+    let parsed = match &backup {
         Ok((_, text)) => config::parse(text, syntax).map_err(|e| format!("config: {e}")),
         Err(e) => Err(e.clone()),
     };
@@ -182,7 +197,7 @@ fn audit_device(
     }
     let mut component_fixes = Vec::new();
     for component in components {
-        for mut result in component_results(component.as_ref(), input) {
+        for mut result in component_results(component.as_ref(), device, &backup) {
             if waive(&mut result, device, waivers) {
                 component_fixes.extend(result.remediation.iter().cloned());
             }
@@ -201,7 +216,7 @@ fn audit_device(
     };
     Some(DeviceReport {
         device: device.name.clone(),
-        commit: input.backup.as_ref().ok().map(|(c, _)| c.clone()),
+        commit: backup.as_ref().ok().map(|(c, _)| c.clone()),
         percent,
         features,
         compliant_features,
@@ -235,7 +250,11 @@ fn waive(
 }
 
 /// A rule component's results on one device; its failure is one error result named after it.
-fn component_results(component: &dyn RuleComponent, input: &DeviceInput) -> Vec<RuleResult> {
+fn component_results(
+    component: &dyn RuleComponent,
+    device: &Device,
+    backup: &Backup,
+) -> Vec<RuleResult> {
     let source = component.source();
     let error = |message: String| RuleResult {
         rule: component.name().to_string(),
@@ -248,11 +267,11 @@ fn component_results(component: &dyn RuleComponent, input: &DeviceInput) -> Vec<
         remediation: Vec::new(),
         waiver: None,
     };
-    let text = match &input.backup {
+    let text = match backup {
         Ok((_, text)) => text,
         Err(e) => return vec![error(e.clone())],
     };
-    match component.evaluate(&input.device, text) {
+    match component.evaluate(device, text) {
         Ok(findings) => findings
             .into_iter()
             .map(|f| {
@@ -278,10 +297,9 @@ fn component_results(component: &dyn RuleComponent, input: &DeviceInput) -> Vec<
     }
 }
 
-/// (features, compliant features, fully waived features). A feature is compliant when all
-/// its rules are compliant or waived with at least one compliant; waived when all its
-/// failing rules are waived and none passes... simply: every rule waived or compliant and at
-/// least one waived → waived.
+/// (features, compliant features, waived features). A feature is compliant when every rule
+/// of it is; waived when every rule of it is compliant or waived and at least one is waived;
+/// otherwise it fails.
 fn feature_counts(results: &[RuleResult]) -> (usize, usize, usize) {
     let mut by_feature: BTreeMap<&str, (bool, bool)> = BTreeMap::new(); // (all ok, any waived)
     for r in results {
@@ -499,22 +517,19 @@ mod tests {
 
     fn inputs() -> Vec<DeviceInput> {
         vec![
-            DeviceInput {
-                device: device("good", "ios"),
-                backup: Ok(("c1".into(), "ntp server 10.0.0.1\n".into())),
-            },
-            DeviceInput {
-                device: device("bad", "ios"),
-                backup: Ok(("c2".into(), "ntp server 10.9.9.9\nip http server\n".into())),
-            },
-            DeviceInput {
-                device: device("junk", "junos"),
-                backup: Ok(("c3".into(), "system {\n".into())),
-            },
-            DeviceInput {
-                device: device("none", "ios"),
-                backup: Err("no backup".into()),
-            },
+            DeviceInput::loaded(
+                device("good", "ios"),
+                Ok(("c1".into(), "ntp server 10.0.0.1\n".into())),
+            ),
+            DeviceInput::loaded(
+                device("bad", "ios"),
+                Ok(("c2".into(), "ntp server 10.9.9.9\nip http server\n".into())),
+            ),
+            DeviceInput::loaded(
+                device("junk", "junos"),
+                Ok(("c3".into(), "system {\n".into())),
+            ),
+            DeviceInput::loaded(device("none", "ios"), Err("no backup".into())),
         ]
     }
 

@@ -261,9 +261,11 @@ fn report() -> HashMap<String, super::audit::DeviceReport> {
         ("jx2", "junos", JUNOS_SET),
     ]
     .into_iter()
-    .map(|(name, platform, text)| DeviceInput {
-        device: device(name, platform),
-        backup: Ok((format!("commit-{name}"), text.to_string())),
+    .map(|(name, platform, text)| {
+        DeviceInput::loaded(
+            device(name, platform),
+            Ok((format!("commit-{name}"), text.to_string())),
+        )
     })
     .collect();
     let done = AtomicUsize::new(0);

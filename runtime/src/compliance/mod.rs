@@ -198,6 +198,17 @@ impl Compliance {
         outcome
     }
 
+    fn check_size(&self, text: &str) -> Result<(), ComplianceError> {
+        if text.len() as u64 > self.limits.max_rule_file_bytes.0 {
+            return Err(ComplianceError::Invalid(format!(
+                "a rule file of {} bytes is over compliance.max_rule_file_bytes = {}",
+                text.len(),
+                self.limits.max_rule_file_bytes
+            )));
+        }
+        Ok(())
+    }
+
     fn count(&self, counter: &std::sync::atomic::AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -210,13 +221,7 @@ impl Compliance {
         activate: bool,
     ) -> Result<Uploaded, ComplianceError> {
         validate_file_name(file).map_err(ComplianceError::Invalid)?;
-        if text.len() as u64 > self.limits.max_rule_file_bytes.0 {
-            return Err(ComplianceError::Invalid(format!(
-                "rule file of {} bytes is over compliance.max_rule_file_bytes = {}",
-                text.len(),
-                self.limits.max_rule_file_bytes
-            )));
-        }
+        self.check_size(text)?;
         let checked = rules::compile(file, 0, text)?;
         let (version, created) = store::add_version(&self.state, &self.limits, tenant, file, text)?;
         if activate {
@@ -365,15 +370,22 @@ impl Compliance {
         Ok(devices
             .into_iter()
             .map(|device| {
-                let backup = match latest.get(&device.name) {
-                    Some(commit) => self
-                        .backups
-                        .text(tenant, &device.name, Some(commit))
-                        .map(|text| (commit.clone(), text))
-                        .map_err(|e| format!("backup: {e}")),
-                    None => Err("no backup of this device yet".to_string()),
-                };
-                DeviceInput { device, backup }
+                let commit = latest.get(&device.name).cloned();
+                let (backups, tenant, name) = (
+                    self.backups.clone(),
+                    tenant.to_string(),
+                    device.name.clone(),
+                );
+                DeviceInput {
+                    device,
+                    backup: Box::new(move || match &commit {
+                        Some(commit) => backups
+                            .text(&tenant, &name, Some(commit))
+                            .map(|text| (commit.clone(), text))
+                            .map_err(|e| format!("backup: {e}")),
+                        None => Err("no backup of this device yet".to_string()),
+                    }),
+                }
             })
             .collect())
     }
@@ -553,12 +565,7 @@ impl Compliance {
         validate_file_name(file).map_err(ComplianceError::Invalid)?;
         let draft_set = match draft {
             Draft::Text(text) => {
-                if text.len() as u64 > self.limits.max_rule_file_bytes.0 {
-                    return Err(ComplianceError::Invalid(format!(
-                        "draft of {} bytes is over compliance.max_rule_file_bytes",
-                        text.len()
-                    )));
-                }
+                self.check_size(&text)?;
                 Arc::new(rules::compile(file, 0, &text)?)
             }
             Draft::Version(v) => self.rule_set(tenant, file, v)?,
