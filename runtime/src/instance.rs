@@ -306,6 +306,20 @@ impl LoadedVersion {
         device: &WitRuleDevice,
         config: &str,
     ) -> Result<Vec<WitFinding>, String> {
+        // A failure is the audit's error result and, as for any call, the component's
+        // `last_error` (what `sotp component show` tells the operator).
+        self.evaluate_once(device, config).inspect_err(|message| {
+            self.env
+                .stats
+                .set_last_error(format!("evaluate on {}: {message}", device.name));
+        })
+    }
+
+    fn evaluate_once(
+        &self,
+        device: &WitRuleDevice,
+        config: &str,
+    ) -> Result<Vec<WitFinding>, String> {
         let Body::Wasm { lives, .. } = &self.body else {
             return Err("native components implement no compliance rules".into());
         };

@@ -325,6 +325,13 @@ fn frr_backups_are_audited_and_the_remediation_makes_them_compliant() {
         "compliant"
     );
     assert_eq!(report["summary"]["errors"], 1, "{report}");
+    let last = acme.component("evil")["last_error"]["message"].clone();
+    assert!(
+        last.as_str()
+            .unwrap()
+            .contains("evaluate on access1: panicked"),
+        "the component's status shows it too: {last}"
+    );
     acme.push(&evil("2", "mode = \"loop\""), EVIL_RULE);
     let report = audit(&acme);
     for d in ["core1", "access1", "access2"] {
