@@ -223,9 +223,11 @@ impl HostServices for StateSecrets {
 const BACKUP_SETTING: &str = "backups";
 
 fn backup_settings(state: &StateStore, tenant: &str) -> Result<BackupSettings, String> {
-    let all = state.settings(BACKUP_SETTING).map_err(|e| e.to_string())?;
-    match all.into_iter().find(|(t, _)| t == tenant) {
-        Some((_, text)) => serde_json::from_str(&text).map_err(|e| e.to_string()),
+    match state
+        .setting(tenant, BACKUP_SETTING)
+        .map_err(|e| e.to_string())?
+    {
+        Some(text) => serde_json::from_str(&text).map_err(|e| e.to_string()),
         None => Ok(BackupSettings::default()),
     }
 }
@@ -1670,44 +1672,43 @@ impl Runtime {
 }
 
 /// Scheduled compliance audits: once a second, every tenant whose schedule is due and that
-/// has rules (files or components) gets an audit on the blocking pool (one at a time per
-/// tenant: a run still going when the next is due makes that one a no-op, counted).
+/// has rules (files or components) gets an audit (one at a time per tenant: a run still going
+/// when the next is due makes that one a no-op, logged). The pass reads schedules and rule
+/// files from SQLite, so it runs on the blocking pool, as the audits do.
 async fn run_audit_schedule(rt: std::sync::Weak<Runtime>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         every.tick().await;
         let Some(rt) = rt.upgrade() else { return };
-        let now = crate::now_ms();
-        let tenants: Vec<String> = match rt.state.tenants() {
-            Ok(t) => t.into_iter().map(|t| t.id).collect(),
-            Err(_) => continue,
-        };
-        for tenant in tenants {
-            if !rt.compliance.take_due(&tenant, now) {
-                continue;
-            }
-            let rules = rt.rule_components(&tenant);
-            if rules.is_empty() && !rt.compliance.has_active_rules(&tenant) {
-                continue;
-            }
-            let Ok(ticket) = rt.compliance.begin_audit(&tenant) else {
-                tracing::warn!(%tenant, "scheduled audit skipped: one is still running");
-                continue;
-            };
-            let job = rt.clone();
-            tokio::task::spawn_blocking(move || {
-                match job.compliance.finish_audit(ticket, "schedule", &rules) {
-                    Ok((id, report)) => tracing::info!(
-                        %tenant, id, compliant = report.summary.compliant_devices,
-                        devices = report.summary.devices, "scheduled compliance audit"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(%tenant, error = %e, "scheduled compliance audit failed")
-                    }
-                }
-            });
+        let _ = tokio::task::spawn_blocking(move || start_due_audits(&rt)).await;
+    }
+}
+
+fn start_due_audits(rt: &Arc<Runtime>) {
+    let now = crate::now_ms();
+    for tenant in rt.state.tenant_ids() {
+        if !rt.compliance.take_due(&tenant, now) {
+            continue;
         }
+        let rules = rt.rule_components(&tenant);
+        if rules.is_empty() && !rt.compliance.has_active_rules(&tenant) {
+            continue;
+        }
+        let Ok(ticket) = rt.compliance.begin_audit(&tenant) else {
+            tracing::warn!(%tenant, "scheduled audit skipped: one is still running");
+            continue;
+        };
+        let job = rt.clone();
+        tokio::task::spawn_blocking(move || {
+            match job.compliance.finish_audit(ticket, "schedule", &rules) {
+                Ok((id, report)) => tracing::info!(
+                    %tenant, id, compliant = report.summary.compliant_devices,
+                    devices = report.summary.devices, "scheduled compliance audit"
+                ),
+                Err(e) => tracing::warn!(%tenant, error = %e, "scheduled compliance audit failed"),
+            }
+        });
     }
 }
 

@@ -317,6 +317,11 @@ impl StateStore {
     }
 
     /// A tenant by id (from memory).
+    /// The ids of every tenant, from memory.
+    pub fn tenant_ids(&self) -> Vec<String> {
+        self.tenants.read().keys().cloned().collect()
+    }
+
     pub fn tenant(&self, id: &str) -> Result<Option<Tenant>, StateError> {
         Ok(self.tenants.read().get(id).cloned())
     }
@@ -663,6 +668,18 @@ impl StateStore {
             params![tenant, key],
         )?;
         Ok(())
+    }
+
+    /// One tenant's value for `key`.
+    pub fn setting(&self, tenant: &str, key: &str) -> Result<Option<String>, StateError> {
+        let conn = self.read();
+        Ok(conn
+            .query_row(
+                "SELECT value FROM tenant_settings WHERE tenant = ?1 AND key = ?2",
+                params![tenant, key],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Every tenant's value for `key`.

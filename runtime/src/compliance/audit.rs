@@ -186,7 +186,12 @@ fn audit_device(
                 evaluate(set, rule, cfg, syntax, vars)
             }
             Err(e) => (
-                RuleResult::error(rule, &format!("{}@{}", set.file, set.version), e.clone()),
+                RuleResult::error(
+                    &rule.id,
+                    &rule.feature,
+                    &format!("{}@{}", set.file, set.version),
+                    e.clone(),
+                ),
                 Vec::new(),
             ),
         };
@@ -256,17 +261,8 @@ fn component_results(
     backup: &Backup,
 ) -> Vec<RuleResult> {
     let source = component.source();
-    let error = |message: String| RuleResult {
-        rule: component.name().to_string(),
-        feature: component.name().to_string(),
-        source: source.clone(),
-        status: Status::Error,
-        missing: Vec::new(),
-        extra: Vec::new(),
-        message,
-        remediation: Vec::new(),
-        waiver: None,
-    };
+    let name = component.name();
+    let error = |message: String| RuleResult::error(name, name, &source, message);
     let text = match backup {
         Ok((_, text)) => text,
         Err(e) => return vec![error(e.clone())],

@@ -51,10 +51,11 @@ pub struct WaiverNote {
 }
 
 impl RuleResult {
-    pub fn error(rule: &Rule, source: &str, message: String) -> RuleResult {
+    /// An `error` result of rule `rule` (of `feature`, from `source`).
+    pub fn error(rule: &str, feature: &str, source: &str, message: String) -> RuleResult {
         RuleResult {
-            rule: rule.id.clone(),
-            feature: rule.feature.clone(),
+            rule: rule.into(),
+            feature: feature.into(),
             source: source.into(),
             status: Status::Error,
             missing: Vec::new(),
@@ -116,7 +117,10 @@ pub fn evaluate(
             };
             (result, changes)
         }
-        Err(message) => (RuleResult::error(rule, &source, message), Vec::new()),
+        Err(message) => (
+            RuleResult::error(&rule.id, &rule.feature, &source, message),
+            Vec::new(),
+        ),
     }
 }
 
@@ -166,7 +170,8 @@ fn expected<'r>(
         let intended = config::parse(&text, syntax).map_err(|e| format!("intended lines: {e}"))?;
         owned.extend(Expected::tree(intended.roots, MatchKind::Exact)?);
     }
-    // Required lines first, in the rule's order, then the rendered ones.
+    // The fixed required lines (in the rule's order), then the templated ones, then the
+    // intended lines.
     let owned: &'r Vec<Expected> = owned;
     fixed.extend(owned.iter());
     Ok(fixed)
@@ -222,10 +227,11 @@ fn evaluate_inner(
         return Ok((changes, message));
     }
     for (parents, children) in sections {
+        let prefix = parents.join(" ");
         let running: Vec<&Node> = children
             .iter()
             .filter(|n| !ignore.iter().any(|re| re.is_match(&n.text)))
-            .filter(|n| syntax == Syntax::Indented || within_prefix(&n.text, &parents))
+            .filter(|n| syntax == Syntax::Indented || within_prefix(&n.text, &prefix))
             .collect();
         let parents_for_changes = if syntax == Syntax::Set {
             Vec::new()
@@ -256,11 +262,12 @@ fn section_text(rule: &Rule) -> String {
         .join(" > ")
 }
 
-fn within_prefix(line: &str, parents: &[String]) -> bool {
-    parents.is_empty() || {
-        let prefix = parents.join(" ");
-        line == prefix || line.starts_with(&format!("{prefix} "))
-    }
+/// A Junos line within the section whose words are `prefix` (empty: the whole config).
+fn within_prefix(line: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || line
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
 }
 
 /// The sections the rule checks: (parent lines, their children). Junos: one section, the
@@ -274,13 +281,14 @@ fn sections<'a>(
         return vec![(Vec::new(), &running.roots)];
     }
     if syntax == Syntax::Set {
-        let prefix: Vec<String> = rule.section.iter().map(|p| p.text().to_string()).collect();
+        let words: Vec<String> = rule.section.iter().map(|p| p.text().to_string()).collect();
+        let prefix = words.join(" ");
         let any = running
             .roots
             .iter()
             .any(|n| within_prefix(&n.text, &prefix));
         return if any {
-            vec![(prefix, &running.roots)]
+            vec![(words, &running.roots)]
         } else {
             Vec::new()
         };

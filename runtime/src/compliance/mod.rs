@@ -1,6 +1,7 @@
 //! Golden-config compliance: a tenant's rule files audit the configuration backups.
 //!
-//! In: rule files (YAML + Jinja2, versioned, one active version each), waivers, the device
+//! In: rule files (YAML + Jinja2, versioned, one active version each), the active rule
+//! components (`compliance-rule` world, handed in by `Runtime`), waivers, the device
 //! inventory (scope fields and variables) and the newest backup of each device from the
 //! tenant's Git repository (`backups`). Out: audit reports (per device percent compliant,
 //! per rule pass/fail/waived/error, missing and extra lines, remediation in the device's
@@ -9,7 +10,9 @@
 //! - `config.rs` parses configs into line trees (indented and Junos `set`/brace syntaxes),
 //! - `rules.rs` checks a rule file into a `RuleSet` (errors name file, line, column, key),
 //! - `evaluate.rs` runs one rule on one device, `remediation.rs` orders the fixes,
+//! - `components.rs` calls a rule component's active version as an audit needs it,
 //! - `audit.rs` runs everything over every device and compares reports,
+//! - `schedule.rs` says when each tenant's audit is due (`Runtime` starts the due ones),
 //! - `store.rs` keeps versions, waivers and reports in the state database.
 //!
 //! Budgets (`[runtime.compliance]`): rule files per tenant, bytes per file, versions kept per
@@ -358,7 +361,8 @@ impl Compliance {
     /// Every device of the inventory with its newest backup.
     fn inputs(&self, tenant: &str) -> Result<Vec<DeviceInput>, ComplianceError> {
         let devices = self.state.devices(tenant).map_err(StoreError::from)?;
-        let latest: HashMap<String, String> = self
+        // A repository that cannot be read is every device's error, not "no backup yet".
+        let latest: Result<HashMap<String, String>, String> = self
             .backups
             .list(tenant)
             .map(|list| {
@@ -366,11 +370,14 @@ impl Compliance {
                     .map(|b| (b.device, b.latest.commit))
                     .collect()
             })
-            .unwrap_or_default();
+            .map_err(|e| format!("backup repository: {e}"));
         Ok(devices
             .into_iter()
             .map(|device| {
-                let commit = latest.get(&device.name).cloned();
+                let commit = match &latest {
+                    Ok(latest) => Ok(latest.get(&device.name).cloned()),
+                    Err(e) => Err(e.clone()),
+                };
                 let (backups, tenant, name) = (
                     self.backups.clone(),
                     tenant.to_string(),
@@ -379,11 +386,12 @@ impl Compliance {
                 DeviceInput {
                     device,
                     backup: Box::new(move || match &commit {
-                        Some(commit) => backups
+                        Ok(Some(commit)) => backups
                             .text(&tenant, &name, Some(commit))
                             .map(|text| (commit.clone(), text))
                             .map_err(|e| format!("backup: {e}")),
-                        None => Err("no backup of this device yet".to_string()),
+                        Ok(None) => Err("no backup of this device yet".to_string()),
+                        Err(e) => Err(e.clone()),
                     }),
                 }
             })
@@ -471,15 +479,7 @@ impl Compliance {
     pub fn schedule(&self, tenant: &str) -> Result<Schedule, ComplianceError> {
         let stored = self
             .state
-            .with_reader(|conn| {
-                use rusqlite::OptionalExtension;
-                conn.query_row(
-                    "SELECT value FROM tenant_settings WHERE tenant = ?1 AND key = ?2",
-                    rusqlite::params![tenant, SCHEDULE_SETTING],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()
-            })
+            .setting(tenant, SCHEDULE_SETTING)
             .map_err(StoreError::from)?;
         Ok(stored
             .and_then(|text| serde_json::from_str(&text).ok())
