@@ -96,7 +96,9 @@ paths = {
     "get": op("Volatile-line patterns dropped before comparing and storing", tag="backups"),
     "put": op("Set the volatile-line patterns (regular expressions)", tag="backups", scope="inventory", body=json_body({"ignore": {"type": "array", "items": {"type": "string"}}}, ["ignore"]))},
   "/v1/backups/{name}": {"get": op("A device's backup history (commits that changed it), newest first", params=[name], tag="backups")},
-  "/v1/backups/{name}/text": {"get": op("A device's configuration at a revision (default latest), text/plain", params=[name, q("at", "commit id")], tag="backups")},
+  "/v1/backups/{name}/text": {"get": op("A device's configuration at a revision (default latest), text/plain", params=[name, q("at", "commit id")], tag="backups"),
+    "put": op("Import a configuration collected elsewhere as the device's newest backup (committed if it changed; volatile lines dropped); at most 16 MiB", params=[name], tag="backups", scope="inventory",
+              body={"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}})},
   "/v1/backups/{name}/diff": {"get": op("Unified diff between two revisions (default: the two latest changes)", params=[name, q("from", "commit id"), q("to", "commit id")], tag="backups")},
   "/v1/compliance/rules": {"get": op("Golden-config rule files with their active and newest versions", tag="compliance")},
   "/v1/compliance/rules/{file}": {

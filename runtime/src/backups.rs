@@ -61,6 +61,9 @@ pub enum BackupError {
     Io(#[from] std::io::Error),
 }
 
+/// The largest configuration a backup may be (from a component or the API).
+pub const MAX_CONFIG_BYTES: usize = 16 << 20;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Saved {
     pub changed: bool,

@@ -38,7 +38,23 @@ pub struct Device {
     /// The device's own variables for golden-config templates (see compliance/rules.rs).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub vars: serde_json::Map<String, serde_json::Value>,
+    /// Its interfaces cabled to neighbours: what rule components check descriptions against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
 }
+
+/// One of a device's interfaces and the device (and interface) at its other end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub interface: String,
+    pub neighbor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbor_interface: Option<String>,
+}
+
+/// The most links one device may list.
+pub const MAX_LINKS: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +167,39 @@ impl Device {
         {
             if p == &self.name {
                 return Err(format!("parents: `{p}` cannot depend on itself"));
+            }
+        }
+        self.validate_links()
+    }
+
+    fn validate_links(&self) -> Result<(), String> {
+        if self.links.len() > MAX_LINKS {
+            return Err(format!("links: more than {MAX_LINKS}"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, link) in self.links.iter().enumerate() {
+            let name_ok = |s: &str| !s.trim().is_empty() && s.len() <= 128;
+            if !name_ok(&link.interface) {
+                return Err(format!("links[{i}].interface: required, at most 128 bytes"));
+            }
+            if !is_device_name(&link.neighbor) {
+                return Err(format!(
+                    "links[{i}].neighbor: `{}` is not a device name",
+                    link.neighbor
+                ));
+            }
+            if link
+                .neighbor_interface
+                .as_deref()
+                .is_some_and(|n| !name_ok(n))
+            {
+                return Err(format!("links[{i}].neighbor_interface: at most 128 bytes"));
+            }
+            if !seen.insert(link.interface.as_str()) {
+                return Err(format!(
+                    "links[{i}].interface: `{}` is listed twice",
+                    link.interface
+                ));
             }
         }
         Ok(())
@@ -303,6 +352,7 @@ pub fn parse_import(text: &str, csv: bool) -> Result<Vec<Device>, String> {
             parents: list("parents"),
             redundancy_groups: Vec::new(),
             vars: Default::default(),
+            links: Vec::new(),
             snmp,
             ssh,
             name,
@@ -328,6 +378,7 @@ mod tests {
             parents: vec![],
             redundancy_groups: vec![],
             vars: Default::default(),
+            links: Vec::new(),
         }
     }
 

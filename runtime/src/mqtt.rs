@@ -14,6 +14,7 @@
 
 use crate::component::{ComponentHandle, MessageOutcome};
 use crate::grants::topic_matches;
+use crate::host::Broker;
 use crate::telemetry::{LedgerEntry, TelemetryStore};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -185,6 +186,22 @@ struct PendingAck {
     waits: Vec<(String, oneshot::Receiver<MessageOutcome>)>,
 }
 
+impl Broker for MqttHub {
+    fn add_filter(&self, tenant: &str, component: &str, filter: &str) {
+        self.route_filter(tenant, component, filter);
+    }
+
+    fn publish(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), String> {
+        self.publish_now(tenant, topic, payload, retain)
+    }
+}
+
 impl MqttHub {
     pub fn new(
         telemetry: Arc<TelemetryStore>,
@@ -325,7 +342,7 @@ impl MqttHub {
     }
 
     /// Add one subscription to an active component (a `subscribe` outside `init`).
-    pub fn add_filter(&self, tenant: &str, component: &str, filter: &str) {
+    fn route_filter(&self, tenant: &str, component: &str, filter: &str) {
         let Some(handle) = self
             .handles
             .lock()
@@ -363,7 +380,7 @@ impl MqttHub {
     }
 
     /// Publish at QoS 1 without waiting (the send queue is bounded).
-    pub fn publish(
+    fn publish_now(
         &self,
         tenant: &str,
         topic: &str,

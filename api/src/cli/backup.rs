@@ -24,6 +24,15 @@ pub enum BackupCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Import a configuration collected elsewhere (a file, or `-` for stdin) as the device's
+    /// newest backup, e.g. from an Oxidized or RANCID repository. The device must be in the
+    /// inventory; an unchanged configuration makes no commit.
+    Import {
+        device: String,
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// What changed (the two latest revisions, or --from/--to).
     Diff {
         device: String,
@@ -75,6 +84,37 @@ pub async fn exec(cmd: BackupCmd) -> anyhow::Result<()> {
                 url.push_str(&format!("?at={at}"));
             }
             print!("{}", text(&c, url).await?);
+        }
+        BackupCmd::Import {
+            device,
+            file,
+            client,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+            };
+            let c = Client::new(&client)?;
+            let url = c.url(&format!("/backups/{device}/text"));
+            let v = c
+                .send(
+                    c.http()
+                        .put(url)
+                        .header("content-type", "text/plain; charset=utf-8")
+                        .body(text),
+                )
+                .await?;
+            c.print(&v, |v| {
+                let commit = s(&v["commit"]);
+                let short = &commit[..12.min(commit.len())];
+                if v["changed"].as_bool() == Some(true) {
+                    println!("{device}: stored as {short}");
+                } else {
+                    println!("{device}: unchanged since {short}");
+                }
+            });
         }
         BackupCmd::Diff {
             device,

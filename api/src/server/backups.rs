@@ -70,6 +70,24 @@ pub async fn diff(
     Ok(([(header::CONTENT_TYPE, "text/x-diff; charset=utf-8")], diff))
 }
 
+/// `PUT /v1/backups/{device}/text`: a configuration collected elsewhere becomes the device's
+/// newest backup (a commit only if it changed), ready for the next audit.
+pub async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(device): Path<String>,
+    body: String,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Inventory)?.to_string();
+    let name = device.clone();
+    let saved = state
+        .blocking(move |rt| rt.import_backup(&tenant, &name, &body))
+        .await?;
+    Ok(Json(
+        json!({ "device": device, "changed": saved.changed, "commit": saved.commit }),
+    ))
+}
+
 pub async fn get_settings(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant(Scope::Read)?.to_string();
     let settings = state

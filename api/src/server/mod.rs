@@ -88,7 +88,14 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             get(backups::get_settings).put(backups::put_settings),
         )
         .route("/backups/{name}", get(backups::history))
-        .route("/backups/{name}/text", get(backups::text))
+        .route(
+            "/backups/{name}/text",
+            get(backups::text)
+                .put(backups::import)
+                .layer(DefaultBodyLimit::max(
+                    sotp_runtime::backups::MAX_CONFIG_BYTES + 4096,
+                )),
+        )
         .route("/backups/{name}/diff", get(backups::diff))
         .route("/compliance/rules", get(compliance::files))
         .route(

@@ -1,10 +1,9 @@
 //! `sotp:telemetry/backups`: hand a device's configuration to the tenant's Git repository.
 
 use super::{HostState, WitError};
+use crate::backups::MAX_CONFIG_BYTES as MAX_CONFIG;
 use crate::host::sotp::telemetry::backups::{self, Saved};
 use std::time::Instant;
-
-const MAX_CONFIG: usize = 16 << 20;
 
 impl backups::Host for HostState {
     fn store(&mut self, device: String, config: String) -> Result<Saved, WitError> {

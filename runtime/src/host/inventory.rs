@@ -1,9 +1,11 @@
-//! `sotp:telemetry/inventory`: the devices a component's grants cover, and the
-//! interface-name table collectors fill for flow enrichment.
+//! `sotp:telemetry/inventory`: the devices a component's grants cover and their links to
+//! neighbours (read by every world), and the interface-name table collectors fill for flow
+//! enrichment (written by collectors only: a compliance rule reads, it never changes).
 
 use super::{HostState, WitError};
 use crate::grants::deny_device;
-use crate::host::sotp::telemetry::inventory::{self, DeviceInfo};
+use crate::host::sotp::telemetry::inventory::{self, DeviceInfo, Link};
+use crate::manifest::World;
 use std::time::Instant;
 
 const MAX_INTERFACES: usize = 100_000;
@@ -32,11 +34,30 @@ impl inventory::Host for HostState {
             .collect()
     }
 
+    fn links(&mut self, device: String) -> Result<Vec<Link>, WitError> {
+        let device = self.granted_device(&device)?;
+        Ok(device
+            .links
+            .into_iter()
+            .map(|l| Link {
+                interface: l.interface,
+                neighbor: l.neighbor,
+                neighbor_interface: l.neighbor_interface,
+            })
+            .collect())
+    }
+
     fn set_interface_names(
         &mut self,
         device: String,
         names: Vec<(u32, String)>,
     ) -> Result<(), WitError> {
+        if self.env.manifest.world != World::Collector {
+            return Err(WitError::Denied(format!(
+                "a {} component cannot change the inventory",
+                self.env.manifest.world.name()
+            )));
+        }
         let device = self.granted_device(&device)?;
         if names.len() > MAX_INTERFACES {
             return Err(WitError::Invalid(format!(

@@ -19,7 +19,6 @@ pub use stdio::GuestOutput;
 use crate::budget::TenantBudget;
 use crate::inventory::Device;
 use crate::manifest::Manifest;
-use crate::mqtt::MqttHub;
 use crate::stats::ComponentStats;
 use crate::telemetry::{LogRow, Samples, TelemetryStore};
 use std::collections::BTreeSet;
@@ -113,6 +112,23 @@ pub trait HostServices: Send + Sync {
     }
 }
 
+/// The tenant's MQTT session as the `mqtt` capability uses it. A trait, implemented by the
+/// MQTT hub (`crate::mqtt`), so the host capabilities do not depend on the hub, which
+/// depends on components, which depend on the host: one direction only.
+pub trait Broker: Send + Sync {
+    /// Route `filter` to an active component at once (a `subscribe` outside `init`).
+    fn add_filter(&self, tenant: &str, component: &str, filter: &str);
+
+    /// Publish at QoS 1 without waiting; `Err` says why not (no broker, queue full).
+    fn publish(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), String>;
+}
+
 /// What every instance of one component version shares.
 pub struct InstanceEnv {
     pub tenant: String,
@@ -121,7 +137,7 @@ pub struct InstanceEnv {
     pub manifest: Arc<Manifest>,
     pub stats: Arc<ComponentStats>,
     pub services: Arc<dyn HostServices>,
-    pub mqtt: Arc<MqttHub>,
+    pub mqtt: Arc<dyn Broker>,
     /// The store samples are committed to: emitting checks the tenant's series quota here.
     pub telemetry: Arc<TelemetryStore>,
     /// The tenant's budget: series quota, instance slots, call slots.
@@ -523,9 +539,13 @@ pub(crate) mod testing {
             Ok(None)
         }
     }
-    impl crate::mqtt::CredentialSource for NoServices {
-        fn secret(&self, _: &str, _: &str) -> Result<Option<String>, String> {
-            Ok(None)
+
+    /// No MQTT broker: publishing fails as it does for a tenant without one.
+    pub struct NoBroker;
+    impl Broker for NoBroker {
+        fn add_filter(&self, _: &str, _: &str, _: &str) {}
+        fn publish(&self, _: &str, _: &str, _: Vec<u8>, _: bool) -> Result<(), String> {
+            Err("the tenant has no MQTT broker configured".into())
         }
     }
 
@@ -559,11 +579,7 @@ pub(crate) mod testing {
             manifest: Arc::new(Manifest::parse(&text, &ManifestBounds::default()).unwrap()),
             stats: Arc::new(ComponentStats::default()),
             services,
-            mqtt: Arc::new(MqttHub::new(
-                store.clone(),
-                Arc::new(NoServices),
-                Default::default(),
-            )),
+            mqtt: Arc::new(NoBroker),
             telemetry: store,
             budget,
             scratch_dir: None,

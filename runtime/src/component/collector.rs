@@ -1,10 +1,8 @@
-//! A running component: its active version, the queue of calls it handles one at a time,
-//! its schedule, and the hot swap.
+//! A collector's driver: the queue of calls it handles one at a time, and its schedule.
 //!
 //! Every tick and message goes through one queue consumed by one task, so each is handled
-//! exactly once, by whichever version is active when it is dequeued. A swap prepares the new
-//! version beside the old one (instantiate, `init`) and then replaces the active pointer
-//! atomically; a call already running keeps its `Arc` to the old version and finishes there.
+//! exactly once, by whichever version is active in the slot when it is dequeued (a swap
+//! never loses or doubles a message).
 //!
 //! Calls run on the blocking pool, each after taking one of its tenant's call slots
 //! (`budget`), and nothing that blocks — the guest, SQLite — runs on an async worker. Queued
@@ -12,14 +10,15 @@
 //! soon as what it emitted reaches the component's `limits.max_emit_bytes`, so batching
 //! holds less than two calls' worth (the budget, plus what the call that reached it added).
 
+use super::Deps;
+use super::slot::{ComponentState, VersionSlot};
+use crate::budget::TenantBudget;
 use crate::host::{Emitted, WitTick};
 use crate::instance::{Call, CallReport, LoadedVersion, Outcome};
 use crate::state::StateStore;
 use crate::stats::{CallKind, ComponentStats, LogLevel, LogSource};
 use crate::telemetry::{Batch, LedgerEntry, TelemetryStore};
-use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
-use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -29,19 +28,6 @@ use tokio::task::JoinHandle;
 const QUEUE_DEPTH: usize = 4096;
 /// Messages handled in one go (one blocking task, one commit) when they queue up.
 const MESSAGE_BATCH: usize = 512;
-
-/// What a component is doing, as shown by the API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
-pub enum ComponentState {
-    /// A version is active and its last start succeeded.
-    Running,
-    /// A version is active but a fresh instance failed to start (its `init` failed after a
-    /// trap); calls keep retrying.
-    Failing(String),
-    /// No version is active.
-    Inactive,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -53,6 +39,8 @@ pub enum DeliveryError {
     Failed(String),
     #[error("the component was removed")]
     Gone,
+    #[error("a {0} component takes no messages")]
+    NotACollector(&'static str),
 }
 
 /// How a queued message ended, for whoever waits on it (the MQTT acker, the API).
@@ -78,171 +66,64 @@ enum Job {
     Message(QueuedMessage),
 }
 
-pub(crate) struct Deps {
-    pub telemetry: Arc<TelemetryStore>,
-    pub state: Arc<StateStore>,
-    /// The tenant's budget (series quota, call slots).
-    pub budget: Arc<crate::budget::TenantBudget>,
-}
-
-pub struct ComponentHandle {
-    pub tenant: String,
-    pub name: String,
-    pub stats: Arc<ComponentStats>,
-    active: ArcSwapOption<LoadedVersion>,
+pub(crate) struct CollectorDriver {
+    slot: Arc<VersionSlot>,
+    stats: Arc<ComponentStats>,
     jobs: mpsc::Sender<Job>,
-    activation_lock: tokio::sync::Mutex<()>,
     schedule: Mutex<Option<(Duration, JoinHandle<()>)>>,
     next_tick_seq: AtomicU64,
     tick_pending: AtomicBool,
     /// Held by the queue task while it handles a job: `stopped` waits on it.
     busy: tokio::sync::Mutex<()>,
-    /// Set by `retire`: no version is ever activated again.
-    retired: AtomicBool,
-    state: Mutex<ComponentState>,
-    deps: Deps,
+    telemetry: Arc<TelemetryStore>,
+    state: Arc<StateStore>,
+    budget: Arc<TenantBudget>,
 }
 
-impl ComponentHandle {
+impl CollectorDriver {
     pub(crate) fn spawn(
-        tenant: &str,
-        name: &str,
+        slot: Arc<VersionSlot>,
         last_tick_seq: u64,
-        deps: Deps,
-    ) -> Arc<ComponentHandle> {
+        deps: &Deps,
+    ) -> Arc<CollectorDriver> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = Arc::new(ComponentHandle {
-            tenant: tenant.to_string(),
-            name: name.to_string(),
-            stats: Arc::new(ComponentStats::default()),
-            active: ArcSwapOption::empty(),
+        let driver = Arc::new(CollectorDriver {
+            stats: slot.stats.clone(),
+            slot,
             jobs: tx,
-            activation_lock: tokio::sync::Mutex::new(()),
             schedule: Mutex::new(None),
             next_tick_seq: AtomicU64::new(last_tick_seq + 1),
             tick_pending: AtomicBool::new(false),
             busy: tokio::sync::Mutex::new(()),
-            retired: AtomicBool::new(false),
-            state: Mutex::new(ComponentState::Inactive),
-            deps,
+            telemetry: deps.telemetry.clone(),
+            state: deps.state.clone(),
+            budget: deps.budget.clone(),
         });
-        tokio::spawn(run_queue(Arc::downgrade(&handle), rx));
-        handle
+        tokio::spawn(run_queue(Arc::downgrade(&driver), rx));
+        driver
     }
 
-    pub fn active(&self) -> Option<Arc<LoadedVersion>> {
-        self.active.load_full()
+    fn active(&self) -> Option<Arc<LoadedVersion>> {
+        self.slot.active()
     }
 
-    pub fn state(&self) -> ComponentState {
-        self.state.lock().clone()
-    }
-
-    pub fn host_log(&self, level: LogLevel, version: Option<u32>, message: &str) {
-        self.stats.log(level, LogSource::Host, version, message);
-        match level {
-            LogLevel::Error | LogLevel::Warn => {
-                tracing::warn!(tenant = %self.tenant, component = %self.name, "{message}")
-            }
-            _ => tracing::info!(tenant = %self.tenant, component = %self.name, "{message}"),
-        }
-    }
-
-    /// Warm `version` beside the active one, run its `init`, then switch to it atomically.
-    /// On failure the active version is untouched and the reason is returned.
-    pub async fn activate(
-        self: &Arc<Self>,
-        version: Arc<LoadedVersion>,
-    ) -> Result<Duration, String> {
-        let _guard = self.activation_lock.lock().await;
-        if self.retired.load(Ordering::Acquire) {
-            return Err("the component was removed".into());
-        }
-        let number = version.version();
-        let warming = version.clone();
-        let slot = self.deps.budget.call_slot().await;
-        let report = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            warming.warm()
-        })
-        .await
-        .map_err(|e| format!("activation task failed: {e}"))?;
-        let warm_time = report.elapsed;
-        match &report.outcome {
-            Outcome::Ok => {}
-            Outcome::InitFailed(reason) | Outcome::GuestError(reason) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .set_last_error(format!("version {number} not activated: {reason}"));
-                self.host_log(
-                    LogLevel::Error,
-                    Some(number),
-                    &format!("version {number} not activated: {reason}"),
-                );
-                return Err(reason.clone());
-            }
-            Outcome::Trapped(trap) => {
-                self.stats.count_trap(trap.class);
-                return Err(trap.message.clone());
-            }
-        }
-        // What init emitted is committed before the version takes over.
-        if let Err(e) = self.commit(report.emitted).await {
-            return Err(format!("committing what init emitted failed: {e}"));
-        }
-        let interval = version.env.manifest.tick_interval();
-        version.env.set_active(true);
-        let previous = self.active.swap(Some(version));
-        if let Some(p) = &previous {
-            p.env.set_active(false);
-        }
-        *self.state.lock() = ComponentState::Running;
-        self.reschedule(interval);
-        let message = match previous {
-            Some(p) => format!(
-                "activated version {number} (was {}) after {:.1} ms of warm-up",
-                p.version(),
-                warm_time.as_secs_f64() * 1e3
-            ),
-            None => format!(
-                "activated version {number} after {:.1} ms of warm-up",
-                warm_time.as_secs_f64() * 1e3
-            ),
-        };
-        self.host_log(LogLevel::Info, Some(number), &message);
-        Ok(warm_time)
-    }
-
-    /// Stop for good: wait for an activation in progress, deactivate, and refuse every
-    /// later one (the component or its tenant is being deleted).
-    pub async fn retire(&self) {
-        let _guard = self.activation_lock.lock().await;
-        self.retired.store(true, Ordering::Release);
-        self.deactivate();
-    }
-
-    /// Wait until no job of this component runs (after `retire`, whatever was running has
-    /// finished and committed, and nothing more will).
-    pub async fn stopped(&self) {
+    /// Wait until no job runs.
+    pub(crate) async fn stopped(&self) {
         let _idle = self.busy.lock().await;
     }
 
-    /// Stop the schedule and drop the active version.
-    pub fn deactivate(&self) {
+    pub(crate) fn stop_schedule(&self) {
         if let Some((_, task)) = self.schedule.lock().take() {
             task.abort();
         }
-        if let Some(v) = self.active.swap(None) {
-            v.env.set_active(false);
-        }
-        *self.state.lock() = ComponentState::Inactive;
     }
 
     /// Queue a message and wait until what the component emitted for it is durable.
-    pub async fn deliver(&self, topic: String, payload: Vec<u8>) -> Result<(), DeliveryError> {
-        if self.active.load().is_none() {
-            return Err(DeliveryError::Inactive);
-        }
+    pub(crate) async fn deliver(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Result<(), DeliveryError> {
         let (done, wait) = oneshot::channel();
         self.jobs
             .try_send(Job::Message(QueuedMessage {
@@ -263,8 +144,8 @@ impl ComponentHandle {
     }
 
     /// Queue a message (waiting for room: backpressure) and return where its outcome will
-    /// be reported. Messages are handled in the order they are queued.
-    pub async fn enqueue_message(
+    /// be reported.
+    pub(crate) async fn enqueue_message(
         &self,
         topic: String,
         payload: Vec<u8>,
@@ -287,7 +168,7 @@ impl ComponentHandle {
         wait
     }
 
-    fn reschedule(self: &Arc<Self>, interval: Option<Duration>) {
+    pub(crate) fn reschedule(self: &Arc<Self>, interval: Option<Duration>) {
         let mut schedule = self.schedule.lock();
         if schedule.as_ref().map(|(every, _)| Some(*every)) == Some(interval) {
             return;
@@ -313,7 +194,7 @@ impl ComponentHandle {
         }
     }
 
-    async fn commit(&self, emitted: Emitted) -> Result<(), String> {
+    pub(crate) async fn commit(&self, emitted: Emitted) -> Result<(), String> {
         self.commit_with_ledger(emitted, Vec::new()).await
     }
 
@@ -327,15 +208,15 @@ impl ComponentHandle {
         }
         let (samples, logs) = (emitted.samples.len() as u64, emitted.logs.len() as u64);
         let batch = Batch {
-            tenant: self.tenant.clone(),
-            component: self.name.clone(),
+            tenant: self.slot.tenant.clone(),
+            component: self.slot.name.clone(),
             samples: emitted.samples,
             logs: emitted.logs,
             ledger,
             ledger_clear: Vec::new(),
-            max_series: self.deps.budget.limits().max_series,
+            max_series: self.budget.limits().max_series,
         };
-        match self.deps.telemetry.commit(batch).await {
+        match self.telemetry.commit(batch).await {
             Ok(report) => {
                 self.stats
                     .samples_stored
@@ -380,7 +261,7 @@ impl ComponentHandle {
         match report.outcome {
             Outcome::Ok => {
                 if report.fresh_instance {
-                    *self.state.lock() = ComponentState::Running;
+                    self.slot.set_state(ComponentState::Running);
                 }
                 (report.emitted, None)
             }
@@ -396,14 +277,14 @@ impl ComponentHandle {
             Outcome::InitFailed(reason) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 self.stats.set_last_error(&reason);
-                *self.state.lock() = ComponentState::Failing(reason.clone());
-                self.host_log(LogLevel::Error, Some(version), &reason);
+                self.slot.set_state(ComponentState::Failing(reason.clone()));
+                self.slot.host_log(LogLevel::Error, Some(version), &reason);
                 (Emitted::default(), Some(reason))
             }
             Outcome::Trapped(trap) => {
                 self.stats.count_trap(trap.class);
                 self.stats.set_last_error(&trap.message);
-                self.host_log(
+                self.slot.host_log(
                     LogLevel::Error,
                     Some(version),
                     &format!(
@@ -428,11 +309,11 @@ impl ComponentHandle {
             scheduled_at_ms,
         });
         let number = version.version();
-        let slot = self.deps.budget.call_slot().await;
+        let slot = self.budget.call_slot().await;
         let (state, tenant, name) = (
-            self.deps.state.clone(),
-            self.tenant.clone(),
-            self.name.clone(),
+            self.state.clone(),
+            self.slot.tenant.clone(),
+            self.slot.name.clone(),
         );
         let ran = tokio::task::spawn_blocking(move || {
             let _slot = slot;
@@ -491,7 +372,7 @@ impl ComponentHandle {
             });
             waiting.push((m.ledger, m.done));
         }
-        let reports = run_calls(version, calls, budget, &self.deps.budget).await;
+        let reports = run_calls(version, calls, budget, &self.budget).await;
         // Messages past the cut go to the next round, in order.
         let rest: Vec<QueuedMessage> = reports
             .unrun
@@ -530,7 +411,7 @@ impl ComponentHandle {
     }
 }
 
-impl Drop for ComponentHandle {
+impl Drop for CollectorDriver {
     fn drop(&mut self) {
         if let Some((_, task)) = self.schedule.lock().take() {
             task.abort();
@@ -547,7 +428,7 @@ fn kind_export(kind: CallKind) -> &'static str {
     }
 }
 
-async fn run_schedule(handle: Weak<ComponentHandle>, every: Duration) {
+async fn run_schedule(handle: Weak<CollectorDriver>, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     interval.tick().await; // the first tick completes immediately; start one period later
@@ -560,7 +441,7 @@ async fn run_schedule(handle: Weak<ComponentHandle>, every: Duration) {
     }
 }
 
-async fn run_queue(handle: Weak<ComponentHandle>, mut jobs: mpsc::Receiver<Job>) {
+async fn run_queue(handle: Weak<CollectorDriver>, mut jobs: mpsc::Receiver<Job>) {
     let mut deferred: Option<Job> = None;
     loop {
         let job = match deferred.take() {

@@ -1,0 +1,87 @@
+//! The front door's part of compliance: the tenant's active rule components for an audit,
+//! the compliance subsystem (`crate::compliance`), and the scheduler that starts audits.
+
+use super::Runtime;
+
+use crate::component::ComponentHandle;
+use crate::error::RuntimeError;
+use std::sync::Arc;
+
+impl Runtime {
+    // ---- compliance ------------------------------------------------------------------------
+
+    pub fn compliance_counters(&self) -> &crate::compliance::ComplianceCounters {
+        &self.compliance.counters
+    }
+
+    /// The active versions of the tenant's `compliance-rule` components, for an audit.
+    pub fn rule_components(&self, tenant: &str) -> Vec<Arc<dyn crate::compliance::RuleComponent>> {
+        let handles: Vec<(String, Arc<ComponentHandle>)> = self
+            .components
+            .read()
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((_, name), h)| (name.clone(), h.clone()))
+            .collect();
+        let mut rules: Vec<Arc<dyn crate::compliance::RuleComponent>> = handles
+            .into_iter()
+            .filter_map(|(name, handle)| {
+                let version = handle.active()?;
+                (version.env.manifest.world == crate::manifest::World::ComplianceRule).then(|| {
+                    Arc::new(crate::compliance::ActiveRule { name, version })
+                        as Arc<dyn crate::compliance::RuleComponent>
+                })
+            })
+            .collect();
+        rules.sort_by(|a, b| a.name().cmp(b.name()));
+        rules
+    }
+
+    /// The compliance subsystem, once `tenant` is known to exist; every method takes the
+    /// tenant again, so isolation is the same single argument as everywhere else.
+    pub fn compliance(&self, tenant: &str) -> Result<&crate::compliance::Compliance, RuntimeError> {
+        self.tenant(tenant)?;
+        Ok(&self.compliance)
+    }
+}
+
+/// Scheduled compliance audits: once a second, every tenant whose schedule is due and that
+/// has rules (files or components) gets an audit (one at a time per tenant: a run still going
+/// when the next is due makes that one a no-op, logged). The pass reads schedules and rule
+/// files from SQLite, so it runs on the blocking pool, as the audits do.
+pub(super) async fn run_audit_schedule(rt: std::sync::Weak<Runtime>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let Some(rt) = rt.upgrade() else { return };
+        let _ = tokio::task::spawn_blocking(move || start_due_audits(&rt)).await;
+    }
+}
+
+pub(super) fn start_due_audits(rt: &Arc<Runtime>) {
+    let now = crate::now_ms();
+    for tenant in rt.state.tenant_ids() {
+        if !rt.compliance.take_due(&tenant, now) {
+            continue;
+        }
+        let rules = rt.rule_components(&tenant);
+        if rules.is_empty() && !rt.compliance.has_active_rules(&tenant) {
+            continue;
+        }
+        let Ok(ticket) = rt.compliance.begin_audit(&tenant) else {
+            tracing::warn!(%tenant, "scheduled audit skipped: one is still running");
+            continue;
+        };
+        let job = rt.clone();
+        tokio::task::spawn_blocking(move || {
+            match job.compliance.finish_audit(ticket, "schedule", &rules) {
+                Ok((id, report)) => tracing::info!(
+                    %tenant, id, compliant = report.summary.compliant_devices,
+                    devices = report.summary.devices, "scheduled compliance audit"
+                ),
+                Err(e) => tracing::warn!(%tenant, error = %e, "scheduled compliance audit failed"),
+            }
+        });
+    }
+}

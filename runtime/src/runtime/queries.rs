@@ -1,0 +1,143 @@
+//! Queries: samples and logs from the telemetry store, flows from the flow pipeline (with
+//! interface names from the inventory).
+
+use super::Runtime;
+
+use crate::error::RuntimeError;
+use crate::flow;
+use crate::flow::query::{FlowQueryError, RateQuery, RateRow, TopQuery, TopRow};
+use crate::flow::service::FlowService;
+use crate::telemetry::{SampleQuery, SeriesPoints};
+use std::sync::Arc;
+
+impl Runtime {
+    // ---- queries ---------------------------------------------------------------------------
+
+    pub async fn query(&self, query: SampleQuery) -> Result<Vec<SeriesPoints>, RuntimeError> {
+        let store = self.telemetry.clone();
+        Ok(tokio::task::spawn_blocking(move || store.query(&query))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??)
+    }
+
+    pub(super) fn flow_service(&self) -> Result<Arc<FlowService>, RuntimeError> {
+        self.flows.clone().ok_or_else(|| {
+            RuntimeError::NotFound(
+                "flow collection is off: set runtime.flows.netflow / ipfix / sflow listen addresses".into(),
+            )
+        })
+    }
+
+    /// Top groups of the tenant's flows over a window.
+    pub async fn flow_top(self: &Arc<Self>, q: TopQuery) -> Result<Vec<TopRow>, RuntimeError> {
+        let (tenant, exporter, by) = (q.tenant.clone(), q.filter.exporter.clone(), q.by.clone());
+        self.flow_query(
+            tenant,
+            by,
+            exporter,
+            |r: &mut TopRow| &mut r.group,
+            move |store| flow::query::top(store, &q),
+        )
+        .await
+    }
+
+    /// Rates per group per time bucket of the tenant's flows.
+    pub async fn flow_rate(self: &Arc<Self>, q: RateQuery) -> Result<Vec<RateRow>, RuntimeError> {
+        let (tenant, exporter, by) = (q.tenant.clone(), q.filter.exporter.clone(), q.by.clone());
+        self.flow_query(
+            tenant,
+            by,
+            exporter,
+            |r: &mut RateRow| &mut r.group,
+            move |store| flow::query::rate(store, &q),
+        )
+        .await
+    }
+
+    /// Run a flow query and name the interfaces of its rows, off the async threads.
+    pub(super) async fn flow_query<R: Send + 'static>(
+        self: &Arc<Self>,
+        tenant: String,
+        by: Vec<flow::query::GroupBy>,
+        exporter: Option<String>,
+        group: fn(&mut R) -> &mut serde_json::Map<String, serde_json::Value>,
+        run: impl FnOnce(&flow::store::FlowStore) -> Result<Vec<R>, flow::query::FlowQueryError>
+        + Send
+        + 'static,
+    ) -> Result<Vec<R>, RuntimeError> {
+        let flows = self.flow_service()?;
+        self.blocking(move |rt| {
+            let mut rows = run(&flows.store).map_err(flow_query_error)?;
+            rt.name_flow_interfaces(
+                &tenant,
+                &by,
+                exporter.as_deref(),
+                rows.iter_mut().map(group),
+            );
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Add interface names to rows grouped by interface, from the interface table of the
+    /// inventory device whose address is the exporter (see `flow::enrich::name_interfaces`).
+    pub(super) fn name_flow_interfaces<'a>(
+        &self,
+        tenant: &str,
+        by: &[flow::query::GroupBy],
+        exporter: Option<&str>,
+        groups: impl Iterator<Item = &'a mut serde_json::Map<String, serde_json::Value>>,
+    ) {
+        use flow::query::GroupBy;
+        if !by
+            .iter()
+            .any(|g| matches!(g, GroupBy::InIf | GroupBy::OutIf))
+        {
+            return;
+        }
+        let Ok(devices) = self.state.devices(tenant) else {
+            return;
+        };
+        flow::enrich::name_interfaces(groups, exporter, |exporter| {
+            let ip: std::net::IpAddr = exporter.parse().ok()?;
+            let device = devices
+                .iter()
+                .find(|d| d.address.trim().parse::<std::net::IpAddr>().ok() == Some(ip))?;
+            let names = self.state.interface_names(tenant, &device.name).ok()?;
+            Some(names.into_iter().collect())
+        });
+    }
+
+    /// Listeners, template state and counters of the whole flow pipeline (the operator's
+    /// view), or (`Some(tenant)`) what one tenant may see of it.
+    pub fn flow_status(&self, tenant: Option<&str>) -> Result<serde_json::Value, RuntimeError> {
+        let flows = self.flow_service()?;
+        Ok(match tenant {
+            None => flows.status(),
+            Some(t) => flows.tenant_status(t),
+        })
+    }
+
+    pub async fn telemetry_logs(
+        &self,
+        tenant: &str,
+        component: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, RuntimeError> {
+        let store = self.telemetry.clone();
+        let tenant = tenant.to_string();
+        Ok(tokio::task::spawn_blocking(move || {
+            store.recent_logs(&tenant, component.as_deref(), limit)
+        })
+        .await
+        .map_err(|e| RuntimeError::Internal(e.to_string()))??)
+    }
+}
+
+pub(super) fn flow_query_error(e: FlowQueryError) -> RuntimeError {
+    match e {
+        FlowQueryError::Invalid(m) => RuntimeError::Invalid(m),
+        FlowQueryError::Store(e) => RuntimeError::Internal(e.to_string()),
+        FlowQueryError::Raw(e) => RuntimeError::Internal(e.to_string()),
+    }
+}
