@@ -112,6 +112,7 @@ paths = {
   "/v1/compliance/rules/{file}/rollback": {"post": op("Activate the version active before the current one", params=[rfile], tag="compliance", scope="deploy")},
   "/v1/compliance/rules/{file}/dry-run": {"post": op("Audit today's backups with a draft (the body, YAML) or a stored ?version=N in place of the active version, and report which devices would change status and which findings appear or go away; nothing is stored", params=[rfile, q("version", "a stored version, with an empty body", "integer")], tag="compliance", scope="deploy",
               body={"content": {"application/yaml": {"schema": {"type": "string"}}}})},
+  "/v1/compliance/components/{name}/dry-run": {"post": op("Audit today's backups with stored version ?version=N of a compliance-rule component (uploaded with activate=false) in place of its active version, and report which devices would change status and which findings appear or go away; nothing is stored or activated", params=[name, q("version", "the stored version to try", "integer")], tag="compliance", scope="deploy")},
   "/v1/compliance/waivers": {
     "get": op("Waivers in force", tag="compliance"),
     "post": op("Waive a rule on a device until an expiry (reported as waived, never hidden)", ok="201", tag="compliance", scope="deploy",

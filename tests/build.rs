@@ -18,7 +18,13 @@ const GUESTS: &[(&str, &str)] = &[
     ("SSH_CONFIG_BACKUP", "ssh_config_backup"),
     ("NTP_SERVERS", "ntp_servers"),
     ("EVIL_RULE", "evil_rule"),
+    ("VTY_SSH_ONLY", "vty_ssh_only"),
+    ("SNMP_V3_ONLY", "snmp_v3_only"),
+    ("INTERFACE_DESCRIPTIONS", "interface_descriptions"),
 ];
+
+/// Python rule components (`policies/*-py`), built by `scripts/build-python-rules`.
+const PYTHON_GUESTS: &[(&str, &str)] = &[("SNMP_V3_ONLY_PY", "snmp_v3_only_py")];
 
 fn main() {
     // Benches and tests here link the runtime, hence libduckdb: find it at run time too.
@@ -38,6 +44,7 @@ fn main() {
         "guests/ssh-config-backup",
         "guests/rule-sdk",
         "policies",
+        "scripts/build-python-rules",
         "tests/guests",
         "guests/Cargo.toml",
     ] {
@@ -83,6 +90,26 @@ fn main() {
         assert!(path.exists(), "guest {} was not built", path.display());
         consts.push_str(&format!(
             "/// Path of the built `{file}` component.\npub const {name}: &str = {:?};\n",
+            path.display().to_string()
+        ));
+    }
+    let python_dir = target_dir.join("python");
+    let status = Command::new("bash")
+        .arg(root.join("scripts/build-python-rules"))
+        .env("SOTP_PYTHON_OUT", &python_dir)
+        .status()
+        .expect("running scripts/build-python-rules");
+    if !status.success() {
+        panic!(
+            "building the Python rule components failed; is componentize-py installed? \
+             (scripts/setup installs it)"
+        );
+    }
+    for (name, file) in PYTHON_GUESTS {
+        let path = python_dir.join(format!("{file}.wasm"));
+        assert!(path.exists(), "guest {} was not built", path.display());
+        consts.push_str(&format!(
+            "/// Path of the built `{file}` component (Python).\npub const {name}: &str = {:?};\n",
             path.display().to_string()
         ));
     }

@@ -4,7 +4,10 @@
 
 use serde_json::{Value, json};
 use sotp_labs::lab;
-use sotp_tests::guests::{EVIL_RULE, NTP_SERVERS, SSH_CONFIG_BACKUP};
+use sotp_tests::guests::{
+    EVIL_RULE, INTERFACE_DESCRIPTIONS, NTP_SERVERS, SNMP_V3_ONLY, SNMP_V3_ONLY_PY,
+    SSH_CONFIG_BACKUP, TICK_COUNTER, VTY_SSH_ONLY,
+};
 use sotp_tests::harness::{Api, Server, basic_lab};
 use std::time::Duration;
 
@@ -364,6 +367,19 @@ fn a_component_of_another_world_than_its_manifest_is_a_4xx_naming_both() {
     );
     // A collector (which imports ssh, snmp, mqtt...) cannot pass as a rule: the rule world's
     // linker has none of them.
+    // A component keeps its world across versions: a collector cannot replace a rule.
+    let rule = "name = \"ntp\"\nversion = \"1\"\nworld = \"compliance-rule\"\n";
+    acme.push(rule, NTP_SERVERS);
+    let collector = "name = \"ntp\"\nversion = \"2\"\nworld = \"collector\"\n";
+    let (status, body) = acme.upload(collector, &std::fs::read(TICK_COUNTER).unwrap(), true);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is a compliance-rule component"),
+        "{body}"
+    );
     let collector_as_rule = "name = \"backup\"\nversion = \"1\"\nworld = \"compliance-rule\"\n";
     let wasm = std::fs::read(SSH_CONFIG_BACKUP).unwrap();
     let (status, body) = acme.upload(collector_as_rule, &wasm, true);
@@ -570,4 +586,198 @@ fn audits_run_on_the_tenants_schedule() {
     // Another tenant's schedule is its own (and it has no rules: nothing runs for it).
     assert_eq!(other.get("/v1/compliance/schedule").1["cron"], "0 2 * * *");
     assert_eq!(other.get("/v1/compliance/audits").1["audits"], json!([]));
+}
+
+const CORE1: &str = "hostname core1\n!\nsnmp-server group SNMPV3 v3 auth\n!\nline vty 0 4\n transport input ssh\n!\nend\n";
+const SW1: &str = "hostname sw1\n!\nsnmp-server group SNMPV3 v3 priv\n!\ninterface GigabitEthernet0/1\n description to core1 GigabitEthernet1/0/1\n!\nline vty 0 4\n transport input ssh\n!\nend\n";
+const SW2: &str = "hostname sw2\n!\nsnmp-server community public RO\nsnmp-server community s3cret RW\n!\ninterface GigabitEthernet0/1\n description uplink\n!\nline vty 0 4\n transport input telnet ssh\n!\nend\n";
+
+/// The results a component gave, by device and rule, without their source.
+fn results_of(report: &Value, source: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for d in report["devices"].as_array().unwrap() {
+        for r in d["results"].as_array().unwrap() {
+            if r["source"] == source {
+                let mut r = r.clone();
+                r.as_object_mut().unwrap().remove("source");
+                out.push((d["device"].as_str().unwrap().to_string(), r));
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.0, a.1["rule"].as_str()).cmp(&(&b.0, b.1["rule"].as_str())));
+    out
+}
+
+/// The policies of `policies/` (Rust, and the Python twin of `snmp-v3-only`) over
+/// configurations imported into the backups as from another tool: each one's findings and
+/// remediation, the inventory's links read by a rule, the Python rule's findings equal to the
+/// Rust one's, and a dry run of a stored, not activated version naming exactly the device
+/// whose status it would change.
+#[test]
+fn policies_in_rust_and_python_audit_imported_configs_and_a_draft_version_dry_runs() {
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let other = server.tenant("other");
+    let link = |neighbor_interface: Option<&str>| {
+        json!([{ "interface": "GigabitEthernet0/1", "neighbor": "core1",
+                 "neighbor_interface": neighbor_interface }])
+    };
+    let devices = json!([
+        { "name": "core1", "address": "192.0.2.1", "platform": "ios" },
+        { "name": "sw1", "address": "192.0.2.11", "platform": "ios",
+          "links": link(Some("GigabitEthernet1/0/1")) },
+        { "name": "sw2", "address": "192.0.2.12", "platform": "ios", "links": link(None) },
+    ]);
+    let (status, body) = acme.post("/v1/devices/import", devices);
+    assert_eq!(status, 200, "{body}");
+    for (name, text) in [("core1", CORE1), ("sw1", SW1), ("sw2", SW2)] {
+        let path = format!("/v1/backups/{name}/text");
+        let (status, saved) = acme.send_text("PUT", &path, text);
+        assert_eq!((status, &saved["changed"]), (200, &json!(true)), "{saved}");
+        let (_, again) = acme.send_text("PUT", &path, text);
+        assert_eq!(
+            again["changed"], false,
+            "an unchanged config makes no commit"
+        );
+        assert_eq!(other.send_text("PUT", &path, text).0, 404);
+    }
+    assert_eq!(
+        acme.send_text("PUT", "/v1/backups/nosuch/text", SW1).0,
+        404,
+        "only inventory devices have backups"
+    );
+
+    let policy = |dir: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../policies/{dir}/sotp.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    acme.push(&policy("vty-ssh-only"), VTY_SSH_ONLY);
+    acme.push(&policy("snmp-v3-only"), SNMP_V3_ONLY);
+    acme.push(&policy("interface-descriptions"), INTERFACE_DESCRIPTIONS);
+    let report = audit(&acme);
+
+    // vty-ssh-only: sw2's vty takes telnet too.
+    let vty = result(&report, "sw2", "vty-ssh-only");
+    assert_eq!(vty["status"], "extra", "{vty}");
+    let remediation = strings(&vty["remediation"]);
+    assert!(
+        remediation.contains(&" no transport input telnet ssh".to_string())
+            && remediation.contains(&" transport input ssh".to_string()),
+        "{vty}"
+    );
+    assert_eq!(
+        result(&report, "sw1", "vty-ssh-only")["status"],
+        "compliant"
+    );
+    // snmp-v3-only: communities are extra, shown masked, removed by name.
+    let community = result(&report, "sw2", "snmp-no-community");
+    assert_eq!(community["status"], "extra", "{community}");
+    assert_eq!(
+        strings(&community["extra"]),
+        [
+            "snmp-server community ***** RO",
+            "snmp-server community ***** RW"
+        ]
+    );
+    let shown = format!("{} {}", community["extra"], community["message"]);
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("public"),
+        "{community}"
+    );
+    assert_eq!(
+        strings(&community["remediation"]),
+        [
+            "no snmp-server community public RO",
+            "no snmp-server community s3cret RW"
+        ]
+    );
+    assert_eq!(
+        result(&report, "sw2", "snmp-v3-required")["status"],
+        "missing"
+    );
+    assert_eq!(
+        result(&report, "core1", "snmp-v3-required")["status"],
+        "missing"
+    );
+    assert_eq!(
+        result(&report, "sw1", "snmp-v3-required")["status"],
+        "compliant"
+    );
+    // interface-descriptions: the inventory's link says core1 is behind Gi0/1.
+    assert_eq!(
+        result(&report, "sw1", "interface-descriptions")["status"],
+        "compliant"
+    );
+    let desc = result(&report, "sw2", "interface-descriptions");
+    assert_eq!(desc["status"], "missing", "{desc}");
+    assert!(
+        strings(&desc["remediation"]).contains(&" description to core1".to_string()),
+        "{desc}"
+    );
+    assert_eq!(device(&report, "sw1")["compliant"], true, "{report}");
+    assert_eq!(device(&report, "core1")["compliant"], false);
+
+    // A draft version accepting SNMPv3 with authentication only, stored but not activated:
+    // the dry run names core1, and only core1.
+    let draft = policy("snmp-v3-only")
+        .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
+        .replace("min_level = \"priv\"", "min_level = \"auth\"");
+    let (status, up) = acme.upload(&draft, &std::fs::read(SNMP_V3_ONLY).unwrap(), false);
+    assert_eq!(status, 201, "{up}");
+    let path = "/v1/compliance/components/snmp-v3-only/dry-run?version=2";
+    let (status, dry) = acme.post(path, json!({}));
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(
+        dry["devices_changed"],
+        json!([{ "device": "core1", "compliant_before": false, "compliant_after": true,
+                 "percent_before": device(&report, "core1")["percent"], "percent_after": 100.0 }]),
+        "{dry}"
+    );
+    // Findings: core1's goes away; sw2's (it has no SNMPv3 at all) now asks for `auth`.
+    let pairs = |key: &str| -> Vec<(String, Vec<String>)> {
+        dry[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["device"].as_str().unwrap().to_string(),
+                    strings(&f["missing"]),
+                )
+            })
+            .collect()
+    };
+    let group = |level: &str| vec![format!("snmp-server group SNMPV3 v3 {level}")];
+    assert_eq!(
+        pairs("findings_gone"),
+        [
+            ("core1".to_string(), group("priv")),
+            ("sw2".to_string(), group("priv"))
+        ],
+        "{dry}"
+    );
+    assert_eq!(
+        pairs("findings_new"),
+        [("sw2".to_string(), group("auth"))],
+        "{dry}"
+    );
+    assert_eq!(
+        acme.component("snmp-v3-only")["active_version"],
+        1,
+        "a dry run activates nothing"
+    );
+    assert_eq!(other.post(path, json!({})).0, 404);
+    let (status, err) = acme.post("/v1/compliance/components/snmp-v3-only/dry-run", json!({}));
+    assert_eq!(status, 400, "{err}");
+
+    // The same rule in Python, in the same sandbox, says exactly what the Rust one says.
+    acme.push(&policy("snmp-v3-only-py"), SNMP_V3_ONLY_PY);
+    let report = audit(&acme);
+    let rust = results_of(&report, "component:snmp-v3-only@1");
+    let python = results_of(&report, "component:snmp-v3-only-py@1");
+    assert_eq!(rust.len(), 6, "{report}");
+    assert_eq!(python, rust);
 }

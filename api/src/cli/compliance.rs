@@ -52,6 +52,16 @@ pub enum ComplianceCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// What a stored, not activated version of a rule component would change (upload it
+    /// with `sotp component push --no-activate` first), compared with the active rules.
+    DryRunComponent {
+        /// The rule component's name.
+        name: String,
+        /// The stored version to try.
+        version: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Run an audit now and show its summary (with progress on long runs).
     Audit {
         #[command(flatten)]
@@ -226,6 +236,20 @@ pub async fn exec(cmd: ComplianceCmd) -> anyhow::Result<()> {
                 text,
             )
             .await?;
+            c.print(&v, print_dry_run);
+        }
+        ComplianceCmd::DryRunComponent {
+            name,
+            version,
+            client,
+        } => {
+            let c = Client::new(&client)?;
+            let v = c
+                .post(
+                    &format!("/compliance/components/{name}/dry-run?version={version}"),
+                    json!({}),
+                )
+                .await?;
             c.print(&v, print_dry_run);
         }
         ComplianceCmd::Audit { client } => {

@@ -186,6 +186,28 @@ pub async fn dry_run(
     Ok(Json(json!(dry)))
 }
 
+/// `POST /v1/compliance/components/{name}/dry-run?version=N`: a stored, not activated
+/// version of a rule component against today's backups, compared with the active rules.
+pub async fn dry_run_component(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Deploy)?.to_string();
+    let Some(version) = q.version else {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "give the version to try: ?version=N (upload it with activate=false first)",
+        ));
+    };
+    let dry = state
+        .runtime
+        .dry_run_component(&tenant, &name, version)
+        .await?;
+    Ok(Json(json!(dry)))
+}
+
 pub async fn waivers(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant(Scope::Read)?.to_string();
     let waivers = state

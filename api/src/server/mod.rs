@@ -121,6 +121,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             post(compliance::dry_run),
         )
         .route(
+            "/compliance/components/{name}/dry-run",
+            post(compliance::dry_run_component),
+        )
+        .route(
             "/compliance/waivers",
             get(compliance::waivers).post(compliance::add_waiver),
         )

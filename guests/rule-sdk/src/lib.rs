@@ -43,6 +43,96 @@ pub mod host {
     pub use crate::bindings::sotp::telemetry::{inventory, log};
 }
 
+/// Reading indentation-nested configurations (IOS, IOS-XE, NX-OS, EOS, FRR): a line at the
+/// left margin opens a section, the indented lines after it are its children.
+pub mod config {
+    /// A top-level line and the lines indented under it, as the configuration has them
+    /// (indentation kept; trailing blanks and blank lines dropped).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Section<'a> {
+        pub header: &'a str,
+        pub children: Vec<&'a str>,
+    }
+
+    impl<'a> Section<'a> {
+        /// The children one level down (the least indented), trimmed: an interface's own
+        /// `description`, not that of a service instance nested under it.
+        pub fn direct_children(&self) -> impl Iterator<Item = &'a str> + '_ {
+            let depth = self.children.iter().map(|l| indent(l)).min();
+            self.children
+                .iter()
+                .filter(move |l| Some(indent(l)) == depth)
+                .map(|l| l.trim())
+        }
+    }
+
+    /// The top-level sections whose header `wanted` accepts, in configuration order.
+    pub fn sections<'a>(config: &'a str, wanted: impl Fn(&str) -> bool) -> Vec<Section<'a>> {
+        let mut found = Vec::new();
+        let mut open: Option<Section> = None;
+        for line in config.lines().map(str::trim_end) {
+            if line.is_empty() {
+                continue;
+            }
+            if indent(line) > 0 {
+                if let Some(section) = open.as_mut() {
+                    section.children.push(line);
+                }
+                continue;
+            }
+            found.extend(open.take());
+            if wanted(line) {
+                open = Some(Section {
+                    header: line,
+                    children: Vec::new(),
+                });
+            }
+        }
+        found.extend(open);
+        found
+    }
+
+    fn indent(line: &str) -> usize {
+        line.len() - line.trim_start().len()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        const CONFIG: &str = "\
+interface Gi0/1
+ description uplink
+ service instance 10 ethernet
+  description customer
+!
+interface Gi0/2
+line vty 0 4
+ transport input ssh
+";
+
+        #[test]
+        fn sections_end_at_the_next_top_level_line() {
+            let found = sections(CONFIG, |l| l.starts_with("interface "));
+            assert_eq!(found.len(), 2);
+            assert_eq!(found[0].header, "interface Gi0/1");
+            assert_eq!(found[0].children.len(), 3);
+            assert_eq!(found[1].header, "interface Gi0/2");
+            assert!(found[1].children.is_empty());
+        }
+
+        #[test]
+        fn direct_children_skip_nested_ones() {
+            let found = sections(CONFIG, |l| l == "interface Gi0/1");
+            let direct: Vec<&str> = found[0].direct_children().collect();
+            assert_eq!(
+                direct,
+                ["description uplink", "service instance 10 ethernet"]
+            );
+        }
+    }
+}
+
 /// What a rule component implements.
 pub trait Rule: Sized + 'static {
     /// Build the rule's state from the manifest's `[config]` table (a JSON object).
@@ -57,6 +147,14 @@ impl Device {
     /// The device's inventory variables.
     pub fn vars(&self) -> serde_json::Value {
         serde_json::from_str(&self.vars_json).unwrap_or_else(|_| serde_json::json!({}))
+    }
+
+    /// Whether the device's platform is one of `platforms` (case-insensitive); a device
+    /// without a platform is on none.
+    pub fn platform_in(&self, platforms: &[String]) -> bool {
+        self.platform
+            .as_deref()
+            .is_some_and(|p| platforms.iter().any(|q| q.eq_ignore_ascii_case(p)))
     }
 }
 

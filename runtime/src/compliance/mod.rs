@@ -578,11 +578,41 @@ impl Compliance {
             .cloned()
             .chain(std::iter::once(draft_set))
             .collect();
+        self.compare(
+            tenant,
+            inputs,
+            (&active, components),
+            (&with_draft, components),
+        )
+    }
+
+    /// Audit today's backups with the rule components `draft` (the active ones with one
+    /// swapped for a stored, not activated version) and compare with `active`. The rule
+    /// files are the active ones on both sides. Nothing is stored.
+    pub fn dry_run_components(
+        &self,
+        tenant: &str,
+        active: &[Arc<dyn RuleComponent>],
+        draft: &[Arc<dyn RuleComponent>],
+    ) -> Result<DryRun, ComplianceError> {
+        let inputs = self.inputs(tenant)?;
+        let sets = self.active_sets(tenant)?;
+        self.compare(tenant, inputs, (&sets, active), (&sets, draft))
+    }
+
+    /// Two audits of the same backups, one with each side's rules, and their difference.
+    fn compare(
+        &self,
+        tenant: &str,
+        inputs: Vec<DeviceInput>,
+        before: (&[Arc<RuleSet>], &[Arc<dyn RuleComponent>]),
+        after: (&[Arc<RuleSet>], &[Arc<dyn RuleComponent>]),
+    ) -> Result<DryRun, ComplianceError> {
         let waivers = store::waivers(&self.state, tenant)?;
         let now = crate::now_ms();
         let done = AtomicUsize::new(0);
-        let before = audit::audit(&active, components, &inputs, &waivers, now, &done);
-        let after = audit::audit(&with_draft, components, &inputs, &waivers, now, &done);
-        Ok(audit::diff(&before, &after))
+        let old = audit::audit(before.0, before.1, &inputs, &waivers, now, &done);
+        let new = audit::audit(after.0, after.1, &inputs, &waivers, now, &done);
+        Ok(audit::diff(&old, &new))
     }
 }

@@ -3,8 +3,10 @@
 
 use super::Runtime;
 
+use crate::compliance::{ActiveRule, RuleComponent};
 use crate::component::ComponentHandle;
 use crate::error::RuntimeError;
+use crate::manifest::World;
 use std::sync::Arc;
 
 impl Runtime {
@@ -35,6 +37,45 @@ impl Runtime {
             .collect();
         rules.sort_by(|a, b| a.name().cmp(b.name()));
         rules
+    }
+
+    /// Audit today's backups with stored version `version` of rule component `name` in place
+    /// of its active version (or beside the others, if none is active), without activating
+    /// it, and compare with the active rules: which devices change status, which findings
+    /// appear or go away. The draft's instances keep their own counters, so its failures do
+    /// not show as the component's.
+    pub async fn dry_run_component(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        version: u32,
+    ) -> Result<crate::compliance::DryRun, RuntimeError> {
+        let (t, n) = (tenant.to_string(), name.to_string());
+        self.blocking(move |rt| rt.require_component(&t, &n))
+            .await?;
+        let draft = self.load_version(tenant, name, version, None).await?;
+        let world = draft.env.manifest.world;
+        if world != World::ComplianceRule {
+            return Err(RuntimeError::Invalid(format!(
+                "component `{name}` is a {} component; only compliance-rule components take part in audits",
+                world.name()
+            )));
+        }
+        let (t, n) = (tenant.to_string(), name.to_string());
+        self.blocking(move |rt| {
+            let active = rt.rule_components(&t);
+            let mut with_draft: Vec<Arc<dyn RuleComponent>> =
+                active.iter().filter(|c| c.name() != n).cloned().collect();
+            with_draft.push(Arc::new(ActiveRule {
+                name: n,
+                version: draft,
+            }));
+            with_draft.sort_by(|a, b| a.name().cmp(b.name()));
+            Ok(rt
+                .compliance(&t)?
+                .dry_run_components(&t, &active, &with_draft)?)
+        })
+        .await
     }
 
     /// The compliance subsystem, once `tenant` is known to exist; every method takes the

@@ -530,6 +530,45 @@ impl Runtime {
         version: u32,
     ) -> Result<std::time::Duration, RuntimeError> {
         let (tenant, name) = (handle.tenant.as_str(), handle.name.as_str());
+        let loaded = self
+            .load_version(tenant, name, version, Some(handle))
+            .await?;
+        let env = loaded.env.clone();
+        let (t, n) = (tenant.to_string(), name.to_string());
+        match handle.activate(loaded).await {
+            Ok(warm) => {
+                let filters = env.subscriptions.lock().clone();
+                self.mqtt.set_routes(tenant, name, handle, &filters);
+                self.blocking(move |rt| Ok(rt.state.record_activation(&t, &n, version)?))
+                    .await?;
+                self.counters.activations.fetch_add(1, Ordering::Relaxed);
+                Ok(warm)
+            }
+            Err(reason) => {
+                let detail = reason.clone();
+                self.blocking(move |rt| {
+                    Ok(rt
+                        .state
+                        .record_failed_activation(&t, &n, version, &detail)?)
+                })
+                .await?;
+                self.counters
+                    .activations_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(RuntimeError::InitFailed { version, reason })
+            }
+        }
+    }
+
+    /// A stored version compiled (from cache) and linked as its manifest's world, not yet
+    /// warmed. Its instances report to `handle`'s stats, or to stats of their own (a dry run).
+    pub(super) async fn load_version(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        version: u32,
+        handle: Option<&ComponentHandle>,
+    ) -> Result<Arc<LoadedVersion>, RuntimeError> {
         let (t, n) = (tenant.to_string(), name.to_string());
         let record = self
             .blocking(move |rt| {
@@ -555,38 +594,15 @@ impl Runtime {
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))??
         };
-        let env = self.instance_env(tenant, name, version, manifest, Some(handle));
+        let env = self.instance_env(tenant, name, version, manifest, handle);
         let loaded = LoadedVersion::new(
             self.engine.engine(),
             self.linkers.for_world(env.manifest.world),
             &component,
-            env.clone(),
+            env,
         )
         .map_err(|e| RuntimeError::WrongWorld(e.to_string()))?;
-        let (t, n) = (tenant.to_string(), name.to_string());
-        match handle.activate(Arc::new(loaded)).await {
-            Ok(warm) => {
-                let filters = env.subscriptions.lock().clone();
-                self.mqtt.set_routes(tenant, name, handle, &filters);
-                self.blocking(move |rt| Ok(rt.state.record_activation(&t, &n, version)?))
-                    .await?;
-                self.counters.activations.fetch_add(1, Ordering::Relaxed);
-                Ok(warm)
-            }
-            Err(reason) => {
-                let detail = reason.clone();
-                self.blocking(move |rt| {
-                    Ok(rt
-                        .state
-                        .record_failed_activation(&t, &n, version, &detail)?)
-                })
-                .await?;
-                self.counters
-                    .activations_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(RuntimeError::InitFailed { version, reason })
-            }
-        }
+        Ok(Arc::new(loaded))
     }
 
     /// Why a component does not link as its manifest's world, naming the world it does
