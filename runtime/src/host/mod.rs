@@ -555,7 +555,16 @@ pub(crate) mod testing {
         manifest_extra: &str,
         services: Arc<dyn HostServices>,
     ) -> (tempfile::TempDir, HostState) {
-        let (dir, env) = env(manifest_extra, services);
+        state_of("collector", manifest_extra, services)
+    }
+
+    /// As [`state`], for a component of `world`.
+    pub fn state_of(
+        world: &str,
+        manifest_extra: &str,
+        services: Arc<dyn HostServices>,
+    ) -> (tempfile::TempDir, HostState) {
+        let (dir, env) = env_of(world, manifest_extra, services);
         let out = GuestOutput::new(env.stats.clone(), LogSource::Stdout, 1);
         let err = GuestOutput::new(env.stats.clone(), LogSource::Stderr, 1);
         (dir, HostState::new(env, out, err))
@@ -566,12 +575,20 @@ pub(crate) mod testing {
         manifest_extra: &str,
         services: Arc<dyn HostServices>,
     ) -> (tempfile::TempDir, Arc<InstanceEnv>) {
+        env_of("collector", manifest_extra, services)
+    }
+
+    fn env_of(
+        world: &str,
+        manifest_extra: &str,
+        services: Arc<dyn HostServices>,
+    ) -> (tempfile::TempDir, Arc<InstanceEnv>) {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(crate::telemetry::TelemetryStore::open(&dir.path().join("t.duckdb")).unwrap());
         let budget = TenantBudget::unlimited("acme");
         let text =
-            format!("name = \"probe\"\nversion = \"1\"\nworld = \"collector\"\n{manifest_extra}");
+            format!("name = \"probe\"\nversion = \"1\"\nworld = \"{world}\"\n{manifest_extra}");
         let env = Arc::new(InstanceEnv {
             tenant: "acme".into(),
             component: "probe".into(),
@@ -636,5 +653,33 @@ mod tests {
         // A device granted by its name may be reported missing: that tells nothing new.
         assert!(text(state.granted_device("edge9").unwrap_err()).contains("no device named"));
         assert_eq!(state.env.stats.denied.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_rule_reads_links_of_granted_devices_and_cannot_change_the_inventory() {
+        use crate::host::sotp::telemetry::inventory::Host;
+        let mut core1 = device("core1", "lab");
+        core1.links = vec![crate::inventory::Link {
+            interface: "eth1".into(),
+            neighbor: "edge9".into(),
+            neighbor_interface: None,
+        }];
+        let services = Arc::new(Inventory(vec![core1, device("vault", "secret")]));
+        let grants = "[grants]\ndevices = [\"tag:lab\"]\n";
+        let (_dir, mut rule) = testing::state_of("compliance-rule", grants, services.clone());
+        let links = rule.links("core1".into()).unwrap();
+        assert_eq!(
+            (links[0].interface.as_str(), links[0].neighbor.as_str()),
+            ("eth1", "edge9")
+        );
+        assert!(matches!(
+            rule.links("vault".into()),
+            Err(WitError::Denied(_))
+        ));
+        let denied = rule.set_interface_names("core1".into(), vec![(1, "eth1".into())]);
+        assert!(
+            matches!(&denied, Err(WitError::Denied(m)) if m.contains("compliance-rule")),
+            "{denied:?}"
+        );
     }
 }
