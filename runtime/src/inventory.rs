@@ -464,4 +464,22 @@ mod tests {
         });
         assert!(d.validate().unwrap_err().contains("community_secret"));
     }
+
+    #[test]
+    fn links_name_a_device_and_each_interface_once() {
+        let link = |interface: &str, neighbor: &str| Link {
+            interface: interface.into(),
+            neighbor: neighbor.into(),
+            neighbor_interface: None,
+        };
+        let mut d = dev();
+        d.links = vec![link("eth1", "core2"), link("eth2", "edge1")];
+        assert!(d.validate().is_ok());
+        d.links.push(link("eth1", "edge2"));
+        assert!(d.validate().unwrap_err().contains("listed twice"));
+        d.links = vec![link("eth1", "no such/name")];
+        assert!(d.validate().unwrap_err().contains("links[0].neighbor"));
+        d.links = vec![link(" ", "core2")];
+        assert!(d.validate().unwrap_err().contains("links[0].interface"));
+    }
 }
