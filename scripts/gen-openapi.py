@@ -8,7 +8,7 @@ import json, pathlib
 
 ERR = {"$ref": "#/components/responses/Error"}
 def op(summary, ok="200", ok_desc="OK", body=None, params=None, errors=("400", "401", "403", "404"), tag=None, auth=True, scope=None):
-    """scope: what a tenant token needs (read, deploy, inventory, secrets, admin), or
+    """scope: what a tenant token needs (read, deploy, inventory, secrets, admin, ingest), or
     "platform-admin" for the platform admin token only; GETs default to read. It is recorded
     as x-sotp-scope, and a test checks the server refuses every other scope."""
     o = {"summary": summary, "responses": {ok: {"description": ok_desc}}}
@@ -91,6 +91,16 @@ paths = {
                               "username": {"type": "string"}, "password_secret": {"type": "string"},
                               "tls": {"type": "boolean"}, "tls_ca_pem": {"type": "string"}, "keep_alive_s": {"type": "integer"}}, ["host"])),
     "delete": op("Disconnect and forget the broker", ok="204", tag="mqtt", scope="admin")},
+  "/v1/alerts": {
+    "get": op("The tenant's alerts, newest change first, each with the inventory device its labels name", params=[q("status", "firing or resolved"), q("device", "only this device's"), q("limit", "at most this many (default 1000)", "integer")], tag="alerts"),
+    "post": op("Alert intake for any source: a JSON list of alerts as Alertmanager's POST /api/v2/alerts takes them ({labels, annotations, startsAt, endsAt, generatorURL}; endsAt in the past: resolved). Answered once durable; an identical body within the dedupe window is a recorded duplicate", tag="alerts", scope="ingest",
+               body={"required": True, "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}})},
+  "/v1/alerts/webhook": {"post": op("Alertmanager webhook receiver (payload version 4; unknown fields ignored, zero endsAt, truncatedAlerts): point a webhook_config here with http_config.authorization.credentials set to an ingest token. Answered 2xx once durable; redelivery changes nothing", tag="alerts", scope="ingest",
+               body={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}})},
+  "/v1/alerts/intakes": {"get": op("Recorded intakes, newest first (what replay runs over)", params=[q("limit", "at most this many (default 100)", "integer")], tag="alerts")},
+  "/v1/alerts/settings": {
+    "get": op("How alerts map to devices: the labels tried in order, the hold-down window", tag="alerts"),
+    "put": op("Set the alert settings", tag="alerts", scope="deploy", body=json_body({"device_labels": {"type": "array", "items": {"type": "string"}}, "hold_down": {"type": "string"}}))},
   "/v1/backups": {"get": op("Devices with configuration backups and their latest revision", tag="backups")},
   "/v1/backups/settings": {
     "get": op("Volatile-line patterns dropped before comparing and storing", tag="backups"),
@@ -158,7 +168,7 @@ paths = {
 doc = {
   "openapi": "3.0.3",
   "info": {"title": "SOTP management API", "version": "0.1.0",
-           "description": "Tenant tokens carry scopes (read, deploy, inventory, secrets, admin); x-sotp-scope on each operation names the one it needs, and any scope implies read. Errors are JSON {error, detail}: error is a stable code (invalid_manifest, not_wasm, not_a_component, wrong_world, upload_too_large, init_failed, quota_exceeded, not_found, forbidden, unauthorized, invalid_query, ...)."},
+           "description": "Tenant tokens carry scopes (read, deploy, inventory, secrets, admin, ingest); x-sotp-scope on each operation names the one it needs, and any scope but ingest (alert intake only) implies read. Errors are JSON {error, detail}: error is a stable code (invalid_manifest, not_wasm, not_a_component, wrong_world, upload_too_large, init_failed, quota_exceeded, not_found, forbidden, unauthorized, invalid_query, ...)."},
   "servers": [{"url": "http://127.0.0.1:8787"}],
   "security": [{"bearer": []}],
   "paths": paths,

@@ -41,6 +41,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(cli::tenant::TokenCmd),
+    /// Alerts: what Alertmanager (or anything else) pushed, by device; intakes; label mapping.
+    #[command(subcommand)]
+    Alerts(cli::alerts::AlertsCmd),
     /// Configuration backups: history, text, diffs.
     #[command(subcommand)]
     Backup(cli::backup::BackupCmd),
@@ -86,6 +89,7 @@ fn main() -> std::process::ExitCode {
             Command::Component(cmd) => cli::component::exec(cmd).await,
             Command::Tenant(cmd) => cli::tenant::exec_tenant(cmd).await,
             Command::Token(cmd) => cli::tenant::exec_token(cmd).await,
+            Command::Alerts(cmd) => cli::alerts::exec(cmd).await,
             Command::Backup(cmd) => cli::backup::exec(cmd).await,
             Command::Compliance(cmd) => cli::compliance::exec(cmd).await,
             Command::Device(cmd) => cli::device::exec(cmd).await,

@@ -24,6 +24,8 @@ pub struct RuntimeConfig {
     pub egress: crate::egress::EgressConfig,
     /// What a tenant's golden-config compliance may hold (see `compliance`).
     pub compliance: crate::compliance::ComplianceConfig,
+    /// What a tenant's alerts may hold (see `correlation`).
+    pub correlation: crate::correlation::CorrelationConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -91,6 +93,7 @@ impl Default for RuntimeConfig {
             secrets: Default::default(),
             egress: Default::default(),
             compliance: Default::default(),
+            correlation: Default::default(),
         }
     }
 }

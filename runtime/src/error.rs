@@ -83,3 +83,14 @@ impl From<crate::compliance::ComplianceError> for RuntimeError {
         }
     }
 }
+
+impl From<crate::correlation::CorrelationError> for RuntimeError {
+    fn from(e: crate::correlation::CorrelationError) -> Self {
+        use crate::correlation::CorrelationError as C;
+        match e {
+            C::Intake(e) => RuntimeError::Invalid(e.to_string()),
+            C::Invalid(m) => RuntimeError::Invalid(m),
+            C::Store(e) => RuntimeError::Internal(e.to_string()),
+        }
+    }
+}

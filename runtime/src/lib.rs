@@ -10,6 +10,7 @@ pub mod budget;
 pub mod compliance;
 pub mod component;
 pub mod config;
+pub mod correlation;
 pub mod crypto;
 pub mod datadir;
 pub mod egress;

@@ -117,6 +117,36 @@ fn render_process(out: &mut String, rt: &Runtime) {
             rt.compliance_counters().rule_files_rejected.load(Relaxed),
         ),
         (
+            "sotp_alert_intakes_total",
+            "Alert intake requests recorded (webhook and plain JSON).",
+            rt.correlation_counters().intakes.load(Relaxed),
+        ),
+        (
+            "sotp_alert_intake_duplicates_total",
+            "Intakes identical to one received within the dedupe window (redeliveries).",
+            rt.correlation_counters().duplicates.load(Relaxed),
+        ),
+        (
+            "sotp_alert_intakes_rejected_total",
+            "Intake requests refused as malformed (400).",
+            rt.correlation_counters().rejected.load(Relaxed),
+        ),
+        (
+            "sotp_alerts_received_total",
+            "Alerts received in intakes that were not duplicates.",
+            rt.correlation_counters().alerts.load(Relaxed),
+        ),
+        (
+            "sotp_alerts_unmapped_total",
+            "Alerts whose labels name no inventory device (kept and passed through).",
+            rt.correlation_counters().unmapped.load(Relaxed),
+        ),
+        (
+            "sotp_alerts_refused_total",
+            "New alerts not kept: the tenant holds max_alerts.",
+            rt.correlation_counters().refused.load(Relaxed),
+        ),
+        (
             "sotp_compliance_refused_total",
             "Rule files and waivers refused at a compliance budget, audits refused while one runs.",
             rt.compliance_counters().refused.load(Relaxed),

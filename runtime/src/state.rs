@@ -162,6 +162,36 @@ CREATE TABLE compliance_audits (
     PRIMARY KEY (tenant, id)
 );
 "#,
+    // Alert intake and the tenant's alerts (see correlation/store.rs).
+    r#"
+CREATE TABLE alert_intakes (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    alerts INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    duplicate INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX alert_intakes_digest ON alert_intakes (tenant, digest);
+CREATE TABLE alerts (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    device TEXT,
+    starts_ms INTEGER,
+    ends_ms INTEGER,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    intake INTEGER NOT NULL,
+    PRIMARY KEY (tenant, fingerprint)
+);
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
 
-/// What a tenant token may do. Any scope implies `read`; `admin` implies every scope.
+/// What a tenant token may do. Any scope but `ingest` implies `read`; `admin` implies every
+/// scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -33,15 +34,19 @@ pub enum Scope {
     Secrets,
     /// Everything above, plus tokens and the tenant's MQTT broker.
     Admin,
+    /// Push alerts (the Alertmanager webhook, the alert intake) and nothing else, not even
+    /// read: the token an Alertmanager's configuration carries.
+    Ingest,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Read,
         Scope::Deploy,
         Scope::Inventory,
         Scope::Secrets,
         Scope::Admin,
+        Scope::Ingest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +56,7 @@ impl Scope {
             Scope::Inventory => "inventory",
             Scope::Secrets => "secrets",
             Scope::Admin => "admin",
+            Scope::Ingest => "ingest",
         }
     }
 
@@ -59,7 +65,7 @@ impl Scope {
             .into_iter()
             .find(|s| s.as_str() == text)
             .ok_or_else(|| {
-                format!("`{text}` is not a scope (read, deploy, inventory, secrets, admin)")
+                format!("`{text}` is not a scope (read, deploy, inventory, secrets, admin, ingest)")
             })
     }
 
@@ -83,11 +89,12 @@ impl Scopes {
         Scopes::from_iter([Scope::Admin])
     }
 
-    /// Whether these scopes allow `wanted` (admin allows all; any scope allows read).
+    /// Whether these scopes allow `wanted` (admin allows all; any scope but `ingest`
+    /// allows read).
     pub fn allows(self, wanted: Scope) -> bool {
         self.0 & Scope::Admin.bit() != 0
             || self.0 & wanted.bit() != 0
-            || (wanted == Scope::Read && self.0 != 0)
+            || (wanted == Scope::Read && self.0 & !Scope::Ingest.bit() != 0)
     }
 
     /// Whether every scope of `other` is allowed by these.
@@ -116,7 +123,9 @@ impl Scopes {
             scopes.0 |= Scope::parse(s.as_ref().trim())?.bit();
         }
         if scopes.is_empty() {
-            return Err("give at least one scope (read, deploy, inventory, secrets, admin)".into());
+            return Err(
+                "give at least one scope (read, deploy, inventory, secrets, admin, ingest)".into(),
+            );
         }
         Ok(scopes)
     }
@@ -253,6 +262,11 @@ mod tests {
         assert!(Scopes::parse_list(&["read", "root"]).is_err());
         assert!(Scopes::parse_list::<&str>(&[]).is_err());
         assert!(!Scopes::default().allows(Scope::Read));
+        let ingest = Scopes::from_iter([Scope::Ingest]);
+        assert!(ingest.allows(Scope::Ingest));
+        assert!(!ingest.allows(Scope::Read), "an intake token reads nothing");
+        assert!(Scopes::from_iter([Scope::Ingest, Scope::Deploy]).allows(Scope::Read));
+        assert!(!deploy.allows(Scope::Ingest));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Client commands: thin wrappers over the HTTP API, printing tables for people and JSON
 //! (`--json`) for scripts.
 
+pub mod alerts;
 pub mod backup;
 pub mod compliance;
 pub mod component;

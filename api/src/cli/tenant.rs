@@ -66,7 +66,8 @@ pub enum TokenCmd {
         tenant: Option<String>,
         #[arg(long, default_value = "cli")]
         name: String,
-        /// A scope to give (repeat for several): read, deploy, inventory, secrets, admin.
+        /// A scope to give (repeat for several): read, deploy, inventory, secrets, admin, ingest
+        /// (alert intake only, for an Alertmanager webhook).
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         /// Stop accepting the token after this long, e.g. 12h or 90d.

@@ -3,6 +3,7 @@
 //! Handlers are thin: they authenticate, pick the tenant, and call one `Runtime` method.
 //! Isolation, validation and limits live in the runtime so no handler can forget them.
 
+mod alerts;
 mod auth;
 mod backups;
 mod compliance;
@@ -56,6 +57,7 @@ impl AppState {
 }
 
 pub fn router(runtime: Arc<Runtime>) -> Router {
+    let alert_body = runtime.max_alert_body();
     let state = AppState { runtime };
     let v1 = Router::new()
         .route("/tenants", post(tenants::create).get(tenants::list))
@@ -82,6 +84,21 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/components/{name}/logs", get(components::logs))
         .route("/components/{name}/messages", post(components::message))
         .route("/mqtt", get(mqtt::get).put(mqtt::put).delete(mqtt::delete))
+        .route(
+            "/alerts",
+            get(alerts::list)
+                .post(alerts::post)
+                .layer(DefaultBodyLimit::max(alert_body)),
+        )
+        .route(
+            "/alerts/webhook",
+            post(alerts::webhook).layer(DefaultBodyLimit::max(alert_body)),
+        )
+        .route("/alerts/intakes", get(alerts::intakes))
+        .route(
+            "/alerts/settings",
+            get(alerts::get_settings).put(alerts::put_settings),
+        )
         .route("/backups", get(backups::list))
         .route(
             "/backups/settings",

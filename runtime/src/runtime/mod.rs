@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+mod alerts;
 mod compliance;
 mod components;
 mod inventory;
@@ -64,6 +65,8 @@ pub struct Runtime {
     pub backups: Arc<Backups>,
     /// Golden-config rules, waivers and audits (see `compliance`).
     compliance: crate::compliance::Compliance,
+    /// Alert intake and the tenant's alerts (see `correlation`).
+    correlation: crate::correlation::Correlation,
     /// The flow pipeline, when `[flows]` configures a listener.
     pub flows: Option<Arc<FlowService>>,
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
@@ -143,7 +146,10 @@ impl Runtime {
             backups.clone(),
             config.compliance.clone(),
         );
+        let correlation =
+            crate::correlation::Correlation::new(state.clone(), config.correlation.clone());
         Ok(Arc::new(Runtime {
+            correlation,
             flows,
             config,
             engine,

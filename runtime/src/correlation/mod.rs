@@ -1,0 +1,202 @@
+//! Alert correlation. In: alerts — Alertmanager's webhook and a plain JSON intake — and the
+//! inventory (devices, and later their topology). Out: the tenant's alerts, each mapped to the
+//! device it is about, and every intake recorded as it came, for replay.
+//!
+//! `intake.rs` reads the wire formats, `mapping.rs` finds the device an alert is about,
+//! `store.rs` records intakes and applies them to the alert table in one transaction (an
+//! intake answered 2xx is durable; redelivery changes nothing). `Runtime` is the front door
+//! (`runtime/alerts.rs`): it checks the tenant and hands this the inventory.
+
+pub mod intake;
+pub mod mapping;
+pub mod store;
+
+pub use intake::{AlertEvent, AlertStatus, Intake, IntakeError};
+pub use mapping::{AlertSettings, DeviceIndex};
+pub use store::{Applied, IntakeInfo, StoredAlert};
+
+use crate::inventory::Device;
+use crate::state::StateStore;
+use crate::units::{ByteSize, HumanDuration};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What a tenant's alerts may hold (`[runtime.correlation]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorrelationConfig {
+    /// Size of one intake request's body.
+    pub max_body_bytes: ByteSize,
+    /// Alerts in one request.
+    pub max_alerts_per_request: usize,
+    /// Alerts a tenant holds (firing, and resolved ones for `keep_resolved`).
+    pub max_alerts: u64,
+    /// Recorded intake bodies kept per tenant (oldest dropped first): the replay window.
+    pub keep_intake_bytes: ByteSize,
+    /// How long a resolved alert is kept.
+    pub keep_resolved: HumanDuration,
+    /// A body identical to one received this recently is a redelivery.
+    pub dedupe_window: HumanDuration,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        CorrelationConfig {
+            max_body_bytes: ByteSize::mib(8),
+            max_alerts_per_request: 10_000,
+            max_alerts: 100_000,
+            keep_intake_bytes: ByteSize::mib(256),
+            keep_resolved: HumanDuration(Duration::from_secs(24 * 3600)),
+            dedupe_window: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// Operator-wide counters (`/metrics`: `sotp_alert_*`).
+#[derive(Default)]
+pub struct CorrelationCounters {
+    pub intakes: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+    pub alerts: AtomicU64,
+    pub unmapped: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CorrelationError {
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// What the intake endpoints answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntakeOutcome {
+    #[serde(flatten)]
+    pub applied: Applied,
+    pub alerts: usize,
+    /// Alerts whose labels name no inventory device (kept, passed through).
+    pub unmapped: usize,
+    /// Alerts the sender left out (Alertmanager's `max_alerts`).
+    pub truncated: u64,
+}
+
+const SETTINGS: &str = "alerts";
+
+pub struct Correlation {
+    state: Arc<StateStore>,
+    pub limits: CorrelationConfig,
+    pub counters: CorrelationCounters,
+}
+
+impl Correlation {
+    pub fn new(state: Arc<StateStore>, limits: CorrelationConfig) -> Correlation {
+        Correlation {
+            state,
+            limits,
+            counters: CorrelationCounters::default(),
+        }
+    }
+
+    /// Read, map and record one request's alerts. `parse` is the wire format's reader.
+    pub fn ingest(
+        &self,
+        tenant: &str,
+        body: &[u8],
+        webhook: bool,
+        devices: &[Device],
+    ) -> Result<IntakeOutcome, CorrelationError> {
+        let now = crate::now_ms();
+        let parsed = if webhook {
+            intake::parse_webhook(body, self.limits.max_alerts_per_request)
+        } else {
+            intake::parse_alerts(body, self.limits.max_alerts_per_request, now)
+        };
+        let intake = parsed.inspect_err(|_| self.count(&self.counters.rejected, 1))?;
+        let settings = self.settings(tenant)?;
+        let index = DeviceIndex::new(devices);
+        let events: Vec<(AlertEvent, Option<String>)> = intake
+            .alerts
+            .into_iter()
+            .map(|a| {
+                let device = index.device_of(&a.labels, &settings);
+                (a, device)
+            })
+            .collect();
+        let unmapped = events.iter().filter(|(_, d)| d.is_none()).count();
+        let digest = hex::encode(sha2::Sha256::digest(body));
+        let text = String::from_utf8_lossy(body);
+        let applied = store::ingest(
+            &self.state,
+            &self.limits,
+            tenant,
+            intake.source,
+            &digest,
+            &text,
+            &events,
+            now,
+        )?;
+        self.count(&self.counters.intakes, 1);
+        if applied.duplicate {
+            self.count(&self.counters.duplicates, 1);
+        } else {
+            self.count(&self.counters.alerts, events.len() as u64);
+            self.count(&self.counters.unmapped, unmapped as u64);
+            self.count(&self.counters.refused, applied.refused as u64);
+        }
+        Ok(IntakeOutcome {
+            applied,
+            alerts: events.len(),
+            unmapped,
+            truncated: intake.truncated,
+        })
+    }
+
+    pub fn alerts(
+        &self,
+        tenant: &str,
+        status: Option<AlertStatus>,
+        device: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredAlert>, CorrelationError> {
+        Ok(store::alerts(&self.state, tenant, status, device, limit)?)
+    }
+
+    pub fn intakes(&self, tenant: &str, limit: usize) -> Result<Vec<IntakeInfo>, CorrelationError> {
+        Ok(store::intakes(&self.state, tenant, limit)?)
+    }
+
+    pub fn settings(&self, tenant: &str) -> Result<AlertSettings, CorrelationError> {
+        let stored = self
+            .state
+            .setting(tenant, SETTINGS)
+            .map_err(store::StoreError::from)?;
+        Ok(stored
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default())
+    }
+
+    pub fn set_settings(
+        &self,
+        tenant: &str,
+        settings: &AlertSettings,
+    ) -> Result<(), CorrelationError> {
+        settings.check().map_err(CorrelationError::Invalid)?;
+        let text = serde_json::to_string(settings).unwrap_or_default();
+        self.state
+            .put_setting(tenant, SETTINGS, &text)
+            .map_err(store::StoreError::from)?;
+        Ok(())
+    }
+
+    fn count(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,311 @@
+//! Correlation's tables in the state database. Every intake is recorded as it came (the raw
+//! body, for replay), and the alerts it carried are folded into the tenant's alert table in
+//! the same transaction, so an intake the API answered 2xx is durable (`synchronous = FULL`)
+//! and an intake is either wholly applied or not at all. Deleting a tenant deletes its rows
+//! (foreign keys cascade).
+//!
+//! Redelivery is harmless twice over: a body identical to one received within
+//! `dedupe_window` is recorded as a duplicate and changes nothing, and applying an alert is
+//! idempotent — a firing event older than the resolution already stored (same fingerprint,
+//! not a later `startsAt`) is stale and ignored, while a resolution always applies.
+
+use super::CorrelationConfig;
+use super::intake::{AlertEvent, AlertStatus};
+use crate::state::{StateError, StateStore};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::State(StateError::Db(e))
+    }
+}
+
+/// An alert as the tenant's table holds it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StoredAlert {
+    pub fingerprint: String,
+    pub status: AlertStatus,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The inventory device the alert is about, if its labels name one.
+    pub device: Option<String>,
+    pub starts_at_ms: Option<i64>,
+    pub ends_at_ms: Option<i64>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// The intake that last changed it.
+    pub intake: i64,
+}
+
+/// What recording one intake did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Applied {
+    pub intake: i64,
+    /// The same body arrived within the dedupe window: recorded, nothing applied.
+    pub duplicate: bool,
+    pub new: usize,
+    pub updated: usize,
+    pub resolved: usize,
+    /// Firing events older than a resolution already stored.
+    pub stale: usize,
+    /// New alerts refused: the tenant holds `max_alerts`.
+    pub refused: usize,
+}
+
+/// One recorded intake, for listing and replay.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntakeInfo {
+    pub id: i64,
+    pub received_ms: i64,
+    pub source: String,
+    pub alerts: usize,
+    pub bytes: usize,
+    pub duplicate: bool,
+}
+
+/// Record an intake and apply its alerts (each with the device it maps to), in one
+/// transaction.
+#[allow(clippy::too_many_arguments)]
+pub fn ingest(
+    state: &StateStore,
+    limits: &CorrelationConfig,
+    tenant: &str,
+    source: &str,
+    digest: &str,
+    body: &str,
+    events: &[(AlertEvent, Option<String>)],
+    now_ms: i64,
+) -> Result<Applied, StoreError> {
+    Ok(state.with_writer(|conn| {
+        let tx = conn.transaction()?;
+        let since = now_ms - limits.dedupe_window.0.as_millis() as i64;
+        let duplicate: bool = tx
+            .query_row(
+                "SELECT 1 FROM alert_intakes
+                 WHERE tenant = ?1 AND digest = ?2 AND received_ms >= ?3 AND NOT duplicate
+                 LIMIT 1",
+                params![tenant, digest, since],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        let intake: i64 = tx.query_row(
+            "SELECT IFNULL(MAX(id), 0) + 1 FROM alert_intakes WHERE tenant = ?1",
+            [tenant],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO alert_intakes (tenant, id, received_ms, source, digest, alerts, bytes, duplicate, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![tenant, intake, now_ms, source, digest, events.len() as i64,
+                    body.len() as i64, duplicate, body],
+        )?;
+        let mut applied = Applied {
+            intake,
+            duplicate,
+            ..Applied::default()
+        };
+        if !duplicate {
+            for (event, device) in events {
+                apply(&tx, limits, tenant, intake, event, device.as_deref(), now_ms, &mut applied)?;
+            }
+        }
+        prune(&tx, limits, tenant, now_ms)?;
+        tx.commit()?;
+        Ok(applied)
+    })?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    tx: &Transaction<'_>,
+    limits: &CorrelationConfig,
+    tenant: &str,
+    intake: i64,
+    event: &AlertEvent,
+    device: Option<&str>,
+    now_ms: i64,
+    applied: &mut Applied,
+) -> rusqlite::Result<()> {
+    let stored: Option<(String, Option<i64>)> = tx
+        .query_row(
+            "SELECT status, starts_ms FROM alerts WHERE tenant = ?1 AND fingerprint = ?2",
+            params![tenant, event.fingerprint],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let status = status_text(event.status);
+    let labels = serde_json::to_string(&event.labels).unwrap_or_default();
+    let annotations = serde_json::to_string(&event.annotations).unwrap_or_default();
+    match stored {
+        None => {
+            let held: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM alerts WHERE tenant = ?1",
+                [tenant],
+                |r| r.get(0),
+            )?;
+            if held as u64 >= limits.max_alerts {
+                applied.refused += 1;
+                return Ok(());
+            }
+            tx.execute(
+                "INSERT INTO alerts (tenant, fingerprint, status, labels, annotations, device,
+                     starts_ms, ends_ms, first_seen_ms, last_seen_ms, intake)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
+                params![
+                    tenant,
+                    event.fingerprint,
+                    status,
+                    labels,
+                    annotations,
+                    device,
+                    event.starts_at_ms,
+                    event.ends_at_ms,
+                    now_ms,
+                    intake
+                ],
+            )?;
+            applied.new += 1;
+        }
+        Some((was, starts)) => {
+            let stale = event.status == AlertStatus::Firing
+                && was == "resolved"
+                && event.starts_at_ms.unwrap_or(i64::MIN) <= starts.unwrap_or(i64::MIN);
+            if stale {
+                applied.stale += 1;
+                return Ok(());
+            }
+            tx.execute(
+                "UPDATE alerts SET status = ?3, labels = ?4, annotations = ?5, device = ?6,
+                     starts_ms = ?7, ends_ms = ?8, last_seen_ms = ?9, intake = ?10
+                 WHERE tenant = ?1 AND fingerprint = ?2",
+                params![
+                    tenant,
+                    event.fingerprint,
+                    status,
+                    labels,
+                    annotations,
+                    device,
+                    event.starts_at_ms,
+                    event.ends_at_ms,
+                    now_ms,
+                    intake
+                ],
+            )?;
+            if event.status == AlertStatus::Resolved && was == "firing" {
+                applied.resolved += 1;
+            } else {
+                applied.updated += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keep the newest intakes within `keep_intake_bytes`, and resolved alerts for
+/// `keep_resolved`.
+fn prune(
+    tx: &Transaction<'_>,
+    limits: &CorrelationConfig,
+    tenant: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM alert_intakes WHERE tenant = ?1 AND id <= (
+             SELECT id FROM (
+                 SELECT id, SUM(bytes) OVER (ORDER BY id DESC) AS total
+                 FROM alert_intakes WHERE tenant = ?1)
+             WHERE total > ?2 ORDER BY id DESC LIMIT 1)",
+        params![tenant, limits.keep_intake_bytes.0 as i64],
+    )?;
+    tx.execute(
+        "DELETE FROM alerts WHERE tenant = ?1 AND status = 'resolved' AND last_seen_ms < ?2",
+        params![tenant, now_ms - limits.keep_resolved.0.as_millis() as i64],
+    )?;
+    Ok(())
+}
+
+fn status_text(s: AlertStatus) -> &'static str {
+    match s {
+        AlertStatus::Firing => "firing",
+        AlertStatus::Resolved => "resolved",
+    }
+}
+
+/// The tenant's alerts, newest change first; `status`, `device`: only those.
+pub fn alerts(
+    state: &StateStore,
+    tenant: &str,
+    status: Option<AlertStatus>,
+    device: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoredAlert>, StoreError> {
+    Ok(state.with_reader(|conn| {
+        let mut stmt = conn.prepare(
+            "SELECT fingerprint, status, labels, annotations, device, starts_ms, ends_ms,
+                    first_seen_ms, last_seen_ms, intake
+             FROM alerts
+             WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR device = ?3)
+             ORDER BY last_seen_ms DESC, fingerprint LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![tenant, status.map(status_text), device, limit as i64],
+            |r| {
+                let status: String = r.get(1)?;
+                let labels: String = r.get(2)?;
+                let annotations: String = r.get(3)?;
+                Ok(StoredAlert {
+                    fingerprint: r.get(0)?,
+                    status: if status == "resolved" {
+                        AlertStatus::Resolved
+                    } else {
+                        AlertStatus::Firing
+                    },
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                    annotations: serde_json::from_str(&annotations).unwrap_or_default(),
+                    device: r.get(4)?,
+                    starts_at_ms: r.get(5)?,
+                    ends_at_ms: r.get(6)?,
+                    first_seen_ms: r.get(7)?,
+                    last_seen_ms: r.get(8)?,
+                    intake: r.get(9)?,
+                })
+            },
+        )?;
+        rows.collect()
+    })?)
+}
+
+/// The tenant's recorded intakes, newest first.
+pub fn intakes(
+    state: &StateStore,
+    tenant: &str,
+    limit: usize,
+) -> Result<Vec<IntakeInfo>, StoreError> {
+    Ok(state.with_reader(|conn| {
+        let mut stmt = conn.prepare(
+            "SELECT id, received_ms, source, alerts, bytes, duplicate FROM alert_intakes
+             WHERE tenant = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![tenant, limit as i64], |r| {
+            Ok(IntakeInfo {
+                id: r.get(0)?,
+                received_ms: r.get(1)?,
+                source: r.get(2)?,
+                alerts: r.get::<_, i64>(3)? as usize,
+                bytes: r.get::<_, i64>(4)? as usize,
+                duplicate: r.get(5)?,
+            })
+        })?;
+        rows.collect()
+    })?)
+}
