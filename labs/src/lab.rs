@@ -310,7 +310,61 @@ impl Lab {
                 )?;
             }
         }
+        if let Some(target) = node.metrics_target() {
+            // node_exporter does not daemonize: detached like the sensor loop. A few cheap
+            // collectors only; `netdev` reads /proc/net/dev, which is the node's namespace's,
+            // and `uname` reports the node's hostname (the prelude's UTS namespace).
+            self.exec_checked(
+                node,
+                &format!(
+                    "setsid /usr/bin/prometheus-node-exporter --web.listen-address={target} \
+                     --collector.disable-defaults --collector.netdev --collector.uname \
+                     --collector.time --web.disable-exporter-metrics \
+                     >{ds}/var/log/node-exporter.log 2>&1 < /dev/null &"
+                ),
+            )?;
+        }
         Ok(())
+    }
+
+    /// Take `node`'s interface `iface` down (`ip link set IFACE down` in its namespace). The
+    /// veth's other end loses carrier at once, so both routers drop the OSPF adjacency and
+    /// the routes behind it within about a second.
+    pub fn link_down(&self, node: &str, iface: &str) -> anyhow::Result<()> {
+        self.set_link(node, iface, "down")
+    }
+
+    /// Bring `node`'s interface `iface` back up; OSPF re-forms the adjacency in a few seconds.
+    pub fn link_up(&self, node: &str, iface: &str) -> anyhow::Result<()> {
+        self.set_link(node, iface, "up")
+    }
+
+    fn set_link(&self, node: &str, iface: &str, state: &str) -> anyhow::Result<()> {
+        let n = self
+            .plan
+            .node(node)
+            .with_context(|| format!("no node `{node}` in lab {}", self.plan.lab))?;
+        if !n.interfaces.iter().any(|i| i.name == iface) {
+            bail!(
+                "{node} has no interface `{iface}` (it has {})",
+                n.interfaces
+                    .iter()
+                    .map(|i| format!("{} to {}", i.name, i.peer))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        ip(&["-n", &n.netns, "link", "set", iface, state])
+    }
+
+    /// The name of `node`'s interface on its link to `peer` (e.g. `("core1", "acc2")` →
+    /// `eth2`), for [`Lab::link_down`].
+    pub fn interface_toward(&self, node: &str, peer: &str) -> anyhow::Result<String> {
+        self.plan
+            .node(node)
+            .and_then(|n| n.interface_toward(peer))
+            .map(|i| i.name.clone())
+            .with_context(|| format!("no link {node} -- {peer} in lab {}", self.plan.lab))
     }
 
     /// Run a shell command inside a node (its namespace, hostname and mounts).
@@ -421,12 +475,15 @@ impl Lab {
                 Kind::Host | Kind::Sensors => {
                     let alive = !sys::netns_pids(&n.netns).is_empty() || n.node.kind == Kind::Host;
                     out.push(Check {
-                        node: name,
+                        node: name.clone(),
                         what: "running".into(),
                         ok: alive,
                         detail: String::new(),
                     });
                 }
+            }
+            if n.node.metrics {
+                out.push(metrics_check(&name, n.management_address));
             }
         }
         out
@@ -608,6 +665,30 @@ fn tcp_check(node: &str, what: &str, addr: std::net::Ipv4Addr, port: u16) -> Che
     }
 }
 
+/// `GET /metrics` on a node_exporter from the station: answered 200.
+fn metrics_check(node: &str, addr: std::net::Ipv4Addr) -> Check {
+    use std::io::{Read, Write};
+    let sa = SocketAddr::from((addr, crate::topology::METRICS_PORT));
+    let result = (|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&sa, Duration::from_millis(500))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {sa}\r\n\r\n").as_bytes())?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(String::from_utf8_lossy(&head).to_string())
+    })();
+    let (ok, detail) = match result {
+        Ok(head) => (head.ends_with(" 200"), head),
+        Err(e) => (false, e.to_string()),
+    };
+    Check {
+        node: node.to_string(),
+        what: "metrics scraped from the station".into(),
+        ok,
+        detail,
+    }
+}
+
 /// Every program the topology needs, before touching anything.
 fn preflight(topology: &Topology) -> anyhow::Result<()> {
     sys::find_binary(&["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip"], "iproute2")?;
@@ -629,6 +710,12 @@ fn preflight(topology: &Topology) -> anyhow::Result<()> {
     }
     if kinds.contains(&Kind::Sensors) {
         sys::find_binary(&["/usr/bin/mosquitto_pub"], "mosquitto-clients")?;
+    }
+    if topology.nodes.iter().any(|n| n.metrics) {
+        sys::find_binary(
+            &["/usr/bin/prometheus-node-exporter"],
+            "prometheus-node-exporter",
+        )?;
     }
     Ok(())
 }

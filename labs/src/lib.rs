@@ -1,6 +1,7 @@
 //! SOTP's network labs: Linux network namespaces joined by veth pairs, running real daemons
-//! from Debian (FRR, net-snmp, OpenSSH, softflowd, Mosquitto) that play routers, hosts, flow
-//! exporters and MQTT brokers — Containerlab's idea without containers, which do not run here.
+//! from Debian (FRR, net-snmp, OpenSSH, softflowd, Mosquitto, node_exporter) that play
+//! routers, hosts, flow exporters, MQTT brokers and scrape targets — Containerlab's idea
+//! without containers, which do not run here.
 //!
 //! Written against the system tools (`ip`, the daemons) rather than netlink crates: a lab is
 //! exactly the commands an operator would type, and stays debuggable by hand
@@ -12,7 +13,7 @@ mod sys;
 pub mod topology;
 
 pub use lab::{Check, Lab};
-pub use topology::{Kind, Plan, Topology};
+pub use topology::{Kind, METRICS_PORT, Plan, Topology};
 
 /// The topologies shipped in `labs/topologies/`.
 pub fn topology_path(name: &str) -> std::path::PathBuf {

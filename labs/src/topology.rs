@@ -41,7 +41,15 @@ pub struct Node {
     /// For sensors: one publisher per room (`home/<room>/temperature`, `.../humidity`).
     #[serde(default)]
     pub rooms: Vec<String>,
+    /// Run a Prometheus node_exporter on the node's management address, port
+    /// [`METRICS_PORT`]: a real scrape target inside the lab (`up` turns 0 when the station
+    /// can no longer reach the node).
+    #[serde(default)]
+    pub metrics: bool,
 }
+
+/// The port of a node's node_exporter (`metrics: true`).
+pub const METRICS_PORT: u16 = 9100;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +255,28 @@ impl Plan {
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.node.name == name)
     }
+
+    /// Every node_exporter of the lab as (node name, `address:9100`), in topology order.
+    pub fn metrics_targets(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| Some((n.node.name.clone(), n.metrics_target()?)))
+            .collect()
+    }
+}
+
+impl NodePlan {
+    /// `address:9100` of the node's node_exporter, if it has `metrics: true`.
+    pub fn metrics_target(&self) -> Option<String> {
+        self.node
+            .metrics
+            .then(|| format!("{}:{METRICS_PORT}", self.management_address))
+    }
+
+    /// The node's interface on its link to `peer` (the first, if there are several).
+    pub fn interface_toward(&self, peer: &str) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.peer == peer)
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +317,36 @@ mod tests {
             sensors.gateway,
             Some(a.node("access2").unwrap().interfaces[2].address)
         );
+    }
+
+    #[test]
+    fn the_star_topology_has_a_core_three_access_routers_and_targets_behind_them() {
+        let t = Topology::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/topologies/star.yaml"
+        )))
+        .unwrap();
+        let p = t.plan(26).unwrap();
+        let core = p.node("core1").unwrap();
+        assert!(core.node.management);
+        for (k, acc) in ["acc1", "acc2", "acc3"].into_iter().enumerate() {
+            let iface = core.interface_toward(acc).unwrap();
+            assert_eq!(iface.name, format!("eth{}", k + 1));
+            let host = format!("host{}", k + 1);
+            assert_eq!(
+                p.node(&host).unwrap().gateway,
+                Some(
+                    p.node(acc)
+                        .unwrap()
+                        .interface_toward(&host)
+                        .unwrap()
+                        .address
+                )
+            );
+        }
+        let targets = p.metrics_targets();
+        assert_eq!(targets.len(), 7, "{targets:?}");
+        assert_eq!(targets[0], ("core1".into(), "10.102.255.1:9100".into()));
     }
 
     #[test]

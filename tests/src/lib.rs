@@ -1,10 +1,12 @@
 //! Test support: the guest components built by `build.rs`, and a harness that runs a real
 //! `sotp` process on a loopback port with its own data dir and talks to it over HTTP.
 
+pub mod alertmanager;
 pub mod harness;
 pub mod http_recorder;
 pub mod mosquitto;
 pub mod pcap;
+pub mod prometheus;
 pub mod questdb;
 
 /// Paths of the guest components built for the tests.

@@ -11,7 +11,7 @@ const STATE_DIR: &str = "/run/sotp-labs";
 #[derive(Parser)]
 #[command(
     name = "sotp-lab",
-    about = "Network labs of Linux namespaces running FRR, net-snmp, OpenSSH, softflowd and Mosquitto",
+    about = "Network labs of Linux namespaces running FRR, net-snmp, OpenSSH, softflowd, Mosquitto and node_exporter",
     long_about = "Network labs for SOTP's end-to-end tests: each node is a network namespace running \
 real daemons; the root namespace is the management station. Needs root.\n\n\
 A lab's addresses derive from its id: lab N owns 10.(76+N).0.0/16, its namespaces are sl<N>-<node>, \
@@ -36,7 +36,7 @@ enum Cmd {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Check a running lab (SSH, SNMP, OSPF adjacencies, broker).
+    /// Check a running lab (SSH, SNMP, OSPF adjacencies, broker, node_exporters).
     Check { lab: String },
     /// Run a command inside a node (its namespace, hostname and config mounts).
     Exec {
@@ -171,11 +171,14 @@ fn print_nodes(lab: &Lab) {
     );
     for n in &lab.plan.nodes {
         println!(
-            "  {:<10} {:<12} {:<15} netns {}",
+            "  {:<10} {:<12} {:<15} netns {}{}",
             n.node.name,
             format!("{:?}", n.node.kind),
             n.management_address,
-            n.netns
+            n.netns,
+            n.metrics_target()
+                .map(|t| format!(", metrics http://{t}/metrics"))
+                .unwrap_or_default()
         );
     }
     println!(
