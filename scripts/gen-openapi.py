@@ -101,6 +101,10 @@ paths = {
   "/v1/alerts/settings": {
     "get": op("How alerts map to devices: the labels tried in order, the hold-down window", tag="alerts"),
     "put": op("Set the alert settings", tag="alerts", scope="deploy", body=json_body({"device_labels": {"type": "array", "items": {"type": "string"}}, "hold_down": {"type": "string"}}))},
+  "/v1/incidents": {"get": op("Incidents correlation opened, newest first, with their root device and the devices whose alerts they suppressed", params=[q("status", "open or resolved"), q("limit", "at most this many (default 100)", "integer")], tag="alerts")},
+  "/v1/incidents/{id}": {"get": op("One incident: root cause, title, its alerts (root and suppressed children, each with the reason), the timeline", params=[pid], tag="alerts")},
+  "/v1/incidents/{id}/acknowledge": {"post": op("Acknowledge an incident (recorded in its timeline)", params=[pid], tag="alerts", scope="deploy")},
+  "/v1/incidents/{id}/resolve": {"post": op("Resolve an incident by hand (recorded in its timeline)", params=[pid], tag="alerts", scope="deploy")},
   "/v1/backups": {"get": op("Devices with configuration backups and their latest revision", tag="backups")},
   "/v1/backups/settings": {
     "get": op("Volatile-line patterns dropped before comparing and storing", tag="backups"),

@@ -21,6 +21,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("VTY_SSH_ONLY", "vty_ssh_only"),
     ("SNMP_V3_ONLY", "snmp_v3_only"),
     ("INTERFACE_DESCRIPTIONS", "interface_descriptions"),
+    ("TOPOLOGY_CORRELATION", "topology_correlation"),
+    ("EVIL_POLICY", "evil_policy"),
 ];
 
 /// Python rule components (`policies/*-py`), built by `scripts/build-python-rules`.
@@ -43,6 +45,7 @@ fn main() {
         "guests/snmp-interfaces",
         "guests/ssh-config-backup",
         "guests/rule-sdk",
+        "guests/policy-sdk",
         "policies",
         "scripts/build-python-rules",
         "tests/guests",

@@ -44,6 +44,9 @@ enum Command {
     /// Alerts: what Alertmanager (or anything else) pushed, by device; intakes; label mapping.
     #[command(subcommand)]
     Alerts(cli::alerts::AlertsCmd),
+    /// Incidents: alert storms folded by the device topology.
+    #[command(subcommand)]
+    Incidents(cli::incidents::IncidentsCmd),
     /// Configuration backups: history, text, diffs.
     #[command(subcommand)]
     Backup(cli::backup::BackupCmd),
@@ -90,6 +93,7 @@ fn main() -> std::process::ExitCode {
             Command::Tenant(cmd) => cli::tenant::exec_tenant(cmd).await,
             Command::Token(cmd) => cli::tenant::exec_token(cmd).await,
             Command::Alerts(cmd) => cli::alerts::exec(cmd).await,
+            Command::Incidents(cmd) => cli::incidents::exec(cmd).await,
             Command::Backup(cmd) => cli::backup::exec(cmd).await,
             Command::Compliance(cmd) => cli::compliance::exec(cmd).await,
             Command::Device(cmd) => cli::device::exec(cmd).await,

@@ -8,8 +8,9 @@
 use crate::budget::InstanceSlot;
 use crate::host::stdio::panic_message;
 use crate::host::{
-    Collector, CollectorPre, ComplianceRule, ComplianceRulePre, CpuDeadlineExceeded, Emitted,
-    GuestOutput, HostState, InstanceEnv, MemoryLimitExceeded, WallClockExceeded, WitFinding,
+    Collector, CollectorPre, ComplianceRule, ComplianceRulePre, CorrelationPolicy,
+    CorrelationPolicyPre, CpuDeadlineExceeded, Emitted, GuestOutput, HostState, InstanceEnv,
+    MemoryLimitExceeded, TopologyView, WallClockExceeded, WitAlert, WitDecision, WitFinding,
     WitRuleDevice, WitTick,
 };
 use crate::manifest::World;
@@ -76,12 +77,14 @@ pub enum LoadError {
 enum WorldPre {
     Collector(CollectorPre<HostState>),
     Rule(ComplianceRulePre<HostState>),
+    Policy(CorrelationPolicyPre<HostState>),
 }
 
 /// A live instance's exports, per world.
 enum Bindings {
     Collector(Collector),
     Rule(ComplianceRule),
+    Policy(CorrelationPolicy),
 }
 
 impl Bindings {
@@ -93,15 +96,17 @@ impl Bindings {
         match self {
             Bindings::Collector(b) => b.call_init(store, config),
             Bindings::Rule(b) => b.call_init(store, config),
+            Bindings::Policy(b) => b.call_init(store, config),
         }
     }
 }
 
 /// Instances of a request/response world evaluating at once (an audit spreads devices over
-/// the cores); collectors have one, entered by one call at a time.
+/// the cores); collectors have one, entered by one call at a time, and so has a correlation
+/// policy (a tenant's batches are decided in order).
 pub fn pool_size(world: World) -> usize {
     match world {
-        World::Collector => 1,
+        World::Collector | World::CorrelationPolicy => 1,
         World::ComplianceRule => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -165,6 +170,9 @@ impl LoadedVersion {
             }
             World::ComplianceRule => {
                 WorldPre::Rule(ComplianceRulePre::new(instance_pre).map_err(wrong)?)
+            }
+            World::CorrelationPolicy => {
+                WorldPre::Policy(CorrelationPolicyPre::new(instance_pre).map_err(wrong)?)
             }
         };
         Ok(LoadedVersion {
@@ -266,9 +274,10 @@ impl LoadedVersion {
             (Bindings::Collector(b), Call::Message { topic, payload }) => {
                 b.call_on_message(&mut live.store, topic, payload)
             }
-            (Bindings::Rule(_), _) => Ok(Err(
-                "a compliance rule takes no ticks or messages".to_string()
-            )),
+            (Bindings::Rule(_) | Bindings::Policy(_), _) => Ok(Err(format!(
+                "a {} component takes no ticks or messages",
+                self.env.manifest.world.name()
+            ))),
         };
         let call_emitted = std::mem::take(&mut live.store.data_mut().out);
         let outcome = match result {
@@ -320,8 +329,49 @@ impl LoadedVersion {
         device: &WitRuleDevice,
         config: &str,
     ) -> Result<Vec<WitFinding>, String> {
+        self.request(CallKind::Evaluate, None, |bindings, store| match bindings {
+            Bindings::Rule(b) => Some(b.call_evaluate(store, device, config)),
+            _ => None,
+        })
+    }
+
+    /// A correlation policy's `decide` on a batch, reading `view` through `topology`.
+    /// Errors (the guest's `err`, a failed `init`, a trap) are the caller's to fail open on;
+    /// they also set the component's `last_error`.
+    pub fn decide(
+        &self,
+        now_ms: i64,
+        batch: &[WitAlert],
+        view: Arc<dyn TopologyView>,
+    ) -> Result<Vec<WitDecision>, String> {
+        self.request(
+            CallKind::Decide,
+            Some(view),
+            |bindings, store| match bindings {
+                Bindings::Policy(b) => Some(b.call_decide(store, now_ms, batch)),
+                _ => None,
+            },
+        )
+        .inspect_err(|message| {
+            self.env
+                .stats
+                .set_last_error(format!("decide on {} alert(s): {message}", batch.len()));
+        })
+    }
+
+    /// One request/response call on a free instance of the pool (starting one, with `init`,
+    /// if needed); `call` returns `None` if the instance is not of the world it expects.
+    fn request<R>(
+        &self,
+        kind: CallKind,
+        view: Option<Arc<dyn TopologyView>>,
+        call: impl FnOnce(
+            &Bindings,
+            &mut Store<HostState>,
+        ) -> Option<wasmtime::Result<Result<R, String>>>,
+    ) -> Result<R, String> {
         let Body::Wasm { lives, .. } = &self.body else {
-            return Err("native components implement no compliance rules".into());
+            return Err("a native component answers no requests".into());
         };
         let mut guard = lives
             .iter()
@@ -332,17 +382,22 @@ impl LoadedVersion {
             *guard = Some(instance);
         }
         let live = guard.as_mut().expect("instance started above");
-        let Bindings::Rule(bindings) = &live.bindings else {
-            return Err("this component is not a compliance rule".into());
-        };
         begin_call(&mut live.store);
-        self.env.stats.count_call(CallKind::Evaluate);
-        let result = bindings.call_evaluate(&mut live.store, device, config);
+        live.store.data_mut().topology = view;
+        self.env.stats.count_call(kind);
+        let result = call(&live.bindings, &mut live.store);
         live.store.data_mut().out = Emitted::default();
+        live.store.data_mut().topology = None;
+        let Some(result) = result else {
+            return Err(format!(
+                "this component is a {}",
+                self.env.manifest.world.name()
+            ));
+        };
         match result {
-            Ok(Ok(findings)) => {
+            Ok(Ok(answer)) => {
                 live.stderr.take_captured();
-                Ok(findings)
+                Ok(answer)
             }
             Ok(Err(message)) => Err(message),
             Err(error) => {
@@ -431,6 +486,7 @@ impl LoadedVersion {
         let instantiated = match pre {
             WorldPre::Collector(p) => p.instantiate(&mut store).map(Bindings::Collector),
             WorldPre::Rule(p) => p.instantiate(&mut store).map(Bindings::Rule),
+            WorldPre::Policy(p) => p.instantiate(&mut store).map(Bindings::Policy),
         };
         let bindings = match instantiated {
             Ok(b) => b,

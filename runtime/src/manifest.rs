@@ -17,16 +17,22 @@ use std::time::Duration;
 pub enum World {
     Collector,
     ComplianceRule,
+    CorrelationPolicy,
 }
 
 impl World {
-    pub const ALL: [World; 2] = [World::Collector, World::ComplianceRule];
+    pub const ALL: [World; 3] = [
+        World::Collector,
+        World::ComplianceRule,
+        World::CorrelationPolicy,
+    ];
 
     /// The fully qualified WIT world this host serves for this name.
     pub fn wit_name(self) -> &'static str {
         match self {
             World::Collector => "sotp:telemetry/collector@0.1.0",
             World::ComplianceRule => "sotp:telemetry/compliance-rule@0.1.0",
+            World::CorrelationPolicy => "sotp:telemetry/correlation-policy@0.1.0",
         }
     }
 
@@ -35,6 +41,7 @@ impl World {
         match self {
             World::Collector => "collector",
             World::ComplianceRule => "compliance-rule",
+            World::CorrelationPolicy => "correlation-policy",
         }
     }
 }

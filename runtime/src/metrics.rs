@@ -147,6 +147,21 @@ fn render_process(out: &mut String, rt: &Runtime) {
             rt.correlation_counters().refused.load(Relaxed),
         ),
         (
+            "sotp_correlation_incidents_opened_total",
+            "Incidents correlation policies opened.",
+            rt.correlation_counters().incidents_opened.load(Relaxed),
+        ),
+        (
+            "sotp_correlation_suppressed_total",
+            "Alerts folded into an incident as a child of its root.",
+            rt.correlation_counters().suppressed.load(Relaxed),
+        ),
+        (
+            "sotp_correlation_policy_failures_total",
+            "Batches a correlation policy failed on (err, trap, CPU deadline); their alerts passed unfolded.",
+            rt.correlation_counters().policy_failures.load(Relaxed),
+        ),
+        (
             "sotp_compliance_refused_total",
             "Rule files and waivers refused at a compliance budget, audits refused while one runs.",
             rt.compliance_counters().refused.load(Relaxed),

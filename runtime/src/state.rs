@@ -192,6 +192,47 @@ CREATE TABLE alerts (
     PRIMARY KEY (tenant, fingerprint)
 );
 "#,
+    // Incidents and what correlation decided about each alert (see correlation/incidents.rs).
+    r#"
+ALTER TABLE alerts ADD COLUMN decision TEXT;
+ALTER TABLE alerts ADD COLUMN reason TEXT;
+ALTER TABLE alerts ADD COLUMN incident INTEGER;
+ALTER TABLE alerts ADD COLUMN hold_until_ms INTEGER;
+CREATE INDEX alerts_held ON alerts (tenant, hold_until_ms) WHERE hold_until_ms IS NOT NULL;
+CREATE TABLE incidents (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id INTEGER NOT NULL,
+    root TEXT NOT NULL,
+    title TEXT NOT NULL,
+    status TEXT NOT NULL,
+    acknowledged INTEGER NOT NULL DEFAULT 0,
+    opened_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    closed_ms INTEGER,
+    policy TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE TABLE incident_alerts (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    incident INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    device TEXT,
+    role TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    added_ms INTEGER NOT NULL,
+    resolved_ms INTEGER,
+    PRIMARY KEY (tenant, incident, fingerprint)
+);
+CREATE TABLE incident_events (
+    tenant TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    incident INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (tenant, incident, seq)
+);
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]

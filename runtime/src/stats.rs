@@ -113,14 +113,17 @@ pub enum CallKind {
     Message,
     /// A compliance rule's `evaluate`.
     Evaluate,
+    /// A correlation policy's `decide`.
+    Decide,
 }
 
 impl CallKind {
-    pub const ALL: [CallKind; 4] = [
+    pub const ALL: [CallKind; 5] = [
         CallKind::Init,
         CallKind::Tick,
         CallKind::Message,
         CallKind::Evaluate,
+        CallKind::Decide,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -128,13 +131,14 @@ impl CallKind {
             CallKind::Tick => "tick",
             CallKind::Message => "message",
             CallKind::Evaluate => "evaluate",
+            CallKind::Decide => "decide",
         }
     }
 }
 
 #[derive(Default)]
 pub struct ComponentStats {
-    calls: [AtomicU64; 4],
+    calls: [AtomicU64; 5],
     /// Calls whose export returned `err`.
     pub errors: AtomicU64,
     /// Host calls refused by the grant check.

@@ -7,6 +7,7 @@ pub mod compliance;
 pub mod component;
 pub mod device;
 pub mod flows;
+pub mod incidents;
 pub mod mqtt;
 pub mod query;
 pub mod run;

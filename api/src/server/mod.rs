@@ -11,6 +11,7 @@ mod components;
 mod devices;
 mod error;
 mod flows;
+mod incidents;
 mod mqtt;
 mod ops;
 mod query;
@@ -99,6 +100,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             "/alerts/settings",
             get(alerts::get_settings).put(alerts::put_settings),
         )
+        .route("/incidents", get(incidents::list))
+        .route("/incidents/{id}", get(incidents::show))
+        .route("/incidents/{id}/acknowledge", post(incidents::acknowledge))
+        .route("/incidents/{id}/resolve", post(incidents::resolve))
         .route("/backups", get(backups::list))
         .route(
             "/backups/settings",

@@ -425,6 +425,7 @@ fn kind_export(kind: CallKind) -> &'static str {
         CallKind::Tick => "on-tick",
         CallKind::Message => "on-message",
         CallKind::Evaluate => "evaluate",
+        CallKind::Decide => "decide",
     }
 }
 

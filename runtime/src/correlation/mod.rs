@@ -7,10 +7,14 @@
 //! intake answered 2xx is durable; redelivery changes nothing). `Runtime` is the front door
 //! (`runtime/alerts.rs`): it checks the tenant and hands this the inventory.
 
+pub mod engine;
+pub mod incidents;
 pub mod intake;
 pub mod mapping;
 pub mod store;
 
+pub use engine::{ActivePolicy, Correlated, Policy};
+pub use incidents::{Incident, IncidentDetail};
 pub use intake::{AlertEvent, AlertStatus, Intake, IntakeError};
 pub use mapping::{AlertSettings, DeviceIndex};
 pub use store::{Applied, IntakeInfo, StoredAlert};
@@ -64,6 +68,10 @@ pub struct CorrelationCounters {
     pub alerts: AtomicU64,
     pub unmapped: AtomicU64,
     pub refused: AtomicU64,
+    pub incidents_opened: AtomicU64,
+    pub suppressed: AtomicU64,
+    /// Batches a policy failed on (their alerts passed unfolded).
+    pub policy_failures: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +94,8 @@ pub struct IntakeOutcome {
     pub unmapped: usize,
     /// Alerts the sender left out (Alertmanager's `max_alerts`).
     pub truncated: u64,
+    /// What correlation decided on the alerts that changed.
+    pub correlated: Correlated,
 }
 
 const SETTINGS: &str = "alerts";
@@ -94,6 +104,8 @@ pub struct Correlation {
     state: Arc<StateStore>,
     pub limits: CorrelationConfig,
     pub counters: CorrelationCounters,
+    /// One batch at a time per tenant: decisions apply in arrival order.
+    locks: parking_lot::Mutex<std::collections::HashMap<String, Arc<parking_lot::Mutex<()>>>>,
 }
 
 impl Correlation {
@@ -102,16 +114,19 @@ impl Correlation {
             state,
             limits,
             counters: CorrelationCounters::default(),
+            locks: Default::default(),
         }
     }
 
-    /// Read, map and record one request's alerts. `parse` is the wire format's reader.
+    /// Read, map and record one request's alerts, then decide on those that changed with
+    /// the tenant's `policy` (none: they pass).
     pub fn ingest(
         &self,
         tenant: &str,
         body: &[u8],
         webhook: bool,
         devices: &[Device],
+        policy: Option<&dyn Policy>,
     ) -> Result<IntakeOutcome, CorrelationError> {
         let now = crate::now_ms();
         let parsed = if webhook {
@@ -131,6 +146,8 @@ impl Correlation {
             })
             .collect();
         let unmapped = events.iter().filter(|(_, d)| d.is_none()).count();
+        let lock = self.lock(tenant);
+        let _one_at_a_time = lock.lock();
         let digest = hex::encode(sha2::Sha256::digest(body));
         let text = String::from_utf8_lossy(body);
         let applied = store::ingest(
@@ -151,12 +168,90 @@ impl Correlation {
             self.count(&self.counters.unmapped, unmapped as u64);
             self.count(&self.counters.refused, applied.refused as u64);
         }
+        let changed = applied.changed.clone();
+        let correlated = self.correlate(tenant, devices, policy, changed, now)?;
         Ok(IntakeOutcome {
             applied,
             alerts: events.len(),
             unmapped,
             truncated: intake.truncated,
+            correlated,
         })
+    }
+
+    /// Offer the held alerts whose time has come to their tenants' policies.
+    pub fn release_holds(
+        &self,
+        devices_of: impl Fn(&str) -> Vec<Device>,
+        policy_of: impl Fn(&str) -> Option<Arc<dyn Policy>>,
+    ) -> Result<(), CorrelationError> {
+        let now = crate::now_ms();
+        let due = store::due_holds(&self.state, now)?;
+        let mut by_tenant: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (tenant, fp) in due {
+            by_tenant.entry(tenant).or_default().push(fp);
+        }
+        for (tenant, fps) in by_tenant {
+            let lock = self.lock(&tenant);
+            let _one_at_a_time = lock.lock();
+            let policy = policy_of(&tenant);
+            self.correlate(&tenant, &devices_of(&tenant), policy.as_deref(), fps, now)?;
+        }
+        Ok(())
+    }
+
+    fn correlate(
+        &self,
+        tenant: &str,
+        devices: &[Device],
+        policy: Option<&dyn Policy>,
+        fingerprints: Vec<String>,
+        now: i64,
+    ) -> Result<Correlated, CorrelationError> {
+        let done = engine::correlate(&self.state, tenant, devices, policy, fingerprints, now)?;
+        let c = &self.counters;
+        self.count(&c.incidents_opened, done.outcome.opened.len() as u64);
+        self.count(&c.suppressed, done.outcome.suppressed as u64);
+        if done.policy_error.is_some() {
+            self.count(&c.policy_failures, 1);
+        }
+        Ok(done)
+    }
+
+    pub fn incidents(
+        &self,
+        tenant: &str,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Incident>, CorrelationError> {
+        Ok(incidents::list(&self.state, tenant, status, limit)?)
+    }
+
+    pub fn incident(
+        &self,
+        tenant: &str,
+        id: i64,
+    ) -> Result<Option<IncidentDetail>, CorrelationError> {
+        Ok(incidents::detail(&self.state, tenant, id)?)
+    }
+
+    /// Acknowledge or (by hand) resolve an incident; `false` if the tenant has none `id`.
+    pub fn set_incident(
+        &self,
+        tenant: &str,
+        id: i64,
+        resolve: bool,
+        by: &str,
+    ) -> Result<bool, CorrelationError> {
+        Ok(incidents::set(&self.state, tenant, id, resolve, by)?)
+    }
+
+    fn lock(&self, tenant: &str) -> Arc<parking_lot::Mutex<()>> {
+        self.locks
+            .lock()
+            .entry(tenant.to_string())
+            .or_default()
+            .clone()
     }
 
     pub fn alerts(

@@ -44,6 +44,15 @@ pub struct StoredAlert {
     pub last_seen_ms: i64,
     /// The intake that last changed it.
     pub intake: i64,
+    /// What correlation decided: `passed`, `incident` (it is an incident's root cause),
+    /// `suppressed`, `held`; none before a decision.
+    pub decision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_until_ms: Option<i64>,
 }
 
 /// What recording one intake did.
@@ -59,6 +68,9 @@ pub struct Applied {
     pub stale: usize,
     /// New alerts refused: the tenant holds `max_alerts`.
     pub refused: usize,
+    /// Fingerprints of the alerts it created or changed (what correlation decides on).
+    #[serde(skip)]
+    pub changed: Vec<String>,
 }
 
 /// One recorded intake, for listing and replay.
@@ -175,6 +187,7 @@ fn apply(
                 ],
             )?;
             applied.new += 1;
+            applied.changed.push(event.fingerprint.clone());
         }
         Some((was, starts)) => {
             let stale = event.status == AlertStatus::Firing
@@ -206,6 +219,7 @@ fn apply(
             } else {
                 applied.updated += 1;
             }
+            applied.changed.push(event.fingerprint.clone());
         }
     }
     Ok(())
@@ -241,6 +255,35 @@ fn status_text(s: AlertStatus) -> &'static str {
     }
 }
 
+const ALERT_COLUMNS: &str = "fingerprint, status, labels, annotations, device, starts_ms, ends_ms,
+     first_seen_ms, last_seen_ms, intake, decision, reason, incident, hold_until_ms";
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAlert> {
+    let status: String = r.get(1)?;
+    let labels: String = r.get(2)?;
+    let annotations: String = r.get(3)?;
+    Ok(StoredAlert {
+        fingerprint: r.get(0)?,
+        status: if status == "resolved" {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Firing
+        },
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        annotations: serde_json::from_str(&annotations).unwrap_or_default(),
+        device: r.get(4)?,
+        starts_at_ms: r.get(5)?,
+        ends_at_ms: r.get(6)?,
+        first_seen_ms: r.get(7)?,
+        last_seen_ms: r.get(8)?,
+        intake: r.get(9)?,
+        decision: r.get(10)?,
+        reason: r.get(11)?,
+        incident: r.get(12)?,
+        hold_until_ms: r.get(13)?,
+    })
+}
+
 /// The tenant's alerts, newest change first; `status`, `device`: only those.
 pub fn alerts(
     state: &StateStore,
@@ -250,37 +293,63 @@ pub fn alerts(
     limit: usize,
 ) -> Result<Vec<StoredAlert>, StoreError> {
     Ok(state.with_reader(|conn| {
-        let mut stmt = conn.prepare(
-            "SELECT fingerprint, status, labels, annotations, device, starts_ms, ends_ms,
-                    first_seen_ms, last_seen_ms, intake
-             FROM alerts
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
              WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR device = ?3)
-             ORDER BY last_seen_ms DESC, fingerprint LIMIT ?4",
-        )?;
+             ORDER BY last_seen_ms DESC, fingerprint LIMIT ?4"
+        ))?;
         let rows = stmt.query_map(
             params![tenant, status.map(status_text), device, limit as i64],
-            |r| {
-                let status: String = r.get(1)?;
-                let labels: String = r.get(2)?;
-                let annotations: String = r.get(3)?;
-                Ok(StoredAlert {
-                    fingerprint: r.get(0)?,
-                    status: if status == "resolved" {
-                        AlertStatus::Resolved
-                    } else {
-                        AlertStatus::Firing
-                    },
-                    labels: serde_json::from_str(&labels).unwrap_or_default(),
-                    annotations: serde_json::from_str(&annotations).unwrap_or_default(),
-                    device: r.get(4)?,
-                    starts_at_ms: r.get(5)?,
-                    ends_at_ms: r.get(6)?,
-                    first_seen_ms: r.get(7)?,
-                    last_seen_ms: r.get(8)?,
-                    intake: r.get(9)?,
-                })
-            },
+            alert_row,
         )?;
+        rows.collect()
+    })?)
+}
+
+/// These alerts of the tenant (those that exist), in the order given.
+pub fn by_fingerprint(
+    state: &StateStore,
+    tenant: &str,
+    fingerprints: &[String],
+) -> Result<Vec<StoredAlert>, StoreError> {
+    Ok(state.with_reader(|conn| {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant = ?1 AND fingerprint = ?2"
+        ))?;
+        let mut out = Vec::with_capacity(fingerprints.len());
+        for fp in fingerprints {
+            if let Some(a) = stmt.query_row(params![tenant, fp], alert_row).optional()? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    })?)
+}
+
+/// Every firing alert of the tenant that names a device.
+pub fn firing_with_device(
+    state: &StateStore,
+    tenant: &str,
+) -> Result<Vec<StoredAlert>, StoreError> {
+    Ok(state.with_reader(|conn| {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE tenant = ?1 AND status = 'firing' AND device IS NOT NULL"
+        ))?;
+        let rows = stmt.query_map([tenant], alert_row)?;
+        rows.collect()
+    })?)
+}
+
+/// Held alerts whose time has come, and tenants with any.
+pub fn due_holds(state: &StateStore, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(state.with_reader(|conn| {
+        let mut stmt = conn.prepare(
+            "SELECT tenant, fingerprint FROM alerts
+             WHERE hold_until_ms IS NOT NULL AND hold_until_ms <= ?1 AND status = 'firing'
+             ORDER BY tenant, hold_until_ms",
+        )?;
+        let rows = stmt.query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect()
     })?)
 }

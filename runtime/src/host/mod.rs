@@ -13,6 +13,7 @@ mod secrets;
 mod snmp;
 mod ssh;
 pub(crate) mod stdio;
+mod topology;
 
 pub use stdio::GuestOutput;
 
@@ -46,6 +47,36 @@ pub mod rule_world {
             "sotp:telemetry/inventory": super::sotp::telemetry::inventory,
         },
     });
+}
+
+/// The `correlation-policy` world, sharing `types` and `log` with the others.
+pub mod policy_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "correlation-policy",
+        with: {
+            "sotp:telemetry/types": super::sotp::telemetry::types,
+            "sotp:telemetry/log": super::sotp::telemetry::log,
+        },
+    });
+}
+
+pub use policy_world::sotp::telemetry::correlation_types::{
+    Alert as WitAlert, AlertStatus as WitAlertStatus, Annotation as WitAnnotation,
+    Decision as WitDecision, HoldAlert as WitHold, Incident as WitIncident,
+    OpenIncident as WitOpen, Retitle as WitRetitle, SuppressAlert as WitSuppress,
+};
+pub use policy_world::sotp::telemetry::topology::NodeInfo as WitNode;
+pub use policy_world::{CorrelationPolicy, CorrelationPolicyPre};
+
+/// What a correlation policy reads through `topology` during one `decide`: a snapshot the
+/// correlation engine builds for the batch (the inventory's dependencies, what is firing,
+/// the open incidents). A trait so the host does not depend on the engine that calls it.
+pub trait TopologyView: Send + Sync {
+    fn node(&self, device: &str) -> Option<WitNode>;
+    fn children(&self, device: &str) -> Vec<String>;
+    fn firing(&self, device: &str) -> Vec<WitAlert>;
+    fn incidents(&self) -> Vec<WitIncident>;
 }
 
 pub use rule_world::sotp::telemetry::compliance_types::{
@@ -289,6 +320,8 @@ pub struct HostState {
     pub(crate) new_series: std::collections::HashSet<u64>,
     /// The quota of the scratch directory, if one is granted.
     pub(crate) scratch: Option<scratch::ScratchQuota>,
+    /// What `topology` answers during a correlation policy's `decide`.
+    pub(crate) topology: Option<Arc<dyn TopologyView>>,
 }
 
 impl HostState {
@@ -357,6 +390,7 @@ impl HostState {
             new_series: Default::default(),
             scratch,
             clock,
+            topology: None,
         }
     }
 
@@ -504,10 +538,18 @@ pub fn rule_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     Ok(linker)
 }
 
+/// The `correlation-policy` world's linker: WASI (no sockets, no files), `log`, `topology`.
+pub fn policy_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = wasi_linker(engine)?;
+    CorrelationPolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
 /// One linker per world.
 pub struct Linkers {
     pub collector: Linker<HostState>,
     pub rule: Linker<HostState>,
+    pub policy: Linker<HostState>,
 }
 
 impl Linkers {
@@ -515,6 +557,7 @@ impl Linkers {
         Ok(Linkers {
             collector: collector_linker(engine)?,
             rule: rule_linker(engine)?,
+            policy: policy_linker(engine)?,
         })
     }
 
@@ -522,6 +565,7 @@ impl Linkers {
         match world {
             crate::manifest::World::Collector => &self.collector,
             crate::manifest::World::ComplianceRule => &self.rule,
+            crate::manifest::World::CorrelationPolicy => &self.policy,
         }
     }
 }

@@ -2,8 +2,12 @@
 //! `crate::correlation`, the blocking work (SQLite with its fsync) on the blocking pool.
 
 use super::Runtime;
-use crate::correlation::{AlertSettings, AlertStatus, IntakeInfo, IntakeOutcome, StoredAlert};
+use crate::correlation::{
+    ActivePolicy, AlertSettings, AlertStatus, Incident, IncidentDetail, IntakeInfo, IntakeOutcome,
+    Policy, StoredAlert,
+};
 use crate::error::RuntimeError;
+use crate::manifest::World;
 use std::sync::Arc;
 
 impl Runtime {
@@ -19,7 +23,10 @@ impl Runtime {
         self.blocking(move |rt| {
             rt.tenant(&tenant)?;
             let devices = rt.state.devices(&tenant)?;
-            Ok(rt.correlation.ingest(&tenant, &body, webhook, &devices)?)
+            let policy = rt.correlation_policy(&tenant);
+            Ok(rt
+                .correlation
+                .ingest(&tenant, &body, webhook, &devices, policy.as_deref())?)
         })
         .await
     }
@@ -56,6 +63,65 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         self.tenant(tenant)?;
         Ok(self.correlation.set_settings(tenant, settings)?)
+    }
+
+    /// The tenant's active correlation policy: its active `correlation-policy` component
+    /// (the first by name, if several are active).
+    pub fn correlation_policy(&self, tenant: &str) -> Option<Arc<dyn Policy>> {
+        let mut active: Vec<(String, Arc<crate::instance::LoadedVersion>)> = self
+            .components
+            .read()
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .filter_map(|((_, name), h)| {
+                let v = h.active()?;
+                (v.env.manifest.world == World::CorrelationPolicy).then(|| (name.clone(), v))
+            })
+            .collect();
+        active.sort_by(|a, b| a.0.cmp(&b.0));
+        let (name, version) = active.into_iter().next()?;
+        Some(Arc::new(ActivePolicy { name, version }))
+    }
+
+    pub fn incidents(
+        &self,
+        tenant: &str,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Incident>, RuntimeError> {
+        self.tenant(tenant)?;
+        Ok(self.correlation.incidents(tenant, status, limit)?)
+    }
+
+    pub fn incident(&self, tenant: &str, id: i64) -> Result<IncidentDetail, RuntimeError> {
+        self.tenant(tenant)?;
+        self.correlation
+            .incident(tenant, id)?
+            .ok_or_else(|| RuntimeError::NotFound(format!("no incident {id}")))
+    }
+
+    /// Acknowledge, or with `resolve` close by hand, an incident.
+    pub fn set_incident(
+        &self,
+        tenant: &str,
+        id: i64,
+        resolve: bool,
+        by: &str,
+    ) -> Result<IncidentDetail, RuntimeError> {
+        self.tenant(tenant)?;
+        if !self.correlation.set_incident(tenant, id, resolve, by)? {
+            return Err(RuntimeError::NotFound(format!("no incident {id}")));
+        }
+        self.incident(tenant, id)
+    }
+
+    /// Offer due held alerts to their policies (the hold-down timer, once a second).
+    pub(super) fn release_held_alerts(&self) {
+        let devices_of = |t: &str| self.state.devices(t).unwrap_or_default();
+        let policy_of = |t: &str| self.correlation_policy(t);
+        if let Err(e) = self.correlation.release_holds(devices_of, policy_of) {
+            tracing::warn!(error = %e, "releasing held alerts failed; retrying in a second");
+        }
     }
 
     pub fn correlation_counters(&self) -> &crate::correlation::CorrelationCounters {

@@ -89,14 +89,20 @@ impl Runtime {
 /// Scheduled compliance audits: once a second, every tenant whose schedule is due and that
 /// has rules (files or components) gets an audit (one at a time per tenant: a run still going
 /// when the next is due makes that one a no-op, logged). The pass reads schedules and rule
-/// files from SQLite, so it runs on the blocking pool, as the audits do.
+/// files from SQLite, so it runs on the blocking pool, as the audits do. The same pass offers
+/// held alerts whose hold-down ended to their tenants' correlation policies.
 pub(super) async fn run_audit_schedule(rt: std::sync::Weak<Runtime>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         every.tick().await;
         let Some(rt) = rt.upgrade() else { return };
-        let _ = tokio::task::spawn_blocking(move || start_due_audits(&rt)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            start_due_audits(&rt);
+            // The alert hold-down timer shares this once-a-second pass.
+            rt.release_held_alerts();
+        })
+        .await;
     }
 }
 

@@ -1,0 +1,197 @@
+//! The correlation engine: what changed in an intake (or a hold whose time came) goes to the
+//! tenant's active correlation policy as one batch, with a snapshot of the topology and of
+//! what is firing; its decisions are applied to the incidents (`incidents.rs`). One batch at a
+//! time per tenant, so decisions apply in the order alerts arrived.
+//!
+//! It fails open: no active policy, a policy's `err`, a trap, a CPU deadline — the batch's
+//! alerts pass unfolded, the failure is counted and is the policy's `last_error`; no alert is
+//! ever lost to a policy. Closing an incident offers its still-firing children to the policy
+//! again (a few rounds at most), so a recovered parent does not release them as a flood.
+
+use super::incidents::{self, Outcome};
+use super::store::{self, StoreError, StoredAlert};
+use crate::host::{TopologyView, WitAlert, WitDecision, WitIncident, WitLabel, WitNode};
+use crate::instance::LoadedVersion;
+use crate::inventory::Device;
+use crate::state::StateStore;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Rounds of re-offering closed incidents' children within one batch.
+const MAX_ROUNDS: usize = 4;
+
+/// A tenant's active correlation policy, as the engine calls it.
+pub trait Policy: Send + Sync {
+    /// `component:<name>@<version>`, what incidents record.
+    fn source(&self) -> String;
+    fn decide(
+        &self,
+        now_ms: i64,
+        batch: &[WitAlert],
+        view: Arc<dyn TopologyView>,
+    ) -> Result<Vec<WitDecision>, String>;
+}
+
+/// A loaded `correlation-policy` version.
+pub struct ActivePolicy {
+    pub name: String,
+    pub version: Arc<LoadedVersion>,
+}
+
+impl Policy for ActivePolicy {
+    fn source(&self) -> String {
+        format!("component:{}@{}", self.name, self.version.version())
+    }
+
+    fn decide(
+        &self,
+        now_ms: i64,
+        batch: &[WitAlert],
+        view: Arc<dyn TopologyView>,
+    ) -> Result<Vec<WitDecision>, String> {
+        self.version.decide(now_ms, batch, view)
+    }
+}
+
+/// What a policy reads during one batch.
+pub struct Snapshot {
+    nodes: HashMap<String, WitNode>,
+    children: HashMap<String, Vec<String>>,
+    firing: HashMap<String, Vec<WitAlert>>,
+    incidents: Vec<WitIncident>,
+}
+
+impl Snapshot {
+    pub fn new(devices: &[Device], firing: Vec<StoredAlert>, incidents: Vec<WitIncident>) -> Self {
+        let mut children: HashMap<String, Vec<String>> = HashMap::new();
+        for d in devices {
+            for p in d.all_parents() {
+                children
+                    .entry(p.to_string())
+                    .or_default()
+                    .push(d.name.clone());
+            }
+        }
+        let nodes = devices
+            .iter()
+            .map(|d| {
+                let node = WitNode {
+                    name: d.name.clone(),
+                    parents: d.parents.clone(),
+                    redundancy_groups: d.redundancy_groups.clone(),
+                };
+                (d.name.clone(), node)
+            })
+            .collect();
+        let mut by_device: HashMap<String, Vec<WitAlert>> = HashMap::new();
+        for a in firing {
+            if let Some(d) = a.device.clone() {
+                by_device.entry(d).or_default().push(wit_alert(&a));
+            }
+        }
+        Snapshot {
+            nodes,
+            children,
+            firing: by_device,
+            incidents,
+        }
+    }
+}
+
+impl TopologyView for Snapshot {
+    fn node(&self, device: &str) -> Option<WitNode> {
+        self.nodes.get(device).cloned()
+    }
+    fn children(&self, device: &str) -> Vec<String> {
+        self.children.get(device).cloned().unwrap_or_default()
+    }
+    fn firing(&self, device: &str) -> Vec<WitAlert> {
+        self.firing.get(device).cloned().unwrap_or_default()
+    }
+    fn incidents(&self) -> Vec<WitIncident> {
+        self.incidents.clone()
+    }
+}
+
+/// An alert as a policy sees it.
+pub fn wit_alert(a: &StoredAlert) -> WitAlert {
+    WitAlert {
+        fingerprint: a.fingerprint.clone(),
+        status: incidents::wit_status(a.status),
+        labels: a
+            .labels
+            .iter()
+            .map(|(name, value)| WitLabel {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        device: a.device.clone(),
+        starts_at_ms: a.starts_at_ms,
+        received_ms: a.last_seen_ms,
+    }
+}
+
+/// What one correlation did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Correlated {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// The policy failed: why (its alerts passed unfolded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_error: Option<String>,
+}
+
+/// Decide on `fingerprints` (alerts of `tenant` that changed or whose hold ended) with
+/// `policy`, or pass them all if there is none or it fails.
+pub fn correlate(
+    state: &StateStore,
+    tenant: &str,
+    devices: &[Device],
+    policy: Option<&dyn Policy>,
+    fingerprints: Vec<String>,
+    now_ms: i64,
+) -> Result<Correlated, StoreError> {
+    let mut total = Correlated::default();
+    let mut pending = fingerprints;
+    for _ in 0..MAX_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        let batch: Vec<WitAlert> = store::by_fingerprint(state, tenant, &pending)?
+            .iter()
+            .map(wit_alert)
+            .collect();
+        let (source, decisions) = match policy {
+            None => ("none".to_string(), Vec::new()),
+            Some(p) => {
+                let view = Arc::new(Snapshot::new(
+                    devices,
+                    store::firing_with_device(state, tenant)?,
+                    incidents::open_for_policy(state, tenant)?,
+                ));
+                match p.decide(now_ms, &batch, view) {
+                    Ok(d) => (p.source(), d),
+                    Err(e) => {
+                        total.policy_error = Some(e);
+                        (p.source(), Vec::new())
+                    }
+                }
+            }
+        };
+        let out = incidents::apply(state, tenant, &source, &batch, &decisions, now_ms)?;
+        pending = out.reoffer.clone();
+        merge(&mut total.outcome, out);
+    }
+    Ok(total)
+}
+
+fn merge(total: &mut Outcome, out: Outcome) {
+    total.opened.extend(out.opened);
+    total.suppressed += out.suppressed;
+    total.passed += out.passed;
+    total.held += out.held;
+    total.closed.extend(out.closed);
+    total.overridden += out.overridden;
+    total.reoffer = out.reoffer;
+}

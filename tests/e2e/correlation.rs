@@ -1,0 +1,314 @@
+//! Correlation through the API with the default policy (`policies/topology-correlation`):
+//! a storm folded into one incident rooted at the device that is down, in any order; a
+//! redundancy group with one parent up suppressing nothing; the root's recovery closing the
+//! incident and its children decided again; a hot swap keeping open incidents; a failing
+//! policy failing open; isolation.
+
+use serde_json::{Value, json};
+use sotp_tests::guests::{EVIL_POLICY, TOPOLOGY_CORRELATION};
+use sotp_tests::harness::{Api, Server};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sotp");
+const ZERO: &str = "0001-01-01T00:00:00Z";
+
+/// core1 → dist1, dist2; acc1..acc3 behind dist1; acc4 needs dist1 or dist2.
+fn topology() -> Value {
+    json!([
+        { "name": "core1", "address": "10.77.255.1" },
+        { "name": "dist1", "address": "10.77.255.2", "parents": ["core1"] },
+        { "name": "dist2", "address": "10.77.255.3", "parents": ["core1"] },
+        { "name": "acc1", "address": "10.77.255.11", "parents": ["dist1"] },
+        { "name": "acc2", "address": "10.77.255.12", "parents": ["dist1"] },
+        { "name": "acc3", "address": "10.77.255.13", "parents": ["dist1"] },
+        { "name": "acc4", "address": "10.77.255.14", "redundancy_groups": [["dist1", "dist2"]] },
+    ])
+}
+
+fn manifest(version: &str, hold_down: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../policies/topology-correlation/sotp.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("version = \"1.0.0\"", &format!("version = \"{version}\""))
+    .replace(
+        "hold_down = \"30s\"",
+        &format!("hold_down = \"{hold_down}\""),
+    )
+}
+
+fn down(device: &str, status: &str, starts: &str) -> Value {
+    let ends = if status == "resolved" {
+        "2026-12-01T11:00:00Z"
+    } else {
+        ZERO
+    };
+    json!({
+        "status": status,
+        "labels": { "alertname": "InstanceDown", "instance": format!("{device}:9100"), "job": "node" },
+        "startsAt": starts, "endsAt": ends,
+    })
+}
+
+fn hook(alerts: Vec<Value>) -> Value {
+    json!({ "version": "4", "status": "firing", "receiver": "sotp", "truncatedAlerts": 0,
+            "groupKey": "{}", "alerts": alerts })
+}
+
+/// A tenant with the topology and the default policy (hold-down `hold`), and an ingest token.
+fn tenant(server: &Server, id: &str, hold: &str) -> (Api, Api) {
+    let api = server.tenant(id);
+    assert_eq!(api.post("/v1/devices/import", topology()).0, 200);
+    api.push(&manifest("1.0.0", hold), TOPOLOGY_CORRELATION);
+    let push = api.scoped("am", &["ingest"]);
+    (api, push)
+}
+
+fn post(push: &Api, alerts: Vec<Value>) -> Value {
+    let (status, out) = push.post("/v1/alerts/webhook", hook(alerts));
+    assert_eq!(status, 200, "{out}");
+    out
+}
+
+fn incidents(api: &Api, status: &str) -> Vec<Value> {
+    let (code, body) = api.get(&format!("/v1/incidents?status={status}"));
+    assert_eq!(code, 200, "{body}");
+    body["incidents"].as_array().unwrap().clone()
+}
+
+/// Wait until the open incidents are exactly `(root, children)`.
+fn wait_incidents(api: &Api, want: &[(&str, &[&str])]) -> Vec<Value> {
+    let mut want: Vec<(String, Vec<String>)> = want
+        .iter()
+        .map(|(r, c)| (r.to_string(), c.iter().map(|s| s.to_string()).collect()))
+        .collect();
+    want.sort();
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        last = incidents(api, "open");
+        let mut got: Vec<(String, Vec<String>)> = last
+            .iter()
+            .map(|i| {
+                let children = i["children"].as_array().unwrap().iter();
+                (
+                    i["root"].as_str().unwrap().to_string(),
+                    children.map(|c| c.as_str().unwrap().to_string()).collect(),
+                )
+            })
+            .collect();
+        got.sort();
+        if got == want {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("open incidents never became {want:?}: {last:?}");
+}
+
+#[test]
+fn a_storm_in_any_order_is_one_incident_rooted_where_the_outage_is() {
+    let server = Server::start(BIN);
+    let storm = ["acc1", "acc2", "acc3", "dist1", "core1", "dist2", "acc4"];
+    let t = "2026-12-01T10:00:00Z";
+    let orders: [Vec<&str>; 3] = [
+        storm.to_vec(),                        // children first, the root last-but-some
+        storm.iter().rev().copied().collect(), // root first
+        vec!["acc2", "core1", "acc1", "acc4", "dist2", "acc3", "dist1"],
+    ];
+    for (i, order) in orders.iter().enumerate() {
+        let (api, push) = tenant(&server, &format!("t{i}"), "1s");
+        // One by one, as separate notifications, with a duplicate redelivery in the middle.
+        for (n, device) in order.iter().enumerate() {
+            post(&push, vec![down(device, "firing", t)]);
+            if n == 2 {
+                post(&push, vec![down(device, "firing", t)]);
+            }
+        }
+        let open = wait_incidents(
+            &api,
+            &[("core1", &["acc1", "acc2", "acc3", "acc4", "dist1", "dist2"])],
+        );
+        assert_eq!(
+            open[0]["title"], "core1 down (6 child devices affected)",
+            "order {i}"
+        );
+        let id = open[0]["id"].as_i64().unwrap();
+        let (_, detail) = api.get(&format!("/v1/incidents/{id}"));
+        let acc1 = detail["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["device"] == "acc1")
+            .unwrap()
+            .clone();
+        assert_eq!(acc1["role"], "child");
+        assert!(
+            acc1["reason"]
+                .as_str()
+                .unwrap()
+                .contains("goes through core1"),
+            "{acc1}"
+        );
+        let (_, list) = api.get("/v1/alerts?device=acc1");
+        assert_eq!(list["alerts"][0]["decision"], "suppressed", "{list}");
+    }
+}
+
+#[test]
+fn a_redundancy_group_with_a_member_up_suppresses_nothing_and_recovery_re_decides() {
+    let server = Server::start(BIN);
+    let (api, push) = tenant(&server, "acme", "1s");
+    let t = "2026-12-01T10:00:00Z";
+    // dist1 is down; acc4 still reaches core1 through dist2: its alert is its own incident.
+    post(
+        &push,
+        vec![
+            down("dist1", "firing", t),
+            down("acc1", "firing", t),
+            down("acc4", "firing", t),
+        ],
+    );
+    wait_incidents(&api, &[("dist1", &["acc1"]), ("acc4", &[])]);
+
+    // Now core1 goes down too: everything folds under it, transitively.
+    post(&push, vec![down("core1", "firing", t)]);
+    post(&push, vec![down("acc2", "firing", t)]);
+    let open = incidents(&api, "open");
+    let core = open
+        .iter()
+        .find(|i| i["root"] == "core1")
+        .expect("core1's incident");
+    assert!(
+        core["children"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("acc2")),
+        "{core}"
+    );
+
+    // core1 recovers: its incident closes; what is still down behind it is decided again —
+    // dist1's outage is its own incident, acc1 and acc2 under it — not released as a flood.
+    let out = post(&push, vec![down("core1", "resolved", t)]);
+    assert_eq!(
+        out["correlated"]["closed"].as_array().unwrap().len(),
+        1,
+        "{out}"
+    );
+    let open = incidents(&api, "open");
+    let dist1 = open
+        .iter()
+        .find(|i| i["root"] == "dist1")
+        .expect("dist1's incident");
+    let children: Vec<&str> = dist1["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        children.contains(&"acc1") && children.contains(&"acc2"),
+        "{dist1}"
+    );
+    let (_, resolved) = api.get("/v1/incidents?status=resolved");
+    let closed = &resolved["incidents"][0];
+    assert_eq!(closed["root"], "core1");
+    let (_, detail) = api.get(&format!("/v1/incidents/{}", closed["id"]));
+    let kinds: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"root resolved") && kinds.contains(&"closed"),
+        "{kinds:?}"
+    );
+
+    // A child's resolution passes and is recorded in its incident.
+    post(&push, vec![down("acc1", "resolved", t)]);
+    let (_, alerts) = api.get("/v1/alerts?device=acc1");
+    assert_eq!(alerts["alerts"][0]["status"], "resolved");
+    assert_eq!(alerts["alerts"][0]["decision"], "passed");
+}
+
+#[test]
+fn a_hot_swap_keeps_open_incidents_and_a_failing_policy_fails_open() {
+    let server = Server::start(BIN);
+    let (api, push) = tenant(&server, "acme", "1s");
+    let t = "2026-12-01T10:00:00Z";
+    post(
+        &push,
+        vec![down("core1", "firing", t), down("dist1", "firing", t)],
+    );
+    wait_incidents(&api, &[("core1", &["dist1"])]);
+    // Hot swap mid-storm (a new version with another hold-down): the incident stays open and
+    // the next alerts fold into it.
+    api.push(&manifest("1.1.0", "2s"), TOPOLOGY_CORRELATION);
+    post(&push, vec![down("acc1", "firing", t)]);
+    wait_incidents(&api, &[("core1", &["acc1", "dist1"])]);
+
+    // A trapping, looping or erring policy: the batch passes unfolded, nothing is lost.
+    let evil =
+        "name = \"evil\"\nversion = \"1\"\nworld = \"correlation-policy\"\n[limits]\ncpu_ms = 50\n";
+    let other = server.tenant("other");
+    assert_eq!(other.post("/v1/devices/import", topology()).0, 200);
+    other.push(evil, EVIL_POLICY);
+    let push2 = other.scoped("am", &["ingest"]);
+    for (i, mode) in ["panic", "loop", "error"].iter().enumerate() {
+        let mut a = down("acc1", "firing", t);
+        a["labels"]["evil"] = json!(mode);
+        a["labels"]["n"] = json!(i.to_string());
+        let out = post(&push2, vec![a]);
+        assert!(
+            out["correlated"]["policy_error"].is_string(),
+            "{mode}: {out}"
+        );
+        assert_eq!(out["correlated"]["passed"], 1, "{mode}: {out}");
+    }
+    let (_, alerts) = other.get("/v1/alerts");
+    assert_eq!(
+        alerts["alerts"].as_array().unwrap().len(),
+        3,
+        "no alert lost"
+    );
+    let (_, comp) = other.get("/v1/components/evil");
+    assert!(
+        comp["last_error"].is_object() || comp["last_error"].is_string(),
+        "{comp}"
+    );
+    // The policy still works on other batches.
+    post(&push2, vec![down("core1", "firing", t)]);
+    assert_eq!(incidents(&other, "open").len(), 1);
+    assert!(
+        server
+            .metrics_text()
+            .contains("sotp_correlation_policy_failures_total 3")
+    );
+
+    // Isolation: neither tenant sees or touches the other's incidents.
+    let mine = incidents(&api, "open")[0]["id"].as_i64().unwrap();
+    let theirs = incidents(&other, "open")[0]["id"].as_i64().unwrap();
+    assert_eq!(api.get(&format!("/v1/incidents/{}", theirs + 100)).0, 404);
+    assert_eq!(
+        other.get("/v1/incidents?status=open").1["incidents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let read = api.scoped("viewer", &["read"]);
+    assert_eq!(
+        read.post(&format!("/v1/incidents/{mine}/acknowledge"), json!({}))
+            .0,
+        403
+    );
+    let (status, acked) = api.post(&format!("/v1/incidents/{mine}/acknowledge"), json!({}));
+    assert_eq!(
+        (status, &acked["acknowledged"]),
+        (200, &json!(true)),
+        "{acked}"
+    );
+    let (status, _) = api.post("/v1/incidents/999/resolve", json!({}));
+    assert_eq!(status, 404);
+}
