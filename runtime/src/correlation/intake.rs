@@ -292,16 +292,29 @@ mod tests {
 
     #[test]
     fn fingerprints_are_alertmanagers() {
-        // Prometheus model: LabelSet{"alertname": "A"}.Fingerprint() — FNV-1a over
-        // "alertname" 0xff "A" 0xff.
-        let labels = BTreeMap::from([("alertname".to_string(), "A".to_string())]);
-        let mut h: u64 = 14_695_981_039_346_656_037;
-        for b in b"alertname\xffA\xff" {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(1_099_511_628_211);
+        // Bodies Alertmanager 0.25 sent (tests/data): each alert's fingerprint is the one we
+        // compute from its labels, and every field of the payload is read.
+        for body in [
+            include_str!("../../../tests/data/alertmanager-webhook-0.25.json"),
+            include_str!("../../../tests/data/alertmanager-webhook-0.25-mixed.json"),
+            include_str!("../../../tests/data/alertmanager-webhook-0.25-resolved.json"),
+        ] {
+            let intake = parse_webhook(body.as_bytes(), 100).unwrap();
+            assert!(!intake.alerts.is_empty());
+            for a in &intake.alerts {
+                assert_eq!(fingerprint(&a.labels), a.fingerprint, "{:?}", a.labels);
+            }
         }
-        assert_eq!(fingerprint(&labels), format!("{h:016x}"));
-        let other = BTreeMap::from([("alertname".to_string(), "B".to_string())]);
-        assert_ne!(fingerprint(&labels), fingerprint(&other));
+        let mixed = include_str!("../../../tests/data/alertmanager-webhook-0.25-mixed.json");
+        let statuses: Vec<AlertStatus> = parse_webhook(mixed.as_bytes(), 100)
+            .unwrap()
+            .alerts
+            .iter()
+            .map(|a| a.status)
+            .collect();
+        assert!(
+            statuses.contains(&AlertStatus::Firing) && statuses.contains(&AlertStatus::Resolved),
+            "each alert's own status, not the group's"
+        );
     }
 }
