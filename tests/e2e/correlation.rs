@@ -312,3 +312,36 @@ fn a_hot_swap_keeps_open_incidents_and_a_failing_policy_fails_open() {
     let (status, _) = api.post("/v1/incidents/999/resolve", json!({}));
     assert_eq!(status, 404);
 }
+
+#[test]
+fn a_parent_up_with_its_link_down_is_the_root_cause() {
+    let server = Server::start(BIN);
+    let api = server.tenant("acme");
+    let devices = json!([
+        { "name": "core1", "address": "10.77.255.1",
+          "links": [{ "interface": "eth1", "neighbor": "acc1" }, { "interface": "eth2", "neighbor": "acc2" }] },
+        { "name": "acc1", "address": "10.77.255.11", "parents": ["core1"] },
+        { "name": "acc2", "address": "10.77.255.12", "parents": ["core1"] },
+        { "name": "host1", "address": "10.77.1.14", "parents": ["acc1"] },
+    ]);
+    assert_eq!(api.post("/v1/devices/import", devices).0, 200);
+    api.push(&manifest("1.0.0", "1s"), TOPOLOGY_CORRELATION);
+    let push = api.scoped("am", &["ingest"]);
+    let t = "2026-12-01T10:00:00Z";
+    // node_exporter names the interface in `device`; the alert's device is core1 by `instance`.
+    let link = json!({ "status": "firing", "startsAt": t, "endsAt": ZERO,
+        "labels": { "alertname": "LinkDown", "instance": "10.77.255.1:9100", "device": "eth1" } });
+    post(
+        &push,
+        vec![down("host1", "firing", t), down("acc1", "firing", t)],
+    );
+    post(&push, vec![link]);
+    let open = wait_incidents(&api, &[("core1", &["acc1", "host1"])]);
+    assert_eq!(
+        open[0]["title"],
+        "core1: eth1 down (2 child devices affected)"
+    );
+    // acc2, behind core1's eth2 which is up, is an outage of its own.
+    post(&push, vec![down("acc2", "firing", t)]);
+    wait_incidents(&api, &[("acc2", &[]), ("core1", &["acc1", "host1"])]);
+}

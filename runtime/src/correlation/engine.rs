@@ -10,7 +10,9 @@
 
 use super::incidents::{self, Outcome};
 use super::store::{self, StoreError, StoredAlert};
-use crate::host::{TopologyView, WitAlert, WitDecision, WitIncident, WitLabel, WitNode};
+use crate::host::{
+    TopologyView, WitAlert, WitDecision, WitIncident, WitLabel, WitLinkInfo, WitNode,
+};
 use crate::instance::LoadedVersion;
 use crate::inventory::Device;
 use crate::state::StateStore;
@@ -56,6 +58,7 @@ impl Policy for ActivePolicy {
 /// What a policy reads during one batch.
 pub struct Snapshot {
     nodes: HashMap<String, WitNode>,
+    links: HashMap<String, Vec<WitLinkInfo>>,
     children: HashMap<String, Vec<String>>,
     firing: HashMap<String, Vec<WitAlert>>,
     incidents: Vec<WitIncident>,
@@ -83,6 +86,20 @@ impl Snapshot {
                 (d.name.clone(), node)
             })
             .collect();
+        let links = devices
+            .iter()
+            .map(|d| {
+                let list = d
+                    .links
+                    .iter()
+                    .map(|l| WitLinkInfo {
+                        interface: l.interface.clone(),
+                        neighbor: l.neighbor.clone(),
+                    })
+                    .collect();
+                (d.name.clone(), list)
+            })
+            .collect();
         let mut by_device: HashMap<String, Vec<WitAlert>> = HashMap::new();
         for a in firing {
             if let Some(d) = a.device.clone() {
@@ -91,6 +108,7 @@ impl Snapshot {
         }
         Snapshot {
             nodes,
+            links,
             children,
             firing: by_device,
             incidents,
@@ -104,6 +122,9 @@ impl TopologyView for Snapshot {
     }
     fn children(&self, device: &str) -> Vec<String> {
         self.children.get(device).cloned().unwrap_or_default()
+    }
+    fn links(&self, device: &str) -> Vec<WitLinkInfo> {
+        self.links.get(device).cloned().unwrap_or_default()
     }
     fn firing(&self, device: &str) -> Vec<WitAlert> {
         self.firing.get(device).cloned().unwrap_or_default()

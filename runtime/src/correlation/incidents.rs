@@ -213,18 +213,35 @@ impl Run<'_> {
             }
             WitDecision::Close(root) => {
                 if let Some(id) = self.open_incident(root)? {
-                    self.close(id, &format!("{root} recovered"))?;
+                    self.close(id, &format!("by the policy {}", self.policy))?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Whether `fp` is a firing alert of this batch (a decision about anything else is void).
+    /// Whether `fp` is a firing alert of the tenant: of this batch, or one decided earlier
+    /// (e.g. a parent's alert that passed or was held before its children's came). A
+    /// decision about anything else is void.
     fn firing(&self, fp: &str) -> bool {
-        self.alerts
-            .get(fp)
-            .is_some_and(|a| a.status == WitAlertStatus::Firing)
+        if let Some(a) = self.alerts.get(fp) {
+            return a.status == WitAlertStatus::Firing;
+        }
+        self.stored_device(fp)
+            .is_some_and(|(status, _)| status == "firing")
+    }
+
+    /// A stored alert's status and device.
+    fn stored_device(&self, fp: &str) -> Option<(String, Option<String>)> {
+        self.tx
+            .query_row(
+                "SELECT status, device FROM alerts WHERE tenant = ?1 AND fingerprint = ?2",
+                params![self.tenant, fp],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ok()
+            .flatten()
     }
 
     fn resolution(&mut self, alert: &WitAlert) -> rusqlite::Result<()> {
@@ -304,7 +321,10 @@ impl Run<'_> {
     }
 
     fn add(&mut self, id: i64, fp: &str, role: &str, reason: &str) -> rusqlite::Result<()> {
-        let device = self.alerts.get(fp).and_then(|a| a.device.clone());
+        let device = match self.alerts.get(fp) {
+            Some(a) => a.device.clone(),
+            None => self.stored_device(fp).and_then(|(_, d)| d),
+        };
         let n = self.tx.execute(
             "INSERT INTO incident_alerts (tenant, incident, fingerprint, device, role, reason, added_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -335,11 +355,12 @@ impl Run<'_> {
         )?;
         self.event(id, "closed", why)?;
         self.out.closed.push(id);
-        // Children still firing are decided again, not released as a flood.
+        // Its alerts still firing (children, or a root whose incident another replaces) are
+        // decided again, not released as a flood.
         let mut stmt = self.tx.prepare(
             "SELECT a.fingerprint FROM incident_alerts ia
              JOIN alerts a ON a.tenant = ia.tenant AND a.fingerprint = ia.fingerprint
-             WHERE ia.tenant = ?1 AND ia.incident = ?2 AND ia.role = 'child'
+             WHERE ia.tenant = ?1 AND ia.incident = ?2
                AND ia.resolved_ms IS NULL AND a.status = 'firing'",
         )?;
         let rows = stmt.query_map(params![self.tenant, id], |r| r.get::<_, String>(0))?;

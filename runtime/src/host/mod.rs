@@ -66,7 +66,7 @@ pub use policy_world::sotp::telemetry::correlation_types::{
     Decision as WitDecision, HoldAlert as WitHold, Incident as WitIncident,
     OpenIncident as WitOpen, Retitle as WitRetitle, SuppressAlert as WitSuppress,
 };
-pub use policy_world::sotp::telemetry::topology::NodeInfo as WitNode;
+pub use policy_world::sotp::telemetry::topology::{LinkInfo as WitLinkInfo, NodeInfo as WitNode};
 pub use policy_world::{CorrelationPolicy, CorrelationPolicyPre};
 
 /// What a correlation policy reads through `topology` during one `decide`: a snapshot the
@@ -75,6 +75,7 @@ pub use policy_world::{CorrelationPolicy, CorrelationPolicyPre};
 pub trait TopologyView: Send + Sync {
     fn node(&self, device: &str) -> Option<WitNode>;
     fn children(&self, device: &str) -> Vec<String>;
+    fn links(&self, device: &str) -> Vec<WitLinkInfo>;
     fn firing(&self, device: &str) -> Vec<WitAlert>;
     fn incidents(&self) -> Vec<WitIncident>;
 }

@@ -3,7 +3,7 @@
 //! (in `init`) there is none, and every function answers empty.
 
 use super::HostState;
-use super::policy_world::sotp::telemetry::topology::{self, NodeInfo};
+use super::policy_world::sotp::telemetry::topology::{self, LinkInfo, NodeInfo};
 use super::{WitAlert, WitIncident};
 
 impl topology::Host for HostState {
@@ -15,6 +15,13 @@ impl topology::Host for HostState {
         self.topology
             .as_ref()
             .map(|t| t.children(&device))
+            .unwrap_or_default()
+    }
+
+    fn links(&mut self, device: String) -> Vec<LinkInfo> {
+        self.topology
+            .as_ref()
+            .map(|t| t.links(&device))
             .unwrap_or_default()
     }
 
