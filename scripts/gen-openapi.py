@@ -98,9 +98,10 @@ paths = {
   "/v1/alerts/webhook": {"post": op("Alertmanager webhook receiver (payload version 4; unknown fields ignored, zero endsAt, truncatedAlerts): point a webhook_config here with http_config.authorization.credentials set to an ingest token. Answered 2xx once durable; redelivery changes nothing", tag="alerts", scope="ingest",
                body={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}})},
   "/v1/alerts/intakes": {"get": op("Recorded intakes, newest first (what replay runs over)", params=[q("limit", "at most this many (default 100)", "integer")], tag="alerts")},
+  "/v1/alerts/outputs": {"get": op("How the last push of the tenant's incidents to its Alertmanager went (when, last success, last error, how many incidents)", tag="alerts")},
   "/v1/alerts/settings": {
     "get": op("How alerts map to devices: the labels tried in order, the hold-down window", tag="alerts"),
-    "put": op("Set the alert settings", tag="alerts", scope="deploy", body=json_body({"device_labels": {"type": "array", "items": {"type": "string"}}, "hold_down": {"type": "string"}}))},
+    "put": op("Set the alert settings: the labels naming devices, the hold-down, and the Alertmanager incidents are pushed to ({url: http://host:port, bearer_secret})", tag="alerts", scope="deploy", body=json_body({"device_labels": {"type": "array", "items": {"type": "string"}}, "hold_down": {"type": "string"}, "alertmanager": {"type": "object", "properties": {"url": {"type": "string"}, "bearer_secret": {"type": "string"}}, "required": ["url"]}}))},
   "/v1/incidents": {"get": op("Incidents correlation opened, newest first, with their root device and the devices whose alerts they suppressed", params=[q("status", "open or resolved"), q("limit", "at most this many (default 100)", "integer")], tag="alerts")},
   "/v1/incidents/{id}": {"get": op("One incident: root cause, title, its alerts (root and suppressed children, each with the reason), the timeline", params=[pid], tag="alerts")},
   "/v1/incidents/{id}/acknowledge": {"post": op("Acknowledge an incident (recorded in its timeline)", params=[pid], tag="alerts", scope="deploy")},

@@ -312,13 +312,15 @@ impl Lab {
         }
         if let Some(target) = node.metrics_target() {
             // node_exporter does not daemonize: detached like the sensor loop. A few cheap
-            // collectors only; `netdev` reads /proc/net/dev, which is the node's namespace's,
-            // and `uname` reports the node's hostname (the prelude's UTS namespace).
+            // collectors only; `netdev` reads /proc/net/dev and `netclass` /sys/class/net
+            // (`node_network_up`: an interface's operational state), both the node's
+            // namespace's, and `uname` reports the node's hostname (the prelude's UTS namespace).
             self.exec_checked(
                 node,
                 &format!(
                     "setsid /usr/bin/prometheus-node-exporter --web.listen-address={target} \
-                     --collector.disable-defaults --collector.netdev --collector.uname \
+                     --collector.disable-defaults --collector.netdev --collector.netclass \
+                     --collector.uname \
                      --collector.time --web.disable-exporter-metrics \
                      >{ds}/var/log/node-exporter.log 2>&1 < /dev/null &"
                 ),

@@ -2,12 +2,16 @@
 //! a storm folded into one incident rooted at the device that is down, in any order; a
 //! redundancy group with one parent up suppressing nothing; the root's recovery closing the
 //! incident and its children decided again; a hot swap keeping open incidents; a failing
-//! policy failing open; isolation.
+//! policy failing open; isolation; and end to end with real peers: a lab whose core's links
+//! go down, Prometheus alerting on its targets, Alertmanager delivering the storm to SOTP's
+//! webhook and receiving SOTP's one incident back.
 
 use serde_json::{Value, json};
+use sotp_tests::alertmanager::Alertmanager;
 use sotp_tests::guests::{EVIL_POLICY, TOPOLOGY_CORRELATION};
-use sotp_tests::harness::{Api, Server};
-use std::time::Duration;
+use sotp_tests::harness::{Api, LOOPBACK_EGRESS, Server};
+use sotp_tests::prometheus::{Job, Prometheus, TARGET_DOWN_RULES, Target};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sotp");
 const ZERO: &str = "0001-01-01T00:00:00Z";
@@ -344,4 +348,156 @@ fn a_parent_up_with_its_link_down_is_the_root_cause() {
     // acc2, behind core1's eth2 which is up, is an outage of its own.
     post(&push, vec![down("acc2", "firing", t)]);
     wait_incidents(&api, &[("acc2", &[]), ("core1", &["acc1", "host1"])]);
+}
+
+/// LinkDown per interface of every node (node_exporter's `device` label collides with the
+/// target's `device`, so Prometheus names the interface `exported_device`; the rule copies it
+/// to `interface`).
+const LINK_DOWN_RULES: &str = r#"groups:
+  - name: links
+    rules:
+      - alert: LinkDown
+        expr: label_replace(node_network_up{exported_device=~"eth[1-9]"} == 0, "interface", "$1", "exported_device", "(.*)")
+        for: 3s
+        labels:
+          severity: warning
+"#;
+
+fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_real_storm_from_alertmanager_is_one_incident_and_goes_back_to_alertmanager() {
+    let topology = sotp_labs::Topology::load(&sotp_labs::topology_path("star")).unwrap();
+    let mut log = |m: &str| eprintln!("lab 26: {m}");
+    let lab = sotp_labs::Lab::up_fresh(&topology, 26, &mut log).expect("lab up (needs root)");
+    lab.check_until(Duration::from_secs(60), &mut log)
+        .expect("lab healthy");
+
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
+    let api = server.tenant("acme");
+    let address = |node: &str| lab.plan.node(node).unwrap().management_address.to_string();
+    let mut devices = vec![json!({ "name": "core1", "address": address("core1"), "links": [] })];
+    for i in 1..=3 {
+        let (acc, host) = (format!("acc{i}"), format!("host{i}"));
+        let iface = lab.interface_toward("core1", &acc).unwrap();
+        devices[0]["links"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "interface": iface, "neighbor": acc }));
+        devices.push(json!({ "name": acc, "address": address(&acc), "parents": ["core1"] }));
+        devices.push(json!({ "name": host, "address": address(&host), "parents": [acc] }));
+    }
+    assert_eq!(api.post("/v1/devices/import", json!(devices)).0, 200);
+    api.push(&manifest("1.0.0", "5s"), TOPOLOGY_CORRELATION);
+    let ingest = api.scoped("alertmanager", &["ingest"]);
+
+    // Alertmanager delivers everything to SOTP, except SOTP's own incidents (a blackhole
+    // route: they are for people, and must not loop back).
+    let webhook = format!("{}/v1/alerts/webhook", server.base);
+    let am = Alertmanager::builder(&webhook, &ingest.token)
+        .routes("- matchers: ['origin=\"sotp\"']\n  receiver: blackhole\n")
+        .start();
+    let (status, body) = api.put(
+        "/v1/alerts/settings",
+        json!({ "alertmanager": { "url": am.base() } }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let prom = Prometheus::builder()
+        .job(Job::new("lab", Target::lab(&lab.plan)))
+        .rules(TARGET_DOWN_RULES)
+        .rules(LINK_DOWN_RULES)
+        .alertmanager(&am.address())
+        .interval("1s")
+        .start();
+    prom.wait_targets_up("lab", 7, Duration::from_secs(60));
+
+    // The core's links to the access routers go down: six nodes stop answering.
+    let links: Vec<String> = (1..=3)
+        .map(|i| lab.interface_toward("core1", &format!("acc{i}")).unwrap())
+        .collect();
+    for l in &links {
+        lab.link_down("core1", l).unwrap();
+    }
+    let children = ["acc1", "acc2", "acc3", "host1", "host2", "host3"];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let incident = loop {
+        let open = incidents(&api, "open");
+        if open.len() == 1 && open[0]["root"] == "core1" && open[0]["children"] == json!(children) {
+            break open[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single incident at core1:\nincidents: {}\nalerts: {}",
+            api.get("/v1/incidents").1,
+            api.get("/v1/alerts").1
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        incident["title"]
+            .as_str()
+            .unwrap()
+            .ends_with("down (6 child devices affected)"),
+        "{incident}"
+    );
+    // The super-alert is in Alertmanager's API.
+    let pushed = wait(
+        "SOTP's incident in Alertmanager",
+        Duration::from_secs(30),
+        || {
+            let found = am.alerts_matching(&["alertname=\"SotpIncident\""]);
+            (!found.is_empty()).then_some(found)
+        },
+    );
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    assert_eq!(pushed[0]["labels"]["root"], "core1");
+    assert_eq!(pushed[0]["annotations"]["suppressed_devices"], "6");
+
+    // The links come back: the incident resolves and every child's resolution is recorded.
+    for l in &links {
+        lab.link_up("core1", l).unwrap();
+    }
+    let id = incident["id"].as_i64().unwrap();
+    let detail = wait(
+        "the incident resolved with every child",
+        Duration::from_secs(120),
+        || {
+            let (_, d) = api.get(&format!("/v1/incidents/{id}"));
+            let all_resolved = d["alerts"].as_array().is_some_and(|a| {
+                a.iter()
+                    .filter(|x| x["role"] == "child")
+                    .all(|x| !x["resolved_ms"].is_null())
+            });
+            (d["status"] == "resolved" && all_resolved).then_some(d)
+        },
+    );
+    let resolved_children = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "child resolved")
+        .count();
+    assert!(resolved_children >= 6, "{detail}");
+    wait("no incident left open", Duration::from_secs(60), || {
+        incidents(&api, "open").is_empty().then_some(())
+    });
+    wait(
+        "the super-alert resolved in Alertmanager",
+        Duration::from_secs(90),
+        || {
+            am.alerts_matching(&["alertname=\"SotpIncident\""])
+                .is_empty()
+                .then_some(())
+        },
+    );
+    drop(prom);
 }

@@ -121,3 +121,10 @@ pub async fn put_settings(
         .await?;
     Ok(Json(json!(settings)))
 }
+
+/// How the last push of the tenant's incidents to its Alertmanager went.
+pub async fn outputs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let status = state.blocking(move |rt| rt.alert_outputs(&tenant)).await?;
+    Ok(Json(json!({ "alertmanager": status })))
+}

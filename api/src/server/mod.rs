@@ -96,6 +96,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             post(alerts::webhook).layer(DefaultBodyLimit::max(alert_body)),
         )
         .route("/alerts/intakes", get(alerts::intakes))
+        .route("/alerts/outputs", get(alerts::outputs))
         .route(
             "/alerts/settings",
             get(alerts::get_settings).put(alerts::put_settings),

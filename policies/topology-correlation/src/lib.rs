@@ -16,8 +16,8 @@
 //!   then be a child, not a root. Alerts arrive in any order.
 //! - Any other alert passes, as does an alert that names no inventory device: only what the
 //!   topology explains is folded.
-//! - A resolution of an incident's root, once the root has no reachability alert firing,
-//!   closes the incident; the host then offers its children still firing again, and they are
+//! - A resolution of an incident's root, once the root has no reachability or link-down alert
+//!   firing, closes the incident; the host then offers its children still firing again, and they are
 //!   decided afresh (suppressed under another root, or incidents of their own) rather than
 //!   released as a flood. Resolutions themselves always pass (the host sees to it).
 
@@ -195,12 +195,14 @@ impl<'p> Batch<'p> {
             self.link_alert(alert, &device, &interface);
             return;
         }
+        if alert.status == AlertStatus::Resolved {
+            if self.is_reachability(alert) || self.link_down(alert).is_some() {
+                self.resolved(&device);
+            }
+            return;
+        }
         if !self.is_reachability(alert) {
             return; // not about reachability: passes
-        }
-        if alert.status == AlertStatus::Resolved {
-            self.resolved(&device);
-            return;
         }
         match self.state(&device) {
             State::Unreachable(roots) => self.suppress(now_ms, alert, &device, &roots),
@@ -241,7 +243,7 @@ impl<'p> Batch<'p> {
     fn resolved(&mut self, device: &str) {
         let still_down = topology::firing(device)
             .iter()
-            .any(|a| self.is_reachability(a));
+            .any(|a| self.is_reachability(a) || self.link_down(a).is_some());
         if self.incidents.contains_key(device) && !still_down {
             self.decisions.push(Decision::Close(device.to_string()));
             self.incidents.remove(device);

@@ -163,6 +163,15 @@ pub struct Correlated {
     pub policy_error: Option<String>,
 }
 
+impl Correlated {
+    /// Whether incidents were opened, closed or grew (what an Alertmanager must be told).
+    pub fn changed_incidents(&self) -> bool {
+        !self.outcome.opened.is_empty()
+            || !self.outcome.closed.is_empty()
+            || self.outcome.suppressed > 0
+    }
+}
+
 /// Decide on `fingerprints` (alerts of `tenant` that changed or whose hold ended) with
 /// `policy`, or pass them all if there is none or it fails.
 pub fn correlate(
@@ -175,14 +184,20 @@ pub fn correlate(
 ) -> Result<Correlated, StoreError> {
     let mut total = Correlated::default();
     let mut pending = fingerprints;
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
         if pending.is_empty() {
             break;
         }
-        let batch: Vec<WitAlert> = store::by_fingerprint(state, tenant, &pending)?
+        let mut batch: Vec<WitAlert> = store::by_fingerprint(state, tenant, &pending)?
             .iter()
             .map(wit_alert)
             .collect();
+        if round > 0 {
+            // Offered again because their incident closed: a policy's hold-down starts now.
+            for a in &mut batch {
+                a.received_ms = now_ms;
+            }
+        }
         let (source, decisions) = match policy {
             None => ("none".to_string(), Vec::new()),
             Some(p) => {

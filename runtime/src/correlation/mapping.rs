@@ -20,6 +20,9 @@ pub struct AlertSettings {
     pub device_labels: Vec<String>,
     /// How long a child's alert waits for its parent's before it is passed on unfolded.
     pub hold_down: HumanDuration,
+    /// Push each incident to this Alertmanager as one alert (see `outputs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<super::outputs::AlertmanagerOut>,
 }
 
 impl Default for AlertSettings {
@@ -29,6 +32,7 @@ impl Default for AlertSettings {
                 .map(String::from)
                 .to_vec(),
             hold_down: HumanDuration(Duration::from_secs(30)),
+            alertmanager: None,
         }
     }
 }
@@ -40,6 +44,9 @@ impl AlertSettings {
         }
         if self.hold_down.0 > Duration::from_secs(3600) {
             return Err("hold_down: at most 1h".into());
+        }
+        if let Some(out) = &self.alertmanager {
+            out.check()?;
         }
         Ok(())
     }

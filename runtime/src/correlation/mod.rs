@@ -11,6 +11,7 @@ pub mod engine;
 pub mod incidents;
 pub mod intake;
 pub mod mapping;
+pub mod outputs;
 pub mod store;
 
 pub use engine::{ActivePolicy, Correlated, Policy};
@@ -72,6 +73,18 @@ pub struct CorrelationCounters {
     pub suppressed: AtomicU64,
     /// Batches a policy failed on (their alerts passed unfolded).
     pub policy_failures: AtomicU64,
+    /// Pushes of incidents to tenants' Alertmanagers, and those that failed.
+    pub pushes: AtomicU64,
+    pub push_failures: AtomicU64,
+}
+
+/// How the last push of a tenant's incidents went.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PushStatus {
+    pub last_push_ms: Option<i64>,
+    pub last_ok_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub incidents: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +117,8 @@ pub struct Correlation {
     state: Arc<StateStore>,
     pub limits: CorrelationConfig,
     pub counters: CorrelationCounters,
+    /// How each tenant's last push went, and when the periodic one is next due.
+    pushes: parking_lot::Mutex<std::collections::HashMap<String, PushStatus>>,
     /// One batch at a time per tenant: decisions apply in arrival order.
     locks: parking_lot::Mutex<std::collections::HashMap<String, Arc<parking_lot::Mutex<()>>>>,
 }
@@ -114,6 +129,7 @@ impl Correlation {
             state,
             limits,
             counters: CorrelationCounters::default(),
+            pushes: Default::default(),
             locks: Default::default(),
         }
     }
@@ -179,25 +195,31 @@ impl Correlation {
         })
     }
 
-    /// Offer the held alerts whose time has come to their tenants' policies.
+    /// Offer the held alerts whose time has come to their tenants' policies; returns the
+    /// tenants whose incidents changed.
     pub fn release_holds(
         &self,
         devices_of: impl Fn(&str) -> Vec<Device>,
         policy_of: impl Fn(&str) -> Option<Arc<dyn Policy>>,
-    ) -> Result<(), CorrelationError> {
+    ) -> Result<Vec<String>, CorrelationError> {
         let now = crate::now_ms();
         let due = store::due_holds(&self.state, now)?;
         let mut by_tenant: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (tenant, fp) in due {
             by_tenant.entry(tenant).or_default().push(fp);
         }
+        let mut changed = Vec::new();
         for (tenant, fps) in by_tenant {
             let lock = self.lock(&tenant);
             let _one_at_a_time = lock.lock();
             let policy = policy_of(&tenant);
-            self.correlate(&tenant, &devices_of(&tenant), policy.as_deref(), fps, now)?;
+            let done =
+                self.correlate(&tenant, &devices_of(&tenant), policy.as_deref(), fps, now)?;
+            if done.changed_incidents() {
+                changed.push(tenant);
+            }
         }
-        Ok(())
+        Ok(changed)
     }
 
     fn correlate(
@@ -244,6 +266,82 @@ impl Correlation {
         by: &str,
     ) -> Result<bool, CorrelationError> {
         Ok(incidents::set(&self.state, tenant, id, resolve, by)?)
+    }
+
+    /// Push the tenant's open and recently closed incidents to its Alertmanager, if it has
+    /// one; `secret` reads a tenant secret (the bearer token).
+    pub fn push_incidents(
+        &self,
+        tenant: &str,
+        egress: &crate::egress::EgressPolicy,
+        secret: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), CorrelationError> {
+        let settings = self.settings(tenant)?;
+        let Some(out) = settings.alertmanager else {
+            return Ok(());
+        };
+        let now = crate::now_ms();
+        let list: Vec<Incident> = incidents::list(&self.state, tenant, None, 1000)?
+            .into_iter()
+            .filter(|i| {
+                i.closed_ms
+                    .is_none_or(|c| now - c < outputs::RESOLVED_FOR_MS)
+            })
+            .collect();
+        let alerts: Vec<serde_json::Value> = list
+            .iter()
+            .map(|i| outputs::super_alert(tenant, i))
+            .collect();
+        let bearer = out.bearer_secret.as_deref().and_then(&secret);
+        let result = if alerts.is_empty() {
+            Ok(())
+        } else {
+            outputs::push(&out, bearer.as_deref(), egress, &alerts)
+        };
+        self.count(&self.counters.pushes, 1);
+        let mut pushes = self.pushes.lock();
+        let status = pushes.entry(tenant.to_string()).or_default();
+        status.last_push_ms = Some(now);
+        status.incidents = alerts.len();
+        match result {
+            Ok(()) => {
+                status.last_ok_ms = Some(now);
+                status.last_error = None;
+            }
+            Err(e) => {
+                self.count(&self.counters.push_failures, 1);
+                tracing::warn!(%tenant, error = %e, "pushing incidents to Alertmanager failed; the next push repeats them");
+                status.last_error = Some(e);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn push_status(&self, tenant: &str) -> PushStatus {
+        self.pushes.lock().get(tenant).cloned().unwrap_or_default()
+    }
+
+    /// Tenants with an Alertmanager whose periodic push is due (once a minute).
+    pub fn due_pushes(&self, now_ms: i64) -> Vec<String> {
+        let configured = self.state.settings(SETTINGS).unwrap_or_default();
+        let pushes = self.pushes.lock();
+        configured
+            .into_iter()
+            .filter(|(_, text)| text.contains("\"alertmanager\""))
+            .filter(|(t, _)| {
+                pushes
+                    .get(t)
+                    .and_then(|s| s.last_push_ms)
+                    .is_none_or(|last| now_ms - last >= 60_000)
+            })
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// Forget a deleted tenant.
+    pub fn forget(&self, tenant: &str) {
+        self.pushes.lock().remove(tenant);
+        self.locks.lock().remove(tenant);
     }
 
     fn lock(&self, tenant: &str) -> Arc<parking_lot::Mutex<()>> {

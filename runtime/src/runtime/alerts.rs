@@ -19,16 +19,41 @@ impl Runtime {
         body: Vec<u8>,
         webhook: bool,
     ) -> Result<IntakeOutcome, RuntimeError> {
-        let tenant = tenant.to_string();
-        self.blocking(move |rt| {
-            rt.tenant(&tenant)?;
-            let devices = rt.state.devices(&tenant)?;
-            let policy = rt.correlation_policy(&tenant);
-            Ok(rt
-                .correlation
-                .ingest(&tenant, &body, webhook, &devices, policy.as_deref())?)
-        })
-        .await
+        let t = tenant.to_string();
+        let outcome = self
+            .blocking(move |rt| {
+                rt.tenant(&t)?;
+                let devices = rt.state.devices(&t)?;
+                let policy = rt.correlation_policy(&t);
+                Ok(rt
+                    .correlation
+                    .ingest(&t, &body, webhook, &devices, policy.as_deref())?)
+            })
+            .await?;
+        if outcome.correlated.changed_incidents() {
+            // Not awaited: a slow Alertmanager must not slow the intake it feeds.
+            let (rt, t) = (self.clone(), tenant.to_string());
+            tokio::task::spawn_blocking(move || rt.push_incidents(&t));
+        }
+        Ok(outcome)
+    }
+
+    /// Push the tenant's incidents to its Alertmanager (if it set one).
+    pub(super) fn push_incidents(&self, tenant: &str) {
+        let egress = crate::egress::EgressPolicy::new(self.config.egress.clone());
+        let secret = |name: &str| self.state.secret(tenant, name).ok().flatten();
+        if let Err(e) = self.correlation.push_incidents(tenant, &egress, secret) {
+            tracing::warn!(%tenant, error = %e, "reading incidents to push failed");
+        }
+    }
+
+    /// How the last push of the tenant's incidents to its Alertmanager went.
+    pub fn alert_outputs(
+        &self,
+        tenant: &str,
+    ) -> Result<crate::correlation::PushStatus, RuntimeError> {
+        self.tenant(tenant)?;
+        Ok(self.correlation.push_status(tenant))
     }
 
     pub fn alerts(
@@ -119,8 +144,18 @@ impl Runtime {
     pub(super) fn release_held_alerts(&self) {
         let devices_of = |t: &str| self.state.devices(t).unwrap_or_default();
         let policy_of = |t: &str| self.correlation_policy(t);
-        if let Err(e) = self.correlation.release_holds(devices_of, policy_of) {
-            tracing::warn!(error = %e, "releasing held alerts failed; retrying in a second");
+        let mut push = match self.correlation.release_holds(devices_of, policy_of) {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing held alerts failed; retrying in a second");
+                Vec::new()
+            }
+        };
+        push.extend(self.correlation.due_pushes(crate::now_ms()));
+        push.sort();
+        push.dedup();
+        for tenant in push {
+            self.push_incidents(&tenant);
         }
     }
 

@@ -221,6 +221,7 @@ impl Runtime {
             .await?;
         self.budgets.write().remove(id);
         self.compliance.forget(id);
+        self.correlation.forget(id);
         tracing::info!(tenant = %id, points, "tenant deleted");
         Ok(())
     }

@@ -1,0 +1,186 @@
+//! Out: each incident as one alert in the tenant's own Alertmanager (`POST /api/v2/alerts`),
+//! so the people and routes already there see "core1 down (6 child devices affected)" and
+//! not the storm. The incidents are the state: every push sends the open incidents and
+//! those closed in the last [`RESOLVED_FOR`] (with `endsAt`), so a push that fails is simply
+//! repeated by the next one (each change, and once a minute — which also keeps the alerts
+//! alive within Alertmanager's `resolve_timeout`). Nothing queues up while it is down.
+//!
+//! The URL is the tenant's, so the connection goes through the operator's egress policy:
+//! the host is resolved and checked, and the request goes to the checked address (plain
+//! HTTP only for now: with TLS the certificate names the host, not the address).
+
+use super::incidents::Incident;
+use crate::egress::EgressPolicy;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// How long a closed incident keeps being pushed as resolved.
+pub const RESOLVED_FOR_MS: i64 = 10 * 60 * 1000;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a tenant's incidents go (`alertmanager` in the alert settings).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerOut {
+    /// Its base URL, e.g. `http://alertmanager.example:9093`.
+    pub url: String,
+    /// A tenant secret holding a bearer token to send, if Alertmanager sits behind one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_secret: Option<String>,
+}
+
+impl AlertmanagerOut {
+    pub fn check(&self) -> Result<(), String> {
+        target(&self.url).map(|_| ())
+    }
+}
+
+/// `http://host[:port][/prefix]` → (host, port, prefix without a trailing `/`).
+fn target(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("alertmanager.url: `{url}` is not an http:// URL (https is not supported yet)")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse() {
+            Ok(port) => (h, port),
+            Err(_) => return Err(format!("alertmanager.url: bad port in `{url}`")),
+        },
+        _ => (authority, 80),
+    };
+    if host.is_empty() || authority.contains('@') {
+        return Err(format!("alertmanager.url: no host in `{url}`"));
+    }
+    Ok((
+        host.trim_matches(['[', ']']).to_string(),
+        port,
+        path.to_string(),
+    ))
+}
+
+/// One incident as an Alertmanager alert.
+pub fn super_alert(tenant: &str, i: &Incident) -> Value {
+    let mut alert = json!({
+        "labels": {
+            "alertname": "SotpIncident",
+            "origin": "sotp",
+            "sotp_tenant": tenant,
+            "sotp_incident": i.id.to_string(),
+            "root": i.root,
+            "severity": "critical",
+        },
+        "annotations": {
+            "summary": i.title,
+            "children": i.children.join(", "),
+            "suppressed_devices": i.children.len().to_string(),
+        },
+        "startsAt": rfc3339(i.opened_ms),
+    });
+    if let Some(closed) = i.closed_ms {
+        alert["endsAt"] = json!(rfc3339(closed));
+    }
+    alert
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// POST `alerts` to the Alertmanager at `out`, through `egress`.
+pub fn push(
+    out: &AlertmanagerOut,
+    bearer: Option<&str>,
+    egress: &EgressPolicy,
+    alerts: &[Value],
+) -> Result<(), String> {
+    let (host, port, prefix) = target(&out.url)?;
+    let address = egress.resolve(&host, port).map_err(|e| e.to_string())?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://{address}{prefix}/api/v2/alerts");
+    let mut request = agent
+        .post(&url)
+        .header("Host", &format!("{host}:{port}"))
+        .header("Content-Type", "application/json");
+    if let Some(token) = bearer {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let body = serde_json::to_vec(alerts).unwrap_or_default();
+    let mut response = request
+        .send(&body[..])
+        .map_err(|e| format!("POST {}/api/v2/alerts: {e}", out.url))?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(4096)
+        .read_to_string()
+        .unwrap_or_default();
+    Err(format!(
+        "POST {}/api/v2/alerts: HTTP {status}: {}",
+        out.url,
+        text.trim()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_plain_http_with_a_host() {
+        assert_eq!(
+            target("http://am.example:9093").unwrap(),
+            ("am.example".into(), 9093, "".into())
+        );
+        assert_eq!(
+            target("http://10.0.0.1/am/").unwrap(),
+            ("10.0.0.1".into(), 80, "/am".into())
+        );
+        assert_eq!(
+            target("http://[::1]:9093").unwrap(),
+            ("::1".into(), 9093, "".into())
+        );
+        assert!(target("https://am:9093").unwrap_err().contains("https"));
+        assert!(target("http://user@am:9093").is_err());
+        assert!(target("http://am:port").is_err());
+    }
+
+    #[test]
+    fn an_incident_is_one_alert_ending_when_it_closes() {
+        let mut i = Incident {
+            id: 7,
+            root: "core1".into(),
+            title: "core1 down (2 child devices affected)".into(),
+            status: "open".into(),
+            acknowledged: false,
+            opened_ms: 1_796_119_200_000,
+            updated_ms: 0,
+            closed_ms: None,
+            policy: "p".into(),
+            children: vec!["acc1".into(), "acc2".into()],
+        };
+        let a = super_alert("acme", &i);
+        assert_eq!(a["labels"]["sotp_incident"], "7");
+        assert_eq!(a["annotations"]["children"], "acc1, acc2");
+        assert_eq!(a["startsAt"], "2026-12-01T10:00:00.000Z");
+        assert!(a.get("endsAt").is_none());
+        i.closed_ms = Some(1_796_119_260_000);
+        assert_eq!(
+            super_alert("acme", &i)["endsAt"],
+            "2026-12-01T10:01:00.000Z"
+        );
+    }
+}
