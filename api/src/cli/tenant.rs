@@ -56,10 +56,11 @@ pub enum TokenCmd {
     ///
     /// Scopes: read (see everything of the tenant), deploy (components), inventory (devices,
     /// backup settings), secrets (secrets, and deploying components granted secrets or
-    /// devices), admin (all of them, tokens and the MQTT broker). Without --scope the new
-    /// token gets the creating token's scopes.
+    /// devices), admin (all of them, tokens and the MQTT broker), ingest (push alerts only,
+    /// not even read: for an Alertmanager webhook). Without --scope the new token gets the
+    /// creating token's scopes.
     #[command(
-        after_help = "Examples:\n  sotp token create --name grafana --scope read --expires-in 90d\n  sotp token create --name ci --scope deploy --scope secrets"
+        after_help = "Examples:\n  sotp token create --name grafana --scope read --expires-in 90d\n  sotp token create --name ci --scope deploy --scope secrets\n  sotp token create --name alertmanager --scope ingest"
     )]
     Create {
         #[arg(long)]
