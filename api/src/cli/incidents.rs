@@ -25,6 +25,20 @@ pub enum IncidentsCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Replay the recorded alerts of a window through a stored, not activated version of a
+    /// correlation policy (upload it with `sotp component push --no-activate`) and through
+    /// the active one, and show how their decisions differ.
+    Replay {
+        /// The correlation policy component.
+        component: String,
+        /// Its stored version to try.
+        version: u32,
+        /// The window: the last so long.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Resolve an incident by hand.
     Resolve {
         id: i64,
@@ -71,6 +85,23 @@ pub async fn exec(cmd: IncidentsCmd) -> anyhow::Result<()> {
                 .await?;
             c.print(&v, print_incident);
         }
+        IncidentsCmd::Replay {
+            component,
+            version,
+            since,
+            client,
+        } => {
+            let c = Client::new(&client)?;
+            let v = c
+                .post(
+                    &format!(
+                        "/incidents/replay?component={component}&version={version}&since={since}"
+                    ),
+                    json!({}),
+                )
+                .await?;
+            c.print(&v, print_replay);
+        }
         IncidentsCmd::Resolve { id, client } => {
             let c = Client::new(&client)?;
             let v = c
@@ -114,6 +145,43 @@ fn print_incident(v: &Value) {
             time(&e["at_ms"]),
             s(&e["kind"]),
             s(&e["detail"])
+        );
+    }
+}
+
+fn print_replay(v: &Value) {
+    println!("{} intake(s) replayed", s(&v["intakes"]));
+    for side in ["active", "draft"] {
+        let p = &v[side];
+        println!(
+            "{side} ({}): {} incident(s), {} suppressed, {} passed",
+            s(&p["policy"]),
+            p["incidents"].as_array().map_or(0, Vec::len),
+            s(&p["suppressed"]),
+            s(&p["passed"])
+        );
+        for i in p["incidents"].as_array().into_iter().flatten() {
+            println!("  {} [{}]", s(&i["title"]), s(&i["status"]));
+        }
+    }
+    let changed = v["alerts_changed"].as_array().map_or(0, Vec::len);
+    println!("{changed} alert(s) decided differently:");
+    for a in v["alerts_changed"].as_array().into_iter().flatten() {
+        let show = |d: &Value| {
+            format!(
+                "{}{}",
+                d["decision"].as_str().unwrap_or("-"),
+                d["root"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )
+        };
+        println!(
+            "  {:<16} {} -> {}",
+            a["device"].as_str().unwrap_or("-"),
+            show(&a["active"]),
+            show(&a["draft"])
         );
     }
 }

@@ -90,3 +90,48 @@ async fn set(
         .await?;
     Ok(Json(json!(detail)))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayQuery {
+    component: Option<String>,
+    version: Option<u32>,
+    /// The window: the last `since` (default 1h), or `from`..`to` in ms since the epoch.
+    since: Option<sotp_runtime::units::HumanDuration>,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+/// `POST /v1/incidents/replay?component=NAME&version=N[&since=1h]`: the recorded intakes of
+/// the window through a stored, not activated policy version and through the active policy,
+/// and how their decisions differ.
+pub async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ReplayQuery>,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Deploy)?.to_string();
+    let (Some(name), Some(version)) = (q.component, q.version) else {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "give the policy version to try: ?component=NAME&version=N (upload it with activate=false first)",
+        ));
+    };
+    let now = sotp_runtime::now_ms();
+    let to = q.to.unwrap_or(now);
+    let from = match (q.from, q.since) {
+        (Some(from), _) => from,
+        (None, since) => to - since.map_or(3_600_000, |s| s.0.as_millis() as i64),
+    };
+    if from >= to {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the window is empty: `from` must be before `to`",
+        ));
+    }
+    let replay = state
+        .runtime
+        .replay_policy(&tenant, &name, version, (from, to))
+        .await?;
+    Ok(Json(json!(replay)))
+}

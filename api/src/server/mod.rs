@@ -102,6 +102,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             get(alerts::get_settings).put(alerts::put_settings),
         )
         .route("/incidents", get(incidents::list))
+        .route("/incidents/replay", post(incidents::replay))
         .route("/incidents/{id}", get(incidents::show))
         .route("/incidents/{id}/acknowledge", post(incidents::acknowledge))
         .route("/incidents/{id}/resolve", post(incidents::resolve))

@@ -12,6 +12,7 @@ pub mod incidents;
 pub mod intake;
 pub mod mapping;
 pub mod outputs;
+pub mod replay;
 pub mod store;
 
 pub use engine::{ActivePolicy, Correlated, Policy};
@@ -144,7 +145,19 @@ impl Correlation {
         devices: &[Device],
         policy: Option<&dyn Policy>,
     ) -> Result<IntakeOutcome, CorrelationError> {
-        let now = crate::now_ms();
+        self.ingest_at(tenant, body, webhook, devices, policy, crate::now_ms())
+    }
+
+    /// [`Self::ingest`] at `now` (a replay runs recorded intakes at their own times).
+    pub fn ingest_at(
+        &self,
+        tenant: &str,
+        body: &[u8],
+        webhook: bool,
+        devices: &[Device],
+        policy: Option<&dyn Policy>,
+        now: i64,
+    ) -> Result<IntakeOutcome, CorrelationError> {
         let parsed = if webhook {
             intake::parse_webhook(body, self.limits.max_alerts_per_request)
         } else {
@@ -202,7 +215,16 @@ impl Correlation {
         devices_of: impl Fn(&str) -> Vec<Device>,
         policy_of: impl Fn(&str) -> Option<Arc<dyn Policy>>,
     ) -> Result<Vec<String>, CorrelationError> {
-        let now = crate::now_ms();
+        self.release_holds_at(devices_of, policy_of, crate::now_ms())
+    }
+
+    /// [`Self::release_holds`] at `now`.
+    pub fn release_holds_at(
+        &self,
+        devices_of: impl Fn(&str) -> Vec<Device>,
+        policy_of: impl Fn(&str) -> Option<Arc<dyn Policy>>,
+        now: i64,
+    ) -> Result<Vec<String>, CorrelationError> {
         let due = store::due_holds(&self.state, now)?;
         let mut by_tenant: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (tenant, fp) in due {
@@ -342,6 +364,37 @@ impl Correlation {
     pub fn forget(&self, tenant: &str) {
         self.pushes.lock().remove(tenant);
         self.locks.lock().remove(tenant);
+    }
+
+    /// Replay the tenant's intakes received in `[from, to)` through `draft` and through
+    /// `active` (see `replay`).
+    pub fn replay(
+        &self,
+        tenant: &str,
+        window: (i64, i64),
+        devices: &[Device],
+        active: Option<&dyn Policy>,
+        draft: &dyn Policy,
+    ) -> Result<replay::Replay, CorrelationError> {
+        let intakes = store::recorded(&self.state, tenant, window.0, window.1)?;
+        if intakes.len() > replay::MAX_INTAKES {
+            return Err(CorrelationError::Invalid(format!(
+                "{} intakes in the window, over the {} a replay runs: choose a shorter one",
+                intakes.len(),
+                replay::MAX_INTAKES
+            )));
+        }
+        let settings = self.settings(tenant)?;
+        replay::replay(
+            tenant,
+            &intakes,
+            devices,
+            &settings,
+            &self.limits,
+            active,
+            draft,
+            window,
+        )
     }
 
     fn lock(&self, tenant: &str) -> Arc<parking_lot::Mutex<()>> {

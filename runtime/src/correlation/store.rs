@@ -378,3 +378,48 @@ pub fn intakes(
         rows.collect()
     })?)
 }
+
+/// A recorded intake as it came.
+pub struct Recorded {
+    pub id: i64,
+    pub received_ms: i64,
+    pub source: String,
+    pub body: String,
+}
+
+/// The tenant's non-duplicate intakes received in `[from, to)`, in order.
+pub fn recorded(
+    state: &StateStore,
+    tenant: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<Recorded>, StoreError> {
+    Ok(state.with_reader(|conn| {
+        let mut stmt = conn.prepare(
+            "SELECT id, received_ms, source, body FROM alert_intakes
+             WHERE tenant = ?1 AND received_ms >= ?2 AND received_ms < ?3 AND NOT duplicate
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![tenant, from_ms, to_ms], |r| {
+            Ok(Recorded {
+                id: r.get(0)?,
+                received_ms: r.get(1)?,
+                source: r.get(2)?,
+                body: r.get(3)?,
+            })
+        })?;
+        rows.collect()
+    })?)
+}
+
+/// When the tenant's next held alert is due, if any.
+pub fn next_hold(state: &StateStore, tenant: &str) -> Result<Option<i64>, StoreError> {
+    Ok(state.with_reader(|conn| {
+        conn.query_row(
+            "SELECT MIN(hold_until_ms) FROM alerts
+             WHERE tenant = ?1 AND hold_until_ms IS NOT NULL AND status = 'firing'",
+            [tenant],
+            |r| r.get(0),
+        )
+    })?)
+}

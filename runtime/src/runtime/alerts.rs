@@ -38,6 +38,42 @@ impl Runtime {
         Ok(outcome)
     }
 
+    /// Replay the tenant's intakes of `[from, to)` through stored version `version` of
+    /// correlation policy `name` (not activated) and through the active policy, and show how
+    /// their decisions differ. Nothing of the tenant's alerts or incidents changes.
+    pub async fn replay_policy(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        version: u32,
+        window: (i64, i64),
+    ) -> Result<crate::correlation::replay::Replay, RuntimeError> {
+        let (t, n) = (tenant.to_string(), name.to_string());
+        self.blocking(move |rt| rt.require_component(&t, &n))
+            .await?;
+        let loaded = self.load_version(tenant, name, version, None).await?;
+        let world = loaded.env.manifest.world;
+        if world != World::CorrelationPolicy {
+            return Err(RuntimeError::Invalid(format!(
+                "component `{name}` is a {} component, not a correlation policy",
+                world.name()
+            )));
+        }
+        let draft = ActivePolicy {
+            name: name.to_string(),
+            version: loaded,
+        };
+        let t = tenant.to_string();
+        self.blocking(move |rt| {
+            let devices = rt.state.devices(&t)?;
+            let active = rt.correlation_policy(&t);
+            Ok(rt
+                .correlation
+                .replay(&t, window, &devices, active.as_deref(), &draft)?)
+        })
+        .await
+    }
+
     /// Push the tenant's incidents to its Alertmanager (if it set one).
     pub(super) fn push_incidents(&self, tenant: &str) {
         let egress = crate::egress::EgressPolicy::new(self.config.egress.clone());
