@@ -561,3 +561,54 @@ fn a_replay_shows_how_a_draft_policy_would_have_decided_a_recorded_storm() {
     let (status, err) = api.post("/v1/incidents/replay", json!({}));
     assert_eq!(status, 400, "{err}");
 }
+
+#[test]
+fn incidents_go_to_the_tenants_webhook_through_the_egress_policy() {
+    let hook_receiver = sotp_tests::http_recorder::HttpRecorder::start(200);
+    let url = format!("http://127.0.0.1:{}/sotp-incidents", hook_receiver.port);
+    // The default egress policy refuses loopback: the push fails, and says why.
+    let server = Server::start(BIN);
+    let (api, push) = tenant(&server, "acme", "1s");
+    let (status, body) = api.put("/v1/alerts/settings", json!({ "webhook": { "url": url } }));
+    assert_eq!(status, 200, "{body}");
+    post(&push, vec![down("core1", "firing", "2026-12-01T10:00:00Z")]);
+    let refused = wait("the refused push", Duration::from_secs(10), || {
+        let (_, out) = api.get("/v1/alerts/outputs");
+        out["webhook"]["last_error"].as_str().map(String::from)
+    });
+    assert!(refused.contains("not reachable from SOTP"), "{refused}");
+    assert!(hook_receiver.requests().is_empty());
+
+    // An operator who allows it: the incidents arrive.
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
+    let (api, push) = tenant(&server, "acme", "1s");
+    assert_eq!(
+        api.put("/v1/alerts/settings", json!({ "webhook": { "url": url } }))
+            .0,
+        200
+    );
+    post(
+        &push,
+        vec![
+            down("core1", "firing", "2026-12-01T10:00:00Z"),
+            down("dist1", "firing", "2026-12-01T10:00:00Z"),
+        ],
+    );
+    let body = wait("the webhook call", Duration::from_secs(10), || {
+        hook_receiver
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/sotp-incidents")
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .find(|b| b["incidents"][0]["children"] == json!(["dist1"]))
+    });
+    assert_eq!(body["tenant"], "acme");
+    assert_eq!(body["incidents"][0]["root"], "core1");
+    let (_, out) = api.get("/v1/alerts/outputs");
+    assert!(out["webhook"]["last_ok_ms"].is_i64(), "{out}");
+    let (status, err) = api.put(
+        "/v1/alerts/settings",
+        json!({ "webhook": { "url": "ftp://example/x" } }),
+    );
+    assert_eq!(status, 400, "{err}");
+}

@@ -125,6 +125,8 @@ pub async fn put_settings(
 /// How the last push of the tenant's incidents to its Alertmanager went.
 pub async fn outputs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant(Scope::Read)?.to_string();
-    let status = state.blocking(move |rt| rt.alert_outputs(&tenant)).await?;
-    Ok(Json(json!({ "alertmanager": status })))
+    let [alertmanager, webhook] = state.blocking(move |rt| rt.alert_outputs(&tenant)).await?;
+    Ok(Json(
+        json!({ "alertmanager": alertmanager, "webhook": webhook }),
+    ))
 }

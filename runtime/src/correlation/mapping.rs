@@ -23,6 +23,9 @@ pub struct AlertSettings {
     /// Push each incident to this Alertmanager as one alert (see `outputs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alertmanager: Option<super::outputs::AlertmanagerOut>,
+    /// Post the incidents to this webhook too (see `outputs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<super::outputs::WebhookOut>,
 }
 
 impl Default for AlertSettings {
@@ -33,6 +36,7 @@ impl Default for AlertSettings {
                 .to_vec(),
             hold_down: HumanDuration(Duration::from_secs(30)),
             alertmanager: None,
+            webhook: None,
         }
     }
 }
@@ -47,6 +51,10 @@ impl AlertSettings {
         }
         if let Some(out) = &self.alertmanager {
             out.check()?;
+        }
+        if let Some(out) = &self.webhook {
+            out.check()
+                .map_err(|e| e.replace("alertmanager.url", "webhook.url"))?;
         }
         Ok(())
     }

@@ -299,9 +299,9 @@ impl Correlation {
         secret: impl Fn(&str) -> Option<String>,
     ) -> Result<(), CorrelationError> {
         let settings = self.settings(tenant)?;
-        let Some(out) = settings.alertmanager else {
+        if settings.alertmanager.is_none() && settings.webhook.is_none() {
             return Ok(());
-        };
+        }
         let now = crate::now_ms();
         let list: Vec<Incident> = incidents::list(&self.state, tenant, None, 1000)?
             .into_iter()
@@ -310,21 +310,41 @@ impl Correlation {
                     .is_none_or(|c| now - c < outputs::RESOLVED_FOR_MS)
             })
             .collect();
-        let alerts: Vec<serde_json::Value> = list
-            .iter()
-            .map(|i| outputs::super_alert(tenant, i))
-            .collect();
-        let bearer = out.bearer_secret.as_deref().and_then(&secret);
-        let result = if alerts.is_empty() {
-            Ok(())
-        } else {
-            outputs::push(&out, bearer.as_deref(), egress, &alerts)
-        };
+        if let Some(out) = &settings.alertmanager {
+            let alerts: Vec<serde_json::Value> = list
+                .iter()
+                .map(|i| outputs::super_alert(tenant, i))
+                .collect();
+            let bearer = out.bearer_secret.as_deref().and_then(&secret);
+            let result = if alerts.is_empty() {
+                Ok(())
+            } else {
+                outputs::push(out, bearer.as_deref(), egress, &alerts)
+            };
+            self.record_push(tenant, "alertmanager", now, alerts.len(), result);
+        }
+        if let Some(out) = &settings.webhook {
+            let bearer = out.bearer_secret.as_deref().and_then(&secret);
+            let body = outputs::webhook_body(tenant, &list);
+            let result = outputs::post_webhook(out, bearer.as_deref(), egress, &body);
+            self.record_push(tenant, "webhook", now, list.len(), result);
+        }
+        Ok(())
+    }
+
+    fn record_push(
+        &self,
+        tenant: &str,
+        output: &str,
+        now: i64,
+        incidents: usize,
+        result: Result<(), String>,
+    ) {
         self.count(&self.counters.pushes, 1);
         let mut pushes = self.pushes.lock();
-        let status = pushes.entry(tenant.to_string()).or_default();
+        let status = pushes.entry(format!("{tenant}\u{0}{output}")).or_default();
         status.last_push_ms = Some(now);
-        status.incidents = alerts.len();
+        status.incidents = incidents;
         match result {
             Ok(()) => {
                 status.last_ok_ms = Some(now);
@@ -332,37 +352,48 @@ impl Correlation {
             }
             Err(e) => {
                 self.count(&self.counters.push_failures, 1);
-                tracing::warn!(%tenant, error = %e, "pushing incidents to Alertmanager failed; the next push repeats them");
+                tracing::warn!(%tenant, %output, error = %e, "pushing incidents failed; the next push repeats them");
                 status.last_error = Some(e);
             }
         }
-        Ok(())
     }
 
-    pub fn push_status(&self, tenant: &str) -> PushStatus {
-        self.pushes.lock().get(tenant).cloned().unwrap_or_default()
+    /// How the last push to one of the tenant's outputs (`alertmanager`, `webhook`) went.
+    pub fn output_status(&self, tenant: &str, output: &str) -> PushStatus {
+        self.pushes
+            .lock()
+            .get(&format!("{tenant}\u{0}{output}"))
+            .cloned()
+            .unwrap_or_default()
     }
 
-    /// Tenants with an Alertmanager whose periodic push is due (once a minute).
+    /// Tenants with an output whose periodic push is due (once a minute).
     pub fn due_pushes(&self, now_ms: i64) -> Vec<String> {
         let configured = self.state.settings(SETTINGS).unwrap_or_default();
         let pushes = self.pushes.lock();
         configured
             .into_iter()
-            .filter(|(_, text)| text.contains("\"alertmanager\""))
-            .filter(|(t, _)| {
-                pushes
-                    .get(t)
-                    .and_then(|s| s.last_push_ms)
-                    .is_none_or(|last| now_ms - last >= 60_000)
+            .filter_map(|(tenant, text)| {
+                let s: AlertSettings = serde_json::from_str(&text).ok()?;
+                let outputs = [
+                    ("alertmanager", s.alertmanager.is_some()),
+                    ("webhook", s.webhook.is_some()),
+                ];
+                let due = outputs.iter().filter(|(_, on)| *on).any(|(name, _)| {
+                    pushes
+                        .get(&format!("{tenant}\u{0}{name}"))
+                        .and_then(|s| s.last_push_ms)
+                        .is_none_or(|last| now_ms - last >= 60_000)
+                });
+                due.then_some(tenant)
             })
-            .map(|(t, _)| t)
             .collect()
     }
 
     /// Forget a deleted tenant.
     pub fn forget(&self, tenant: &str) {
-        self.pushes.lock().remove(tenant);
+        let prefix = format!("{tenant}\u{0}");
+        self.pushes.lock().retain(|k, _| !k.starts_with(&prefix));
         self.locks.lock().remove(tenant);
     }
 

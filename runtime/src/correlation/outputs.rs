@@ -1,6 +1,7 @@
 //! Out: each incident as one alert in the tenant's own Alertmanager (`POST /api/v2/alerts`),
 //! so the people and routes already there see "core1 down (6 child devices affected)" and
-//! not the storm. The incidents are the state: every push sends the open incidents and
+//! not the storm; and the incidents as JSON to a webhook of the tenant's (a chat bridge, a
+//! ticketing system). The incidents are the state: every push sends the open incidents and
 //! those closed in the last [`RESOLVED_FOR`] (with `endsAt`), so a push that fails is simply
 //! repeated by the next one (each change, and once a minute — which also keeps the alerts
 //! alive within Alertmanager's `resolve_timeout`). Nothing queues up while it is down.
@@ -34,6 +35,29 @@ impl AlertmanagerOut {
     pub fn check(&self) -> Result<(), String> {
         target(&self.url).map(|_| ())
     }
+}
+
+/// A webhook the incidents are posted to (`webhook` in the alert settings): the body is
+/// `{"version": "1", "tenant", "incidents": [...]}` — the open incidents and those closed in
+/// the last ten minutes, each with its root, title, status, children and times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookOut {
+    /// `http://host[:port]/path`.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_secret: Option<String>,
+}
+
+impl WebhookOut {
+    pub fn check(&self) -> Result<(), String> {
+        target(&self.url).map(|_| ())
+    }
+}
+
+/// The webhook's body.
+pub fn webhook_body(tenant: &str, incidents: &[Incident]) -> Value {
+    json!({ "version": "1", "tenant": tenant, "incidents": incidents })
 }
 
 /// `http://host[:port][/prefix]` → (host, port, prefix without a trailing `/`).
@@ -99,14 +123,38 @@ pub fn push(
     egress: &EgressPolicy,
     alerts: &[Value],
 ) -> Result<(), String> {
-    let (host, port, prefix) = target(&out.url)?;
+    let body = serde_json::to_vec(alerts).unwrap_or_default();
+    post_json(&out.url, "/api/v2/alerts", bearer, egress, &body)
+}
+
+/// POST the incidents to the webhook at `out`, through `egress`.
+pub fn post_webhook(
+    out: &WebhookOut,
+    bearer: Option<&str>,
+    egress: &EgressPolicy,
+    body: &Value,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    post_json(&out.url, "", bearer, egress, &body)
+}
+
+/// POST `body` (JSON) to `base` + `path`, connecting to the address `egress` checked.
+fn post_json(
+    base: &str,
+    path: &str,
+    bearer: Option<&str>,
+    egress: &EgressPolicy,
+    body: &[u8],
+) -> Result<(), String> {
+    let (host, port, prefix) = target(base)?;
     let address = egress.resolve(&host, port).map_err(|e| e.to_string())?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(TIMEOUT))
         .http_status_as_error(false)
         .build()
         .into();
-    let url = format!("http://{address}{prefix}/api/v2/alerts");
+    let url = format!("http://{address}{prefix}{path}");
+    let shown = format!("{}{path}", base.trim_end_matches('/'));
     let mut request = agent
         .post(&url)
         .header("Host", &format!("{host}:{port}"))
@@ -114,10 +162,9 @@ pub fn push(
     if let Some(token) = bearer {
         request = request.header("Authorization", &format!("Bearer {token}"));
     }
-    let body = serde_json::to_vec(alerts).unwrap_or_default();
     let mut response = request
-        .send(&body[..])
-        .map_err(|e| format!("POST {}/api/v2/alerts: {e}", out.url))?;
+        .send(body)
+        .map_err(|e| format!("POST {shown}: {e}"))?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(());
@@ -128,11 +175,7 @@ pub fn push(
         .limit(4096)
         .read_to_string()
         .unwrap_or_default();
-    Err(format!(
-        "POST {}/api/v2/alerts: HTTP {status}: {}",
-        out.url,
-        text.trim()
-    ))
+    Err(format!("POST {shown}: HTTP {status}: {}", text.trim()))
 }
 
 #[cfg(test)]

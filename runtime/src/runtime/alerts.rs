@@ -83,13 +83,16 @@ impl Runtime {
         }
     }
 
-    /// How the last push of the tenant's incidents to its Alertmanager went.
+    /// How the last push of the tenant's incidents to each output went.
     pub fn alert_outputs(
         &self,
         tenant: &str,
-    ) -> Result<crate::correlation::PushStatus, RuntimeError> {
+    ) -> Result<[crate::correlation::PushStatus; 2], RuntimeError> {
         self.tenant(tenant)?;
-        Ok(self.correlation.push_status(tenant))
+        Ok([
+            self.correlation.output_status(tenant, "alertmanager"),
+            self.correlation.output_status(tenant, "webhook"),
+        ])
     }
 
     pub fn alerts(
