@@ -156,8 +156,6 @@ fn apply(
         )
         .optional()?;
     let status = status_text(event.status);
-    let labels = serde_json::to_string(&event.labels).unwrap_or_default();
-    let annotations = serde_json::to_string(&event.annotations).unwrap_or_default();
     match stored {
         None => {
             let held: i64 = tx.query_row(
@@ -169,23 +167,7 @@ fn apply(
                 applied.refused += 1;
                 return Ok(());
             }
-            tx.execute(
-                "INSERT INTO alerts (tenant, fingerprint, status, labels, annotations, device,
-                     starts_ms, ends_ms, first_seen_ms, last_seen_ms, intake)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
-                params![
-                    tenant,
-                    event.fingerprint,
-                    status,
-                    labels,
-                    annotations,
-                    device,
-                    event.starts_at_ms,
-                    event.ends_at_ms,
-                    now_ms,
-                    intake
-                ],
-            )?;
+            write_alert(tx, tenant, intake, event, status, device, now_ms)?;
             applied.new += 1;
             applied.changed.push(event.fingerprint.clone());
         }
@@ -197,23 +179,7 @@ fn apply(
                 applied.stale += 1;
                 return Ok(());
             }
-            tx.execute(
-                "UPDATE alerts SET status = ?3, labels = ?4, annotations = ?5, device = ?6,
-                     starts_ms = ?7, ends_ms = ?8, last_seen_ms = ?9, intake = ?10
-                 WHERE tenant = ?1 AND fingerprint = ?2",
-                params![
-                    tenant,
-                    event.fingerprint,
-                    status,
-                    labels,
-                    annotations,
-                    device,
-                    event.starts_at_ms,
-                    event.ends_at_ms,
-                    now_ms,
-                    intake
-                ],
-            )?;
+            write_alert(tx, tenant, intake, event, status, device, now_ms)?;
             if event.status == AlertStatus::Resolved && was == "firing" {
                 applied.resolved += 1;
             } else {
@@ -222,6 +188,41 @@ fn apply(
             applied.changed.push(event.fingerprint.clone());
         }
     }
+    Ok(())
+}
+
+/// Insert or update an alert from an event (its first sighting is kept).
+fn write_alert(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    intake: i64,
+    event: &AlertEvent,
+    status: &str,
+    device: Option<&str>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let labels = serde_json::to_string(&event.labels).unwrap_or_default();
+    let annotations = serde_json::to_string(&event.annotations).unwrap_or_default();
+    tx.execute(
+        "INSERT INTO alerts (tenant, fingerprint, status, labels, annotations, device,
+             starts_ms, ends_ms, first_seen_ms, last_seen_ms, intake)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)
+         ON CONFLICT (tenant, fingerprint) DO UPDATE SET status = ?3, labels = ?4,
+             annotations = ?5, device = ?6, starts_ms = ?7, ends_ms = ?8, last_seen_ms = ?9,
+             intake = ?10",
+        params![
+            tenant,
+            event.fingerprint,
+            status,
+            labels,
+            annotations,
+            device,
+            event.starts_at_ms,
+            event.ends_at_ms,
+            now_ms,
+            intake
+        ],
+    )?;
     Ok(())
 }
 
