@@ -7,7 +7,9 @@
 
 use super::components::RuleComponent;
 use super::config::{self, Syntax};
-use super::evaluate::{Change, RuleResult, Status, WaiverNote, evaluate};
+use super::evaluate::{
+    Change, RuleResult, Status, TemplateVars, WaiverNote, evaluate, template_vars,
+};
 use super::remediation;
 use super::rules::{RuleSet, device_vars};
 use crate::inventory::Device;
@@ -175,23 +177,17 @@ fn audit_device(
     };
     let mut results = Vec::with_capacity(in_scope.len());
     let mut changes: Vec<Change> = Vec::new();
-    let mut vars_by_set: HashMap<*const RuleSet, serde_json::Map<String, serde_json::Value>> =
-        HashMap::new();
+    let mut vars_by_set: HashMap<*const RuleSet, TemplateVars> = HashMap::new();
     for (set, rule) in in_scope {
         let (mut result, rule_changes) = match &parsed {
             Ok(cfg) => {
                 let vars = vars_by_set
                     .entry(set as *const RuleSet)
-                    .or_insert_with(|| device_vars(set, device));
+                    .or_insert_with(|| template_vars(&device_vars(set, device)));
                 evaluate(set, rule, cfg, syntax, vars)
             }
             Err(e) => (
-                RuleResult::error(
-                    &rule.id,
-                    &rule.feature,
-                    &format!("{}@{}", set.file, set.version),
-                    e.clone(),
-                ),
+                RuleResult::error(&rule.id, &rule.feature, set.source(), e.clone()),
                 Vec::new(),
             ),
         };

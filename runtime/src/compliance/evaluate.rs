@@ -7,9 +7,12 @@
 
 use super::config::{self, Config, Node, Syntax};
 use super::remediation;
-use super::rules::{Expected, LineRegex, MatchKind, Pattern, Rule, RuleLines, RuleSet};
+use super::rules::{self, Expected, LineRegex, MatchKind, Pattern, Rule, RuleLines, RuleSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ops::Range;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -71,20 +74,21 @@ impl RuleResult {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub parents: Vec<String>,
-    pub node: Node,
+    pub node: Node<'static>,
     pub add: bool,
 }
 
-/// Evaluate `rule` on a parsed configuration with the device's template variables: the
-/// result, and the changes behind its remediation (a device's plan orders all of them).
+/// Evaluate `rule` on a parsed configuration with the device's template variables
+/// (`template_vars`): the result, and the changes behind its remediation (a device's plan
+/// orders all of them).
 pub fn evaluate(
     set: &RuleSet,
     rule: &Rule,
     running: &Config,
     syntax: Syntax,
-    vars: &Map<String, Value>,
+    vars: &TemplateVars,
 ) -> (RuleResult, Vec<Change>) {
-    let source = format!("{}@{}", set.file, set.version);
+    let source = set.source();
     match evaluate_inner(set, rule, running, syntax, vars) {
         Ok((changes, message)) => {
             let mut missing = Vec::new();
@@ -107,7 +111,7 @@ pub fn evaluate(
             let result = RuleResult {
                 rule: rule.id.clone(),
                 feature: rule.feature.clone(),
-                source,
+                source: source.to_string(),
                 status,
                 missing,
                 extra,
@@ -118,13 +122,22 @@ pub fn evaluate(
             (result, changes)
         }
         Err(message) => (
-            RuleResult::error(&rule.id, &rule.feature, &source, message),
+            RuleResult::error(&rule.id, &rule.feature, source, message),
             Vec::new(),
         ),
     }
 }
 
-fn render(set: &RuleSet, name: &str, vars: &Map<String, Value>) -> Result<String, String> {
+/// A device's template variables (`rules::device_vars`), converted once for every template
+/// of its rules rather than at each render.
+pub type TemplateVars = minijinja::Value;
+
+/// `vars` made ready for templates.
+pub fn template_vars(vars: &Map<String, Value>) -> TemplateVars {
+    minijinja::Value::from_serialize(vars)
+}
+
+fn render(set: &RuleSet, name: &str, vars: &TemplateVars) -> Result<String, String> {
     let template = set
         .env
         .get_template(name)
@@ -149,7 +162,7 @@ fn expected<'r>(
     set: &RuleSet,
     rule: &'r Rule,
     syntax: Syntax,
-    vars: &Map<String, Value>,
+    vars: &TemplateVars,
     owned: &'r mut Vec<Expected>,
 ) -> Result<Vec<&'r Expected>, String> {
     let mut fixed = Vec::new();
@@ -161,14 +174,14 @@ fn expected<'r>(
                 let nodes = config::parse(&text, Syntax::Indented)
                     .map_err(|e| format!("required lines: {e}"))?
                     .roots;
-                owned.extend(Expected::tree(nodes, rule.match_kind)?);
+                owned.extend(Expected::tree(&nodes, rule.match_kind)?);
             }
         }
     }
     if let Some(name) = &rule.intended {
         let text = render(set, name, vars)?;
         let intended = config::parse(&text, syntax).map_err(|e| format!("intended lines: {e}"))?;
-        owned.extend(Expected::tree(intended.roots, MatchKind::Exact)?);
+        owned.extend(Expected::tree(&intended.roots, MatchKind::Exact)?);
     }
     // The fixed required lines (in the rule's order), then the templated ones, then the
     // intended lines.
@@ -184,7 +197,7 @@ fn evaluate_inner(
     rule: &Rule,
     running: &Config,
     syntax: Syntax,
-    vars: &Map<String, Value>,
+    vars: &TemplateVars,
 ) -> Result<Outcome, String> {
     let mut rendered = Vec::new();
     let expected = expected(set, rule, syntax, vars, &mut rendered)?;
@@ -194,7 +207,7 @@ fn evaluate_inner(
     let sections = sections(rule, running, syntax);
     let mut changes = Vec::new();
     let mut message = String::new();
-    if sections.is_empty() {
+    if sections.list.is_empty() {
         if expected.is_empty() {
             return Ok((changes, message)); // only forbidden lines, and nowhere to hold them
         }
@@ -226,29 +239,39 @@ fn evaluate_inner(
         }
         return Ok((changes, message));
     }
-    for (parents, children) in sections {
-        let prefix = parents.join(" ");
-        let running: Vec<&Node> = children
-            .iter()
-            .filter(|n| !ignore.iter().any(|re| re.is_match(&n.text)))
-            .filter(|n| syntax == Syntax::Indented || within_prefix(&n.text, &prefix))
-            .collect();
-        let parents_for_changes = if syntax == Syntax::Set {
-            Vec::new()
-        } else {
-            parents.clone()
+    let forbidden_heads = config::head_bits(forbidden.iter().map(Pattern::head));
+    // One vector of running lines for every section, cleared for the next.
+    let mut running: Vec<&Node> = Vec::new();
+    for (range, children) in &sections.list {
+        let parents = &sections.paths[range.clone()];
+        // Junos: the section is the lines under the prefix of words; changes are whole
+        // `set` lines, without parents.
+        let prefix = match syntax {
+            Syntax::Set => parents.join(" "),
+            Syntax::Indented => String::new(),
+        };
+        running.clear();
+        running.extend(
+            children
+                .iter()
+                .filter(|n| !ignore.iter().any(|re| re.is_match(&n.text)))
+                .filter(|n| syntax == Syntax::Indented || within_prefix(&n.text, &prefix)),
+        );
+        let parents: &[&str] = match syntax {
+            Syntax::Set => &[],
+            Syntax::Indented => parents,
         };
         compare(
             rule,
             &expected,
             &running,
             &ignore,
-            &parents_for_changes,
+            parents,
             &mut changes,
             &mut message,
             true,
         );
-        forbid(&forbidden, &running, &parents_for_changes, &mut changes);
+        forbid(&forbidden, forbidden_heads, &running, parents, &mut changes);
     }
     dedupe(&mut changes);
     Ok((changes, message))
@@ -270,55 +293,103 @@ fn within_prefix(line: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
 }
 
-/// The sections the rule checks: (parent lines, their children). Junos: one section, the
-/// flat list, filtered by the prefix later.
-fn sections<'a>(
-    rule: &Rule,
-    running: &'a Config,
-    syntax: Syntax,
-) -> Vec<(Vec<String>, &'a [Node])> {
+/// The sections a rule checks: the parent lines of each (a range of `paths`, so that a
+/// rule matching 180 interfaces allocates one vector, not 180) and the lines in it.
+struct Sections<'a, 'c> {
+    paths: Vec<&'a str>,
+    list: Vec<(Range<usize>, &'a [Node<'c>])>,
+}
+
+/// The sections the rule checks. Junos: one section, the flat list, filtered by the prefix
+/// later.
+fn sections<'a, 'c>(rule: &'a Rule, running: &'a Config<'c>, syntax: Syntax) -> Sections<'a, 'c> {
+    let mut paths: Vec<&str> = Vec::new();
     if rule.section.is_empty() {
-        return vec![(Vec::new(), &running.roots)];
+        return Sections {
+            paths,
+            list: vec![(0..0, &running.roots)],
+        };
     }
     if syntax == Syntax::Set {
-        let words: Vec<String> = rule.section.iter().map(|p| p.text().to_string()).collect();
-        let prefix = words.join(" ");
+        paths.extend(rule.section.iter().map(Pattern::text));
+        let prefix = paths.join(" ");
         let any = running
             .roots
             .iter()
             .any(|n| within_prefix(&n.text, &prefix));
-        return if any {
-            vec![(words, &running.roots)]
+        let list = if any {
+            vec![(0..paths.len(), &running.roots[..])]
         } else {
             Vec::new()
         };
+        return Sections { paths, list };
     }
-    let mut level: Vec<(Vec<String>, &Node)> = running
+    let mut level: Vec<(Range<usize>, &Node)> = Vec::new();
+    for n in running
         .roots
         .iter()
         .filter(|n| rule.section[0].matches(&n.text))
-        .map(|n| (vec![n.text.clone()], n))
-        .collect();
-    for pattern in &rule.section[1..] {
-        level = level
-            .into_iter()
-            .flat_map(|(path, node)| {
-                node.children
-                    .iter()
-                    .filter(|c| pattern.matches(&c.text))
-                    .map(move |c| {
-                        let mut p = path.clone();
-                        p.push(c.text.clone());
-                        (p, c)
-                    })
-            })
-            .collect();
+    {
+        paths.push(&n.text);
+        level.push((paths.len() - 1..paths.len(), n));
     }
-    level
+    for pattern in &rule.section[1..] {
+        let mut next = Vec::new();
+        for (path, node) in level {
+            for c in node.children.iter().filter(|c| pattern.matches(&c.text)) {
+                let start = paths.len();
+                paths.extend_from_within(path.clone());
+                paths.push(&c.text);
+                next.push((start..paths.len(), c));
+            }
+        }
+        level = next;
+    }
+    let list = level
         .into_iter()
         .map(|(path, node)| (path, node.children.as_slice()))
-        .collect()
+        .collect();
+    Sections { paths, list }
 }
+
+/// Which running lines of a level are taken: bits for up to 64 (most sections), else one
+/// flag each.
+enum Taken {
+    Bits(u64),
+    Flags(Vec<bool>),
+}
+
+impl Taken {
+    fn new(lines: usize) -> Taken {
+        if lines <= 64 {
+            Taken::Bits(0)
+        } else {
+            Taken::Flags(vec![false; lines])
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Taken::Bits(bits) => bits & (1 << i) != 0,
+            Taken::Flags(flags) => flags[i],
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        match self {
+            Taken::Bits(bits) => *bits |= 1 << i,
+            Taken::Flags(flags) => flags[i] = true,
+        }
+    }
+}
+
+fn owned(parents: &[&str]) -> Vec<String> {
+    parents.iter().map(|p| p.to_string()).collect()
+}
+
+/// Expected and running lines from which `compare` looks exact lines up by their text
+/// instead of trying every running line (a whole config as `intended`).
+const INDEX_FROM: usize = 16;
 
 /// Compare expected nodes with running nodes at one level, recursing into matched pairs.
 #[allow(clippy::too_many_arguments)]
@@ -327,20 +398,28 @@ fn compare(
     expected: &[&Expected],
     running: &[&Node],
     ignore: &[&LineRegex],
-    parents: &[String],
+    parents: &[&str],
     changes: &mut Vec<Change>,
     message: &mut String,
     top: bool,
 ) {
-    let mut taken = vec![false; running.len()];
+    let mut taken = Taken::new(running.len());
+    // The running lines matched, in the expected order (for `ordered`).
     let mut order = Vec::new();
+    let index = (expected.len() >= INDEX_FROM && running.len() >= INDEX_FROM)
+        .then(|| ExactIndex::new(running));
     for want in expected {
-        let found =
-            (0..running.len()).find(|&i| !taken[i] && want.pattern.matches(&running[i].text));
+        let found = match (&index, &want.pattern) {
+            (Some(index), Pattern::Exact(text)) => index.find(text, running, &taken),
+            _ => (0..running.len())
+                .find(|&i| !taken.get(i) && want.pattern.matches(&running[i].text)),
+        };
         match found {
             Some(i) => {
-                taken[i] = true;
-                order.push(i);
+                taken.set(i);
+                if rule.ordered {
+                    order.push(i);
+                }
                 // Children of a regex-matched line are only checked, never extra.
                 let check_children =
                     !want.children.is_empty() || (rule.extra_lines_fail && want.exact());
@@ -350,8 +429,13 @@ fn compare(
                         .iter()
                         .filter(|n| !ignore.iter().any(|re| re.is_match(&n.text)))
                         .collect();
+                    // Nothing expected and nothing there: nothing to find (this saves
+                    // the path's allocation for most lines of an intended config).
+                    if want.children.is_empty() && running_kids.is_empty() {
+                        continue;
+                    }
                     let mut path = parents.to_vec();
-                    path.push(running[i].text.clone());
+                    path.push(&running[i].text);
                     let kids: Vec<&Expected> = want.children.iter().collect();
                     compare(
                         rule,
@@ -366,7 +450,7 @@ fn compare(
                 }
             }
             None if want.exact() => changes.push(Change {
-                parents: parents.to_vec(),
+                parents: owned(parents),
                 node: want.node.clone(),
                 add: true,
             }),
@@ -387,15 +471,15 @@ fn compare(
         // Remove the matched lines and add them again in the intended order.
         for &i in &order {
             changes.push(Change {
-                parents: parents.to_vec(),
-                node: running[i].clone(),
+                parents: owned(parents),
+                node: running[i].to_owned_node(),
                 add: false,
             });
         }
         for want in expected {
             if want.exact() {
                 changes.push(Change {
-                    parents: parents.to_vec(),
+                    parents: owned(parents),
                     node: want.node.clone(),
                     add: true,
                 });
@@ -414,10 +498,10 @@ fn compare(
                 .lines_like
                 .as_ref()
                 .is_none_or(|re| re.is_match(&node.text));
-            if !taken[i] && like {
+            if !taken.get(i) && like {
                 changes.push(Change {
-                    parents: parents.to_vec(),
-                    node: (*node).clone(),
+                    parents: owned(parents),
+                    node: node.to_owned_node(),
                     add: false,
                 });
             }
@@ -425,28 +509,78 @@ fn compare(
     }
 }
 
+/// Running lines by their text with blanks squashed, for exact lines to find without
+/// trying each running line: the candidates are confirmed with the same comparison, so the
+/// line found is the one the plain search finds (the first one not taken that matches; an
+/// exact pattern's text is squashed, so every line it matches has it as key).
+struct ExactIndex<'r> {
+    lines: HashMap<Cow<'r, str>, Vec<usize>>,
+}
+
+impl<'r> ExactIndex<'r> {
+    fn new(running: &[&'r Node]) -> Self {
+        let mut lines: HashMap<Cow<'r, str>, Vec<usize>> = HashMap::with_capacity(running.len());
+        for (i, node) in running.iter().enumerate() {
+            lines.entry(squash_key(&node.text)).or_default().push(i);
+        }
+        ExactIndex { lines }
+    }
+
+    fn find(&self, text: &str, running: &[&Node], taken: &Taken) -> Option<usize> {
+        self.lines
+            .get(text)?
+            .iter()
+            .copied()
+            .find(|&i| !taken.get(i) && rules::squashed_eq(text, &running[i].text))
+    }
+}
+
+/// A running line's key in `ExactIndex`: the text an exact pattern must equal to match it
+/// (its blanks squashed when it has runs of them or tabs, as `squashed_eq` compares).
+fn squash_key<'r>(line: &Cow<'r, str>) -> Cow<'r, str> {
+    if rules::squashes(line) {
+        Cow::Owned(rules::squash(line))
+    } else {
+        match line {
+            Cow::Borrowed(text) => Cow::Borrowed(text),
+            Cow::Owned(text) => Cow::Owned(text.clone()),
+        }
+    }
+}
+
 /// Forbidden lines at any depth of the section. The path of parents is a stack of borrowed
-/// lines, copied only for a line that is found.
-fn forbid(forbidden: &[Pattern], running: &[&Node], parents: &[String], changes: &mut Vec<Change>) {
+/// lines, copied only for a line that is found; sections holding no line that starts as a
+/// forbidden pattern must (`heads`, `Node::may_hold`) are skipped.
+fn forbid(
+    forbidden: &[Pattern],
+    heads: u64,
+    running: &[&Node],
+    parents: &[&str],
+    changes: &mut Vec<Change>,
+) {
     if forbidden.is_empty() {
         return;
     }
-    let mut path: Vec<&str> = parents.iter().map(String::as_str).collect();
+    let mut path: Vec<&str> = parents.to_vec();
     for node in running {
-        forbid_under(forbidden, node, &mut path, changes);
+        forbid_under(forbidden, heads, node, &mut path, changes);
     }
 }
 
 fn forbid_under<'a>(
     forbidden: &[Pattern],
+    heads: u64,
     node: &'a Node,
     path: &mut Vec<&'a str>,
     changes: &mut Vec<Change>,
 ) {
+    if !node.may_hold_any(heads) {
+        return;
+    }
     if forbidden.iter().any(|p| p.matches(&node.text)) {
         changes.push(Change {
-            parents: path.iter().map(|p| p.to_string()).collect(),
-            node: Node::new(node.text.clone()),
+            parents: owned(path),
+            node: Node::new(node.text.to_string()),
             add: false,
         });
         return;
@@ -456,7 +590,7 @@ fn forbid_under<'a>(
     }
     path.push(&node.text);
     for child in &node.children {
-        forbid_under(forbidden, child, path, changes);
+        forbid_under(forbidden, heads, child, path, changes);
     }
     path.pop();
 }
@@ -481,7 +615,7 @@ mod tests {
         .unwrap();
         set.rules
             .iter()
-            .map(|r| evaluate(&set, r, &cfg, syntax, &vars).0)
+            .map(|r| evaluate(&set, r, &cfg, syntax, &template_vars(&vars)).0)
             .collect()
     }
 
@@ -580,6 +714,102 @@ mod tests {
             [
                 "delete system ntp server 10.9.9.9",
                 "set system ntp server 10.0.0.2"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_index_finds_what_the_plain_search_finds() {
+        let texts = [
+            "ntp server 1",
+            "ntp  server 1",
+            "ntp\tserver 1",
+            "ntp server 1",
+            " ntp server 1",
+            "ntp server 1 ",
+            "ntp\u{a0}server 1",
+            "ntp\u{a0}\tserver 1",
+            "ntp server 2",
+            "a",
+            "",
+        ];
+        let nodes: Vec<Node> = texts.iter().map(|t| Node::new(*t)).collect();
+        let running: Vec<&Node> = nodes.iter().collect();
+        let index = ExactIndex::new(&running);
+        for want in [
+            "ntp server 1",
+            "ntp  server 2",
+            "a",
+            "",
+            "b",
+            "ntp\u{a0}server 1",
+        ] {
+            let pattern = Pattern::new(want, MatchKind::Exact).unwrap();
+            let mut taken = Taken::new(running.len());
+            loop {
+                let plain = (0..running.len())
+                    .find(|&i| !taken.get(i) && pattern.matches(&running[i].text));
+                assert_eq!(
+                    index.find(pattern.text(), &running, &taken),
+                    plain,
+                    "{want:?}"
+                );
+                match plain {
+                    Some(i) => taken.set(i),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_whole_config_as_intended_lines() {
+        // Enough lines for `compare` to look them up by text.
+        let mut want = String::new();
+        let mut have = String::new();
+        for i in 0..20 {
+            want.push_str(&format!("interface Gi0/{i}\n description port {i}\n"));
+            let desc = match i {
+                3 => "port  3".to_string(), // blanks squashed: the same line
+                7 => "other".to_string(),
+                _ => format!("port {i}"),
+            };
+            have.push_str(&format!("interface Gi0/{i}\n description {desc}\n"));
+        }
+        have.push_str("interface Gi0/3\n description port 3\n");
+        let rules = format!("rules:\n  - id: all\n    intended: |\n{}", indent(&want));
+        let r = &run(&rules, &have, Syntax::Indented)[0];
+        assert_eq!(r.status, Status::Missing, "{r:?}");
+        assert_eq!(r.missing, ["interface Gi0/7", " description port 7"]);
+        assert_eq!(
+            r.extra,
+            [
+                "interface Gi0/7",
+                " description other",
+                "interface Gi0/3",
+                " description port 3"
+            ]
+        );
+    }
+
+    fn indent(text: &str) -> String {
+        text.lines().map(|l| format!("      {l}\n")).collect()
+    }
+
+    #[test]
+    fn forbidden_lines_are_found_at_any_depth_and_short_ones_too() {
+        let rules = "rules:\n  - id: no\n    forbidden: ['zz top', 'x']\n";
+        let cfg = "x\nrouter a\n neighbor 1\n  zz top\nrouter b\n neighbor 2\n";
+        let r = &run(rules, cfg, Syntax::Indented)[0];
+        assert_eq!(
+            r.remediation,
+            [
+                "no x",
+                "router a",
+                " neighbor 1",
+                "  no zz top",
+                "  exit",
+                " exit"
             ]
         );
     }

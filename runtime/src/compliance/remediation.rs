@@ -39,7 +39,10 @@ static DEFINITIONS: LazyLock<RegexSet> = LazyLock::new(|| {
 });
 
 fn defines(change: &Change) -> bool {
-    let head = change.parents.first().unwrap_or(&change.node.text);
+    let head = change
+        .parents
+        .first()
+        .map_or(&*change.node.text, String::as_str);
     DEFINITIONS.is_match(head)
 }
 
@@ -56,7 +59,7 @@ fn phase(change: &Change) -> u8 {
 fn change_lines(change: &Change, syntax: Syntax, depth: usize) -> Vec<String> {
     let pad = " ".repeat(depth);
     match (syntax, change.add) {
-        (Syntax::Set, true) => vec![change.node.text.clone()],
+        (Syntax::Set, true) => vec![change.node.text.to_string()],
         (Syntax::Set, false) => vec![match change.node.text.strip_prefix("set ") {
             Some(rest) => format!("delete {rest}"),
             None => format!("delete {}", change.node.text),
@@ -81,7 +84,7 @@ pub fn negate(line: &str) -> String {
 /// A line with its parents and children, indented: how the report shows it.
 pub fn with_parents(parents: &[String], node: &Node, syntax: Syntax) -> Vec<String> {
     if syntax == Syntax::Set {
-        return vec![node.text.clone()];
+        return vec![node.text.to_string()];
     }
     let mut out: Vec<String> = parents
         .iter()
@@ -99,10 +102,10 @@ pub fn plan(changes: &[Change], syntax: Syntax) -> Vec<String> {
     let added: std::collections::HashSet<(&[String], &str)> = changes
         .iter()
         .filter(|c| c.add)
-        .map(|c| (c.parents.as_slice(), c.node.text.as_str()))
+        .map(|c| (c.parents.as_slice(), &*c.node.text))
         .collect();
     let key = |c: &Change| {
-        let rewrite = !c.add && added.contains(&(c.parents.as_slice(), c.node.text.as_str()));
+        let rewrite = !c.add && added.contains(&(c.parents.as_slice(), &*c.node.text));
         if rewrite {
             phase(&Change {
                 add: true,
