@@ -127,8 +127,22 @@ pub fn ingest(
             ..Applied::default()
         };
         if !duplicate {
+            // Counted once: the budget check must not scan the table for every new alert.
+            let held: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM alerts WHERE tenant = ?1",
+                [tenant],
+                |r| r.get(0),
+            )?;
+            let mut w = Writer {
+                tx: &tx,
+                limits,
+                tenant,
+                intake,
+                now_ms,
+                held: held as u64,
+            };
             for (event, device) in events {
-                apply(&tx, limits, tenant, intake, event, device.as_deref(), now_ms, &mut applied)?;
+                w.apply(event, device.as_deref(), &mut applied)?;
             }
         }
         prune(&tx, limits, tenant, now_ms)?;
@@ -137,93 +151,94 @@ pub fn ingest(
     })?)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn apply(
-    tx: &Transaction<'_>,
-    limits: &CorrelationConfig,
-    tenant: &str,
+/// Applies one intake's events inside its transaction.
+struct Writer<'a> {
+    tx: &'a Transaction<'a>,
+    limits: &'a CorrelationConfig,
+    tenant: &'a str,
     intake: i64,
-    event: &AlertEvent,
-    device: Option<&str>,
     now_ms: i64,
-    applied: &mut Applied,
-) -> rusqlite::Result<()> {
-    let stored: Option<(String, Option<i64>)> = tx
-        .query_row(
-            "SELECT status, starts_ms FROM alerts WHERE tenant = ?1 AND fingerprint = ?2",
-            params![tenant, event.fingerprint],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let status = status_text(event.status);
-    match stored {
-        None => {
-            let held: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM alerts WHERE tenant = ?1",
-                [tenant],
-                |r| r.get(0),
-            )?;
-            if held as u64 >= limits.max_alerts {
-                applied.refused += 1;
-                return Ok(());
-            }
-            write_alert(tx, tenant, intake, event, status, device, now_ms)?;
-            applied.new += 1;
-            applied.changed.push(event.fingerprint.clone());
-        }
-        Some((was, starts)) => {
-            let stale = event.status == AlertStatus::Firing
-                && was == "resolved"
-                && event.starts_at_ms.unwrap_or(i64::MIN) <= starts.unwrap_or(i64::MIN);
-            if stale {
-                applied.stale += 1;
-                return Ok(());
-            }
-            write_alert(tx, tenant, intake, event, status, device, now_ms)?;
-            if event.status == AlertStatus::Resolved && was == "firing" {
-                applied.resolved += 1;
-            } else {
-                applied.updated += 1;
-            }
-            applied.changed.push(event.fingerprint.clone());
-        }
-    }
-    Ok(())
+    /// Alerts the tenant holds.
+    held: u64,
 }
 
-/// Insert or update an alert from an event (its first sighting is kept).
-fn write_alert(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    intake: i64,
-    event: &AlertEvent,
-    status: &str,
-    device: Option<&str>,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
-    let labels = serde_json::to_string(&event.labels).unwrap_or_default();
-    let annotations = serde_json::to_string(&event.annotations).unwrap_or_default();
-    tx.execute(
-        "INSERT INTO alerts (tenant, fingerprint, status, labels, annotations, device,
-             starts_ms, ends_ms, first_seen_ms, last_seen_ms, intake)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)
-         ON CONFLICT (tenant, fingerprint) DO UPDATE SET status = ?3, labels = ?4,
-             annotations = ?5, device = ?6, starts_ms = ?7, ends_ms = ?8, last_seen_ms = ?9,
-             intake = ?10",
-        params![
-            tenant,
-            event.fingerprint,
-            status,
-            labels,
-            annotations,
-            device,
-            event.starts_at_ms,
-            event.ends_at_ms,
-            now_ms,
-            intake
-        ],
-    )?;
-    Ok(())
+impl Writer<'_> {
+    fn apply(
+        &mut self,
+        event: &AlertEvent,
+        device: Option<&str>,
+        applied: &mut Applied,
+    ) -> rusqlite::Result<()> {
+        let stored: Option<(String, Option<i64>)> = self
+            .tx
+            .query_row(
+                "SELECT status, starts_ms FROM alerts WHERE tenant = ?1 AND fingerprint = ?2",
+                params![self.tenant, event.fingerprint],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let status = status_text(event.status);
+        match stored {
+            None => {
+                if self.held >= self.limits.max_alerts {
+                    applied.refused += 1;
+                    return Ok(());
+                }
+                self.write(event, status, device)?;
+                self.held += 1;
+                applied.new += 1;
+            }
+            Some((was, starts)) => {
+                let stale = event.status == AlertStatus::Firing
+                    && was == "resolved"
+                    && event.starts_at_ms.unwrap_or(i64::MIN) <= starts.unwrap_or(i64::MIN);
+                if stale {
+                    applied.stale += 1;
+                    return Ok(());
+                }
+                self.write(event, status, device)?;
+                if event.status == AlertStatus::Resolved && was == "firing" {
+                    applied.resolved += 1;
+                } else {
+                    applied.updated += 1;
+                }
+            }
+        }
+        applied.changed.push(event.fingerprint.clone());
+        Ok(())
+    }
+
+    /// Insert or update an alert from an event (its first sighting is kept).
+    fn write(
+        &self,
+        event: &AlertEvent,
+        status: &str,
+        device: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let labels = serde_json::to_string(&event.labels).unwrap_or_default();
+        let annotations = serde_json::to_string(&event.annotations).unwrap_or_default();
+        self.tx.execute(
+            "INSERT INTO alerts (tenant, fingerprint, status, labels, annotations, device,
+                 starts_ms, ends_ms, first_seen_ms, last_seen_ms, intake)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)
+             ON CONFLICT (tenant, fingerprint) DO UPDATE SET status = ?3, labels = ?4,
+                 annotations = ?5, device = ?6, starts_ms = ?7, ends_ms = ?8, last_seen_ms = ?9,
+                 intake = ?10",
+            params![
+                self.tenant,
+                event.fingerprint,
+                status,
+                labels,
+                annotations,
+                device,
+                event.starts_at_ms,
+                event.ends_at_ms,
+                self.now_ms,
+                self.intake
+            ],
+        )?;
+        Ok(())
+    }
 }
 
 /// Keep the newest intakes within `keep_intake_bytes`, and resolved alerts for
