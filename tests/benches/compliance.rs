@@ -1,7 +1,7 @@
 //! Compliance audit benchmark: generated IOS-style configs of ~2,000 lines each, 50 YAML rules
 //! (exact and regex, nested sections, intended lines from Jinja2 templates), a full audit on
-//! all cores; then one rule as a Wasm component (`policies/ntp-servers`) against the same
-//! logic natively, on the same configs (ratio).
+//! all cores. (To come: one rule as a Wasm component against the same logic natively, and
+//! hier_config on the same configs, side by side.)
 //!
 //! `cargo bench -p sotp-tests --bench compliance [-- DEVICES]` (default 10,000).
 
