@@ -171,7 +171,10 @@ fn audit_device(
     }
     let syntax = Syntax::of_platform(device.platform.as_deref());
     let backup = (input.backup)();
+    // Parsed for the rule files only (components get the text): no rule file in scope, no
+    // parsing.
     let parsed = match &backup {
+        _ if in_scope.is_empty() => Err(String::new()),
         Ok((_, text)) => config::parse(text, syntax).map_err(|e| format!("config: {e}")),
         Err(e) => Err(e.clone()),
     };

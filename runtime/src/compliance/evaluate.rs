@@ -226,7 +226,7 @@ fn evaluate_inner(
                     if want.exact() {
                         changes.push(Change {
                             parents: parents.clone(),
-                            node: want.node.clone(),
+                            node: want.to_node(),
                             add: true,
                         });
                     }
@@ -451,7 +451,7 @@ fn compare(
             }
             None if want.exact() => changes.push(Change {
                 parents: owned(parents),
-                node: want.node.clone(),
+                node: want.to_node(),
                 add: true,
             }),
             None => {
@@ -480,7 +480,7 @@ fn compare(
             if want.exact() {
                 changes.push(Change {
                     parents: owned(parents),
-                    node: want.node.clone(),
+                    node: want.to_node(),
                     add: true,
                 });
             }

@@ -435,6 +435,7 @@ pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
 /// its expected children.
 #[derive(Clone, Debug)]
 pub struct Expected {
+    /// The line as written, without its children (`to_node` has them).
     pub node: Node<'static>,
     pub pattern: Pattern,
     pub children: Vec<Expected>,
@@ -449,13 +450,22 @@ impl Expected {
                 let pattern = Pattern::new(&node.text, kind)
                     .map_err(|e| format!("regex `{}`: {e}", node.text))?;
                 let children = Expected::tree(&node.children, kind)?;
+                let mut line = Node::new(node.text.to_string());
+                line.line = node.line;
                 Ok(Expected {
-                    node: node.to_owned_node(),
+                    node: line,
                     pattern,
                     children,
                 })
             })
             .collect()
+    }
+
+    /// The expected line with its expected children: what to add when it is missing.
+    pub fn to_node(&self) -> Node<'static> {
+        let mut node = self.node.clone();
+        node.children = self.children.iter().map(Expected::to_node).collect();
+        node
     }
 
     pub fn exact(&self) -> bool {
