@@ -86,6 +86,15 @@ fn target(url: &str) -> Result<(String, u16, String), String> {
     ))
 }
 
+/// `host:port` as a Host header says it (an IPv6 address in brackets).
+fn host_header(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// One incident as an Alertmanager alert.
 pub fn super_alert(tenant: &str, i: &Incident) -> Value {
     let mut alert = json!({
@@ -157,7 +166,7 @@ fn post_json(
     let shown = format!("{}{path}", base.trim_end_matches('/'));
     let mut request = agent
         .post(&url)
-        .header("Host", &format!("{host}:{port}"))
+        .header("Host", &host_header(&host, port))
         .header("Content-Type", "application/json");
     if let Some(token) = bearer {
         request = request.header("Authorization", &format!("Bearer {token}"));
@@ -199,6 +208,8 @@ mod tests {
         assert!(target("https://am:9093").unwrap_err().contains("https"));
         assert!(target("http://user@am:9093").is_err());
         assert!(target("http://am:port").is_err());
+        assert_eq!(host_header("::1", 9093), "[::1]:9093");
+        assert_eq!(host_header("am.example", 80), "am.example:80");
     }
 
     #[test]
