@@ -6,7 +6,9 @@
 //!
 //! Prints, in one run:
 //! - SOTP's intake: webhook posts/s and alerts/s (each post durable and correlated before the
-//!   answer), and so the cost per alert of intake + policy + incident updates;
+//!   answer) from one sender and from four concurrent ones, the cost per alert of intake +
+//!   policy + incident updates, and the policy's share of it (`decide` with its topology
+//!   reads, from `/metrics`);
 //! - how long after the last alert the one incident is complete (the core's alert first, so
 //!   no hold-down is involved), and how many alerts SOTP emits (incidents);
 //! - a real Alertmanager 0.25 with inhibit rules on the same storm (`TargetDown` of the core
@@ -83,26 +85,38 @@ fn sotp_run(storm: &[Value]) {
     .unwrap();
     api.push(&manifest, TOPOLOGY_CORRELATION);
     let push = api.scoped("am", &["ingest"]);
+    let bodies: Vec<Value> = storm
+        .chunks(BATCH)
+        .enumerate()
+        .map(|(n, chunk)| {
+            json!({ "version": "4", "status": "firing", "receiver": "sotp",
+                    "groupKey": format!("{{}}:{n}"), "truncatedAlerts": 0, "alerts": chunk })
+        })
+        .collect();
     let started = Instant::now();
-    let mut posts = 0;
-    for chunk in storm.chunks(BATCH) {
-        let body = json!({ "version": "4", "status": "firing", "receiver": "sotp",
-                           "groupKey": format!("{{}}:{posts}"), "truncatedAlerts": 0, "alerts": chunk });
-        let (status, out) = push.post("/v1/alerts/webhook", body);
+    for body in &bodies {
+        let (status, out) = push.post("/v1/alerts/webhook", body.clone());
         assert_eq!(status, 200, "{out}");
-        posts += 1;
     }
     let posting = started.elapsed();
     let last = Instant::now();
     let complete = wait_one_incident(&api);
     let after_last = last.elapsed();
     let secs = posting.as_secs_f64();
+    let posts = bodies.len();
     println!("SOTP (webhook intake, default policy, {NODES}-node topology)");
     println!(
-        "  {posts} posts of {BATCH} alerts in {secs:.2} s: {:.0} posts/s, {:.0} alerts/s, {:.0} µs per alert (intake, policy, incidents, durable)",
+        "  {posts} posts of {BATCH} alerts in {secs:.2} s, one sender: {:.0} posts/s, {:.0} alerts/s, {:.0} µs per alert (intake, policy, incidents, durable)",
         posts as f64 / secs,
         storm.len() as f64 / secs,
         secs * 1e6 / storm.len() as f64
+    );
+    let metrics = server.metrics_text();
+    let offered = metric(&metrics, "sotp_correlation_policy_alerts_total");
+    let spent = metric(&metrics, "sotp_correlation_policy_seconds_total");
+    println!(
+        "  the policy's share: {:.0} µs per alert offered ({offered:.0} alerts, {spent:.2} s in decide, topology reads included)",
+        spent * 1e6 / offered.max(1.0)
     );
     println!(
         "  one incident complete {:.3} s after the last alert: \"{}\"",
@@ -113,6 +127,51 @@ fn sotp_run(storm: &[Value]) {
         "  alerts emitted: 1 (the incident; {} suppressed devices)",
         complete["children"].as_array().map_or(0, Vec::len)
     );
+    concurrent_run(&bodies);
+}
+
+/// The same storm from `SENDERS` concurrent senders (Alertmanager delivers groups in
+/// parallel) into a fresh server: what the intake takes when posts overlap.
+fn concurrent_run(bodies: &[Value]) {
+    const SENDERS: usize = 4;
+    let server = Server::start(BIN);
+    let api = server.tenant("bench");
+    assert_eq!(api.post("/v1/devices/import", topology()).0, 200);
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/topology-correlation/sotp.toml"
+    ))
+    .unwrap();
+    api.push(&manifest, TOPOLOGY_CORRELATION);
+    let push = api.scoped("am", &["ingest"]);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for sender in 0..SENDERS {
+            let push = &push;
+            s.spawn(move || {
+                for body in bodies.iter().skip(sender).step_by(SENDERS) {
+                    let (status, out) = push.post("/v1/alerts/webhook", body.clone());
+                    assert_eq!(status, 200, "{out}");
+                }
+            });
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let complete = wait_one_incident(&api);
+    println!(
+        "  {} posts from {SENDERS} concurrent senders in {secs:.2} s: {:.0} posts/s, {:.0} alerts/s; then \"{}\"",
+        bodies.len(),
+        bodies.len() as f64 / secs,
+        (bodies.len() * BATCH) as f64 / secs,
+        complete["title"].as_str().unwrap_or_default()
+    );
+}
+
+/// A counter's value in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn wait_one_incident(api: &Api) -> Value {

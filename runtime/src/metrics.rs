@@ -162,6 +162,11 @@ fn render_process(out: &mut String, rt: &Runtime) {
             rt.correlation_counters().policy_failures.load(Relaxed),
         ),
         (
+            "sotp_correlation_policy_alerts_total",
+            "Alerts offered to correlation policies (a held alert counts each time it is offered).",
+            rt.correlation_counters().policy_alerts.load(Relaxed),
+        ),
+        (
             "sotp_compliance_refused_total",
             "Rule files and waivers refused at a compliance budget, audits refused while one runs.",
             rt.compliance_counters().refused.load(Relaxed),
@@ -170,6 +175,18 @@ fn render_process(out: &mut String, rt: &Runtime) {
         family(out, name, "counter", help);
         line(out, name, &[], value as f64);
     }
+    family(
+        out,
+        "sotp_correlation_policy_seconds_total",
+        "counter",
+        "Time correlation policies spent deciding (topology reads included).",
+    );
+    line(
+        out,
+        "sotp_correlation_policy_seconds_total",
+        &[],
+        rt.correlation_counters().policy_nanos.load(Relaxed) as f64 / 1e9,
+    );
 
     let s = &rt.telemetry.counters;
     family(

@@ -233,6 +233,13 @@ CREATE TABLE incident_events (
     PRIMARY KEY (tenant, incident, seq)
 );
 "#,
+    // What a correlation policy reads per batch, by index rather than by scanning the
+    // tenant's alerts (see correlation/engine.rs).
+    r#"
+CREATE INDEX alerts_device ON alerts (tenant, device, status);
+CREATE INDEX alerts_resolved ON alerts (tenant, status, last_seen_ms);
+CREATE INDEX incident_alerts_role ON incident_alerts (tenant, incident, role, device);
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! The correlation engine: what changed in an intake (or a hold whose time came) goes to the
-//! tenant's active correlation policy as one batch, with a snapshot of the topology and of
+//! tenant's active correlation policy as one batch, with a view of the topology and of
 //! what is firing; its decisions are applied to the incidents (`incidents.rs`). One batch at a
 //! time per tenant, so decisions apply in the order alerts arrived.
 //!
@@ -55,17 +55,25 @@ impl Policy for ActivePolicy {
     }
 }
 
-/// What a policy reads during one batch.
-pub struct Snapshot {
+/// What a policy reads during one batch: the inventory's dependencies (built once per
+/// batch from the devices), and what is firing and which incidents are open, read from the
+/// store when the policy asks (by index: a batch costs what it reads, not what the tenant
+/// holds) and kept for the rest of the batch. Nothing changes under it: the tenant's batches
+/// run one at a time and the decisions apply after `decide` returns.
+pub struct StoreView {
+    state: Arc<StateStore>,
+    tenant: String,
     nodes: HashMap<String, WitNode>,
     links: HashMap<String, Vec<WitLinkInfo>>,
     children: HashMap<String, Vec<String>>,
-    firing: HashMap<String, Vec<WitAlert>>,
-    incidents: Vec<WitIncident>,
+    firing: parking_lot::Mutex<HashMap<String, Vec<WitAlert>>>,
+    incidents: parking_lot::Mutex<Option<Vec<WitIncident>>>,
+    /// The first read that failed: the batch is then a policy failure (its alerts pass).
+    error: parking_lot::Mutex<Option<String>>,
 }
 
-impl Snapshot {
-    pub fn new(devices: &[Device], firing: Vec<StoredAlert>, incidents: Vec<WitIncident>) -> Self {
+impl StoreView {
+    pub fn new(state: Arc<StateStore>, tenant: &str, devices: &[Device]) -> Self {
         let mut children: HashMap<String, Vec<String>> = HashMap::new();
         for d in devices {
             for p in d.all_parents() {
@@ -88,6 +96,7 @@ impl Snapshot {
             .collect();
         let links = devices
             .iter()
+            .filter(|d| !d.links.is_empty())
             .map(|d| {
                 let list = d
                     .links
@@ -100,23 +109,32 @@ impl Snapshot {
                 (d.name.clone(), list)
             })
             .collect();
-        let mut by_device: HashMap<String, Vec<WitAlert>> = HashMap::new();
-        for a in firing {
-            if let Some(d) = a.device.clone() {
-                by_device.entry(d).or_default().push(wit_alert(&a));
-            }
-        }
-        Snapshot {
+        StoreView {
+            state,
+            tenant: tenant.to_string(),
             nodes,
             links,
             children,
-            firing: by_device,
-            incidents,
+            firing: Default::default(),
+            incidents: Default::default(),
+            error: Default::default(),
         }
+    }
+
+    /// Why a read failed during the batch, if one did.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().clone()
+    }
+
+    fn failed<T: Default>(&self, what: &str, e: impl std::fmt::Display) -> T {
+        self.error
+            .lock()
+            .get_or_insert_with(|| format!("reading {what} for the policy: {e}"));
+        T::default()
     }
 }
 
-impl TopologyView for Snapshot {
+impl TopologyView for StoreView {
     fn node(&self, device: &str) -> Option<WitNode> {
         self.nodes.get(device).cloned()
     }
@@ -127,10 +145,31 @@ impl TopologyView for Snapshot {
         self.links.get(device).cloned().unwrap_or_default()
     }
     fn firing(&self, device: &str) -> Vec<WitAlert> {
-        self.firing.get(device).cloned().unwrap_or_default()
+        if let Some(known) = self.firing.lock().get(device) {
+            return known.clone();
+        }
+        match store::firing_of_device(&self.state, &self.tenant, device) {
+            Ok(alerts) => {
+                let alerts: Vec<WitAlert> = alerts.iter().map(wit_alert).collect();
+                self.firing
+                    .lock()
+                    .insert(device.to_string(), alerts.clone());
+                alerts
+            }
+            Err(e) => self.failed("firing alerts", e),
+        }
     }
     fn incidents(&self) -> Vec<WitIncident> {
-        self.incidents.clone()
+        if let Some(known) = self.incidents.lock().as_ref() {
+            return known.clone();
+        }
+        match incidents::open_for_policy(&self.state, &self.tenant) {
+            Ok(list) => {
+                *self.incidents.lock() = Some(list.clone());
+                list
+            }
+            Err(e) => self.failed("open incidents", e),
+        }
     }
 }
 
@@ -161,6 +200,11 @@ pub struct Correlated {
     /// The policy failed: why (its alerts passed unfolded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_error: Option<String>,
+    /// Alerts offered to the policy and the time its `decide` calls took.
+    #[serde(skip)]
+    pub policy_alerts: usize,
+    #[serde(skip)]
+    pub policy_time: std::time::Duration,
 }
 
 impl Correlated {
@@ -175,7 +219,7 @@ impl Correlated {
 /// Decide on `fingerprints` (alerts of `tenant` that changed or whose hold ended) with
 /// `policy`, or pass them all if there is none or it fails.
 pub fn correlate(
-    state: &StateStore,
+    state: &Arc<StateStore>,
     tenant: &str,
     devices: &[Device],
     policy: Option<&dyn Policy>,
@@ -201,14 +245,14 @@ pub fn correlate(
         let (source, decisions) = match policy {
             None => ("none".to_string(), Vec::new()),
             Some(p) => {
-                let view = Arc::new(Snapshot::new(
-                    devices,
-                    store::firing_with_device(state, tenant)?,
-                    incidents::open_for_policy(state, tenant)?,
-                ));
-                match p.decide(now_ms, &batch, view) {
-                    Ok(d) => (p.source(), d),
-                    Err(e) => {
+                let started = std::time::Instant::now();
+                let view = Arc::new(StoreView::new(state.clone(), tenant, devices));
+                let decided = p.decide(now_ms, &batch, view.clone());
+                total.policy_time += started.elapsed();
+                total.policy_alerts += batch.len();
+                match (decided, view.error()) {
+                    (Ok(d), None) => (p.source(), d),
+                    (Err(e), _) | (Ok(_), Some(e)) => {
                         total.policy_error = Some(e);
                         (p.source(), Vec::new())
                     }

@@ -123,6 +123,20 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Statements run once per alert are prepared once per connection.
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.tx.prepare_cached(sql)?.execute(params)
+    }
+
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.tx.prepare_cached(sql)?.query_row(params, row)
+    }
+
     fn decision(&mut self, decision: &WitDecision) -> rusqlite::Result<()> {
         match decision {
             WitDecision::Pass(fp) => {
@@ -185,7 +199,7 @@ impl Run<'_> {
                     let mut map: BTreeMap<String, String> =
                         serde_json::from_str(&text).unwrap_or_default();
                     map.insert(a.key.clone(), a.value.clone());
-                    self.tx.execute(
+                    self.exec(
                         "UPDATE alerts SET annotations = ?3 WHERE tenant = ?1 AND fingerprint = ?2",
                         params![
                             self.tenant,
@@ -197,13 +211,13 @@ impl Run<'_> {
             }
             WitDecision::Retitle(r) => {
                 if let Some(id) = self.open_incident(&r.root)? {
-                    let old: String = self.tx.query_row(
+                    let old: String = self.one(
                         "SELECT title FROM incidents WHERE tenant = ?1 AND id = ?2",
                         params![self.tenant, id],
                         |row| row.get(0),
                     )?;
                     if old != r.title {
-                        self.tx.execute(
+                        self.exec(
                             "UPDATE incidents SET title = ?3, updated_ms = ?4 WHERE tenant = ?1 AND id = ?2",
                             params![self.tenant, id, r.title, self.now_ms],
                         )?;
@@ -233,15 +247,14 @@ impl Run<'_> {
 
     /// A stored alert's status and device.
     fn stored_device(&self, fp: &str) -> Option<(String, Option<String>)> {
-        self.tx
-            .query_row(
-                "SELECT status, device FROM alerts WHERE tenant = ?1 AND fingerprint = ?2",
-                params![self.tenant, fp],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .ok()
-            .flatten()
+        self.one(
+            "SELECT status, device FROM alerts WHERE tenant = ?1 AND fingerprint = ?2",
+            params![self.tenant, fp],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .ok()
+        .flatten()
     }
 
     fn resolution(&mut self, alert: &WitAlert) -> rusqlite::Result<()> {
@@ -253,7 +266,7 @@ impl Run<'_> {
         self.mark(&alert.fingerprint, "passed", "resolved", None, None)?;
         self.out.passed += 1;
         let holding: Vec<(i64, String)> = {
-            let mut stmt = self.tx.prepare(
+            let mut stmt = self.tx.prepare_cached(
                 "SELECT ia.incident, ia.role FROM incident_alerts ia
                  JOIN incidents i ON i.tenant = ia.tenant AND i.id = ia.incident
                  WHERE ia.tenant = ?1 AND ia.fingerprint = ?2 AND ia.resolved_ms IS NULL",
@@ -264,7 +277,7 @@ impl Run<'_> {
             .collect::<rusqlite::Result<_>>()?
         };
         for (id, role) in holding {
-            self.tx.execute(
+            self.exec(
                 "UPDATE incident_alerts SET resolved_ms = ?4
                  WHERE tenant = ?1 AND incident = ?2 AND fingerprint = ?3",
                 params![self.tenant, id, alert.fingerprint, self.now_ms],
@@ -287,7 +300,7 @@ impl Run<'_> {
         hold_until: Option<i64>,
     ) -> rusqlite::Result<()> {
         self.decided.insert(fp.to_string(), decision);
-        self.tx.execute(
+        self.exec(
             "UPDATE alerts SET decision = ?3, reason = ?4, incident = ?5, hold_until_ms = ?6
              WHERE tenant = ?1 AND fingerprint = ?2",
             params![self.tenant, fp, decision, reason, incident, hold_until],
@@ -306,12 +319,12 @@ impl Run<'_> {
     }
 
     fn create(&mut self, root: &str, title: &str) -> rusqlite::Result<i64> {
-        let id: i64 = self.tx.query_row(
+        let id: i64 = self.one(
             "SELECT IFNULL(MAX(id), 0) + 1 FROM incidents WHERE tenant = ?1",
             [self.tenant],
             |r| r.get(0),
         )?;
-        self.tx.execute(
+        self.exec(
             "INSERT INTO incidents (tenant, id, root, title, status, opened_ms, updated_ms, policy)
              VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5, ?6)",
             params![self.tenant, id, root, title, self.now_ms, self.policy],
@@ -325,7 +338,7 @@ impl Run<'_> {
             Some(a) => a.device.clone(),
             None => self.stored_device(fp).and_then(|(_, d)| d),
         };
-        let n = self.tx.execute(
+        let n = self.exec(
             "INSERT INTO incident_alerts (tenant, incident, fingerprint, device, role, reason, added_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (tenant, incident, fingerprint) DO UPDATE SET resolved_ms = NULL, reason = ?6",
@@ -340,7 +353,7 @@ impl Run<'_> {
             };
             self.event(id, kind, &format!("{who}: {reason}"))?;
         }
-        self.tx.execute(
+        self.exec(
             "UPDATE incidents SET updated_ms = ?3 WHERE tenant = ?1 AND id = ?2",
             params![self.tenant, id, self.now_ms],
         )?;
@@ -348,7 +361,7 @@ impl Run<'_> {
     }
 
     fn close(&mut self, id: i64, why: &str) -> rusqlite::Result<()> {
-        self.tx.execute(
+        self.exec(
             "UPDATE incidents SET status = 'resolved', closed_ms = ?3, updated_ms = ?3
              WHERE tenant = ?1 AND id = ?2",
             params![self.tenant, id, self.now_ms],
@@ -357,7 +370,7 @@ impl Run<'_> {
         self.out.closed.push(id);
         // Its alerts still firing (children, or a root whose incident another replaces) are
         // decided again, not released as a flood.
-        let mut stmt = self.tx.prepare(
+        let mut stmt = self.tx.prepare_cached(
             "SELECT a.fingerprint FROM incident_alerts ia
              JOIN alerts a ON a.tenant = ia.tenant AND a.fingerprint = ia.fingerprint
              WHERE ia.tenant = ?1 AND ia.incident = ?2
@@ -371,7 +384,7 @@ impl Run<'_> {
     }
 
     fn event(&self, id: i64, kind: &str, detail: &str) -> rusqlite::Result<()> {
-        self.tx.execute(
+        self.exec(
             "INSERT INTO incident_events (tenant, incident, seq, at_ms, kind, detail)
              VALUES (?1, ?2, (SELECT IFNULL(MAX(seq), 0) + 1 FROM incident_events
                               WHERE tenant = ?1 AND incident = ?2), ?3, ?4, ?5)",
@@ -400,7 +413,7 @@ const INCIDENT_COLUMNS: &str =
     "id, root, title, status, acknowledged, opened_ms, updated_ms, closed_ms, policy";
 
 fn children(conn: &rusqlite::Connection, tenant: &str, id: i64) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT device FROM incident_alerts
          WHERE tenant = ?1 AND incident = ?2 AND role = 'child' AND device IS NOT NULL
          ORDER BY device",
@@ -520,7 +533,7 @@ pub fn set(
 /// The open incidents as a policy sees them.
 pub fn open_for_policy(state: &StateStore, tenant: &str) -> Result<Vec<WitIncident>, StoreError> {
     Ok(state.with_reader(|conn| {
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, root, title, opened_ms FROM incidents
              WHERE tenant = ?1 AND status = 'open' ORDER BY id",
         )?;
@@ -531,18 +544,10 @@ pub fn open_for_policy(state: &StateStore, tenant: &str) -> Result<Vec<WitIncide
             .collect::<rusqlite::Result<_>>()?;
         let mut out = Vec::with_capacity(heads.len());
         for (id, root, title, opened_ms) in heads {
-            let mut stmt = conn.prepare(
-                "SELECT fingerprint FROM incident_alerts
-                 WHERE tenant = ?1 AND incident = ?2 AND resolved_ms IS NULL",
-            )?;
-            let alerts = stmt
-                .query_map(params![tenant, id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
             out.push(WitIncident {
                 id: id as u64,
                 root,
                 title,
-                alerts,
                 children: children(conn, tenant, id)?,
                 opened_ms,
             });

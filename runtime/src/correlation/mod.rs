@@ -74,6 +74,10 @@ pub struct CorrelationCounters {
     pub suppressed: AtomicU64,
     /// Batches a policy failed on (their alerts passed unfolded).
     pub policy_failures: AtomicU64,
+    /// Alerts offered to policies, and the time their `decide` calls took (topology reads
+    /// included): the per-alert policy cost.
+    pub policy_alerts: AtomicU64,
+    pub policy_nanos: AtomicU64,
     /// Pushes of incidents to tenants' Alertmanagers, and those that failed.
     pub pushes: AtomicU64,
     pub push_failures: AtomicU64,
@@ -259,6 +263,8 @@ impl Correlation {
         if done.policy_error.is_some() {
             self.count(&c.policy_failures, 1);
         }
+        self.count(&c.policy_alerts, done.policy_alerts as u64);
+        self.count(&c.policy_nanos, done.policy_time.as_nanos() as u64);
         Ok(done)
     }
 

@@ -171,11 +171,12 @@ impl Writer<'_> {
     ) -> rusqlite::Result<()> {
         let stored: Option<(String, Option<i64>)> = self
             .tx
-            .query_row(
+            .prepare_cached(
                 "SELECT status, starts_ms FROM alerts WHERE tenant = ?1 AND fingerprint = ?2",
-                params![self.tenant, event.fingerprint],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![self.tenant, event.fingerprint], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         let status = status_text(event.status);
         match stored {
@@ -217,14 +218,16 @@ impl Writer<'_> {
     ) -> rusqlite::Result<()> {
         let labels = serde_json::to_string(&event.labels).unwrap_or_default();
         let annotations = serde_json::to_string(&event.annotations).unwrap_or_default();
-        self.tx.execute(
-            "INSERT INTO alerts (tenant, fingerprint, status, labels, annotations, device,
+        self.tx
+            .prepare_cached(
+                "INSERT INTO alerts (tenant, fingerprint, status, labels, annotations, device,
                  starts_ms, ends_ms, first_seen_ms, last_seen_ms, intake)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)
              ON CONFLICT (tenant, fingerprint) DO UPDATE SET status = ?3, labels = ?4,
                  annotations = ?5, device = ?6, starts_ms = ?7, ends_ms = ?8, last_seen_ms = ?9,
                  intake = ?10",
-            params![
+            )?
+            .execute(params![
                 self.tenant,
                 event.fingerprint,
                 status,
@@ -235,8 +238,7 @@ impl Writer<'_> {
                 event.ends_at_ms,
                 self.now_ms,
                 self.intake
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 }
@@ -329,7 +331,7 @@ pub fn by_fingerprint(
     fingerprints: &[String],
 ) -> Result<Vec<StoredAlert>, StoreError> {
     Ok(state.with_reader(|conn| {
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant = ?1 AND fingerprint = ?2"
         ))?;
         let mut out = Vec::with_capacity(fingerprints.len());
@@ -342,17 +344,18 @@ pub fn by_fingerprint(
     })?)
 }
 
-/// Every firing alert of the tenant that names a device.
-pub fn firing_with_device(
+/// The firing alerts of one device of the tenant.
+pub fn firing_of_device(
     state: &StateStore,
     tenant: &str,
+    device: &str,
 ) -> Result<Vec<StoredAlert>, StoreError> {
     Ok(state.with_reader(|conn| {
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts
-             WHERE tenant = ?1 AND status = 'firing' AND device IS NOT NULL"
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts INDEXED BY alerts_device
+             WHERE tenant = ?1 AND device = ?2 AND status = 'firing' ORDER BY fingerprint"
         ))?;
-        let rows = stmt.query_map([tenant], alert_row)?;
+        let rows = stmt.query_map([tenant, device], alert_row)?;
         rows.collect()
     })?)
 }
