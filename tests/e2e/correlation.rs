@@ -408,7 +408,7 @@ fn a_real_storm_from_alertmanager_is_one_incident_and_goes_back_to_alertmanager(
         .start();
     let (status, body) = api.put(
         "/v1/alerts/settings",
-        json!({ "alertmanager": { "url": am.base() } }),
+        json!({ "alertmanager": { "url": am.base(), "silence_children": true } }),
     );
     assert_eq!(status, 200, "{body}");
     let prom = Prometheus::builder()
@@ -461,6 +461,46 @@ fn a_real_storm_from_alertmanager_is_one_incident_and_goes_back_to_alertmanager(
     assert_eq!(pushed.len(), 1, "{pushed:?}");
     assert_eq!(pushed[0]["labels"]["root"], "core1");
     assert_eq!(pushed[0]["annotations"]["suppressed_devices"], "6");
+    // The children's alerts are silenced there by SOTP while the incident is open (its
+    // LinkDown alerts, the root's, are not).
+    let muted = wait(
+        "the children's alerts silenced in Alertmanager",
+        Duration::from_secs(30),
+        || {
+            let down = am.alerts_matching(&["alertname=\"TargetDown\""]);
+            let all = down.len() >= children.len()
+                && down.iter().all(|a| {
+                    a["status"]["silencedBy"]
+                        .as_array()
+                        .is_some_and(|s| !s.is_empty())
+                });
+            all.then_some(down)
+        },
+    );
+    let ours = sotp_silences(&am);
+    assert!(!ours.is_empty(), "{:?}", am.silences());
+    for a in &muted {
+        let by = a["status"]["silencedBy"][0].as_str().unwrap();
+        assert!(
+            ours.iter().any(|s| s["id"] == by),
+            "{a} silenced by {by}, not SOTP's"
+        );
+    }
+    let links_down = am.alerts_matching(&["alertname=\"LinkDown\""]);
+    assert!(!links_down.is_empty());
+    assert!(
+        links_down.iter().all(|a| a["status"]["silencedBy"]
+            .as_array()
+            .is_none_or(Vec::is_empty)),
+        "the root's alerts stay loud: {links_down:?}"
+    );
+    let (_, outputs) = api.get("/v1/alerts/outputs");
+    assert!(outputs["silences"]["last_error"].is_null(), "{outputs}");
+    let (_, other) = server.tenant("globex").get("/v1/alerts/outputs");
+    assert!(
+        other["silences"]["last_ok_ms"].is_null(),
+        "another tenant sees none of it: {other}"
+    );
 
     // The links come back: the incident resolves and every child's resolution is recorded.
     for l in &links {
@@ -499,7 +539,19 @@ fn a_real_storm_from_alertmanager_is_one_incident_and_goes_back_to_alertmanager(
                 .then_some(())
         },
     );
+    // The silences ended with the incident.
+    wait("SOTP's silences expired", Duration::from_secs(30), || {
+        sotp_silences(&am).is_empty().then_some(())
+    });
     drop(prom);
+}
+
+/// SOTP's active silences in `am`.
+fn sotp_silences(am: &Alertmanager) -> Vec<Value> {
+    am.silences()
+        .into_iter()
+        .filter(|s| s["createdBy"] == "sotp" && s["status"]["state"] == "active")
+        .collect()
 }
 
 #[test]

@@ -35,7 +35,9 @@ pub enum AlertsCmd {
         client: ClientArgs,
     },
     /// Show the alert settings, or set them from a JSON file
-    /// (`{"device_labels": ["device", "instance"], "hold_down": "30s"}`).
+    /// (`{"device_labels": ["device", "instance"], "hold_down": "30s",
+    /// "alertmanager": {"url": "http://am:9093", "silence_children": true}}`; see
+    /// docs/CORRELATION.md).
     Settings {
         #[arg(long)]
         set: Option<PathBuf>,

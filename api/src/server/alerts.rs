@@ -125,8 +125,9 @@ pub async fn put_settings(
 /// How the last push of the tenant's incidents to its Alertmanager went.
 pub async fn outputs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant(Scope::Read)?.to_string();
-    let [alertmanager, webhook] = state.blocking(move |rt| rt.alert_outputs(&tenant)).await?;
+    let [alertmanager, silences, webhook] =
+        state.blocking(move |rt| rt.alert_outputs(&tenant)).await?;
     Ok(Json(
-        json!({ "alertmanager": alertmanager, "webhook": webhook }),
+        json!({ "alertmanager": alertmanager, "silences": silences, "webhook": webhook }),
     ))
 }

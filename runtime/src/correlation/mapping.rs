@@ -92,6 +92,18 @@ impl DeviceIndex {
             .find_map(|value| self.lookup(value))
     }
 
+    /// The label (name, value) by which `labels` name a device, if any.
+    pub fn label_of<'l>(
+        &self,
+        labels: &'l BTreeMap<String, String>,
+        settings: &AlertSettings,
+    ) -> Option<(&'l str, &'l str)> {
+        settings.device_labels.iter().find_map(|l| {
+            let (name, value) = labels.get_key_value(l)?;
+            self.lookup(value).map(|_| (name.as_str(), value.as_str()))
+        })
+    }
+
     fn lookup(&self, value: &str) -> Option<String> {
         let value = value.trim().to_ascii_lowercase();
         let host = strip_port(&value);

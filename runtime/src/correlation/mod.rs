@@ -13,6 +13,7 @@ pub mod intake;
 pub mod mapping;
 pub mod outputs;
 pub mod replay;
+pub mod silences;
 pub mod store;
 
 pub use engine::{ActivePolicy, Correlated, Policy};
@@ -126,6 +127,16 @@ pub struct Correlation {
     pushes: parking_lot::Mutex<std::collections::HashMap<String, PushStatus>>,
     /// One batch at a time per tenant: decisions apply in arrival order.
     locks: parking_lot::Mutex<std::collections::HashMap<String, Arc<parking_lot::Mutex<()>>>>,
+    /// One push at a time per tenant; a push asked for meanwhile runs once after it.
+    pushing: parking_lot::Mutex<std::collections::HashMap<String, Arc<PushSlot>>>,
+    /// Per tenant, the silenced children's fingerprints its Alertmanager was seen holding.
+    silenced_seen: parking_lot::Mutex<std::collections::HashMap<String, silences::Seen>>,
+}
+
+#[derive(Default)]
+struct PushSlot {
+    running: parking_lot::Mutex<()>,
+    again: std::sync::atomic::AtomicBool,
 }
 
 impl Correlation {
@@ -136,6 +147,8 @@ impl Correlation {
             counters: CorrelationCounters::default(),
             pushes: Default::default(),
             locks: Default::default(),
+            pushing: Default::default(),
+            silenced_seen: Default::default(),
         }
     }
 
@@ -296,18 +309,51 @@ impl Correlation {
         Ok(incidents::set(&self.state, tenant, id, resolve, by)?)
     }
 
-    /// Push the tenant's open and recently closed incidents to its Alertmanager, if it has
-    /// one; `secret` reads a tenant secret (the bearer token).
+    /// Push the tenant's open and recently closed incidents to its Alertmanager and webhook,
+    /// if it has them, and reconcile the children's silences if it asked for them; `secret`
+    /// reads a tenant secret (the bearer token). Pushes of one tenant do not overlap: one
+    /// asked for while another runs is folded into a single push after it.
     pub fn push_incidents(
         &self,
         tenant: &str,
         egress: &crate::egress::EgressPolicy,
         secret: impl Fn(&str) -> Option<String>,
+        devices: &[Device],
+        policy: Option<&dyn Policy>,
     ) -> Result<(), CorrelationError> {
+        let slot = self
+            .pushing
+            .lock()
+            .entry(tenant.to_string())
+            .or_default()
+            .clone();
+        slot.again.store(true, Ordering::SeqCst);
+        let Some(_running) = slot.running.try_lock() else {
+            return Ok(()); // the push running now goes once more
+        };
+        while slot.again.swap(false, Ordering::SeqCst) {
+            if self.push_once(tenant, egress, &secret, devices, policy)? {
+                slot.again.store(true, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    /// One push; `true` if it changed incidents (children resolved because Alertmanager
+    /// dropped them while silenced), so that the change is pushed too.
+    fn push_once(
+        &self,
+        tenant: &str,
+        egress: &crate::egress::EgressPolicy,
+        secret: &dyn Fn(&str) -> Option<String>,
+        devices: &[Device],
+        policy: Option<&dyn Policy>,
+    ) -> Result<bool, CorrelationError> {
         let settings = self.settings(tenant)?;
         if settings.alertmanager.is_none() && settings.webhook.is_none() {
-            return Ok(());
+            return Ok(false);
         }
+        let mut changed = false;
         let now = crate::now_ms();
         let list: Vec<Incident> = incidents::list(&self.state, tenant, None, 1000)?
             .into_iter()
@@ -321,21 +367,111 @@ impl Correlation {
                 .iter()
                 .map(|i| outputs::super_alert(tenant, i))
                 .collect();
-            let bearer = out.bearer_secret.as_deref().and_then(&secret);
+            let bearer = out.bearer_secret.as_deref().and_then(secret);
             let result = if alerts.is_empty() {
                 Ok(())
             } else {
                 outputs::push(out, bearer.as_deref(), egress, &alerts)
             };
             self.record_push(tenant, "alertmanager", now, alerts.len(), result);
+            if out.silence_children {
+                let result =
+                    self.sync_silences(tenant, out, bearer.as_deref(), egress, devices, policy);
+                let n = result
+                    .as_ref()
+                    .map_or(0, |(r, _)| r.created + r.renewed + r.kept);
+                changed = result.as_ref().is_ok_and(|(_, c)| *c);
+                self.record_push(tenant, "silences", now, n, result.map(|_| ()));
+            }
         }
         if let Some(out) = &settings.webhook {
-            let bearer = out.bearer_secret.as_deref().and_then(&secret);
+            let bearer = out.bearer_secret.as_deref().and_then(secret);
             let body = outputs::webhook_body(tenant, &list);
             let result = outputs::post_webhook(out, bearer.as_deref(), egress, &body);
             self.record_push(tenant, "webhook", now, list.len(), result);
         }
-        Ok(())
+        Ok(changed)
+    }
+
+    /// Resolve the silenced children Alertmanager no longer holds, then make its silences
+    /// what the open incidents want (see `silences`); and whether incidents changed.
+    fn sync_silences(
+        &self,
+        tenant: &str,
+        out: &outputs::AlertmanagerOut,
+        bearer: Option<&str>,
+        egress: &crate::egress::EgressPolicy,
+        devices: &[Device],
+        policy: Option<&dyn Policy>,
+    ) -> Result<(silences::Reconciled, bool), String> {
+        let settings = self.settings(tenant).map_err(|e| e.to_string())?;
+        let index = DeviceIndex::new(devices);
+        let wanted = |c: &Self| -> Result<Vec<silences::Wanted>, String> {
+            let children = store::silenceable(&c.state, tenant).map_err(|e| e.to_string())?;
+            Ok(silences::wanted(tenant, &children, &index, &settings))
+        };
+        let mut want = wanted(self)?;
+        let seen = self
+            .silenced_seen
+            .lock()
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default();
+        let names = silences::alertnames(&want, &seen);
+        let firing = silences::firing_there(out, bearer, egress, names)?;
+        let gone = {
+            let mut seen = self.silenced_seen.lock();
+            silences::vanished(seen.entry(tenant.to_string()).or_default(), &want, &firing)
+        };
+        let mut changed = false;
+        if !gone.is_empty() {
+            changed = self
+                .resolve_gone(tenant, &gone, devices, policy)
+                .map_err(|e| format!("resolving children gone from Alertmanager: {e}"))?;
+            want = wanted(self)?;
+        }
+        let done = silences::reconcile(out, bearer, egress, tenant, &want, crate::now_ms())?;
+        Ok((done, changed))
+    }
+
+    /// Record the resolution of alerts Alertmanager dropped while they were silenced: as a
+    /// plain intake (so it is recorded and replayed), each naming why.
+    fn resolve_gone(
+        &self,
+        tenant: &str,
+        fingerprints: &[String],
+        devices: &[Device],
+        policy: Option<&dyn Policy>,
+    ) -> Result<bool, CorrelationError> {
+        let now = crate::now_ms();
+        let known: Vec<StoredAlert> = store::by_fingerprint(&self.state, tenant, fingerprints)?
+            .into_iter()
+            .filter(|a| a.status == AlertStatus::Firing)
+            .collect();
+        if known.is_empty() {
+            return Ok(false);
+        }
+        let body: Vec<serde_json::Value> = known
+            .iter()
+            .map(|a| {
+                let mut annotations = a.annotations.clone();
+                annotations.insert(
+                    "sotp_resolved_by".into(),
+                    "gone from Alertmanager while SOTP silenced it".into(),
+                );
+                serde_json::json!({
+                    "status": "resolved",
+                    "fingerprint": a.fingerprint,
+                    "labels": a.labels,
+                    "annotations": annotations,
+                    "endsAt": outputs::rfc3339(now),
+                })
+            })
+            .collect();
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let done = self.ingest_at(tenant, &body, false, devices, policy, now)?;
+        tracing::info!(%tenant, alerts = known.len(), "children gone from Alertmanager while silenced: resolved");
+        Ok(done.correlated.changed_incidents())
     }
 
     fn record_push(
@@ -373,7 +509,7 @@ impl Correlation {
             .unwrap_or_default()
     }
 
-    /// Tenants with an output whose periodic push is due (once a minute).
+    /// Tenants with an output whose periodic push is due (once a minute; silences too).
     pub fn due_pushes(&self, now_ms: i64) -> Vec<String> {
         let configured = self.state.settings(SETTINGS).unwrap_or_default();
         let pushes = self.pushes.lock();
@@ -401,6 +537,8 @@ impl Correlation {
         let prefix = format!("{tenant}\u{0}");
         self.pushes.lock().retain(|k, _| !k.starts_with(&prefix));
         self.locks.lock().remove(tenant);
+        self.pushing.lock().remove(tenant);
+        self.silenced_seen.lock().remove(tenant);
     }
 
     /// Replay the tenant's intakes received in `[from, to)` through `draft` and through

@@ -29,6 +29,10 @@ pub struct AlertmanagerOut {
     /// A tenant secret holding a bearer token to send, if Alertmanager sits behind one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_secret: Option<String>,
+    /// Also silence the suppressed children's alerts there while their incident is open
+    /// (see `silences`). Only for the Alertmanager that sends SOTP its alerts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silence_children: bool,
 }
 
 impl AlertmanagerOut {
@@ -61,7 +65,7 @@ pub fn webhook_body(tenant: &str, incidents: &[Incident]) -> Value {
 }
 
 /// `http://host[:port][/prefix]` → (host, port, prefix without a trailing `/`).
-fn target(url: &str) -> Result<(String, u16, String), String> {
+pub(super) fn target(url: &str) -> Result<(String, u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         format!("alertmanager.url: `{url}` is not an http:// URL (https is not supported yet)")
     })?;
@@ -119,7 +123,7 @@ pub fn super_alert(tenant: &str, i: &Incident) -> Value {
     alert
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -155,6 +159,22 @@ fn post_json(
     egress: &EgressPolicy,
     body: &[u8],
 ) -> Result<(), String> {
+    call("POST", base, path, bearer, egress, Some(body)).map(|_| ())
+}
+
+/// Most of a response body read (what Alertmanager lists).
+const MAX_RESPONSE: u64 = 32 << 20;
+
+/// `method` `base` + `path` (with a JSON `body`), connecting to the address `egress` checked;
+/// the body of a 2xx answer, else an error naming the request and the answer.
+pub fn call(
+    method: &str,
+    base: &str,
+    path: &str,
+    bearer: Option<&str>,
+    egress: &EgressPolicy,
+    body: Option<&[u8]>,
+) -> Result<String, String> {
     let (host, port, prefix) = target(base)?;
     let address = egress.resolve(&host, port).map_err(|e| e.to_string())?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -163,28 +183,39 @@ fn post_json(
         .build()
         .into();
     let url = format!("http://{address}{prefix}{path}");
-    let shown = format!("{}{path}", base.trim_end_matches('/'));
-    let mut request = agent
-        .post(&url)
-        .header("Host", &host_header(&host, port))
-        .header("Content-Type", "application/json");
-    if let Some(token) = bearer {
-        request = request.header("Authorization", &format!("Bearer {token}"));
-    }
-    let mut response = request
-        .send(body)
-        .map_err(|e| format!("POST {shown}: {e}"))?;
+    let shown = format!("{method} {}{path}", base.trim_end_matches('/'));
+    let host = host_header(&host, port);
+    let auth = bearer.map(|token| format!("Bearer {token}"));
+    let response = match (method, body) {
+        ("GET", _) => with_auth(agent.get(&url).header("Host", &host), &auth).call(),
+        ("DELETE", _) => with_auth(agent.delete(&url).header("Host", &host), &auth).call(),
+        (_, body) => with_auth(agent.post(&url).header("Host", &host), &auth)
+            .header("Content-Type", "application/json")
+            .send(body.unwrap_or_default()),
+    };
+    let mut response = response.map_err(|e| format!("{shown}: {e}"))?;
     let status = response.status().as_u16();
-    if (200..300).contains(&status) {
-        return Ok(());
-    }
     let text = response
         .body_mut()
         .with_config()
-        .limit(4096)
+        .limit(MAX_RESPONSE)
         .read_to_string()
-        .unwrap_or_default();
-    Err(format!("POST {shown}: HTTP {status}: {}", text.trim()))
+        .map_err(|e| format!("{shown}: reading the answer: {e}"))?;
+    if (200..300).contains(&status) {
+        return Ok(text);
+    }
+    let text: String = text.trim().chars().take(512).collect();
+    Err(format!("{shown}: HTTP {status}: {text}"))
+}
+
+fn with_auth<B>(
+    request: ureq::RequestBuilder<B>,
+    auth: &Option<String>,
+) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(value) => request.header("Authorization", value),
+        None => request,
+    }
 }
 
 #[cfg(test)]

@@ -360,6 +360,41 @@ pub fn firing_of_device(
     })?)
 }
 
+/// A suppressed child's alert that came from Alertmanager, with its open incident.
+#[derive(Clone, Debug)]
+pub struct SilenceableAlert {
+    pub incident: i64,
+    pub fingerprint: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The firing alerts of the tenant that open incidents suppressed and that arrived by
+/// Alertmanager's webhook (only those are Alertmanager's to silence).
+pub fn silenceable(state: &StateStore, tenant: &str) -> Result<Vec<SilenceableAlert>, StoreError> {
+    Ok(state.with_reader(|conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT ia.incident, a.fingerprint, a.labels
+             FROM incidents i
+             JOIN incident_alerts ia ON ia.tenant = i.tenant AND ia.incident = i.id
+             JOIN alerts a ON a.tenant = ia.tenant AND a.fingerprint = ia.fingerprint
+             JOIN alert_intakes ai ON ai.tenant = a.tenant AND ai.id = a.intake
+             WHERE i.tenant = ?1 AND i.status = 'open' AND ia.role = 'child'
+                 AND ia.resolved_ms IS NULL AND a.status = 'firing'
+                 AND a.decision = 'suppressed' AND ai.source = 'alertmanager'
+             ORDER BY ia.incident, a.fingerprint",
+        )?;
+        let rows = stmt.query_map([tenant], |r| {
+            let labels: String = r.get(2)?;
+            Ok(SilenceableAlert {
+                incident: r.get(0)?,
+                fingerprint: r.get(1)?,
+                labels: serde_json::from_str(&labels).unwrap_or_default(),
+            })
+        })?;
+        rows.collect()
+    })?)
+}
+
 /// Held alerts whose time has come, and tenants with any.
 pub fn due_holds(state: &StateStore, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
     Ok(state.with_reader(|conn| {

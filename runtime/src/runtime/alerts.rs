@@ -78,7 +78,12 @@ impl Runtime {
     pub(super) fn push_incidents(&self, tenant: &str) {
         let egress = crate::egress::EgressPolicy::new(self.config.egress.clone());
         let secret = |name: &str| self.state.secret(tenant, name).ok().flatten();
-        if let Err(e) = self.correlation.push_incidents(tenant, &egress, secret) {
+        let devices = self.state.devices(tenant).unwrap_or_default();
+        let policy = self.correlation_policy(tenant);
+        if let Err(e) =
+            self.correlation
+                .push_incidents(tenant, &egress, secret, &devices, policy.as_deref())
+        {
             tracing::warn!(%tenant, error = %e, "reading incidents to push failed");
         }
     }
@@ -87,10 +92,11 @@ impl Runtime {
     pub fn alert_outputs(
         &self,
         tenant: &str,
-    ) -> Result<[crate::correlation::PushStatus; 2], RuntimeError> {
+    ) -> Result<[crate::correlation::PushStatus; 3], RuntimeError> {
         self.tenant(tenant)?;
         Ok([
             self.correlation.output_status(tenant, "alertmanager"),
+            self.correlation.output_status(tenant, "silences"),
             self.correlation.output_status(tenant, "webhook"),
         ])
     }
