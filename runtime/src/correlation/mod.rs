@@ -127,6 +127,8 @@ pub struct Correlation {
     pushes: parking_lot::Mutex<std::collections::HashMap<String, PushStatus>>,
     /// One batch at a time per tenant: decisions apply in arrival order.
     locks: parking_lot::Mutex<std::collections::HashMap<String, Arc<parking_lot::Mutex<()>>>>,
+    /// When each tenant's periodic push is next due.
+    periodic: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
     /// One push at a time per tenant; a push asked for meanwhile runs once after it.
     pushing: parking_lot::Mutex<std::collections::HashMap<String, Arc<PushSlot>>>,
     /// Per tenant, the silenced children's fingerprints its Alertmanager was seen holding.
@@ -147,6 +149,7 @@ impl Correlation {
             counters: CorrelationCounters::default(),
             pushes: Default::default(),
             locks: Default::default(),
+            periodic: Default::default(),
             pushing: Default::default(),
             silenced_seen: Default::default(),
         }
@@ -512,22 +515,22 @@ impl Correlation {
     /// Tenants with an output whose periodic push is due (once a minute; silences too).
     pub fn due_pushes(&self, now_ms: i64) -> Vec<String> {
         let configured = self.state.settings(SETTINGS).unwrap_or_default();
-        let pushes = self.pushes.lock();
+        let mut due_at = self.periodic.lock();
         configured
             .into_iter()
             .filter_map(|(tenant, text)| {
                 let s: AlertSettings = serde_json::from_str(&text).ok()?;
-                let outputs = [
-                    ("alertmanager", s.alertmanager.is_some()),
-                    ("webhook", s.webhook.is_some()),
-                ];
-                let due = outputs.iter().filter(|(_, on)| *on).any(|(name, _)| {
-                    pushes
-                        .get(&format!("{tenant}\u{0}{name}"))
-                        .and_then(|s| s.last_push_ms)
-                        .is_none_or(|last| now_ms - last >= 60_000)
-                });
-                due.then_some(tenant)
+                if s.alertmanager.is_none() && s.webhook.is_none() {
+                    return None;
+                }
+                // Claimed when started, so a push that is slow to fail is not started again
+                // every second.
+                let next = due_at.entry(tenant.clone()).or_insert(now_ms);
+                if now_ms < *next {
+                    return None;
+                }
+                *next = now_ms + 60_000;
+                Some(tenant)
             })
             .collect()
     }
@@ -538,6 +541,7 @@ impl Correlation {
         self.pushes.lock().retain(|k, _| !k.starts_with(&prefix));
         self.locks.lock().remove(tenant);
         self.pushing.lock().remove(tenant);
+        self.periodic.lock().remove(tenant);
         self.silenced_seen.lock().remove(tenant);
     }
 
@@ -619,5 +623,50 @@ impl Correlation {
 
     fn count(&self, counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SecretBox;
+    use crate::state::Tenant;
+
+    fn correlation(dir: &std::path::Path, tenants: &[&str]) -> Correlation {
+        let state = StateStore::open(&dir.join("state.db"), SecretBox::from_key([0; 32])).unwrap();
+        for t in tenants {
+            state
+                .create_tenant(&Tenant {
+                    id: t.to_string(),
+                    name: t.to_string(),
+                    created_ms: 0,
+                    max_components: 0,
+                    max_memory_bytes: 0,
+                    max_series: None,
+                    max_instances: None,
+                    max_concurrent_calls: None,
+                })
+                .unwrap();
+        }
+        Correlation::new(Arc::new(state), CorrelationConfig::default())
+    }
+
+    #[test]
+    fn a_periodic_push_is_due_once_a_minute_from_when_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = correlation(dir.path(), &["acme", "quiet"]);
+        let out: AlertSettings = serde_json::from_value(serde_json::json!({
+            "alertmanager": { "url": "http://127.0.0.1:9093" }
+        }))
+        .unwrap();
+        c.set_settings("acme", &out).unwrap();
+        c.set_settings("quiet", &AlertSettings::default()).unwrap();
+        assert_eq!(c.due_pushes(1_000), ["acme"], "only tenants with an output");
+        assert!(
+            c.due_pushes(2_000).is_empty(),
+            "a push that has not finished is not started again"
+        );
+        assert!(c.due_pushes(60_999).is_empty());
+        assert_eq!(c.due_pushes(61_000), ["acme"]);
     }
 }

@@ -185,8 +185,10 @@ impl Runtime {
         self.incident(tenant, id)
     }
 
-    /// Offer due held alerts to their policies (the hold-down timer, once a second).
-    pub(super) fn release_held_alerts(&self) {
+    /// Offer due held alerts to their policies (the hold-down timer, once a second), and
+    /// start the pushes that are due — on the blocking pool, so a slow Alertmanager does not
+    /// hold up this pass (audits are started by it too).
+    pub(super) fn release_held_alerts(self: &Arc<Self>) {
         let devices_of = |t: &str| self.state.devices(t).unwrap_or_default();
         let policy_of = |t: &str| self.correlation_policy(t);
         let mut push = match self.correlation.release_holds(devices_of, policy_of) {
@@ -200,7 +202,8 @@ impl Runtime {
         push.sort();
         push.dedup();
         for tenant in push {
-            self.push_incidents(&tenant);
+            let rt = self.clone();
+            tokio::task::spawn_blocking(move || rt.push_incidents(&tenant));
         }
     }
 
