@@ -43,6 +43,15 @@ paths = {
   "/healthz": {"get": op("Liveness", errors=(), tag="ops", auth=False)},
   "/readyz": {"get": op("Readiness: 503 until components are restored", errors=("503",), tag="ops", auth=False)},
   "/metrics": {"get": op("Every tenant's and the process's metrics, Prometheus text format: the platform admin token only (or server.metrics_listen, without a token)", errors=("401", "403"), tag="ops", scope="platform-admin")},
+  "/": {"get": op("Redirects to the web UI", ok="303", ok_desc="See /ui/", errors=(), tag="ui", auth=False)},
+  "/ui": {"get": op("Redirects to the web UI", ok="303", ok_desc="See /ui/", errors=(), tag="ui", auth=False)},
+  "/ui/": {"get": op("The web UI's page (docs/UI.md); 503 if this binary was built without it", errors=("503",), tag="ui", auth=False)},
+  "/ui/{file}": {"get": op("One of the web UI's assets (gzipped when accepted)", params=[{"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}], errors=("404",), tag="ui", auth=False)},
+  "/ui/session": {
+    "post": op("Sign in to the web UI with a token: sets the HttpOnly, SameSite=Strict session cookie; answers who the token is", tag="ui", auth=False,
+               body=json_body({"token": {"type": "string"}}, ["token"]), errors=("400", "401", "503")),
+    "get": op("Who the web UI's session is, or {signed_in: false}", errors=(), tag="ui", auth=False),
+    "delete": op("Sign out of the web UI: the session ends and the cookie is cleared", ok="204", errors=(), tag="ui", auth=False)},
   "/v1/metrics": {"get": op("The caller's tenant's metrics (its components and flows), Prometheus text format", errors=("401", "403"), tag="ops")},
   "/v1/openapi.json": {"get": op("This document", errors=(), tag="ops", auth=False)},
   "/v1/tenants": {
@@ -169,7 +178,7 @@ paths = {
         q("measure", "bytes (default), packets or flows")])},
   "/v1/flows/rate": {"get": op("Bytes/s and packets/s per group per time bucket", tag="flows", params=FLOW_PARAMS + [
         q("step", "bucket width (default 5m)")])},
-  "/v1/flows/status": {"get": op("A tenant: the listeners and its exporters (flows, bytes, packets since start). The platform admin: the whole pipeline (templates, decoder and store counters, sinks)", tag="flows")},
+  "/v1/flows/status": {"get": op("With flow collection off, {enabled: false, reason}. A tenant: the listeners and its exporters (flows, bytes, packets since start). The platform admin: the whole pipeline (templates, decoder and store counters, sinks)", tag="flows")},
 }
 doc = {
   "openapi": "3.0.3",

@@ -70,28 +70,11 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing `Authorization: Bearer <token>` header",
-                )
-            })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "the Authorization header must be `Bearer <token>`",
-                )
-            })?
-            .trim();
+        let token = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+            Some(header) => bearer(header)?.to_string(),
+            None => ui_session(parts, state)?,
+        };
+        let token = token.as_str();
         let (principal, expires_ms) = state.runtime.authenticate(token)?;
         let acting_for = match principal {
             Principal::Admin => parts
@@ -110,4 +93,53 @@ impl FromRequestParts<AppState> for Caller {
             acting_for,
         })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(header: &axum::http::HeaderValue) -> Result<&str, ApiError> {
+    let header = header.to_str().unwrap_or_default();
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })
+}
+
+/// The token behind the web UI's session cookie (see `ui`). A write with the cookie must
+/// say it comes from the UI (`X-Sotp-UI`), which a cross-site form cannot.
+fn ui_session(parts: &Parts, state: &AppState) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>` header",
+        )
+    };
+    let id = super::ui::session_cookie(&parts.headers).ok_or_else(missing)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let token = state.sessions.token(id, now).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the session has ended: sign in again",
+        )
+    })?;
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !safe && !parts.headers.contains_key("x-sotp-ui") {
+        return Err(ApiError::forbidden(
+            "a write signed in by the UI's cookie must carry the X-Sotp-UI header",
+        ));
+    }
+    Ok(token)
 }

@@ -17,6 +17,7 @@ mod ops;
 mod query;
 mod secrets;
 mod tenants;
+pub mod ui;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -33,6 +34,8 @@ const JSON_BODY_LIMIT: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub runtime: Arc<Runtime>,
+    /// The web UI's sign-in sessions.
+    pub sessions: Arc<ui::Sessions>,
 }
 
 impl AppState {
@@ -59,7 +62,10 @@ impl AppState {
 
 pub fn router(runtime: Arc<Runtime>) -> Router {
     let alert_body = runtime.max_alert_body();
-    let state = AppState { runtime };
+    let state = AppState {
+        runtime,
+        sessions: Default::default(),
+    };
     let v1 = Router::new()
         .route("/tenants", post(tenants::create).get(tenants::list))
         .route("/tenants/{id}", get(tenants::show).delete(tenants::delete))
@@ -190,6 +196,14 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/metrics", get(ops::tenant_metrics))
         .route("/openapi.json", get(ops::openapi));
     Router::new()
+        .route("/", get(ui::root))
+        .route("/ui", get(ui::root))
+        .route("/ui/", get(ui::index))
+        .route(
+            "/ui/session",
+            post(ui::sign_in).get(ui::whoami).delete(ui::sign_out),
+        )
+        .route("/ui/{file}", get(ui::asset))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -215,7 +229,10 @@ pub fn operator_router(runtime: Arc<Runtime>) -> Router {
     Router::new()
         .route("/metrics", get(ops::operator_metrics))
         .fallback(not_found)
-        .with_state(AppState { runtime })
+        .with_state(AppState {
+            runtime,
+            sessions: Default::default(),
+        })
 }
 
 fn panic_response(

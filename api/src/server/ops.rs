@@ -40,7 +40,13 @@ pub async fn metrics(
 
 /// The operator view without authentication, for `server.metrics_listen` only.
 pub async fn operator_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = sotp_runtime::metrics::render(&state.runtime, sotp_runtime::metrics::View::Operator);
+    let mut text =
+        sotp_runtime::metrics::render(&state.runtime, sotp_runtime::metrics::View::Operator);
+    text.push_str(&format!(
+        "# HELP sotp_ui_sessions Web UI sign-in sessions held (at most {}).\n# TYPE sotp_ui_sessions gauge\nsotp_ui_sessions {}\n",
+        super::ui::MAX_SESSIONS,
+        state.sessions.len()
+    ));
     ([(header::CONTENT_TYPE, METRICS_TYPE)], text)
 }
 

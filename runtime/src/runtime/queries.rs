@@ -110,8 +110,16 @@ impl Runtime {
 
     /// Listeners, template state and counters of the whole flow pipeline (the operator's
     /// view), or (`Some(tenant)`) what one tenant may see of it.
+    /// The flow pipeline's counters (a tenant's own, or all); with collection off,
+    /// `{"enabled": false, "reason"}` — a state to show, not an error.
     pub fn flow_status(&self, tenant: Option<&str>) -> Result<serde_json::Value, RuntimeError> {
-        let flows = self.flow_service()?;
+        let flows = match self.flow_service() {
+            Ok(flows) => flows,
+            Err(RuntimeError::NotFound(reason)) => {
+                return Ok(serde_json::json!({ "enabled": false, "reason": reason }));
+            }
+            Err(e) => return Err(e),
+        };
         Ok(match tenant {
             None => flows.status(),
             Some(t) => flows.tenant_status(t),

@@ -1,0 +1,233 @@
+// The web UI in a real browser: Debian's chromium, headless, driven by playwright-core,
+// against a real sotp that tests/e2e/ui.rs started and filled with data. Every step saves a
+// screenshot; the browser console must stay free of errors (except the HTTP errors a step
+// provokes on purpose); the other tenant's data must never appear.
+//
+// Environment: SOTP_URL, SOTP_TOKEN (tenant acme), SOTP_OTHER (a string only the other
+// tenant's data contains), SOTP_INCIDENT (an open incident's id), SOTP_MANIFEST and
+// SOTP_WASM (a component to upload by drag and drop), SOTP_ARTIFACTS (screenshots),
+// SOTP_DOCS (if set: also write each page at both sizes there, for docs/), CHROMIUM.
+import { chromium } from "playwright-core";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
+const env = (k, d) => process.env[k] ?? d ?? (() => { throw new Error(`${k} is not set`); })();
+const BASE = env("SOTP_URL");
+const TOKEN = env("SOTP_TOKEN");
+const OTHER = env("SOTP_OTHER");
+const INCIDENT = env("SOTP_INCIDENT");
+const ARTIFACTS = env("SOTP_ARTIFACTS");
+const DOCS = process.env.SOTP_DOCS;
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+const failures = [];
+let expectedHttpErrors = 0;
+
+async function newPage(viewport) {
+  const context = await browser.newContext({ viewport, baseURL: BASE });
+  const page = await context.newPage();
+  const httpErrors = [];
+  page.on("response", (r) => {
+    if (r.status() >= 400) httpErrors.push(`${r.request().method()} ${r.url()}: ${r.status()}`);
+  });
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    if (expectedHttpErrors > 0 && m.text().startsWith("Failed to load resource")) {
+      expectedHttpErrors--;
+      return;
+    }
+    const cause = m.text().startsWith("Failed to load resource") ? ` (${httpErrors.at(-1) ?? "?"})` : "";
+    failures.push(`console error: ${m.text()}${cause}`);
+  });
+  page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
+  return page;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+async function noLeak(page, where) {
+  const text = await page.locator("body").innerText();
+  if (text.includes(OTHER)) failures.push(`${where}: the other tenant's data (${OTHER}) is visible`);
+}
+
+async function step(name, f) {
+  const started = Date.now();
+  try {
+    await f();
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (e) {
+    failures.push(`${name}: ${e.message.split("\n")[0]}`);
+    console.log(`FAIL ${name}: ${e.message}`);
+  }
+}
+
+async function signIn(page, token) {
+  await page.goto("/");
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+const desktop = { width: 1280, height: 800 };
+const phone = { width: 390, height: 844 };
+const page = await newPage(desktop);
+
+await step("a wrong token shows the sign-in page with the reason", async () => {
+  expectedHttpErrors = 1;
+  await signIn(page, "sotp_wrong_token");
+  await page.getByRole("alert").filter({ hasText: /token/i }).waitFor({ timeout: 5000 });
+  await shot(page, "signin-wrong-token");
+});
+
+await step("sign in and see the overview", async () => {
+  await signIn(page, TOKEN);
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  await page.getByRole("heading", { name: "Open incidents" }).waitFor();
+  await page.locator(`a[href="#/incidents/${INCIDENT}"]`).waitFor();
+  await page.getByText("Serving").waitFor();
+  await noLeak(page, "overview");
+  await shot(page, "overview");
+});
+
+await step("the session is an HttpOnly SameSite=Strict cookie, no token in storage", async () => {
+  const cookies = await page.context().cookies();
+  const c = cookies.find((c) => c.name === "sotp_session");
+  if (!c || !c.httpOnly || c.sameSite !== "Strict") throw new Error(`cookie: ${JSON.stringify(cookies)}`);
+  const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+  if (stored.includes(TOKEN)) throw new Error("the token is in web storage");
+  const readable = await page.evaluate(() => document.cookie);
+  if (readable.includes("sotp_session")) throw new Error("the session cookie is readable by scripts");
+});
+
+await step("open an incident: root cause, suppressed children, the graph, the timeline", async () => {
+  await page.locator(`a[href="#/incidents/${INCIDENT}"]`).first().click();
+  await page.getByRole("heading", { name: /down \(\d+ child devices? affected\)/ }).waitFor();
+  await page.getByRole("img", { name: /devices behind it/ }).waitFor();
+  const suppressed = await page.locator("td .badge.child").count();
+  if (suppressed < 2) throw new Error(`${suppressed} suppressed alerts shown`);
+  await page.getByRole("heading", { name: "Timeline" }).waitFor();
+  await noLeak(page, "incident");
+  await shot(page, "incident");
+});
+
+await step("upload a component by drag and drop", async () => {
+  await page.goto("/ui/#/components");
+  await page.getByRole("heading", { name: "Upload a component" }).waitFor();
+  const manifest = readFileSync(env("SOTP_MANIFEST"), "utf8");
+  const wasm = readFileSync(env("SOTP_WASM")).toString("base64");
+  const dataTransfer = await page.evaluateHandle(
+    ([m, w]) => {
+      const bytes = Uint8Array.from(atob(w), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([m], "sotp.toml", { type: "application/toml" }));
+      dt.items.add(new File([bytes], "component.wasm", { type: "application/wasm" }));
+      return dt;
+    },
+    [manifest, wasm],
+  );
+  await page.dispatchEvent("[data-testid=dropzone]", "drop", { dataTransfer });
+  await page.getByText("component.wasm").waitFor();
+  await page.getByRole("button", { name: "Upload" }).click();
+  await page.getByRole("status").filter({ hasText: /Uploaded .* version 1/ }).waitFor({ timeout: 60000 });
+  await page.getByRole("link", { name: "ui-uploaded" }).waitFor();
+  await shot(page, "components");
+});
+
+await step("a component's page: versions, counters, log", async () => {
+  await page.getByRole("link", { name: "ui-uploaded" }).click();
+  await page.getByRole("heading", { name: "Versions" }).waitFor();
+  await page.getByRole("heading", { name: "Counters" }).waitFor();
+  await shot(page, "component");
+});
+
+await step("devices: the tenant's inventory only", async () => {
+  await page.goto("/ui/#/devices");
+  await page.getByRole("heading", { name: "Devices" }).waitFor();
+  await page.getByRole("cell", { name: "core1", exact: true }).first().waitFor();
+  const rows = await page.locator(".virtual tbody tr:not([aria-hidden])").count();
+  if (rows !== 7) throw new Error(`${rows} device rows, expected acme's 7`);
+  await noLeak(page, "devices");
+  await shot(page, "devices");
+});
+
+await step("an API error shows as a message, not a blank page", async () => {
+  expectedHttpErrors = 1;
+  await page.goto("/ui/#/incidents/999999");
+  await page.getByRole("alert").filter({ hasText: /no incident/i }).waitFor();
+  await shot(page, "api-error");
+});
+
+await step("the phone layout: menu, overview", async () => {
+  const small = await newPage(phone);
+  await signIn(small, TOKEN);
+  await small.getByRole("heading", { name: "Overview" }).waitFor();
+  await small.getByRole("button", { name: "Menu" }).click();
+  await small.locator("nav").getByRole("link", { name: "Incidents" }).click();
+  await small.getByRole("heading", { name: "Incidents" }).waitFor();
+  await shot(small, "phone-incidents");
+  await small.context().close();
+});
+
+await step("an expired token's session ends on the sign-in page with a message", async () => {
+  const r = await fetch(`${BASE}/v1/tokens`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ name: "ui-short", scopes: ["read"], expires_in: "2s" }),
+  });
+  const short = (await r.json()).token;
+  const p = await newPage(desktop);
+  await signIn(p, short);
+  await p.getByRole("heading", { name: "Overview" }).waitFor();
+  await new Promise((f) => setTimeout(f, 2500));
+  expectedHttpErrors = 5;
+  await p.locator("nav").getByRole("link", { name: "Devices" }).click();
+  await p.getByRole("status").filter({ hasText: /Signed out/ }).waitFor();
+  await p.getByLabel("API token").waitFor();
+  await shot(p, "signin-expired");
+  expectedHttpErrors = 0;
+  await p.context().close();
+});
+
+await step("sign out ends the session on the server", async () => {
+  await page.goto("/ui/#/overview");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("API token").waitFor();
+  const r = await page.evaluate(() => fetch("/ui/session").then((r) => r.json()));
+  if (r.signed_in) throw new Error("still signed in");
+});
+
+if (DOCS) {
+  await step("screenshots for docs/ at both sizes", async () => {
+    mkdirSync(DOCS, { recursive: true });
+    for (const [size, viewport] of [["desktop", desktop], ["phone", phone]]) {
+      const p = await newPage(viewport);
+      await signIn(p, TOKEN);
+      await p.getByRole("heading", { name: "Overview" }).waitFor();
+      for (const [name, hash, heading] of [
+        ["overview", "overview", "Overview"],
+        ["incidents", "incidents", "Incidents"],
+        ["incident", `incidents/${INCIDENT}`, "Timeline"],
+        ["components", "components", "Components"],
+        ["devices", "devices", "Devices"],
+      ]) {
+        await p.goto(`/ui/#/${hash}`);
+        await p.getByRole("heading", { name: heading, exact: true }).first().waitFor();
+        await p.waitForTimeout(200);
+        await p.screenshot({ path: join(DOCS, `${name}-${size}.png`), fullPage: size === "desktop" });
+      }
+      await p.context().close();
+    }
+  });
+}
+
+await browser.close();
+if (failures.length) {
+  console.log(`\n${failures.length} failure(s):\n- ${failures.join("\n- ")}`);
+  process.exit(1);
+}
+console.log("\nthe web UI passed in chromium");
