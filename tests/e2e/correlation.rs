@@ -656,8 +656,11 @@ fn incidents_go_to_the_tenants_webhook_through_the_egress_policy() {
     });
     assert_eq!(body["tenant"], "acme");
     assert_eq!(body["incidents"][0]["root"], "core1");
-    let (_, out) = api.get("/v1/alerts/outputs");
-    assert!(out["webhook"]["last_ok_ms"].is_i64(), "{out}");
+    // Recorded once SOTP has read the receiver's answer (just after the receiver has the body).
+    wait("the push recorded as ok", Duration::from_secs(10), || {
+        let (_, out) = api.get("/v1/alerts/outputs");
+        out["webhook"]["last_ok_ms"].is_i64().then_some(())
+    });
     let (status, err) = api.put(
         "/v1/alerts/settings",
         json!({ "webhook": { "url": "ftp://example/x" } }),

@@ -67,6 +67,24 @@ fn the_web_ui_in_a_real_browser() {
         .as_i64()
         .expect("an open incident");
 
+    // A real audit: backups of three devices, one rule file, dist2 failing it.
+    for (device, config) in [
+        ("core1", "hostname core1\nntp server 10.0.0.1\n"),
+        ("dist1", "hostname dist1\nntp server 10.0.0.1\n"),
+        ("dist2", "hostname dist2\n"),
+    ] {
+        let (status, out) = acme.send_text("PUT", &format!("/v1/backups/{device}/text"), config);
+        assert!(status < 300, "backup of {device}: {out}");
+    }
+    let (status, out) = acme.send_text(
+        "PUT",
+        "/v1/compliance/rules/ntp.yaml?activate=true",
+        "rules:\n  - id: ntp\n    required:\n      - ntp server 10.0.0.1\n",
+    );
+    assert!(status < 300, "{out}");
+    let (status, out) = acme.post("/v1/compliance/audits?wait=true", json!({}));
+    assert!(status < 300, "{out}");
+
     // globex: data acme must never see.
     let globex = server.tenant("globex");
     assert_eq!(

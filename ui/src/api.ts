@@ -91,10 +91,11 @@ export async function health(): Promise<boolean> {
   }
 }
 
-export async function session(): Promise<Session | null> {
+/** The session, or why there is none (`reason`: a session the browser had has ended). */
+export async function session(): Promise<{ session: Session | null; reason?: string }> {
   const r = await request("GET", "/ui/session");
   const j = await r.json();
-  return j.signed_in ? j : null;
+  return j.signed_in ? { session: j } : { session: null, reason: j.reason };
 }
 export async function signIn(token: string): Promise<Session> {
   return (await request("POST", "/ui/session", { token })).json();

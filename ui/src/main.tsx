@@ -8,6 +8,8 @@ import { Overview } from "./pages/overview";
 import { Incidents, IncidentPage } from "./pages/incidents";
 import { Components, ComponentPage } from "./pages/components";
 import { Devices } from "./pages/devices";
+import { Compliance, ComplianceDevice } from "./pages/compliance";
+import { LazyEditor, Rules } from "./pages/rules";
 import { SignIn } from "./pages/signin";
 import { message, useLoad } from "./util";
 import "./app.css";
@@ -25,6 +27,8 @@ function useRoute(): string[] {
 
 const PAGES: [string, string][] = [
   ["overview", "Overview"],
+  ["compliance", "Compliance"],
+  ["rules", "Rules"],
   ["incidents", "Incidents"],
   ["components", "Components"],
   ["devices", "Devices"],
@@ -34,10 +38,16 @@ function App() {
   const [session, setSession] = useState<api.Session | null | undefined>(undefined);
   const [notice, setNotice] = useState<string | null>(null);
   useEffect(() => {
-    api.session().then(setSession, (e) => {
-      setNotice(message(e));
-      setSession(null);
-    });
+    api.session().then(
+      (s) => {
+        if (s.reason) setNotice(`Signed out: ${s.reason}`);
+        setSession(s.session);
+      },
+      (e) => {
+        setNotice(message(e));
+        setSession(null);
+      },
+    );
     return api.onSignedOut((m) => {
       setNotice(`Signed out: ${m}`);
       setSession(null);
@@ -119,6 +129,10 @@ function Page(props: { route: string[] }) {
   switch (page) {
     case "overview":
       return <Overview />;
+    case "compliance":
+      return id ? <ComplianceDevice device={id} /> : <Compliance />;
+    case "rules":
+      return id ? <LazyEditor file={id} /> : <Rules />;
     case "incidents":
       return id ? <IncidentPage id={id} /> : <Incidents />;
     case "components":

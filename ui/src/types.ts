@@ -42,3 +42,40 @@ export interface AuditInfo {
   summary: { devices: number; compliant_devices: number; percent_devices: number; percent_features: number; errors: number; waived: number };
 }
 export interface TopRow { group: Record<string, unknown>; bytes: number; packets: number; flows: number }
+export interface RuleResult {
+  rule: string;
+  feature: string;
+  source: string;
+  status: "compliant" | "missing" | "extra" | "error" | "waived";
+  missing?: string[];
+  extra?: string[];
+  message?: string;
+  remediation?: string[];
+  waiver?: { reason: string; expires_ms: number };
+}
+export interface DeviceReport {
+  device: string;
+  commit: string | null;
+  percent: number;
+  features: number;
+  compliant_features: number;
+  waived_features: number;
+  compliant: boolean;
+  results: RuleResult[];
+  remediation?: string[];
+}
+export interface RuleSummary { rule: string; feature: string; source: string; pass: number; fail: number; waived: number; error: number }
+export interface Report {
+  id?: number;
+  sources: string[];
+  summary: AuditInfo["summary"];
+  rules: RuleSummary[];
+  devices: DeviceReport[];
+}
+export interface RuleFileInfo { file: string; active_version: number | null; versions: number; latest_version: number }
+export interface RuleVersion { version: number; sha256: string; bytes: number; uploaded_ms: number; active?: boolean }
+export interface DryRun {
+  active: AuditInfo["summary"];
+  draft: AuditInfo["summary"];
+  devices_changed: { device: string; compliant_before: boolean; compliant_after: boolean; percent_before: number; percent_after: number }[];
+}

@@ -167,22 +167,32 @@ pub async fn sign_in(
         )
     })?;
     let mut response = Json(describe(&principal, Some(expires))).into_response();
+    // The cookie outlives a short-lived token's session on purpose: the server then says the
+    // session ended (and the UI why), rather than the browser silently forgetting it.
     response.headers_mut().insert(
         header::SET_COOKIE,
-        cookie(&id, (expires - now) / 1000, over_tls(&headers)),
+        cookie(&id, SESSION_TTL.as_secs() as i64, over_tls(&headers)),
     );
     Ok(response)
 }
 
 /// `GET /ui/session`: who the session is, or `{"signed_in": false}` (the UI's first
-/// question, so not an error: a page that is not signed in yet shows the sign-in form).
+/// question, so not an error: a page that is not signed in yet shows the sign-in form), with
+/// a `reason` when the browser had a session that has ended.
 pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    let signed_in = session_cookie(&headers)
-        .and_then(|id| state.sessions.token(id, now_ms()))
+    let Some(id) = session_cookie(&headers).filter(|id| !id.is_empty()) else {
+        return Json(json!({ "signed_in": false }));
+    };
+    let signed_in = state
+        .sessions
+        .token(id, now_ms())
         .and_then(|token| state.runtime.authenticate(&token).ok());
     match signed_in {
         Some((principal, expires)) => Json(describe(&principal, expires)),
-        None => Json(json!({ "signed_in": false })),
+        None => Json(json!({
+            "signed_in": false,
+            "reason": "your session has ended (its token expired or was revoked, or sotp restarted): sign in again",
+        })),
     }
 }
 
