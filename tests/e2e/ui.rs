@@ -10,6 +10,8 @@
 use serde_json::{Value, json};
 use sotp_tests::guests::{TICK_COUNTER, TOPOLOGY_CORRELATION};
 use sotp_tests::harness::{Server, manifest};
+use sotp_tests::mosquitto::free_port;
+use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -26,9 +28,54 @@ fn artifacts() -> PathBuf {
     PathBuf::from(target).join("ui-artifacts")
 }
 
+/// One NetFlow v5 export of `flows` (source, destination, destination port, bytes) that
+/// ended a second ago.
+fn netflow_v5(flows: &[([u8; 4], [u8; 4], u16, u32)]) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let uptime: u32 = 100_000;
+    let mut p = Vec::new();
+    p.extend(5u16.to_be_bytes());
+    p.extend((flows.len() as u16).to_be_bytes());
+    p.extend(uptime.to_be_bytes());
+    p.extend(now.to_be_bytes());
+    p.extend(0u32.to_be_bytes()); // nsecs
+    p.extend(0u32.to_be_bytes()); // sequence
+    p.extend([0u8, 0, 0, 0]); // engine type, id, sampling
+    for (src, dst, port, bytes) in flows {
+        p.extend(src);
+        p.extend(dst);
+        p.extend([0u8; 4]); // next hop
+        p.extend(1u16.to_be_bytes());
+        p.extend(2u16.to_be_bytes());
+        p.extend((bytes / 1000).max(1).to_be_bytes()); // packets
+        p.extend(bytes.to_be_bytes());
+        p.extend((uptime - 50_000).to_be_bytes()); // first
+        p.extend((uptime - 1_000).to_be_bytes()); // last
+        p.extend(50_000u16.to_be_bytes());
+        p.extend(port.to_be_bytes());
+        p.extend([0u8, 0x18, 6, 0]); // pad, tcp flags, protocol tcp, tos
+        p.extend([0u8; 8]); // AS numbers, masks, pad
+    }
+    p
+}
+
 #[test]
 fn the_web_ui_in_a_real_browser() {
-    let server = Server::start(BIN);
+    let netflow = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sotp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runtime.flows]\nnetflow = [\"127.0.0.1:{netflow}\"]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n\
+             [runtime.flows.applications]\n\"tcp/40000\" = \"test-app\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(BIN, &["--config", config.to_str().unwrap()]);
     let (status, page) = {
         let r = reqwest::blocking::get(format!("{}/ui/", server.base)).unwrap();
         (r.status().as_u16(), r.text().unwrap())
@@ -84,6 +131,35 @@ fn the_web_ui_in_a_real_browser() {
     assert!(status < 300, "{out}");
     let (status, out) = acme.post("/v1/compliance/audits?wait=true", json!({}));
     assert!(status < 300, "{out}");
+    // A second revision of core1's backup (its history has a diff).
+    let (status, out) = acme.send_text(
+        "PUT",
+        "/v1/backups/core1/text",
+        "hostname core1\nntp server 10.0.0.1\nlogging host 10.0.0.9\n",
+    );
+    assert!(status < 300, "{out}");
+
+    // Flows from the exporter on loopback, all acme's (the listener's default tenant).
+    let export = netflow_v5(&[
+        ([10, 1, 0, 1], [10, 2, 0, 1], 40000, 5_000_000),
+        ([10, 1, 0, 2], [10, 2, 0, 1], 443, 1_000_000),
+    ]);
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(&export, ("127.0.0.1", netflow))
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, top) = acme.get("/v1/flows/top?since=15m&by=src_addr");
+        if top["rows"].as_array().is_some_and(|r| r.len() == 2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flows not stored: {top}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     // globex: data acme must never see.
     let globex = server.tenant("globex");
@@ -101,14 +177,14 @@ fn the_web_ui_in_a_real_browser() {
         TICK_COUNTER,
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let upload = dir.path().join("sotp.toml");
+    let upload = dir.path().join("upload.toml");
     std::fs::write(&upload, manifest("ui-uploaded", "1.0.0", "1h", "")).unwrap();
     let mut node = Command::new("node");
     node.arg(format!("{ROOT}/ui/tests/browser.mjs"))
         .current_dir(format!("{ROOT}/ui"))
         .env("SOTP_URL", &server.base)
         .env("SOTP_TOKEN", &acme.token)
+        .env("SOTP_ADMIN", &server.admin().token)
         .env("SOTP_OTHER", "globex-only")
         .env("SOTP_INCIDENT", incident.to_string())
         .env("SOTP_MANIFEST", &upload)
@@ -133,6 +209,26 @@ fn the_web_ui_in_a_real_browser() {
     );
     // The upload really happened, through the UI's session.
     assert_eq!(acme.component("ui-uploaded")["active_version"], 1);
+    // The preview of acme's rule file is acme's.
+    let (status, body) = globex.send_text(
+        "POST",
+        "/v1/compliance/rules/ntp.yaml/preview?device=core1",
+        "",
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = acme.send_text(
+        "POST",
+        "/v1/compliance/rules/ntp.yaml/preview?device=core1",
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["rules"][0]["intended"]
+            .as_str()
+            .unwrap()
+            .contains("ntp server 10.0.0.1"),
+        "{body}"
+    );
     let (_, theirs) = globex.get("/v1/components");
     assert!(!theirs.to_string().contains("ui-uploaded"), "{theirs}");
 }

@@ -10,6 +10,8 @@ import { Components, ComponentPage } from "./pages/components";
 import { Devices } from "./pages/devices";
 import { Compliance, ComplianceDevice } from "./pages/compliance";
 import { LazyEditor, Rules } from "./pages/rules";
+import { Flows } from "./pages/flows";
+import { Backups, BackupPage } from "./pages/backups";
 import { SignIn } from "./pages/signin";
 import { message, useLoad } from "./util";
 import "./app.css";
@@ -30,8 +32,10 @@ const PAGES: [string, string][] = [
   ["compliance", "Compliance"],
   ["rules", "Rules"],
   ["incidents", "Incidents"],
+  ["flows", "Flows"],
   ["components", "Components"],
   ["devices", "Devices"],
+  ["backups", "Backups"],
 ];
 
 function App() {
@@ -139,6 +143,10 @@ function Page(props: { route: string[] }) {
       return id ? <ComponentPage name={id} /> : <Components />;
     case "devices":
       return <Devices />;
+    case "flows":
+      return <Flows />;
+    case "backups":
+      return id ? <BackupPage device={id} /> : <Backups />;
     default:
       return <p class="error" role="alert">No page “{page}”.</p>;
   }

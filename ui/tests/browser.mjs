@@ -112,11 +112,12 @@ await step("the compliance report of a real audit, drilled into a failing device
   await page.getByRole("checkbox", { name: "failing only" }).check();
   await shot(page, "compliance");
   await page.getByRole("link", { name: "dist2" }).click();
-  await page.getByRole("heading", { name: "dist2" }).waitFor();
+  await page.getByRole("heading", { name: "dist2", exact: true, level: 1 }).waitFor();
   await page.locator("pre.missing").filter({ hasText: "ntp server 10.0.0.1" }).waitFor();
   await page.locator('pre[aria-label="remediation"]').filter({ hasText: "ntp server 10.0.0.1" }).waitFor();
   await page.locator('pre[aria-label="running config"]').filter({ hasText: "hostname dist2" }).waitFor();
   await page.getByRole("button", { name: "Copy" }).waitFor();
+  await page.locator('pre[aria-label="intended config"]').filter({ hasText: "ntp server 10.0.0.1" }).waitFor();
   await noLeak(page, "compliance");
   await shot(page, "compliance-device");
 });
@@ -145,6 +146,9 @@ await step("fix it: the dry run shows the change, activate, the report follows",
   await page.getByRole("status").filter({ hasText: "2 device(s) would change status" }).waitFor();
   await page.getByRole("cell", { name: "core1", exact: true }).waitFor();
   await shot(page, "editor-dry-run");
+  await page.getByLabel("Device to preview").selectOption("core1");
+  await page.getByRole("button", { name: "Render the intended config" }).click();
+  await page.locator('pre[aria-label="preview"]').filter({ hasText: "ntp server 10.0.0.2" }).waitFor();
   await page.getByRole("button", { name: "Save and activate" }).click();
   await page.getByRole("status").filter({ hasText: "Saved as version 2, active" }).waitFor();
   // Version 1 beside the editor: the merge view marks the added line.
@@ -205,6 +209,26 @@ await step("a component's page: versions, counters, log", async () => {
   await shot(page, "component");
 });
 
+await step("flows: top talkers and bytes/s by source and by application", async () => {
+  await page.goto("/ui/#/flows");
+  await page.getByRole("heading", { name: "Top by bytes" }).waitFor();
+  const first = await page.locator('section[aria-labelledby="h-top"] tbody tr').first().innerText();
+  if (!first.includes("10.1.0.1") || !first.includes("5.0 MB")) throw new Error(`top row: ${first}`);
+  await page.getByRole("img", { name: "Bytes per second by src_addr" }).waitFor();
+  await page.getByLabel("By", { exact: true }).selectOption("app");
+  await page.getByRole("cell", { name: "test-app" }).waitFor();
+  await shot(page, "flows");
+});
+
+await step("backups: a device's history and the diff between revisions", async () => {
+  await page.goto("/ui/#/backups");
+  await page.getByRole("link", { name: "core1" }).click();
+  await page.locator('pre[aria-label="diff"] .add').filter({ hasText: "logging host 10.0.0.9" }).waitFor();
+  await page.locator('pre[aria-label="configuration"]').filter({ hasText: "logging host 10.0.0.9" }).waitFor();
+  await noLeak(page, "backups");
+  await shot(page, "backup");
+});
+
 await step("devices: the tenant's inventory only", async () => {
   await page.goto("/ui/#/devices");
   await page.getByRole("heading", { name: "Devices" }).waitFor();
@@ -260,6 +284,22 @@ await step("sign out ends the session on the server", async () => {
   if (r.signed_in) throw new Error("still signed in");
 });
 
+await step("the admin token picks the tenant to act for", async () => {
+  const p = await newPage(desktop);
+  await signIn(p, env("SOTP_ADMIN"));
+  await p.getByText("Choose a tenant to act for.").waitFor();
+  await p.getByLabel("Tenant").selectOption("acme");
+  await p.getByRole("heading", { name: "Overview" }).waitFor();
+  await p.locator(`a[href="#/incidents/${INCIDENT}"]`).waitFor();
+  await p.getByLabel("Tenant").selectOption("globex");
+  await p.goto("/ui/#/devices");
+  await p.getByRole("cell", { name: "globex-only-router" }).waitFor();
+  await shot(p, "admin-globex");
+  await p.getByRole("button", { name: "Sign out" }).click();
+  await p.getByLabel("API token").waitFor();
+  await p.context().close();
+});
+
 if (DOCS) {
   await step("screenshots for docs/ at both sizes", async () => {
     mkdirSync(DOCS, { recursive: true });
@@ -274,6 +314,8 @@ if (DOCS) {
         ["editor", "rules/ntp.yaml", "ntp.yaml"],
         ["incidents", "incidents", "Incidents"],
         ["incident", `incidents/${INCIDENT}`, "Timeline"],
+        ["flows", "flows", "Flows"],
+        ["backups", "backups/core1", "core1"],
         ["components", "components", "Components"],
         ["devices", "devices", "Devices"],
       ]) {

@@ -186,6 +186,45 @@ pub async fn dry_run(
     Ok(Json(json!(dry)))
 }
 
+#[derive(Deserialize)]
+pub struct PreviewQuery {
+    device: String,
+    version: Option<u32>,
+}
+
+/// `POST /v1/compliance/rules/{file}/preview?device=D`: what the rule file expects of one
+/// device, rendered for it — of the draft in the body, of `?version=N`, or of the active
+/// version (empty body). Changes nothing.
+pub async fn preview(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(file): Path<String>,
+    Query(q): Query<PreviewQuery>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let draft = match (q.version, body.is_empty()) {
+        (Some(v), true) => Some(Draft::Version(v)),
+        (None, false) => Some(Draft::Text(utf8(body)?)),
+        (None, true) => None,
+        (Some(_), false) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "give a draft as the body or ?version=N, not both",
+            ));
+        }
+    };
+    let device = q.device.clone();
+    let rules = state
+        .blocking(move |rt| {
+            Ok(rt
+                .compliance(&tenant)?
+                .preview(&tenant, &file, draft, &q.device)?)
+        })
+        .await?;
+    Ok(Json(json!({ "device": device, "rules": rules })))
+}
+
 /// `POST /v1/compliance/components/{name}/dry-run?version=N`: a stored, not activated
 /// version of a rule component against today's backups, compared with the active rules.
 pub async fn dry_run_component(

@@ -151,6 +151,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             post(compliance::dry_run),
         )
         .route(
+            "/compliance/rules/{file}/preview",
+            post(compliance::preview),
+        )
+        .route(
             "/compliance/components/{name}/dry-run",
             post(compliance::dry_run_component),
         )

@@ -190,6 +190,47 @@ fn expected<'r>(
     Ok(fixed)
 }
 
+/// What `rule` expects of a device with `vars`, as indented configuration text: its
+/// section's parent lines as written, the expected lines under them (templates rendered),
+/// then its forbidden lines as `! not:` comments. For people — the editor's preview and the
+/// report's intended side — not for matching.
+pub fn intended_text(
+    set: &RuleSet,
+    rule: &Rule,
+    syntax: Syntax,
+    vars: &TemplateVars,
+) -> Result<String, String> {
+    let mut owned = Vec::new();
+    let expected = expected(set, rule, syntax, vars, &mut owned)?;
+    let mut out = String::new();
+    let depth = rule.section.len();
+    for (level, parent) in rule.section.iter().enumerate() {
+        push_line(&mut out, level, parent.text());
+    }
+    for e in expected {
+        push_node(&mut out, depth, &e.to_node());
+    }
+    let forbidden =
+        rule.forbidden_patterns(&|i| render(set, &format!("{}#forbidden{i}", rule.id), vars))?;
+    for f in forbidden.iter() {
+        push_line(&mut out, depth, &format!("! not: {}", f.text()));
+    }
+    Ok(out)
+}
+
+fn push_line(out: &mut String, level: usize, text: &str) {
+    out.push_str(&" ".repeat(level));
+    out.push_str(text);
+    out.push('\n');
+}
+
+fn push_node(out: &mut String, level: usize, node: &crate::compliance::config::Node<'_>) {
+    push_line(out, level, &node.text);
+    for child in &node.children {
+        push_node(out, level + 1, child);
+    }
+}
+
 type Outcome = (Vec<Change>, String);
 
 fn evaluate_inner(

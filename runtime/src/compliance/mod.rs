@@ -112,6 +112,18 @@ pub enum Draft {
     Version(u32),
 }
 
+/// One rule of a preview: what it expects of the device, or why there is nothing.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PreviewRule {
+    pub rule: String,
+    pub feature: String,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intended: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ComplianceError {
     #[error(transparent)]
@@ -356,6 +368,63 @@ impl Compliance {
             .into_iter()
             .map(|(file, version)| self.rule_set(tenant, &file, version))
             .collect()
+    }
+
+    /// What a rule file (`draft`, or the active version if `None`) expects of `device`, rule
+    /// by rule: rendered for it, or why not (out of its scope, a template error).
+    pub fn preview(
+        &self,
+        tenant: &str,
+        file: &str,
+        draft: Option<Draft>,
+        device: &str,
+    ) -> Result<Vec<PreviewRule>, ComplianceError> {
+        validate_file_name(file).map_err(ComplianceError::Invalid)?;
+        let set = match draft {
+            Some(Draft::Text(text)) => {
+                self.check_size(&text)?;
+                Arc::new(rules::compile(file, 0, &text)?)
+            }
+            Some(Draft::Version(v)) => self.rule_set(tenant, file, v)?,
+            None => {
+                let version =
+                    store::active_version(&self.state, tenant, file)?.ok_or_else(|| {
+                        StoreError::NotFound(format!("rule file `{file}` has no active version"))
+                    })?;
+                self.rule_set(tenant, file, version)?
+            }
+        };
+        let device = self
+            .state
+            .device(tenant, device)
+            .map_err(StoreError::from)?
+            .ok_or_else(|| StoreError::NotFound(format!("no device `{device}`")))?;
+        let syntax = config::Syntax::of_platform(device.platform.as_deref());
+        let vars = evaluate::template_vars(&rules::device_vars(&set, &device));
+        Ok(set
+            .rules
+            .iter()
+            .map(|rule| {
+                let (intended, error) = if !rule.scope.covers(&device) {
+                    (
+                        None,
+                        Some("the device is outside this rule's scope".to_string()),
+                    )
+                } else {
+                    match evaluate::intended_text(&set, rule, syntax, &vars) {
+                        Ok(text) => (Some(text), None),
+                        Err(e) => (None, Some(e)),
+                    }
+                };
+                PreviewRule {
+                    rule: rule.id.clone(),
+                    feature: rule.feature.clone(),
+                    source: set.source().to_string(),
+                    intended,
+                    error,
+                }
+            })
+            .collect())
     }
 
     /// Every device of the inventory with its newest backup.

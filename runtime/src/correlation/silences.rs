@@ -313,9 +313,10 @@ fn urlencode(s: &str) -> String {
 pub type Seen = HashMap<String, String>;
 
 /// Which silenced children have gone from Alertmanager: those seen there under a silence at
-/// the last push (whether or not they are still wanted silenced: an incident that just
-/// closed ends its silences, but what resolved under them is gone all the same) and no
-/// longer there. `seen` becomes the children silenced now and seen there.
+/// an earlier push and no longer there. A child stays tracked until it is gone — also once
+/// its incident closed and its silence ended: what resolved while muted may only then be
+/// dropped, and Alertmanager tells nobody. `seen` keeps the ones still there, plus the
+/// children silenced now that are there.
 pub fn vanished(seen: &mut Seen, wanted: &[Wanted], firing: &HashSet<String>) -> Vec<String> {
     let mut gone: Vec<String> = seen
         .keys()
@@ -323,7 +324,7 @@ pub fn vanished(seen: &mut Seen, wanted: &[Wanted], firing: &HashSet<String>) ->
         .cloned()
         .collect();
     gone.sort();
-    seen.clear();
+    seen.retain(|fp, _| firing.contains(fp));
     for w in wanted {
         let alertname = w
             .matchers
@@ -428,7 +429,10 @@ mod tests {
             "b was never seen there"
         );
         assert_eq!(alertnames(&[], &seen), BTreeSet::from(["TargetDown"]));
-        // The incident closed (nothing wanted) and a resolved while silenced: still gone.
+        // The incident closed (nothing wanted), a still there: still tracked.
+        assert!(vanished(&mut seen, &[], &only_a).is_empty());
+        assert_eq!(alertnames(&[], &seen), BTreeSet::from(["TargetDown"]));
+        // ... until it resolves there.
         assert_eq!(vanished(&mut seen, &[], &HashSet::new()), ["a"]);
         assert!(seen.is_empty());
     }

@@ -148,6 +148,22 @@ export function ComplianceDevice(props: { device: string }) {
   const name = encodeURIComponent(props.device);
   const report = useLoad(() => api.get<Report>(`/compliance/audits/latest?device=${name}`), [props.device]);
   const running = useLoad(() => api.getText(`/backups/${name}/text`), [props.device]);
+  // What each rule file the audit ran expects of this device, rendered for it.
+  const intended = useLoad(async () => {
+    const r = await api.get<Report>(`/compliance/audits/latest?device=${name}`);
+    const sources = [...new Set(r.devices[0].results.map((x) => x.source))].filter((s) => s.includes("@"));
+    const parts = await Promise.all(
+      sources.map(async (source) => {
+        const [file, version] = source.split("@");
+        const p = await api.post<{ rules: { rule: string; intended?: string; error?: string }[] }>(
+          `/compliance/rules/${encodeURIComponent(file)}/preview?device=${name}&version=${version}`,
+          "",
+        );
+        return p.rules.map((x) => `! ${source} ${x.rule}${x.error ? `: ${x.error}` : ""}\n${x.intended ?? ""}`).join("");
+      }),
+    );
+    return parts.join("");
+  }, [props.device]);
   const [copied, setCopied] = useState(false);
   return (
     <Loaded state={report}>
@@ -166,24 +182,28 @@ export function ComplianceDevice(props: { device: string }) {
               <h2 id="h-results">Rules</h2>
               {d.results.map((x) => <Result r={x} />)}
             </section>
+            <section aria-labelledby="h-remediation">
+              <h2 id="h-remediation">Remediation</h2>
+              {text ? (
+                <>
+                  <button
+                    onClick={async () => {
+                      await navigator.clipboard.writeText(text);
+                      setCopied(true);
+                    }}
+                  >
+                    {copied ? "Copied" : "Copy"}
+                  </button>
+                  <pre class="config" aria-label="remediation">{text}</pre>
+                </>
+              ) : (
+                <p class="muted">Nothing to change.</p>
+              )}
+            </section>
             <div class="side-by-side">
-              <section aria-labelledby="h-remediation">
-                <h2 id="h-remediation">Remediation</h2>
-                {text ? (
-                  <>
-                    <button
-                      onClick={async () => {
-                        await navigator.clipboard.writeText(text);
-                        setCopied(true);
-                      }}
-                    >
-                      {copied ? "Copied" : "Copy"}
-                    </button>
-                    <pre class="config" aria-label="remediation">{text}</pre>
-                  </>
-                ) : (
-                  <p class="muted">Nothing to change.</p>
-                )}
+              <section aria-labelledby="h-intended">
+                <h2 id="h-intended">Intended (the rules, rendered for {d.device})</h2>
+                <Loaded state={intended}>{(t) => <pre class="config" aria-label="intended config">{t}</pre>}</Loaded>
               </section>
               <section aria-labelledby="h-running">
                 <h2 id="h-running">Running config (latest backup)</h2>

@@ -30,6 +30,9 @@ export function RuleEditor(props: { file: string }) {
   const [status, setStatus] = useState<{ kind: "error" | "ok" | "busy"; text: string } | null>(null);
   const [dry, setDry] = useState<DryRun | null>(null);
   const [diffWith, setDiffWith] = useState<number | null>(null);
+  const [device, setDevice] = useState("");
+  const [preview, setPreview] = useState<{ rule: string; intended?: string; error?: string }[] | null>(null);
+  const devices = useLoad(() => api.get<{ devices: { name: string }[] }>("/devices"));
   const versions = useLoad(
     () => api.get<{ versions: RuleVersion[] }>(`${path}/versions`).catch((e) => (e instanceof api.ApiError && e.status === 404 ? { versions: [] } : Promise.reject(e))),
     [props.file],
@@ -100,6 +103,20 @@ export function RuleEditor(props: { file: string }) {
       showError(e);
     }
   };
+  const renderPreview = async () => {
+    if (!device) return;
+    setPreview(null);
+    try {
+      const r = await api.post<{ rules: { rule: string; intended?: string; error?: string }[] }>(
+        `${path}/preview?device=${encodeURIComponent(device)}`,
+        text(),
+      );
+      clearErrors();
+      setPreview(r.rules);
+    } catch (e) {
+      showError(e);
+    }
+  };
   const save = async (activate: boolean) => {
     setStatus({ kind: "busy", text: "Saving…" });
     try {
@@ -151,6 +168,24 @@ export function RuleEditor(props: { file: string }) {
         </p>
       )}
       {dry && <DryRunResult dry={dry} />}
+      <section aria-labelledby="h-preview">
+        <h2 id="h-preview">Preview for a device</h2>
+        <p class="actions">
+          <label>
+            Device{" "}
+            <select aria-label="Device to preview" value={device} onChange={(e) => setDevice((e.currentTarget as HTMLSelectElement).value)}>
+              <option value="">—</option>
+              {(devices.data?.devices ?? []).slice(0, 2000).map((d) => <option value={d.name}>{d.name}</option>)}
+            </select>
+          </label>
+          <button onClick={renderPreview} disabled={!device}>Render the intended config</button>
+        </p>
+        {preview && (
+          <pre class="config" aria-label="preview">
+            {preview.map((p) => `! ${p.rule}${p.error ? `: ${p.error}` : ""}\n${p.intended ?? ""}`).join("")}
+          </pre>
+        )}
+      </section>
       <section aria-labelledby="h-versions">
         <h2 id="h-versions">Versions</h2>
         <Loaded state={versions}>
