@@ -188,7 +188,7 @@ pub async fn dry_run(
 
 #[derive(Deserialize)]
 pub struct PreviewQuery {
-    device: String,
+    device: Option<String>,
     version: Option<u32>,
 }
 
@@ -203,6 +203,9 @@ pub async fn preview(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant(Scope::Read)?.to_string();
+    let device = q
+        .device
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "name the device: ?device=NAME"))?;
     let draft = match (q.version, body.is_empty()) {
         (Some(v), true) => Some(Draft::Version(v)),
         (None, false) => Some(Draft::Text(utf8(body)?)),
@@ -214,12 +217,12 @@ pub async fn preview(
             ));
         }
     };
-    let device = q.device.clone();
+    let name = device.clone();
     let rules = state
         .blocking(move |rt| {
             Ok(rt
                 .compliance(&tenant)?
-                .preview(&tenant, &file, draft, &q.device)?)
+                .preview(&tenant, &file, draft, &name)?)
         })
         .await?;
     Ok(Json(json!({ "device": device, "rules": rules })))
