@@ -129,8 +129,18 @@ fn the_web_ui_in_a_real_browser() {
         "rules:\n  - id: ntp\n    required:\n      - ntp server 10.0.0.1\n",
     );
     assert!(status < 300, "{out}");
+    // acc1 has no backup (an error), waived while it is replaced.
+    let (status, out) = acme.post(
+        "/v1/compliance/waivers",
+        json!({ "device": "acc1", "rule": "ntp", "reason": "being replaced", "expires_in": "30d" }),
+    );
+    assert!(status < 300, "{out}");
     let (status, out) = acme.post("/v1/compliance/audits?wait=true", json!({}));
     assert!(status < 300, "{out}");
+    let (_, audits) = acme.get("/v1/compliance/audits");
+    let percent = audits["audits"][0]["summary"]["percent_devices"]
+        .as_f64()
+        .expect("a summary");
     // A second revision of core1's backup (its history has a diff).
     let (status, out) = acme.send_text(
         "PUT",
@@ -187,6 +197,7 @@ fn the_web_ui_in_a_real_browser() {
         .env("SOTP_ADMIN", &server.admin().token)
         .env("SOTP_OTHER", "globex-only")
         .env("SOTP_INCIDENT", incident.to_string())
+        .env("SOTP_PERCENT", format!("{percent:.1} %"))
         .env("SOTP_MANIFEST", &upload)
         .env("SOTP_WASM", TICK_COUNTER)
         .env("SOTP_ARTIFACTS", artifacts());

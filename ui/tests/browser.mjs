@@ -18,6 +18,7 @@ const OTHER = env("SOTP_OTHER");
 const INCIDENT = env("SOTP_INCIDENT");
 const ARTIFACTS = env("SOTP_ARTIFACTS");
 const DOCS = process.env.SOTP_DOCS;
+const env_percent = process.env.SOTP_PERCENT;
 mkdirSync(ARTIFACTS, { recursive: true });
 
 const browser = await chromium.launch({
@@ -107,10 +108,16 @@ await step("the session is an HttpOnly SameSite=Strict cookie, no token in stora
 await step("the compliance report of a real audit, drilled into a failing device", async () => {
   await page.goto("/ui/#/compliance");
   await page.getByRole("heading", { name: "Compliance", exact: true }).waitFor();
-  // core1 and dist1 compliant; dist2 failing; the four access devices have no backup (errors).
-  await page.getByText("28.6 %").first().waitFor();
+  // core1 and dist1 compliant, dist2 failing, acc1 waived, the other access devices without
+  // a backup (errors): the percent the API computed.
+  await page.getByText(env("SOTP_PERCENT")).first().waitFor();
   await page.getByRole("checkbox", { name: "failing only" }).check();
   await shot(page, "compliance");
+  await page.getByRole("checkbox", { name: "failing only" }).uncheck();
+  await page.getByRole("link", { name: "acc1" }).click();
+  await page.getByText(/Waived: being replaced \(until 20\d\d-/).waitFor();
+  await shot(page, "compliance-waived");
+  await page.goBack();
   await page.getByRole("link", { name: "dist2" }).click();
   await page.getByRole("heading", { name: "dist2", exact: true, level: 1 }).waitFor();
   await page.locator("pre.missing").filter({ hasText: "ntp server 10.0.0.1" }).waitFor();
@@ -157,7 +164,11 @@ await step("fix it: the dry run shows the change, activate, the report follows",
   await shot(page, "editor-diff");
   await page.goto("/ui/#/compliance");
   await page.getByRole("button", { name: "Run an audit now" }).click();
-  await page.getByText("0.0 %").first().waitFor({ timeout: 30000 });
+  await page.getByText("audit 2,").waitFor({ timeout: 30000 });
+  const audits = await page.evaluate(() => fetch("/v1/compliance/audits").then((r) => r.json()));
+  const now = `${audits.audits.at(-1).summary.percent_devices.toFixed(1)} %`;
+  if (now === env_percent) throw new Error(`the report did not change (${now})`);
+  await page.getByText(now).first().waitFor();
   await page.getByRole("heading", { name: "Trend" }).waitFor();
   await shot(page, "compliance-after");
   // And back: roll the rule file back to version 1.

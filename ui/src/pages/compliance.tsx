@@ -147,7 +147,12 @@ function ByRule(props: { report: Report }) {
 export function ComplianceDevice(props: { device: string }) {
   const name = encodeURIComponent(props.device);
   const report = useLoad(() => api.get<Report>(`/compliance/audits/latest?device=${name}`), [props.device]);
-  const running = useLoad(() => api.getText(`/backups/${name}/text`), [props.device]);
+  // The configuration the audit judged (its backup commit), if the device had one.
+  const running = useLoad(async () => {
+    const r = await api.get<Report>(`/compliance/audits/latest?device=${name}`);
+    const commit = r.devices[0]?.commit;
+    return commit ? api.getText(`/backups/${name}/text?at=${encodeURIComponent(commit)}`) : null;
+  }, [props.device]);
   // What each rule file the audit ran expects of this device, rendered for it.
   const intended = useLoad(async () => {
     const r = await api.get<Report>(`/compliance/audits/latest?device=${name}`);
@@ -206,8 +211,10 @@ export function ComplianceDevice(props: { device: string }) {
                 <Loaded state={intended}>{(t) => <pre class="config" aria-label="intended config">{t}</pre>}</Loaded>
               </section>
               <section aria-labelledby="h-running">
-                <h2 id="h-running">Running config (latest backup)</h2>
-                <Loaded state={running}>{(t) => <pre class="config" aria-label="running config">{t}</pre>}</Loaded>
+                <h2 id="h-running">Running config (the backup audited)</h2>
+                <Loaded state={running}>
+                  {(t) => (t === null ? <p class="muted">No backup of this device yet.</p> : <pre class="config" aria-label="running config">{t}</pre>)}
+                </Loaded>
               </section>
             </div>
           </>
