@@ -65,6 +65,7 @@ async function step(name, f) {
   } catch (e) {
     failures.push(`${name}: ${e.message.split("\n")[0]}`);
     console.log(`FAIL ${name}: ${e.message}`);
+    await page.screenshot({ path: join(ARTIFACTS, `failed-${name.replace(/\W+/g, "-").slice(0, 40)}.png`), fullPage: true }).catch(() => {});
   }
 }
 
@@ -255,6 +256,23 @@ await step("an API error shows as a message, not a blank page", async () => {
   await page.goto("/ui/#/incidents/999999");
   await page.getByRole("alert").filter({ hasText: /no incident/i }).waitFor();
   await shot(page, "api-error");
+});
+
+await step("keyboard: every page is reachable with Tab and Enter", async () => {
+  await page.goto("/ui/#/overview");
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  await page.locator("body").focus();
+  const reached = [];
+  for (let i = 0; i < 40; i++) {
+    await page.keyboard.press("Tab");
+    reached.push(await page.evaluate(() => document.activeElement?.textContent?.trim() ?? ""));
+  }
+  for (const name of ["Compliance", "Rules", "Incidents", "Flows", "Components", "Devices", "Backups", "Sign out"]) {
+    if (!reached.includes(name)) throw new Error(`Tab never reached ${name}: ${reached.join(" | ")}`);
+  }
+  await page.locator("nav").getByRole("link", { name: "Incidents" }).focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Incidents", exact: true }).waitFor();
 });
 
 await step("the phone layout: menu, overview", async () => {
