@@ -60,7 +60,10 @@ fn main() {
         if audits["audits"].as_array().is_some_and(|a| !a.is_empty()) {
             break;
         }
-        assert!(audit_started.elapsed().as_secs() < 1200, "no audit after 20 min");
+        assert!(
+            audit_started.elapsed().as_secs() < 1200,
+            "no audit after 20 min"
+        );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     println!(
