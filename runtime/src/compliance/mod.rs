@@ -431,6 +431,13 @@ impl Compliance {
     fn inputs(&self, tenant: &str) -> Result<Vec<DeviceInput>, ComplianceError> {
         let devices = self.state.devices(tenant).map_err(StoreError::from)?;
         // A repository that cannot be read is every device's error, not "no backup yet".
+        // Each device's text is read from one commit, the newest, whose tree holds every
+        // device's latest config (reading each at its own latest commit would parse a tree of
+        // all devices per device); the commit reported is the one that last changed it.
+        let head = self
+            .backups
+            .head(tenant)
+            .map_err(|e| format!("backup repository: {e}"));
         let latest: Result<HashMap<String, String>, String> = self
             .backups
             .list(tenant)
@@ -443,9 +450,11 @@ impl Compliance {
         Ok(devices
             .into_iter()
             .map(|device| {
-                let commit = match &latest {
-                    Ok(latest) => Ok(latest.get(&device.name).cloned()),
-                    Err(e) => Err(e.clone()),
+                let commit = match (&latest, &head) {
+                    (Ok(latest), Ok(head)) => {
+                        Ok(latest.get(&device.name).cloned().zip(head.clone()))
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e.clone()),
                 };
                 let (backups, tenant, name) = (
                     self.backups.clone(),
@@ -455,8 +464,8 @@ impl Compliance {
                 DeviceInput {
                     device,
                     backup: Box::new(move || match &commit {
-                        Ok(Some(commit)) => backups
-                            .text(&tenant, &name, Some(commit))
+                        Ok(Some((commit, head))) => backups
+                            .text(&tenant, &name, Some(head))
                             .map(|text| (commit.clone(), text))
                             .map_err(|e| format!("backup: {e}")),
                         Ok(None) => Err("no backup of this device yet".to_string()),
