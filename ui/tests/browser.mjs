@@ -334,12 +334,16 @@ if (DOCS) {
     mkdirSync(DOCS, { recursive: true });
     for (const [size, viewport] of [["desktop", desktop], ["phone", phone]]) {
       const p = await newPage(viewport);
+      await p.goto("/");
+      await p.getByLabel("API token").waitFor();
+      await p.screenshot({ path: join(DOCS, `signin-${size}.png`) });
       await signIn(p, TOKEN);
       await p.getByRole("heading", { name: "Overview" }).waitFor();
       for (const [name, hash, heading] of [
         ["overview", "overview", "Overview"],
         ["compliance", "compliance", "Compliance"],
         ["compliance-device", "compliance/dist2", "dist2"],
+        ["rules", "rules", "Golden-config rules"],
         ["editor", "rules/ntp.yaml", "ntp.yaml"],
         ["incidents", "incidents", "Incidents"],
         ["incident", `incidents/${INCIDENT}`, "Timeline"],
