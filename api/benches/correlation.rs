@@ -74,7 +74,9 @@ fn storm() -> Vec<Value> {
     order.into_iter().map(alert).collect()
 }
 
-fn sotp_run(storm: &[Value]) {
+/// A fresh `sotp` with the topology and the default policy: the server, the tenant's API and
+/// an ingest-only token's.
+fn seeded_server() -> (Server, Api, Api) {
     let server = Server::start(BIN);
     let api = server.tenant("bench");
     assert_eq!(api.post("/v1/devices/import", topology()).0, 200);
@@ -85,6 +87,11 @@ fn sotp_run(storm: &[Value]) {
     .unwrap();
     api.push(&manifest, TOPOLOGY_CORRELATION);
     let push = api.scoped("am", &["ingest"]);
+    (server, api, push)
+}
+
+fn sotp_run(storm: &[Value]) {
+    let (server, api, push) = seeded_server();
     let bodies: Vec<Value> = storm
         .chunks(BATCH)
         .enumerate()
@@ -134,16 +141,7 @@ fn sotp_run(storm: &[Value]) {
 /// parallel) into a fresh server: what the intake takes when posts overlap.
 fn concurrent_run(bodies: &[Value]) {
     const SENDERS: usize = 4;
-    let server = Server::start(BIN);
-    let api = server.tenant("bench");
-    assert_eq!(api.post("/v1/devices/import", topology()).0, 200);
-    let manifest = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/topology-correlation/sotp.toml"
-    ))
-    .unwrap();
-    api.push(&manifest, TOPOLOGY_CORRELATION);
-    let push = api.scoped("am", &["ingest"]);
+    let (_server, api, push) = seeded_server();
     let started = Instant::now();
     std::thread::scope(|s| {
         for sender in 0..SENDERS {

@@ -1,7 +1,8 @@
 import { useState } from "preact/hooks";
 import * as api from "../api";
 import type { ComponentSummary } from "../types";
-import { Badge, Loaded, ago, message, time, useLoad } from "../util";
+import { ComponentTable } from "../tables";
+import { Badge, Loaded, message, time, useLoad } from "../util";
 
 export function Components() {
   const list = useLoad(() => api.get<{ components: ComponentSummary[] }>("/components"));
@@ -14,21 +15,7 @@ export function Components() {
           d.components.length === 0 ? (
             <p class="muted">No components yet.</p>
           ) : (
-            <table>
-              <thead>
-                <tr><th>Name</th><th>State</th><th>Active version</th><th>Last error</th></tr>
-              </thead>
-              <tbody>
-                {d.components.map((c) => (
-                  <tr>
-                    <td><a href={`#/components/${encodeURIComponent(c.name)}`}>{c.name}</a></td>
-                    <td><Badge kind={c.state}>{c.state}</Badge></td>
-                    <td>{c.active_version ?? "—"} {c.active_label && <small>({c.active_label})</small>}</td>
-                    <td class="wrap">{c.last_error ? `${c.last_error.message} (${ago(c.last_error.at_ms)})` : "—"}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <ComponentTable components={d.components} />
           )
         }
       </Loaded>

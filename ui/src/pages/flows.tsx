@@ -2,6 +2,7 @@ import { useState } from "preact/hooks";
 import * as api from "../api";
 import { LineChart } from "../chart";
 import type { TopRow } from "../types";
+import { TopTable } from "../tables";
 import { Loaded, bytes, useLoad } from "../util";
 
 interface RateRow { bucket_ms: number; group: Record<string, unknown>; bytes_per_second: number }
@@ -71,21 +72,7 @@ export function Flows() {
               )}
               <section aria-labelledby="h-top">
                 <h2 id="h-top">Top by bytes</h2>
-                <table>
-                  <thead>
-                    <tr><th>{GROUPS.find(([v]) => v === by)?.[1]}</th><th class="num">Bytes</th><th class="num">Packets</th><th class="num">Flows</th></tr>
-                  </thead>
-                  <tbody>
-                    {d.top.map((r) => (
-                      <tr>
-                        <td>{label(r.group)}</td>
-                        <td class="num">{bytes(r.bytes)}</td>
-                        <td class="num">{r.packets}</td>
-                        <td class="num">{r.flows}</td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
+                <TopTable rows={d.top} heading={GROUPS.find(([v]) => v === by)?.[1] ?? by} label={(r) => label(r.group)} />
               </section>
             </>
           );

@@ -1,6 +1,7 @@
 import * as api from "../api";
 import type { AuditInfo, ComponentSummary, Incident, TopRow } from "../types";
-import { Badge, Loaded, ago, bytes, useLoad } from "../util";
+import { ComponentTable, TopTable } from "../tables";
+import { Loaded, ago, useLoad } from "../util";
 
 /** Health, components, the latest compliance, open incidents and top talkers at a glance. */
 export function Overview() {
@@ -64,21 +65,7 @@ export function Overview() {
             d.components.length === 0 ? (
               <p class="muted">No components yet: upload one on the Components page.</p>
             ) : (
-              <table>
-                <thead>
-                  <tr><th>Name</th><th>State</th><th>Version</th><th>Last error</th></tr>
-                </thead>
-                <tbody>
-                  {d.components.map((c) => (
-                    <tr>
-                      <td><a href={`#/components/${encodeURIComponent(c.name)}`}>{c.name}</a></td>
-                      <td><Badge kind={c.state}>{c.state}</Badge></td>
-                      <td>{c.active_version ?? "—"}</td>
-                      <td class="wrap">{c.last_error ? `${c.last_error.message} (${ago(c.last_error.at_ms)})` : "—"}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
+              <ComponentTable components={d.components} />
             )
           }
         </Loaded>
@@ -92,21 +79,7 @@ export function Overview() {
             ) : d.rows.length === 0 ? (
               <p class="muted">No flows in the last 15 minutes.</p>
             ) : (
-              <table>
-                <thead>
-                  <tr><th>Source</th><th class="num">Bytes</th><th class="num">Packets</th><th class="num">Flows</th></tr>
-                </thead>
-                <tbody>
-                  {d.rows.map((r) => (
-                    <tr>
-                      <td>{String(r.group.src_addr ?? "—")}</td>
-                      <td class="num">{bytes(r.bytes)}</td>
-                      <td class="num">{r.packets}</td>
-                      <td class="num">{r.flows}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
+              <TopTable rows={d.rows} heading="Source" label={(r) => String(r.group.src_addr ?? "—")} />
             )
           }
         </Loaded>
