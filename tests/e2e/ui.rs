@@ -261,11 +261,15 @@ fn a_ui_session_is_exactly_its_token() {
         200
     );
     let http = reqwest::blocking::Client::new();
-    let signed = http
-        .post(format!("{}/ui/session", server.base))
-        .json(&json!({ "token": acme.token }))
-        .send()
-        .unwrap();
+    // `POST /ui/session` with `token`, over TLS if `tls` (a proxy's header says so).
+    let sign_in = |token: &str, tls: bool| {
+        let mut r = http.post(format!("{}/ui/session", server.base));
+        if tls {
+            r = r.header("X-Forwarded-Proto", "https");
+        }
+        r.json(&json!({ "token": token })).send().unwrap()
+    };
+    let signed = sign_in(&acme.token, false);
     assert_eq!(signed.status(), 200);
     let set_cookie = signed.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
@@ -300,12 +304,7 @@ fn a_ui_session_is_exactly_its_token() {
     assert_eq!(call(reqwest::Method::POST, "/v1/alerts", true).0, 200);
 
     // Behind TLS (a proxy says so), the cookie is Secure.
-    let secure = http
-        .post(format!("{}/ui/session", server.base))
-        .header("X-Forwarded-Proto", "https")
-        .json(&json!({ "token": acme.token }))
-        .send()
-        .unwrap();
+    let secure = sign_in(&acme.token, true);
     assert!(
         secure.headers()["set-cookie"]
             .to_str()
@@ -321,11 +320,7 @@ fn a_ui_session_is_exactly_its_token() {
     assert_eq!(out.status(), 204);
     let (status, body) = call(reqwest::Method::GET, "/v1/devices", true);
     assert_eq!(status, 401, "signed out: {body}");
-    let wrong = http
-        .post(format!("{}/ui/session", server.base))
-        .json(&json!({ "token": "sotp_not_a_token" }))
-        .send()
-        .unwrap();
+    let wrong = sign_in("sotp_not_a_token", false);
     assert_eq!(wrong.status(), 401);
     assert!(wrong.headers().get("set-cookie").is_none());
 }

@@ -122,16 +122,16 @@ fn ui_session(parts: &Parts, state: &AppState) -> Result<String, ApiError> {
         )
     };
     let id = super::ui::session_cookie(&parts.headers).ok_or_else(missing)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let token = state.sessions.token(id, now).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the session has ended: sign in again",
-        )
-    })?;
+    let token = state
+        .sessions
+        .token(id, sotp_runtime::now_ms())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the session has ended: sign in again",
+            )
+        })?;
     let safe = matches!(
         parts.method,
         axum::http::Method::GET | axum::http::Method::HEAD

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Digest;
-use sotp_runtime::Principal;
+use sotp_runtime::{Principal, now_ms};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -118,12 +118,6 @@ fn over_tls(headers: &HeaderMap) -> bool {
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|p| p.eq_ignore_ascii_case("https"))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Who a token is, as the UI shows it.

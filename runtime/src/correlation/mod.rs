@@ -378,8 +378,14 @@ impl Correlation {
             };
             self.record_push(tenant, "alertmanager", now, alerts.len(), result);
             if out.silence_children {
-                let result =
-                    self.sync_silences(tenant, out, bearer.as_deref(), egress, devices, policy);
+                let result = self.sync_silences(
+                    tenant,
+                    &settings,
+                    bearer.as_deref(),
+                    egress,
+                    devices,
+                    policy,
+                );
                 let n = result
                     .as_ref()
                     .map_or(0, |(r, _)| r.created + r.renewed + r.kept);
@@ -401,17 +407,19 @@ impl Correlation {
     fn sync_silences(
         &self,
         tenant: &str,
-        out: &outputs::AlertmanagerOut,
+        settings: &AlertSettings,
         bearer: Option<&str>,
         egress: &crate::egress::EgressPolicy,
         devices: &[Device],
         policy: Option<&dyn Policy>,
     ) -> Result<(silences::Reconciled, bool), String> {
-        let settings = self.settings(tenant).map_err(|e| e.to_string())?;
+        let Some(out) = &settings.alertmanager else {
+            return Ok(Default::default());
+        };
         let index = DeviceIndex::new(devices);
         let wanted = |c: &Self| -> Result<Vec<silences::Wanted>, String> {
             let children = store::silenceable(&c.state, tenant).map_err(|e| e.to_string())?;
-            Ok(silences::wanted(tenant, &children, &index, &settings))
+            Ok(silences::wanted(tenant, &children, &index, settings))
         };
         let mut want = wanted(self)?;
         let seen = self

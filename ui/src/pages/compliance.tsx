@@ -147,28 +147,6 @@ function ByRule(props: { report: Report }) {
 export function ComplianceDevice(props: { device: string }) {
   const name = encodeURIComponent(props.device);
   const report = useLoad(() => api.get<Report>(`/compliance/audits/latest?device=${name}`), [props.device]);
-  // The configuration the audit judged (its backup commit), if the device had one.
-  const running = useLoad(async () => {
-    const r = await api.get<Report>(`/compliance/audits/latest?device=${name}`);
-    const commit = r.devices[0]?.commit;
-    return commit ? api.getText(`/backups/${name}/text?at=${encodeURIComponent(commit)}`) : null;
-  }, [props.device]);
-  // What each rule file the audit ran expects of this device, rendered for it.
-  const intended = useLoad(async () => {
-    const r = await api.get<Report>(`/compliance/audits/latest?device=${name}`);
-    const sources = [...new Set(r.devices[0].results.map((x) => x.source))].filter((s) => s.includes("@"));
-    const parts = await Promise.all(
-      sources.map(async (source) => {
-        const [file, version] = source.split("@");
-        const p = await api.post<{ rules: { rule: string; intended?: string; error?: string }[] }>(
-          `/compliance/rules/${encodeURIComponent(file)}/preview?device=${name}&version=${version}`,
-          "",
-        );
-        return p.rules.map((x) => `! ${source} ${x.rule}${x.error ? `: ${x.error}` : ""}\n${x.intended ?? ""}`).join("");
-      }),
-    );
-    return parts.join("");
-  }, [props.device]);
   const [copied, setCopied] = useState(false);
   return (
     <Loaded state={report}>
@@ -205,22 +183,51 @@ export function ComplianceDevice(props: { device: string }) {
                 <p class="muted">Nothing to change.</p>
               )}
             </section>
-            <div class="side-by-side">
-              <section aria-labelledby="h-intended">
-                <h2 id="h-intended">Intended (the rules, rendered for {d.device})</h2>
-                <Loaded state={intended}>{(t) => <pre class="config" aria-label="intended config">{t}</pre>}</Loaded>
-              </section>
-              <section aria-labelledby="h-running">
-                <h2 id="h-running">Running config (the backup audited)</h2>
-                <Loaded state={running}>
-                  {(t) => (t === null ? <p class="muted">No backup of this device yet.</p> : <pre class="config" aria-label="running config">{t}</pre>)}
-                </Loaded>
-              </section>
-            </div>
+            <ConfigSides device={d} />
           </>
         );
       }}
     </Loaded>
+  );
+}
+
+/** The rules' intended config rendered for the device, beside the configuration the audit
+ * judged (from the device's report: no second fetch of it). */
+function ConfigSides(props: { device: DeviceReport }) {
+  const name = encodeURIComponent(props.device.device);
+  // The configuration the audit judged (its backup commit), if the device had one.
+  const running = useLoad(async () => {
+    const commit = props.device.commit;
+    return commit ? api.getText(`/backups/${name}/text?at=${encodeURIComponent(commit)}`) : null;
+  }, [props.device.device, props.device.commit]);
+  // What each rule file the audit ran expects of this device, rendered for it.
+  const intended = useLoad(async () => {
+    const sources = [...new Set(props.device.results.map((x) => x.source))].filter((s) => s.includes("@"));
+    const parts = await Promise.all(
+      sources.map(async (source) => {
+        const [file, version] = source.split("@");
+        const p = await api.post<{ rules: { rule: string; intended?: string; error?: string }[] }>(
+          `/compliance/rules/${encodeURIComponent(file)}/preview?device=${name}&version=${version}`,
+          "",
+        );
+        return p.rules.map((x) => `! ${source} ${x.rule}${x.error ? `: ${x.error}` : ""}\n${x.intended ?? ""}`).join("");
+      }),
+    );
+    return parts.join("");
+  }, [props.device.device, props.device.commit]);
+  return (
+    <div class="side-by-side">
+      <section aria-labelledby="h-intended">
+        <h2 id="h-intended">Intended (the rules, rendered for {props.device.device})</h2>
+        <Loaded state={intended}>{(t) => <pre class="config" aria-label="intended config">{t}</pre>}</Loaded>
+      </section>
+      <section aria-labelledby="h-running">
+        <h2 id="h-running">Running config (the backup audited)</h2>
+        <Loaded state={running}>
+          {(t) => (t === null ? <p class="muted">No backup of this device yet.</p> : <pre class="config" aria-label="running config">{t}</pre>)}
+        </Loaded>
+      </section>
+    </div>
   );
 }
 
