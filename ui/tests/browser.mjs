@@ -159,7 +159,11 @@ await step("fix it: the dry run shows the change, activate, the report follows",
   await page.locator('pre[aria-label="preview"]').filter({ hasText: "ntp server 10.0.0.2" }).waitFor();
   await page.getByRole("button", { name: "Save and activate" }).click();
   await page.getByRole("status").filter({ hasText: "Saved as version 2, active" }).waitFor();
-  // Version 1 beside the editor: the merge view marks the added line.
+  // Version 1 beside the editor: the merge view marks the added line. (Wait for the versions
+  // table to show version 2 active first: while it re-renders, row 1's first button turns
+  // from "Diff" into "Activate".)
+  await page.getByRole("row", { name: /^2 / }).getByText("active", { exact: true }).waitFor();
+  await page.getByRole("row", { name: /^1 / }).getByRole("button", { name: "Activate" }).waitFor();
   await page.getByRole("row", { name: /^1 / }).getByRole("button", { name: "Diff with the editor" }).click();
   await page.locator(".cm-mergeView .cm-changedLine").filter({ hasText: "ntp server 10.0.0.2" }).first().waitFor();
   await shot(page, "editor-diff");
