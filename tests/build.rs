@@ -23,6 +23,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("INTERFACE_DESCRIPTIONS", "interface_descriptions"),
     ("TOPOLOGY_CORRELATION", "topology_correlation"),
     ("EVIL_POLICY", "evil_policy"),
+    ("HTTP_CHECK", "http_check"),
+    ("LOGIN_FLOW", "login_flow"),
 ];
 
 /// Python rule components (`policies/*-py`), built by `scripts/build-python-rules`.

@@ -176,6 +176,13 @@ fn refused_by_default(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// Whether an address is globally routable: neither private nor one refused by default
+/// (loopback, link-local, ...), whatever the operator's lists say.
+pub fn is_public(ip: IpAddr) -> bool {
+    let ip = embedded_v4(ip);
+    refused_by_default(ip).is_none() && !is_private(ip)
+}
+
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {

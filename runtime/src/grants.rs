@@ -114,6 +114,151 @@ pub fn validate_secret_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// One entry of `grants.http`: `scheme://host[:port]`. The host is a DNS name
+/// (`app.example.com`), every name under a domain (`*.example.com`), or an address or range
+/// (`10.0.0.0/8`, `[fd00::/8]`); the port is a number or `*` (default: the scheme's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    pub scheme: String,
+    pub host: HostPattern,
+    /// `None`: any port.
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Name(String),
+    /// `*.example.com`: `.example.com`, any name ending with it.
+    Suffix(String),
+    Net(ipnet::IpNet),
+}
+
+impl HttpGrant {
+    pub fn parse(grant: &str) -> Result<HttpGrant, String> {
+        let bad = |why: &str| format!("`{grant}`: {why} (expected scheme://host[:port])");
+        let (scheme, rest) = grant.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') || rest.contains('@') || rest.contains('?') {
+            return Err(bad(
+                "only a scheme, host and port may be granted, not a path",
+            ));
+        }
+        let (host, port) = split_host_port(rest).ok_or_else(|| bad("malformed host or port"))?;
+        let port = match port {
+            None => Some(default_port),
+            Some("*") => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| bad("the port is not a number"))?,
+            ),
+        };
+        let host = HostPattern::parse(host).ok_or_else(|| bad("malformed host"))?;
+        Ok(HttpGrant { scheme, host, port })
+    }
+
+    fn covers_endpoint(&self, scheme: &str, port: u16) -> bool {
+        self.scheme == scheme && self.port.is_none_or(|p| p == port)
+    }
+}
+
+impl HostPattern {
+    fn parse(host: &str) -> Option<HostPattern> {
+        let host = host.to_ascii_lowercase();
+        if let Ok(net) = host.parse::<ipnet::IpNet>() {
+            return Some(HostPattern::Net(net));
+        }
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Some(HostPattern::Net(ip.into()));
+        }
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 253
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        };
+        match host.strip_prefix("*.") {
+            Some(domain) if name_ok(domain) => Some(HostPattern::Suffix(format!(".{domain}"))),
+            Some(_) => None,
+            None if name_ok(&host) => Some(HostPattern::Name(host)),
+            None => None,
+        }
+    }
+
+    /// Whether the URL's host (a name, or an address literal) is covered.
+    fn covers_host(&self, host: &str) -> bool {
+        match (self, host.parse::<std::net::IpAddr>()) {
+            (HostPattern::Net(net), Ok(ip)) => net.contains(&ip),
+            (HostPattern::Name(name), Err(_)) => name.eq_ignore_ascii_case(host),
+            (HostPattern::Suffix(suffix), Err(_)) => {
+                host.len() > suffix.len() && host.to_ascii_lowercase().ends_with(suffix.as_str())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `host[:port]` with IPv6 in brackets; `None` when malformed.
+fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            p => Some((host, Some(p.strip_prefix(':')?))),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h, Some(p))),
+        Some(_) => Some((s, None)), // a bare IPv6 range without brackets
+        None => Some((s, None)),
+    }
+}
+
+/// Whether `grants.http` covers a URL's scheme, host and port (checked before resolving).
+pub fn deny_url(grants: &[HttpGrant], scheme: &str, host: &str, port: u16) -> Option<String> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if grants
+        .iter()
+        .any(|g| g.covers_endpoint(scheme, port) && g.host.covers_host(host))
+    {
+        None
+    } else {
+        Some(format!(
+            "{scheme}://{host}:{port} is not covered by grants.http"
+        ))
+    }
+}
+
+/// Whether the address a granted URL resolved to may be reached: a public address may; any
+/// other (private ranges, loopback the operator allows) only if a grant names it by address
+/// or range — so a granted name cannot lead into a network by resolving there.
+pub fn deny_http_address(
+    grants: &[HttpGrant],
+    scheme: &str,
+    port: u16,
+    address: std::net::IpAddr,
+) -> Option<String> {
+    if crate::egress::is_public(address) {
+        return None;
+    }
+    let granted = grants.iter().any(|g| {
+        g.covers_endpoint(scheme, port)
+            && matches!(&g.host, HostPattern::Net(net) if net.contains(&address))
+    });
+    if granted {
+        None
+    } else {
+        Some(format!(
+            "{address} is not a public address: grants.http must name it (or its range) to reach it"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +298,52 @@ mod tests {
         assert!(validate_topic_filter("a/+/b/#").is_ok());
         assert!(validate_topic_filter("a/#/b").is_err());
         assert!(validate_topic_filter("a/b+").is_err());
+    }
+
+    #[test]
+    fn http_grants_parse_and_cover() {
+        let grants: Vec<HttpGrant> = [
+            "https://app.example.com",
+            "https://*.corp.example:*",
+            "http://10.0.0.0/8:8080",
+            "http://127.0.0.1:*",
+        ]
+        .iter()
+        .map(|g| HttpGrant::parse(g).unwrap())
+        .collect();
+        assert!(deny_url(&grants, "https", "app.example.com", 443).is_none());
+        assert!(deny_url(&grants, "https", "APP.example.com", 443).is_none());
+        assert!(deny_url(&grants, "http", "app.example.com", 80).is_some());
+        assert!(deny_url(&grants, "https", "app.example.com", 8443).is_some());
+        assert!(deny_url(&grants, "https", "a.b.corp.example", 9000).is_none());
+        assert!(deny_url(&grants, "https", "corp.example", 443).is_some());
+        assert!(deny_url(&grants, "http", "10.1.2.3", 8080).is_none());
+        assert!(deny_url(&grants, "http", "10.1.2.3", 80).is_some());
+        assert!(deny_url(&grants, "http", "127.0.0.1", 5000).is_none());
+        assert!(deny_url(&grants, "http", "evil.example", 80).is_some());
+
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // A granted name resolving into a private range is refused; a granted range is not.
+        assert!(deny_http_address(&grants, "https", 443, ip("10.9.9.9")).is_some());
+        assert!(deny_http_address(&grants, "http", 8080, ip("10.9.9.9")).is_none());
+        assert!(deny_http_address(&grants, "https", 443, ip("192.0.2.10")).is_none());
+        assert!(deny_http_address(&grants, "https", 443, ip("127.0.0.1")).is_some());
+        assert!(deny_http_address(&grants, "http", 5000, ip("127.0.0.1")).is_none());
+
+        for bad in [
+            "ftp://x.example",
+            "app.example.com",
+            "https://x.example/path",
+            "https://user@x.example",
+            "https://x.example:port",
+            "https://*.",
+            "https://a b",
+        ] {
+            assert!(HttpGrant::parse(bad).is_err(), "{bad} must be refused");
+        }
+        assert_eq!(
+            HttpGrant::parse("http://[fd00::/8]:*").unwrap().host,
+            HostPattern::Net("fd00::/8".parse().unwrap())
+        );
     }
 }

@@ -72,6 +72,18 @@ pub struct Manifest {
 pub struct Schedule {
     /// Interval between ticks, e.g. "10s".
     pub every: HumanDuration,
+    /// Ticks start at a random offset up to this much into the interval, chosen once per
+    /// activation, so many components (probes of one target) do not tick in step. At most
+    /// `every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<HumanDuration>,
+}
+
+/// When a collector ticks: every `every`, offset by up to `jitter`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TickPlan {
+    pub every: Duration,
+    pub jitter: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -154,6 +166,20 @@ pub struct Grants {
     /// `/scratch` (see `host::scratch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch: Option<ByteSize>,
+    /// URLs it may request over `http`: `scheme://host[:port]` patterns (see
+    /// `grants::HttpGrant`); addresses outside the public Internet only when named here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<String>,
+}
+
+impl Grants {
+    /// `grants.http` parsed (validated when the manifest was; a bad entry is skipped).
+    pub fn http_grants(&self) -> Vec<crate::grants::HttpGrant> {
+        self.http
+            .iter()
+            .filter_map(|g| crate::grants::HttpGrant::parse(g).ok())
+            .collect()
+    }
 }
 
 /// A manifest that failed to parse or validate, with the dotted key at fault.
@@ -245,6 +271,14 @@ impl Manifest {
                 ),
             ));
         }
+        if let Some(schedule) = &self.schedule
+            && schedule.jitter.is_some_and(|j| j.0 > schedule.every.0)
+        {
+            return Err(ManifestError::at(
+                "schedule.jitter",
+                "must not be longer than schedule.every",
+            ));
+        }
         let limits = &self.limits;
         if limits.memory < ByteSize::mib(1) || limits.memory > bounds.max_memory {
             return Err(ManifestError::at(
@@ -316,6 +350,10 @@ impl Manifest {
                 ),
             ));
         }
+        for (i, grant) in self.grants.http.iter().enumerate() {
+            crate::grants::HttpGrant::parse(grant)
+                .map_err(|m| ManifestError::at(&format!("grants.http[{i}]"), m))?;
+        }
         for (i, name) in self.grants.secrets.iter().enumerate() {
             validate_secret_name(name)
                 .map_err(|m| ManifestError::at(&format!("grants.secrets[{i}]"), m))?;
@@ -328,8 +366,11 @@ impl Manifest {
         serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".to_string())
     }
 
-    pub fn tick_interval(&self) -> Option<Duration> {
-        self.schedule.as_ref().map(|s| s.every.0)
+    pub fn tick_plan(&self) -> Option<TickPlan> {
+        self.schedule.as_ref().map(|s| TickPlan {
+            every: s.every.0,
+            jitter: s.jitter.map(|j| j.0).unwrap_or_default(),
+        })
     }
 }
 
@@ -378,7 +419,7 @@ marker = "v1"
         let m = parse(GOOD).unwrap();
         assert_eq!(m.name, "tick-counter");
         assert_eq!(m.limits.memory, ByteSize::mib(16));
-        assert_eq!(m.tick_interval(), Some(Duration::from_secs(1)));
+        assert_eq!(m.tick_plan().map(|p| p.every), Some(Duration::from_secs(1)));
         assert_eq!(m.config_json(), r#"{"marker":"v1"}"#);
     }
 

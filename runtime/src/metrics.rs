@@ -312,7 +312,17 @@ fn render_components(
         }
     }
     type Pick = fn(&crate::component::ComponentHandle) -> u64;
-    let counters: [(&str, &str, Pick); 8] = [
+    let counters: [(&str, &str, Pick); 10] = [
+        (
+            "sotp_component_http_requests_total",
+            "HTTP requests sent through the http capability (each redirect hop).",
+            |h| h.stats.http_requests.load(Relaxed),
+        ),
+        (
+            "sotp_component_http_failed_total",
+            "HTTP requests that got no response (grants, DNS, connect, TLS, timeout).",
+            |h| h.stats.http_failed.load(Relaxed),
+        ),
         (
             "sotp_component_errors_total",
             "Calls whose export returned an error.",

@@ -156,6 +156,10 @@ pub struct ComponentStats {
     pub series_refused: AtomicU64,
     /// Guest log lines dropped because the component logged faster than its rate.
     pub log_dropped: AtomicU64,
+    /// HTTP requests (`http.send`, each redirect hop counted) sent, and those that got no
+    /// response (refused by grants, DNS, connect, TLS, timeout).
+    pub http_requests: AtomicU64,
+    pub http_failed: AtomicU64,
     last_error: Mutex<Option<LastError>>,
     log: Mutex<LogRing>,
 }
@@ -227,6 +231,8 @@ pub struct StatsSnapshot {
     pub messages_dropped: u64,
     pub series_refused: u64,
     pub log_dropped: u64,
+    pub http_requests: u64,
+    pub http_failed: u64,
 }
 
 impl ComponentStats {
@@ -323,6 +329,8 @@ impl ComponentStats {
             messages_dropped: load(&self.messages_dropped),
             series_refused: load(&self.series_refused),
             log_dropped: load(&self.log_dropped),
+            http_requests: load(&self.http_requests),
+            http_failed: load(&self.http_failed),
         }
     }
 }

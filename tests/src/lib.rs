@@ -2,12 +2,14 @@
 //! `sotp` process on a loopback port with its own data dir and talks to it over HTTP.
 
 pub mod alertmanager;
+pub mod blackbox;
 pub mod harness;
 pub mod http_recorder;
 pub mod mosquitto;
 pub mod pcap;
 pub mod prometheus;
 pub mod questdb;
+pub mod webapp;
 
 /// Paths of the guest components built for the tests.
 pub mod guests {

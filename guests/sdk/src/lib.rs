@@ -46,11 +46,13 @@ pub use bindings::sotp::telemetry::types::{Error, Label, Level, LogRecord, Sampl
 
 mod columns;
 pub use columns::Columns;
+pub mod http;
+pub mod probe;
 
 /// The host interfaces, for calls the helpers below do not cover.
 pub mod host {
     pub use crate::bindings::sotp::telemetry::{
-        backups, emit, inventory, log, mqtt, secrets, snmp, ssh,
+        backups, emit, http, inventory, log, mqtt, secrets, snmp, ssh,
     };
 }
 

@@ -15,6 +15,7 @@ use super::slot::{ComponentState, VersionSlot};
 use crate::budget::TenantBudget;
 use crate::host::{Emitted, WitTick};
 use crate::instance::{Call, CallReport, LoadedVersion, Outcome};
+use crate::manifest::TickPlan;
 use crate::state::StateStore;
 use crate::stats::{CallKind, ComponentStats, LogLevel, LogSource};
 use crate::telemetry::{Batch, LedgerEntry, TelemetryStore};
@@ -70,7 +71,7 @@ pub(crate) struct CollectorDriver {
     slot: Arc<VersionSlot>,
     stats: Arc<ComponentStats>,
     jobs: mpsc::Sender<Job>,
-    schedule: Mutex<Option<(Duration, JoinHandle<()>)>>,
+    schedule: Mutex<Option<(TickPlan, JoinHandle<()>)>>,
     next_tick_seq: AtomicU64,
     tick_pending: AtomicBool,
     /// Held by the queue task while it handles a job: `stopped` waits on it.
@@ -168,17 +169,17 @@ impl CollectorDriver {
         wait
     }
 
-    pub(crate) fn reschedule(self: &Arc<Self>, interval: Option<Duration>) {
+    pub(crate) fn reschedule(self: &Arc<Self>, plan: Option<TickPlan>) {
         let mut schedule = self.schedule.lock();
-        if schedule.as_ref().map(|(every, _)| Some(*every)) == Some(interval) {
+        if schedule.as_ref().map(|(current, _)| *current) == plan {
             return;
         }
         if let Some((_, task)) = schedule.take() {
             task.abort();
         }
-        if let Some(every) = interval {
-            let task = tokio::spawn(run_schedule(Arc::downgrade(self), every));
-            *schedule = Some((every, task));
+        if let Some(plan) = plan {
+            let task = tokio::spawn(run_schedule(Arc::downgrade(self), plan));
+            *schedule = Some((plan, task));
         }
     }
 
@@ -429,10 +430,16 @@ fn kind_export(kind: CallKind) -> &'static str {
     }
 }
 
-async fn run_schedule(handle: Weak<CollectorDriver>, every: Duration) {
-    let mut interval = tokio::time::interval(every);
+async fn run_schedule(handle: Weak<CollectorDriver>, plan: TickPlan) {
+    // The first tick one period (plus this activation's offset) from now.
+    let offset = if plan.jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        plan.jitter.mul_f64(rand::random::<f64>())
+    };
+    let start = tokio::time::Instant::now() + plan.every + offset;
+    let mut interval = tokio::time::interval_at(start, plan.every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    interval.tick().await; // the first tick completes immediately; start one period later
     loop {
         interval.tick().await;
         let Some(handle) = handle.upgrade() else {

@@ -96,11 +96,11 @@ impl ComponentHandle {
                 .await
                 .map_err(|e| format!("committing what init emitted failed: {e}"))?;
         }
-        let interval = version.env.manifest.tick_interval();
+        let plan = version.env.manifest.tick_plan();
         let number = version.version();
         let previous = self.slot.switch(version);
         match &driver {
-            Some(driver) => driver.reschedule(interval),
+            Some(driver) => driver.reschedule(plan),
             // A collector version swapped out for another world's stops being fed.
             None => self.stop_collector(),
         }

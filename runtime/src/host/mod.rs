@@ -5,6 +5,7 @@
 mod backups;
 mod deadline;
 mod emit;
+mod http;
 mod inventory;
 mod log;
 mod mqtt;
@@ -323,6 +324,8 @@ pub struct HostState {
     pub(crate) scratch: Option<scratch::ScratchQuota>,
     /// What `topology` answers during a correlation policy's `decide`.
     pub(crate) topology: Option<Arc<dyn TopologyView>>,
+    /// Cookies `http` responses set during this call (one probe run).
+    pub(crate) http_cookies: Option<http::CookieJar>,
 }
 
 impl HostState {
@@ -392,6 +395,7 @@ impl HostState {
             scratch,
             clock,
             topology: None,
+            http_cookies: None,
         }
     }
 
@@ -486,6 +490,7 @@ impl HostState {
         self.clock.started = Instant::now();
         self.clock.in_host = Duration::ZERO;
         self.new_series.clear();
+        self.http_cookies = None;
         if let Some(q) = self.scratch.as_mut() {
             q.begin_call();
         }

@@ -1,0 +1,245 @@
+//! A small web application for synthetic-monitoring tests, on a loopback port: a login form
+//! with a CSRF token and a session cookie, a landing page behind it, and a JSON API — and
+//! knobs a test turns to break it (a wrong status, a slow answer, a login that fails, an
+//! endpoint that never answers). Every request's path and `traceparent` are recorded, so a
+//! test can follow a probe's trace into the backend.
+//!
+//! Routes: `GET /login` (the form; sets `sid`), `POST /login` (303 to `/home` on success,
+//! 401 with the form again otherwise), `GET /home` (200 "Signed in as <user>" with a signed-in
+//! session, else 303 to `/login`), `GET /api/status` (JSON `{"status":"ok","version":...}`
+//! with the knob's status), `GET /hang` (accepts and never answers).
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const USER: &str = "probe-user";
+pub const PASSWORD: &str = "s3cret pass&word";
+
+/// A request the app saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub traceparent: Option<String>,
+}
+
+#[derive(Default)]
+struct Session {
+    csrf: String,
+    user: Option<String>,
+}
+
+struct AppState {
+    api_status: AtomicU16,
+    delay_ms: AtomicU64,
+    login_broken: AtomicBool,
+    sessions: Mutex<HashMap<String, Session>>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+pub struct WebApp {
+    pub port: u16,
+    state: Arc<AppState>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl WebApp {
+    /// Serve on a free port of 127.0.0.1.
+    pub fn start() -> WebApp {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let state = Arc::new(AppState {
+            api_status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+            login_broken: AtomicBool::new(false),
+            sessions: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new()
+            .route("/login", get(login_page).post(login_submit))
+            .route("/home", get(home))
+            .route("/api/status", get(api_status))
+            .route("/hang", get(hang))
+            .with_state(state.clone());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        WebApp {
+            port,
+            state,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The status `/api/status` answers with.
+    pub fn set_api_status(&self, status: u16) {
+        self.state.api_status.store(status, Ordering::SeqCst);
+    }
+
+    /// A delay before every answer.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Refuse every login (as if the user store were down).
+    pub fn break_login(&self, broken: bool) {
+        self.state.login_broken.store(broken, Ordering::SeqCst);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+}
+
+async fn arrive(state: &AppState, method: &str, path: &str, headers: &HeaderMap) {
+    state.seen.lock().unwrap().push(Seen {
+        method: method.into(),
+        path: path.into(),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+    });
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+}
+
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix("sid="))
+        .map(String::from)
+        .next()
+}
+
+fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("{:016x}", h.finish())
+}
+
+fn form_page(csrf: &str, message: &str) -> String {
+    format!(
+        "<!doctype html><html><head><title>Sign in</title></head><body>\
+         <p>{message}</p>\
+         <form method=\"post\" action=\"/login\">\
+         <input type=\"text\" name=\"username\">\
+         <input type=\"password\" name=\"password\">\
+         <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+         <button>Sign in</button></form></body></html>"
+    )
+}
+
+async fn login_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    arrive(&state, "GET", "/login", &headers).await;
+    let sid = session_id(&headers)
+        .filter(|s| state.sessions.lock().unwrap().contains_key(s))
+        .unwrap_or_else(random_hex);
+    let csrf = random_hex();
+    state.sessions.lock().unwrap().insert(
+        sid.clone(),
+        Session {
+            csrf: csrf.clone(),
+            user: None,
+        },
+    );
+    (
+        [(
+            header::SET_COOKIE,
+            format!("sid={sid}; Path=/; HttpOnly; SameSite=Lax"),
+        )],
+        axum::response::Html(form_page(&csrf, "Please sign in")),
+    )
+        .into_response()
+}
+
+async fn login_submit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    arrive(&state, "POST", "/login", &headers).await;
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let mut sessions = state.sessions.lock().unwrap();
+    let session = session_id(&headers).and_then(|sid| sessions.get_mut(&sid));
+    let Some(session) = session else {
+        return (StatusCode::FORBIDDEN, "no session: load the form first").into_response();
+    };
+    if session.csrf.is_empty() || field("csrf_token") != session.csrf {
+        return (StatusCode::FORBIDDEN, "CSRF token mismatch").into_response();
+    }
+    let ok = field("username") == USER
+        && field("password") == PASSWORD
+        && !state.login_broken.load(Ordering::SeqCst);
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html(form_page(&session.csrf, "Sign-in failed")),
+        )
+            .into_response();
+    }
+    session.user = Some(USER.into());
+    session.csrf.clear();
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/home")]).into_response()
+}
+
+async fn home(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    arrive(&state, "GET", "/home", &headers).await;
+    let user =
+        session_id(&headers).and_then(|sid| state.sessions.lock().unwrap().get(&sid)?.user.clone());
+    match user {
+        Some(user) => axum::response::Html(format!(
+            "<!doctype html><html><body><h1>Dashboard</h1><p>Signed in as {user}</p></body></html>"
+        ))
+        .into_response(),
+        None => (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response(),
+    }
+}
+
+async fn api_status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    arrive(&state, "GET", "/api/status", &headers).await;
+    let status = StatusCode::from_u16(state.api_status.load(Ordering::SeqCst))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = if status.is_success() {
+        r#"{"status":"ok","version":"1.4.2","checks":[{"name":"db","state":"up"}]}"#
+    } else {
+        r#"{"status":"degraded","version":"1.4.2","checks":[{"name":"db","state":"down"}]}"#
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn hang(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    arrive(&state, "GET", "/hang", &headers).await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    StatusCode::OK.into_response()
+}
