@@ -319,3 +319,178 @@ fn sotp_runtime_now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// A CA and a leaf certificate for 127.0.0.1 valid `days` days, made with the openssl CLI:
+/// (ca.pem, leaf.pem, leaf.key).
+fn certificates(dir: &Path, days: u32) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (scripts/setup installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "365",
+        "-subj",
+        "/CN=SOTP test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=app.test",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        &days.to_string(),
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (read("ca.pem"), read("leaf.pem"), read("leaf.key"))
+}
+
+/// `every = "30s"` → `every`, without jitter (for the tests that need no 30 s wait).
+fn every(manifest: String, every: &str) -> String {
+    manifest
+        .replace("every = \"30s\"", &format!("every = \"{every}\""))
+        .replace("jitter = \"5s\"\n", "")
+}
+
+#[test]
+fn https_probes_verify_with_the_tenants_ca_and_report_the_certificates_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, leaf, key) = certificates(dir.path(), 10);
+    std::fs::write(dir.path().join("ca-only.pem"), &ca).unwrap();
+    let app = WebApp::start_tls(&leaf, &key);
+    let url = app.url("/api/status");
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
+    let acme = server.tenant("acme");
+    assert_eq!(
+        acme.put("/v1/secrets/app-ca", serde_json::json!({ "value": ca }))
+            .0,
+        204
+    );
+    let grants = format!(
+        "http = [\"https://127.0.0.1:{}\"]\nsecrets = [\"app-ca\"]",
+        app.port
+    );
+    for (name, extra) in [
+        ("system-roots", ""),
+        ("tenant-ca", "ca_secret = \"app-ca\"\n"),
+        ("insecure", "insecure = true\n"),
+    ] {
+        acme.push(
+            &every(
+                shipped(
+                    "http-check",
+                    name,
+                    &grants,
+                    &format!("probe = \"{name}\"\nurl = \"{url}\"\n{extra}"),
+                ),
+                "1s",
+            ),
+            HTTP_CHECK,
+        );
+    }
+    acme.wait_for("the three probes", Duration::from_secs(30), |api| {
+        ["system-roots", "tenant-ca", "insecure"]
+            .iter()
+            .all(|p| latest(api, "probe_success", p, None).is_some())
+            .then_some(())
+    });
+    // Verification is on by default: our CA is not among the system's.
+    assert_eq!(
+        latest(&acme, "probe_success", "system-roots", None)
+            .unwrap()
+            .1,
+        0.0
+    );
+    let refused = logs(&acme, "system-roots");
+    assert!(
+        refused.iter().any(|l| {
+            let m = l["message"].as_str().unwrap();
+            m.contains("(in tls)") && m.contains("certificate")
+        }),
+        "{refused:?}"
+    );
+    assert_eq!(phases(&acme, "system-roots"), ["connect", "resolve"]);
+    // With the tenant's CA, and with verification off: up, a TLS phase, the expiry.
+    for probe in ["tenant-ca", "insecure"] {
+        assert_eq!(
+            latest(&acme, "probe_success", probe, None).unwrap().1,
+            1.0,
+            "{probe}"
+        );
+        assert_eq!(
+            phases(&acme, probe),
+            ["connect", "processing", "resolve", "tls", "transfer"],
+            "{probe}"
+        );
+    }
+    let expiry = latest(&acme, "probe_ssl_earliest_cert_expiry", "tenant-ca", None)
+        .unwrap()
+        .1;
+    let days_left = (expiry * 1000.0 - sotp_runtime_now_ms() as f64) / 86_400_000.0;
+    assert!((9.0..=10.0).contains(&days_left), "{days_left} days");
+    let warned = logs(&acme, "tenant-ca");
+    assert!(
+        warned.iter().any(|l| label(l, "step") == Some("tls")
+            && l["message"].as_str().unwrap().contains("warning at tls")
+            && l["message"].as_str().unwrap().contains("expires in")),
+        "a certificate expiring within tls_expiry_warn_days is logged: {warned:?}"
+    );
+
+    // blackbox_exporter: the same verdicts and the same expiry.
+    let blackbox = Blackbox::start_with(&format!(
+        "  http_ca:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n      tls_config:\n        ca_file: {}\n",
+        dir.path().join("ca-only.pem").display()
+    ));
+    let bb = blackbox.probe(&url, "http_2xx");
+    assert_eq!(bb["probe_success"], 0.0, "{bb:?}");
+    let bb = blackbox.probe(&url, "http_ca");
+    assert_eq!(bb["probe_success"], 1.0, "{bb:?}");
+    assert_eq!(bb["probe_ssl_earliest_cert_expiry"], expiry, "{bb:?}");
+}

@@ -26,9 +26,14 @@ pub struct Blackbox {
 
 impl Blackbox {
     pub fn start() -> Blackbox {
+        Self::start_with("")
+    }
+
+    /// With more modules: YAML entries indented as under `modules:` (two spaces).
+    pub fn start_with(modules: &str) -> Blackbox {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("blackbox.yml");
-        std::fs::write(&config, CONFIG).unwrap();
+        std::fs::write(&config, format!("{CONFIG}{modules}")).unwrap();
         let port = free_port();
         let child = Command::new(BINARY)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))

@@ -45,6 +45,7 @@ struct AppState {
 
 pub struct WebApp {
     pub port: u16,
+    scheme: &'static str,
     state: Arc<AppState>,
     _runtime: tokio::runtime::Runtime,
 }
@@ -52,6 +53,30 @@ pub struct WebApp {
 impl WebApp {
     /// Serve on a free port of 127.0.0.1.
     pub fn start() -> WebApp {
+        Self::serve(None)
+    }
+
+    /// Serve HTTPS with this certificate chain and key (PEM) on a free port of 127.0.0.1.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> WebApp {
+        let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .unwrap()
+            .expect("a private key");
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> WebApp {
+        let tls_on = tls.is_some();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -74,18 +99,26 @@ impl WebApp {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        match tls {
+            None => {
+                runtime.spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                });
+            }
+            Some(acceptor) => {
+                runtime.spawn(serve_tls(listener, acceptor, app));
+            }
+        }
         WebApp {
             port,
+            scheme: if tls_on { "https" } else { "http" },
             state,
             _runtime: runtime,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     /// The status `/api/status` answers with.
@@ -242,4 +275,27 @@ async fn hang(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respons
     arrive(&state, "GET", "/hang", &headers).await;
     tokio::time::sleep(Duration::from_secs(3600)).await;
     StatusCode::OK.into_response()
+}
+
+/// Accept TLS connections and serve `app` on each (HTTP/1.1).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return; // a client that refused our certificate
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
 }

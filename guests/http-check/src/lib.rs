@@ -251,7 +251,7 @@ impl HttpCheck {
         if let Some(cert) = &r.certificate {
             let days_left = (cert.not_after_ms - now_ms()) as f64 / 86_400_000.0;
             if days_left < f64::from(s.tls_expiry_warn_days) {
-                run.fail(
+                run.warn(
                     "tls",
                     &format!(
                         "the certificate of {} expires in {days_left:.1} days (warning: {} days)",

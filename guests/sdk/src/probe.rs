@@ -86,6 +86,26 @@ impl ProbeRun {
 
     /// A log line for a failed step: the step, the reason and the trace it ran under.
     pub fn fail(&mut self, step: &str, reason: &str, traceparent: &str) {
+        let message = format!("{} failed at {step}: {reason}", self.probe_name());
+        self.line(Level::Warn, message, step, traceparent);
+    }
+
+    /// A log line for something that holds but will not for long (a certificate close to
+    /// its expiry).
+    pub fn warn(&mut self, step: &str, reason: &str, traceparent: &str) {
+        let message = format!("{} warning at {step}: {reason}", self.probe_name());
+        self.line(Level::Warn, message, step, traceparent);
+    }
+
+    fn probe_name(&self) -> String {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == "probe")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "probe".into())
+    }
+
+    fn line(&mut self, level: Level, message: String, step: &str, traceparent: &str) {
         let mut labels: Vec<crate::Label> = self
             .labels
             .iter()
@@ -105,15 +125,9 @@ impl ProbeRun {
                 value: trace.into(),
             });
         }
-        let probe = self
-            .labels
-            .iter()
-            .find(|(k, _)| k == "probe")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("probe");
         self.logs.push(LogRecord {
-            level: Level::Warn,
-            message: format!("{probe} failed at {step}: {reason}"),
+            level,
+            message,
             labels,
             timestamp_ms: None,
         });
