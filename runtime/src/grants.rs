@@ -144,12 +144,14 @@ impl HttpGrant {
             _ => return Err(bad("the scheme must be http or https")),
         };
         let rest = rest.trim_end_matches('/');
-        if rest.contains('/') || rest.contains('@') || rest.contains('?') {
+        let (host, port) = split_host_port(rest).ok_or_else(|| bad("malformed host or port"))?;
+        let path_like = (host.contains('/') && host.parse::<ipnet::IpNet>().is_err())
+            || port.is_some_and(|p| p.contains('/'));
+        if path_like || rest.contains('@') || rest.contains('?') {
             return Err(bad(
                 "only a scheme, host and port may be granted, not a path",
             ));
         }
-        let (host, port) = split_host_port(rest).ok_or_else(|| bad("malformed host or port"))?;
         let port = match port {
             None => Some(default_port),
             Some("*") => None,

@@ -25,11 +25,13 @@ pub mod manifest;
 pub mod metrics;
 pub mod mqtt;
 pub mod native;
+pub mod outbound;
 pub mod runtime;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
 pub mod tokens;
+pub mod traces;
 pub mod units;
 pub mod wasm_store;
 

@@ -12,13 +12,13 @@
 
 use super::incidents::Incident;
 use crate::egress::EgressPolicy;
+pub use crate::outbound::call;
+use crate::outbound::target;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::time::Duration;
 
 /// How long a closed incident keeps being pushed as resolved.
 pub const RESOLVED_FOR_MS: i64 = 10 * 60 * 1000;
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a tenant's incidents go (`alertmanager` in the alert settings).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,7 +37,9 @@ pub struct AlertmanagerOut {
 
 impl AlertmanagerOut {
     pub fn check(&self) -> Result<(), String> {
-        target(&self.url).map(|_| ())
+        target(&self.url)
+            .map(|_| ())
+            .map_err(|e| format!("url: {e}"))
     }
 }
 
@@ -55,7 +57,9 @@ pub struct WebhookOut {
 
 impl WebhookOut {
     pub fn check(&self) -> Result<(), String> {
-        target(&self.url).map(|_| ())
+        target(&self.url)
+            .map(|_| ())
+            .map_err(|e| format!("url: {e}"))
     }
 }
 
@@ -65,40 +69,6 @@ pub fn webhook_body(tenant: &str, incidents: &[Incident]) -> Value {
 }
 
 /// `http://host[:port][/prefix]` → (host, port, prefix without a trailing `/`).
-pub(super) fn target(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("alertmanager.url: `{url}` is not an http:// URL (https is not supported yet)")
-    })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse() {
-            Ok(port) => (h, port),
-            Err(_) => return Err(format!("alertmanager.url: bad port in `{url}`")),
-        },
-        _ => (authority, 80),
-    };
-    if host.is_empty() || authority.contains('@') {
-        return Err(format!("alertmanager.url: no host in `{url}`"));
-    }
-    Ok((
-        host.trim_matches(['[', ']']).to_string(),
-        port,
-        path.to_string(),
-    ))
-}
-
-/// `host:port` as a Host header says it (an IPv6 address in brackets).
-fn host_header(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// One incident as an Alertmanager alert.
 pub fn super_alert(tenant: &str, i: &Incident) -> Value {
     let mut alert = json!({
@@ -159,89 +129,20 @@ fn post_json(
     egress: &EgressPolicy,
     body: &[u8],
 ) -> Result<(), String> {
-    call("POST", base, path, bearer, egress, Some(body)).map(|_| ())
-}
-
-/// Most of a response body read (what Alertmanager lists).
-const MAX_RESPONSE: u64 = 32 << 20;
-
-/// `method` `base` + `path` (with a JSON `body`), connecting to the address `egress` checked;
-/// the body of a 2xx answer, else an error naming the request and the answer.
-pub fn call(
-    method: &str,
-    base: &str,
-    path: &str,
-    bearer: Option<&str>,
-    egress: &EgressPolicy,
-    body: Option<&[u8]>,
-) -> Result<String, String> {
-    let (host, port, prefix) = target(base)?;
-    let address = egress.resolve(&host, port).map_err(|e| e.to_string())?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!("http://{address}{prefix}{path}");
-    let shown = format!("{method} {}{path}", base.trim_end_matches('/'));
-    let host = host_header(&host, port);
-    let auth = bearer.map(|token| format!("Bearer {token}"));
-    let response = match (method, body) {
-        ("GET", _) => with_auth(agent.get(&url).header("Host", &host), &auth).call(),
-        ("DELETE", _) => with_auth(agent.delete(&url).header("Host", &host), &auth).call(),
-        (_, body) => with_auth(agent.post(&url).header("Host", &host), &auth)
-            .header("Content-Type", "application/json")
-            .send(body.unwrap_or_default()),
-    };
-    let mut response = response.map_err(|e| format!("{shown}: {e}"))?;
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_RESPONSE)
-        .read_to_string()
-        .map_err(|e| format!("{shown}: reading the answer: {e}"))?;
-    if (200..300).contains(&status) {
-        return Ok(text);
-    }
-    let text: String = text.trim().chars().take(512).collect();
-    Err(format!("{shown}: HTTP {status}: {text}"))
-}
-
-fn with_auth<B>(
-    request: ureq::RequestBuilder<B>,
-    auth: &Option<String>,
-) -> ureq::RequestBuilder<B> {
-    match auth {
-        Some(value) => request.header("Authorization", value),
-        None => request,
-    }
+    call(
+        "POST",
+        base,
+        path,
+        bearer,
+        egress,
+        Some((body, "application/json")),
+    )
+    .map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_plain_http_with_a_host() {
-        assert_eq!(
-            target("http://am.example:9093").unwrap(),
-            ("am.example".into(), 9093, "".into())
-        );
-        assert_eq!(
-            target("http://10.0.0.1/am/").unwrap(),
-            ("10.0.0.1".into(), 80, "/am".into())
-        );
-        assert_eq!(
-            target("http://[::1]:9093").unwrap(),
-            ("::1".into(), 9093, "".into())
-        );
-        assert!(target("https://am:9093").unwrap_err().contains("https"));
-        assert!(target("http://user@am:9093").is_err());
-        assert!(target("http://am:port").is_err());
-        assert_eq!(host_header("::1", 9093), "[::1]:9093");
-        assert_eq!(host_header("am.example", 80), "am.example:80");
-    }
 
     #[test]
     fn an_incident_is_one_alert_ending_when_it_closes() {

@@ -241,7 +241,7 @@ fn post(
         "/api/v2/silences",
         bearer,
         egress,
-        Some(&body),
+        Some((&body, "application/json")),
     )
     .map(|_| ())
 }
