@@ -67,6 +67,10 @@ enum Command {
     /// Flows: top talkers and applications, rates, collector status.
     #[command(subcommand)]
     Flows(cli::flows::FlowsCmd),
+    /// Traces: spans from browsers (the RUM script) and backends over OTLP; search, view,
+    /// settings (allowed origins, sampling, forwarding).
+    #[command(subcommand)]
+    Traces(cli::traces::TracesCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,6 +98,7 @@ fn main() -> std::process::ExitCode {
             Command::Token(cmd) => cli::tenant::exec_token(cmd).await,
             Command::Alerts(cmd) => cli::alerts::exec(cmd).await,
             Command::Incidents(cmd) => cli::incidents::exec(cmd).await,
+            Command::Traces(cmd) => cli::traces::exec(cmd).await,
             Command::Backup(cmd) => cli::backup::exec(cmd).await,
             Command::Compliance(cmd) => cli::compliance::exec(cmd).await,
             Command::Device(cmd) => cli::device::exec(cmd).await,

@@ -26,6 +26,8 @@ pub struct RuntimeConfig {
     pub compliance: crate::compliance::ComplianceConfig,
     /// What a tenant's alerts may hold (see `correlation`).
     pub correlation: crate::correlation::CorrelationConfig,
+    /// What a tenant's spans may cost (see `traces`).
+    pub traces: crate::traces::TracesConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -94,6 +96,7 @@ impl Default for RuntimeConfig {
             egress: Default::default(),
             compliance: Default::default(),
             correlation: Default::default(),
+            traces: Default::default(),
         }
     }
 }

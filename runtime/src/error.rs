@@ -28,6 +28,10 @@ pub enum RuntimeError {
     Forbidden(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_s: u64 },
     #[error("invalid rule file: {0}")]
     RuleFile(#[from] crate::compliance::RuleFileError),
 }
@@ -50,6 +54,8 @@ impl RuntimeError {
             RuntimeError::Unauthorized(_) => "unauthorized",
             RuntimeError::Forbidden(_) => "forbidden",
             RuntimeError::Internal(_) => "internal",
+            RuntimeError::TooLarge(_) => "too_large",
+            RuntimeError::RateLimited { .. } => "rate_limited",
             RuntimeError::RuleFile(_) => "invalid_rule_file",
         }
     }

@@ -175,6 +175,7 @@ fn render_process(out: &mut String, rt: &Runtime) {
         family(out, name, "counter", help);
         line(out, name, &[], value as f64);
     }
+    trace_metrics(out, rt);
     family(
         out,
         "sotp_correlation_policy_seconds_total",
@@ -659,5 +660,73 @@ fn render_flow_aggregates(out: &mut String, flows: &crate::flow::service::FlowSe
                 v[i] as f64,
             );
         }
+    }
+}
+
+/// `sotp_traces_*`: the OTLP intake, by outcome, and forwarding.
+fn trace_metrics(out: &mut String, rt: &crate::runtime::Runtime) {
+    let t = &rt.traces().counters;
+    let name = "sotp_traces_requests_total";
+    family(out, name, "counter", "OTLP trace requests received.");
+    line(out, name, &[], t.requests.load(Relaxed) as f64);
+    let name = "sotp_traces_spans_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Spans received, by outcome: stored, duplicate (a retry), rejected (invalid span).",
+    );
+    for (outcome, counter) in [
+        ("stored", &t.spans_accepted),
+        ("duplicate", &t.spans_duplicate),
+        ("rejected", &t.spans_rejected),
+    ] {
+        line(
+            out,
+            name,
+            &[("outcome", outcome)],
+            counter.load(Relaxed) as f64,
+        );
+    }
+    let name = "sotp_traces_requests_refused_total";
+    family(
+        out,
+        name,
+        "counter",
+        "OTLP trace requests refused whole, by reason (nothing of them stored).",
+    );
+    for (reason, counter) in [
+        ("malformed", &t.refused_malformed),
+        ("too_large", &t.refused_too_large),
+        ("rate", &t.refused_rate),
+        ("origin", &t.refused_origin),
+        ("key", &t.refused_key),
+    ] {
+        line(
+            out,
+            name,
+            &[("reason", reason)],
+            counter.load(Relaxed) as f64,
+        );
+    }
+    for (name, help, counter) in [
+        (
+            "sotp_traces_spans_pruned_total",
+            "Spans dropped for retention or the tenant's span budget.",
+            &t.spans_pruned,
+        ),
+        (
+            "sotp_traces_spans_forwarded_total",
+            "Spans acknowledged by tenants' OTLP backends.",
+            &t.spans_forwarded,
+        ),
+        (
+            "sotp_traces_forward_failures_total",
+            "Forwarding passes that failed (the backend down or refusing); retried with backoff.",
+            &t.forward_failures,
+        ),
+    ] {
+        family(out, name, "counter", help);
+        line(out, name, &[], counter.load(Relaxed) as f64);
     }
 }

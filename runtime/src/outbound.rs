@@ -10,9 +10,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An `http://` URL's host, port and path prefix (no trailing `/`).
 pub fn target(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("`{url}` is not an http:// URL (https is not supported yet)")
-    })?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("`{url}` is not an http:// URL (https is not supported yet)"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),

@@ -34,19 +34,23 @@ pub enum Scope {
     Secrets,
     /// Everything above, plus tokens and the tenant's MQTT broker.
     Admin,
-    /// Push alerts (the Alertmanager webhook, the alert intake) and nothing else, not even
-    /// read: the token an Alertmanager's configuration carries.
+    /// Push alerts (the Alertmanager webhook, the alert intake) and spans (OTLP) and nothing
+    /// else, not even read: the token an Alertmanager's or a backend's configuration carries.
     Ingest,
+    /// Send spans to the OTLP intake from the tenant's allowed origins, and nothing else: the
+    /// browser-safe key a web page carries for the RUM script (write-only, public by nature).
+    Rum,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::Read,
         Scope::Deploy,
         Scope::Inventory,
         Scope::Secrets,
         Scope::Admin,
         Scope::Ingest,
+        Scope::Rum,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Scope {
             Scope::Secrets => "secrets",
             Scope::Admin => "admin",
             Scope::Ingest => "ingest",
+            Scope::Rum => "rum",
         }
     }
 
@@ -65,7 +70,9 @@ impl Scope {
             .into_iter()
             .find(|s| s.as_str() == text)
             .ok_or_else(|| {
-                format!("`{text}` is not a scope (read, deploy, inventory, secrets, admin, ingest)")
+                format!(
+                    "`{text}` is not a scope (read, deploy, inventory, secrets, admin, ingest, rum)"
+                )
             })
     }
 
@@ -89,12 +96,13 @@ impl Scopes {
         Scopes::from_iter([Scope::Admin])
     }
 
-    /// Whether these scopes allow `wanted` (admin allows all; any scope but `ingest`
-    /// allows read).
+    /// Whether these scopes allow `wanted` (admin allows all; any scope but `ingest` and
+    /// `rum` allows read).
     pub fn allows(self, wanted: Scope) -> bool {
+        let write_only = Scope::Ingest.bit() | Scope::Rum.bit();
         self.0 & Scope::Admin.bit() != 0
             || self.0 & wanted.bit() != 0
-            || (wanted == Scope::Read && self.0 & !Scope::Ingest.bit() != 0)
+            || (wanted == Scope::Read && self.0 & !write_only != 0)
     }
 
     /// Whether every scope of `other` is allowed by these.
@@ -124,7 +132,8 @@ impl Scopes {
         }
         if scopes.is_empty() {
             return Err(
-                "give at least one scope (read, deploy, inventory, secrets, admin, ingest)".into(),
+                "give at least one scope (read, deploy, inventory, secrets, admin, ingest, rum)"
+                    .into(),
             );
         }
         Ok(scopes)
@@ -267,6 +276,10 @@ mod tests {
         assert!(!ingest.allows(Scope::Read), "an intake token reads nothing");
         assert!(Scopes::from_iter([Scope::Ingest, Scope::Deploy]).allows(Scope::Read));
         assert!(!deploy.allows(Scope::Ingest));
+        let rum = Scopes::from_iter([Scope::Rum]);
+        assert!(rum.allows(Scope::Rum));
+        assert!(!rum.allows(Scope::Read), "a browser key reads nothing");
+        assert!(!rum.allows(Scope::Ingest), "nor pushes alerts");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod blackbox;
 pub mod harness;
 pub mod http_recorder;
 pub mod mosquitto;
+pub mod otlp;
 pub mod pcap;
 pub mod prometheus;
 pub mod questdb;

@@ -1,6 +1,6 @@
 //! `sotp flows top|rate|status`
 
-use super::{Client, ClientArgs, s, time};
+use super::{Client, ClientArgs, query_string, s, time};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -112,12 +112,6 @@ pub struct RateArgs {
     step: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
-}
-
-fn query_string(params: &[(&str, String)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
-        .finish()
 }
 
 fn group_text(row: &Value) -> String {

@@ -13,6 +13,7 @@ pub mod query;
 pub mod run;
 pub mod secret;
 pub mod tenant;
+pub mod traces;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
@@ -169,4 +170,11 @@ pub fn s(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// `k=v&...`, URL-encoded.
+pub fn query_string(params: &[(&str, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish()
 }

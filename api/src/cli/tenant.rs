@@ -56,11 +56,12 @@ pub enum TokenCmd {
     ///
     /// Scopes: read (see everything of the tenant), deploy (components), inventory (devices,
     /// backup settings), secrets (secrets, and deploying components granted secrets or
-    /// devices), admin (all of them, tokens and the MQTT broker), ingest (push alerts only,
-    /// not even read: for an Alertmanager webhook). Without --scope the new token gets the
-    /// creating token's scopes.
+    /// devices), admin (all of them, tokens and the MQTT broker), ingest (push alerts and
+    /// spans only, not even read: for an Alertmanager webhook or a backend's OTLP exporter),
+    /// rum (spans only, from the tenant's allowed origins: the key a web page's RUM script
+    /// carries). Without --scope the new token gets the creating token's scopes.
     #[command(
-        after_help = "Examples:\n  sotp token create --name grafana --scope read --expires-in 90d\n  sotp token create --name ci --scope deploy --scope secrets\n  sotp token create --name alertmanager --scope ingest"
+        after_help = "Examples:\n  sotp token create --name grafana --scope read --expires-in 90d\n  sotp token create --name ci --scope deploy --scope secrets\n  sotp token create --name alertmanager --scope ingest\n  sotp token create --name shop-rum --scope rum"
     )]
     Create {
         #[arg(long)]
@@ -68,7 +69,7 @@ pub enum TokenCmd {
         #[arg(long, default_value = "cli")]
         name: String,
         /// A scope to give (repeat for several): read, deploy, inventory, secrets, admin, ingest
-        /// (alert intake only, for an Alertmanager webhook).
+        /// (alert and span intake only), rum (spans from allowed origins only: browser-safe).
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         /// Stop accepting the token after this long, e.g. 12h or 90d.

@@ -56,6 +56,8 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Quota(_) | RuntimeError::Forbidden(_) => StatusCode::FORBIDDEN,
             RuntimeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             RuntimeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RuntimeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RuntimeError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "internal error");
@@ -65,6 +67,9 @@ impl From<RuntimeError> for ApiError {
                 Some(serde_json::json!({ "version": version }))
             }
             RuntimeError::Manifest(m) => Some(serde_json::json!({ "key": m.key })),
+            RuntimeError::RateLimited { retry_after_s, .. } => {
+                Some(serde_json::json!({ "retry_after_s": retry_after_s }))
+            }
             RuntimeError::RuleFile(r) => Some(serde_json::json!({
                 "file": r.file, "line": r.line, "column": r.column, "key": r.key, "reason": r.reason,
             })),
@@ -89,7 +94,16 @@ impl IntoResponse for ApiError {
                 map.insert(k.clone(), v.clone());
             }
         }
-        (self.status, Json(body)).into_response()
+        let retry_after = body.get("retry_after_s").and_then(|v| v.as_u64());
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = retry_after
+            && let Ok(value) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

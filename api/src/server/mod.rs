@@ -17,6 +17,7 @@ mod ops;
 mod query;
 mod secrets;
 mod tenants;
+mod traces;
 pub mod ui;
 
 use axum::Router;
@@ -62,6 +63,7 @@ impl AppState {
 
 pub fn router(runtime: Arc<Runtime>) -> Router {
     let alert_body = runtime.max_alert_body();
+    let trace_body = runtime.traces().config.max_body_bytes.0 as usize;
     let state = AppState {
         runtime,
         sessions: Default::default(),
@@ -195,6 +197,18 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/flows/top", get(flows::top))
         .route("/flows/rate", get(flows::rate))
         .route("/flows/status", get(flows::status))
+        .route(
+            "/traces",
+            get(traces::search)
+                .post(traces::ingest)
+                .options(traces::preflight)
+                .layer(DefaultBodyLimit::max(trace_body)),
+        )
+        .route(
+            "/traces/settings",
+            get(traces::get_settings).put(traces::put_settings),
+        )
+        .route("/traces/{id}", get(traces::show))
         .route("/query", get(query::query))
         .route("/logs", get(query::logs))
         .route("/metrics", get(ops::tenant_metrics))

@@ -94,7 +94,7 @@ pub struct NewToken {
     /// Admin only: the tenant the token is for; absent = another admin token.
     tenant: Option<String>,
     name: Option<String>,
-    /// read, deploy, inventory, secrets, admin, ingest. Default: the creator's own scopes (all of
+    /// read, deploy, inventory, secrets, admin, ingest, rum. Default: the creator's own scopes (all of
     /// them for the platform admin). A tenant token cannot hand out more than it has.
     scopes: Option<Vec<String>>,
     /// How long the token works (`90d`, `12h`); absent: until revoked.

@@ -99,8 +99,9 @@ pub(super) async fn run_audit_schedule(rt: std::sync::Weak<Runtime>) {
         let Some(rt) = rt.upgrade() else { return };
         let _ = tokio::task::spawn_blocking(move || {
             start_due_audits(&rt);
-            // The alert hold-down timer shares this once-a-second pass.
+            // The alert hold-down timer and span forwarding share this once-a-second pass.
             rt.release_held_alerts();
+            rt.start_due_forwards();
         })
         .await;
     }

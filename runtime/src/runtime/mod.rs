@@ -32,6 +32,7 @@ mod inventory;
 mod queries;
 mod services;
 mod tenants;
+mod traces;
 
 pub use components::{ActivationOutcome, ComponentSummary, ComponentView, UploadOutcome};
 pub use tenants::{IssuedToken, TenantSpec, TokenRequest};
@@ -67,6 +68,8 @@ pub struct Runtime {
     compliance: crate::compliance::Compliance,
     /// Alert intake and the tenant's alerts (see `correlation`).
     correlation: crate::correlation::Correlation,
+    /// Spans from browsers and backends (see `traces`).
+    traces: crate::traces::Traces,
     /// The flow pipeline, when `[flows]` configures a listener.
     pub flows: Option<Arc<FlowService>>,
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
@@ -148,8 +151,11 @@ impl Runtime {
         );
         let correlation =
             crate::correlation::Correlation::new(state.clone(), config.correlation.clone());
+        let traces = crate::traces::Traces::open(&dir.join("traces.sqlite"), config.traces.clone())
+            .map_err(|e| anyhow::anyhow!("cannot open the trace store: {e}"))?;
         Ok(Arc::new(Runtime {
             correlation,
+            traces,
             flows,
             config,
             engine,

@@ -251,6 +251,9 @@ impl Runtime {
                 .forget_tenant(tenant)
                 .map_err(|e| failed("flows", &e))?;
         }
+        self.traces
+            .purge(tenant)
+            .map_err(|e| failed("traces", &e))?;
         Ok(())
     }
 

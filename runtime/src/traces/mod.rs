@@ -95,7 +95,10 @@ fn full_sampling() -> f64 {
 impl TraceSettings {
     pub fn check(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.sample_rate) {
-            return Err(format!("sample_rate {} is not within 0..=1", self.sample_rate));
+            return Err(format!(
+                "sample_rate {} is not within 0..=1",
+                self.sample_rate
+            ));
         }
         for o in self.origins.iter().chain(&self.propagate_to) {
             if !valid_origin(o) {
@@ -112,7 +115,9 @@ impl TraceSettings {
 
     /// Whether a page of `origin` may send spans.
     pub fn allows_origin(&self, origin: &str) -> bool {
-        self.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        self.origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
     }
 }
 
@@ -200,8 +205,8 @@ impl Traces {
         })
     }
 
-    /// Decode, check and store one export request of `tenant`; what it held goes to
-    /// `on_spans` (derived samples) once stored.
+    /// Decode, check and store one export request of `tenant`: the outcome, and the spans
+    /// that were new (for derived samples).
     pub fn ingest(
         &self,
         tenant: &str,
@@ -242,18 +247,32 @@ impl Traces {
         if let Err(e) = self.take_tokens(tenant, decoded.spans.len() as u64) {
             return refused(&self.counters.refused_rate, e);
         }
-        let added = self.store.insert(tenant, &decoded.spans, now_ms)?;
+        let stored = self.store.insert(tenant, &decoded.spans, now_ms)?;
+        let added = stored.iter().filter(|new| **new).count() as u64;
         let outcome = IngestOutcome {
             accepted: added,
             duplicates: decoded.spans.len() as u64 - added,
             rejected: decoded.rejected,
             rejection: decoded.first_rejection,
         };
-        self.counters.spans_accepted.fetch_add(outcome.accepted, Relaxed);
-        self.counters.spans_duplicate.fetch_add(outcome.duplicates, Relaxed);
-        self.counters.spans_rejected.fetch_add(outcome.rejected, Relaxed);
+        // Only what is new goes on (a retried request derives nothing twice).
+        let new_spans = decoded
+            .spans
+            .into_iter()
+            .zip(stored)
+            .filter_map(|(span, new)| new.then_some(span))
+            .collect();
+        self.counters
+            .spans_accepted
+            .fetch_add(outcome.accepted, Relaxed);
+        self.counters
+            .spans_duplicate
+            .fetch_add(outcome.duplicates, Relaxed);
+        self.counters
+            .spans_rejected
+            .fetch_add(outcome.rejected, Relaxed);
         self.prune_if_due(tenant, added, now_ms)?;
-        Ok((outcome, decoded.spans))
+        Ok((outcome, new_spans))
     }
 
     /// Count a request refused before it reached `ingest` (bad key, foreign origin).
@@ -267,6 +286,12 @@ impl Traces {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Count a request refused for its size before it reached `ingest`.
+    pub fn count_too_large(&self) {
+        self.counters.requests.fetch_add(1, Relaxed);
+        self.counters.refused_too_large.fetch_add(1, Relaxed);
+    }
+
     fn take_tokens(&self, tenant: &str, spans: u64) -> Result<(), TraceError> {
         let rate = f64::from(self.config.spans_per_second.max(1));
         let burst = f64::from(self.config.spans_burst.max(1)).max(rate);
@@ -276,7 +301,8 @@ impl Traces {
             tokens: burst,
             at: now,
         });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
         bucket.at = now;
         let wanted = spans as f64;
         if wanted <= bucket.tokens {
@@ -311,7 +337,9 @@ impl Traces {
     /// Drop what is past retention or beyond the tenant's span budget.
     pub fn prune(&self, tenant: &str, now_ms: i64) -> Result<u64, TraceError> {
         let retention_ns = self.config.retention.0.as_nanos().min(i64::MAX as u128) as i64;
-        let before_ns = now_ms.saturating_mul(1_000_000).saturating_sub(retention_ns);
+        let before_ns = now_ms
+            .saturating_mul(1_000_000)
+            .saturating_sub(retention_ns);
         let removed = self.store.prune(tenant, before_ns, self.config.max_spans)?;
         self.counters.spans_pruned.fetch_add(removed, Relaxed);
         Ok(removed)
@@ -322,7 +350,11 @@ impl Traces {
     }
 
     /// A trace's spans as JSON, in start order (empty if the tenant has no such trace).
-    pub fn trace(&self, tenant: &str, trace_id: &str) -> Result<Vec<serde_json::Value>, TraceError> {
+    pub fn trace(
+        &self,
+        tenant: &str,
+        trace_id: &str,
+    ) -> Result<Vec<serde_json::Value>, TraceError> {
         let id = trace_id.to_ascii_lowercase();
         Ok(self
             .store
@@ -384,7 +416,10 @@ mod tests {
         assert_eq!(found[0].route.as_deref(), Some("/cart/42"));
         let id = found[0].trace_id.clone();
         assert_eq!(t.trace("acme", &id).unwrap().len(), 3);
-        assert!(t.trace("globex", &id).unwrap().is_empty(), "another tenant's trace");
+        assert!(
+            t.trace("globex", &id).unwrap().is_empty(),
+            "another tenant's trace"
+        );
         let q = TraceQuery {
             error: Some(false),
             ..q
@@ -402,7 +437,16 @@ mod tests {
         });
         t.ingest("acme", &body(1, 4), PB, false, 0).unwrap();
         let err = t.ingest("acme", &body(2, 2), PB, false, 0).unwrap_err();
-        assert!(matches!(err, TraceError::RateLimited { retry_after_s: 2, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                TraceError::RateLimited {
+                    retry_after_s: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(t.counters.refused_rate.load(Relaxed), 1);
         // Another tenant has its own bucket.
         t.ingest("globex", &body(2, 2), PB, false, 0).unwrap();
@@ -416,7 +460,10 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         let ok = TraceSettings {
-            origins: vec!["https://shop.example".into(), "http://127.0.0.1:8080".into()],
+            origins: vec![
+                "https://shop.example".into(),
+                "http://127.0.0.1:8080".into(),
+            ],
             sample_rate: 0.5,
             ..Default::default()
         };

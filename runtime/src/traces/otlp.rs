@@ -108,18 +108,20 @@ pub fn decode(
         return Err(DecodeError::TooLarge(limits.max_decoded));
     }
     let request = match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes).map_err(|e| {
-            DecodeError::Malformed {
+        Encoding::Protobuf => {
+            ExportTraceServiceRequest::decode(bytes).map_err(|e| DecodeError::Malformed {
                 encoding: "protobuf",
                 reason: e.to_string(),
-            }
-        })?,
-        Encoding::Json => serde_json::from_slice::<ExportTraceServiceRequest>(bytes).map_err(
-            |e| DecodeError::Malformed {
-                encoding: "JSON",
-                reason: e.to_string(),
-            },
-        )?,
+            })?
+        }
+        Encoding::Json => {
+            serde_json::from_slice::<ExportTraceServiceRequest>(bytes).map_err(|e| {
+                DecodeError::Malformed {
+                    encoding: "JSON",
+                    reason: e.to_string(),
+                }
+            })?
+        }
     };
     let count: usize = request
         .resource_spans
@@ -182,7 +184,12 @@ fn flatten(request: ExportTraceServiceRequest, max_span_bytes: usize) -> Decoded
     out
 }
 
-fn span_row(span: Span, service: &str, resource: &[u8], max_bytes: usize) -> Result<SpanRow, String> {
+fn span_row(
+    span: Span,
+    service: &str,
+    resource: &[u8],
+    max_bytes: usize,
+) -> Result<SpanRow, String> {
     let nonzero = |id: &[u8], len: usize| id.len() == len && id.iter().any(|b| *b != 0);
     if !nonzero(&span.trace_id, 16) {
         return Err("a span's trace id is not 16 bytes, or is zero".into());
@@ -245,37 +252,47 @@ fn url_path(url: &str) -> String {
 }
 
 pub fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             any_value::Value::StringValue(s) => Some(s.as_str()),
             _ => None,
-        })
+        }
+    })
 }
 
 pub fn int_attribute(attributes: &[KeyValue], key: &str) -> Option<i64> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             any_value::Value::IntValue(i) => Some(*i),
             any_value::Value::DoubleValue(d) => Some(*d as i64),
             any_value::Value::StringValue(s) => s.parse().ok(),
             _ => None,
-        })
+        }
+    })
 }
 
 pub fn number_attribute(attributes: &[KeyValue], key: &str) -> Option<f64> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             any_value::Value::IntValue(i) => Some(*i as f64),
             any_value::Value::DoubleValue(d) => Some(*d),
             any_value::Value::StringValue(s) => s.parse().ok(),
             _ => None,
-        })
+        }
+    })
+}
+
+/// The protobuf answer to an export request: empty, or a partial success naming how many
+/// spans were rejected and why.
+pub fn protobuf_response(rejected: u64, message: Option<&str>) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: rejected as i64,
+        error_message: message.unwrap_or_default().to_string(),
+    });
+    ExportTraceServiceResponse { partial_success }.encode_to_vec()
 }
 
 /// Stored spans, grouped under their resources again, as one OTLP request.
@@ -412,12 +429,21 @@ pub(crate) mod tests {
 
     #[test]
     fn protobuf_and_json_decode_to_the_same_rows() {
-        let req = request("shop", vec![span(1, 1, None, "GET /cart"), span(1, 2, Some(1), "db")]);
+        let req = request(
+            "shop",
+            vec![span(1, 1, None, "GET /cart"), span(1, 2, Some(1), "db")],
+        );
         let pb = decode(&req.encode_to_vec(), Encoding::Protobuf, false, LIMITS).unwrap();
         let json = serde_json::to_vec(&req).unwrap();
         let text = String::from_utf8(json.clone()).unwrap();
-        assert!(text.contains("resourceSpans"), "OTLP JSON is camelCase: {text}");
-        assert!(text.contains("01010101010101010101010101010101"), "hex ids: {text}");
+        assert!(
+            text.contains("resourceSpans"),
+            "OTLP JSON is camelCase: {text}"
+        );
+        assert!(
+            text.contains("01010101010101010101010101010101"),
+            "hex ids: {text}"
+        );
         let js = decode(&json, Encoding::Json, false, LIMITS).unwrap();
         assert_eq!(pb.spans.len(), 2);
         for (a, b) in pb.spans.iter().zip(&js.spans) {
@@ -449,9 +475,18 @@ pub(crate) mod tests {
         assert!(matches!(err, DecodeError::Malformed { .. }), "{err}");
         let err = decode(b"not gzip", Encoding::Json, true, LIMITS).unwrap_err();
         assert!(matches!(err, DecodeError::Gzip(_)), "{err}");
-        let many = request("shop", (0..101).map(|i| span(1, i + 1, None, "s")).collect());
+        let many = request(
+            "shop",
+            (0..101).map(|i| span(1, i + 1, None, "s")).collect(),
+        );
         let err = decode(&many.encode_to_vec(), Encoding::Protobuf, false, LIMITS).unwrap_err();
-        assert_eq!(err, DecodeError::TooManySpans { count: 101, max: 100 });
+        assert_eq!(
+            err,
+            DecodeError::TooManySpans {
+                count: 101,
+                max: 100
+            }
+        );
         // A gzip bomb stops at the limit.
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         std::io::Write::write_all(&mut gz, &vec![b' '; 2 << 20]).unwrap();
@@ -462,7 +497,10 @@ pub(crate) mod tests {
 
     #[test]
     fn stored_spans_encode_back_under_their_resource() {
-        let req = request("shop", vec![span(1, 1, None, "a"), span(1, 2, Some(1), "b")]);
+        let req = request(
+            "shop",
+            vec![span(1, 1, None, "a"), span(1, 2, Some(1), "b")],
+        );
         let d = decode(&req.encode_to_vec(), Encoding::Protobuf, false, LIMITS).unwrap();
         let bodies = d.spans.iter().map(|s| s.body.clone()).collect();
         let again = encode_request(vec![(d.spans[0].resource.clone(), bodies)]);

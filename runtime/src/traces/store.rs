@@ -95,11 +95,16 @@ impl TraceStore {
         })
     }
 
-    /// Store spans in one transaction; returns how many were new (not seen before).
-    pub fn insert(&self, tenant: &str, spans: &[SpanRow], now_ms: i64) -> Result<u64, StoreError> {
+    /// Store spans in one transaction; returns which were new (not seen before).
+    pub fn insert(
+        &self,
+        tenant: &str,
+        spans: &[SpanRow],
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
-        let mut added = 0;
+        let mut added = Vec::with_capacity(spans.len());
         {
             let mut resource_id = tx.prepare_cached(
                 "INSERT INTO resources (tenant, hash, body) VALUES (?1, ?2, ?3)
@@ -116,14 +121,15 @@ impl TraceStore {
                 let id = match last {
                     Some((bytes, id)) if bytes == s.resource.as_slice() => id,
                     _ => {
-                        let hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&s.resource)[..16]);
-                        let id: i64 =
-                            resource_id.query_row(params![tenant, hash, s.resource], |r| r.get(0))?;
+                        let hash =
+                            hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&s.resource)[..16]);
+                        let id: i64 = resource_id
+                            .query_row(params![tenant, hash, s.resource], |r| r.get(0))?;
                         last = Some((&s.resource, id));
                         id
                     }
                 };
-                added += insert.execute(params![
+                let stored = insert.execute(params![
                     tenant,
                     s.trace_id,
                     s.span_id,
@@ -139,7 +145,8 @@ impl TraceStore {
                     now_ms,
                     id,
                     s.body
-                ])? as u64;
+                ])?;
+                added.push(stored == 1);
             }
         }
         tx.commit()?;
@@ -184,7 +191,11 @@ impl TraceStore {
     }
 
     /// Every span of a trace, in start order: (resource, body) pairs.
-    pub fn trace(&self, tenant: &str, trace_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn trace(
+        &self,
+        tenant: &str,
+        trace_id: &str,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT r.body, s.body FROM spans s JOIN resources r ON r.id = s.resource
@@ -302,12 +313,18 @@ impl TraceStore {
     pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached("SELECT DISTINCT tenant FROM resources")?;
-        let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 }
 
-fn summarize(conn: &Connection, tenant: &str, trace_id: &str) -> Result<Option<TraceSummary>, StoreError> {
+fn summarize(
+    conn: &Connection,
+    tenant: &str,
+    trace_id: &str,
+) -> Result<Option<TraceSummary>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT service, name, route, start_ns, start_ns + duration_ns, status, parent_id
          FROM spans WHERE tenant = ?1 AND trace_id = ?2 ORDER BY start_ns, seq",
@@ -317,8 +334,10 @@ fn summarize(conn: &Connection, tenant: &str, trace_id: &str) -> Result<Option<T
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut root_found = false;
     while let Some(r) = rows.next()? {
-        let (service, name, route): (String, String, Option<String>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let (start, end, status, parent): (i64, i64, i32, String) = (r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+        let (service, name, route): (String, String, Option<String>) =
+            (r.get(0)?, r.get(1)?, r.get(2)?);
+        let (start, end, status, parent): (i64, i64, i32, String) =
+            (r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
         first = first.min(start);
         last = last.max(end);
         let s = summary.get_or_insert_with(|| TraceSummary {

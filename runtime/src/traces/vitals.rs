@@ -55,7 +55,12 @@ pub fn derive(spans: &[SpanRow]) -> Vec<Derived> {
                 _ => continue,
             };
             let rating = string_attribute(&s.attributes, "web_vital.rating").unwrap_or("unknown");
-            out.push((metric.into(), labels(Some(("rating", rating))), ts_ms, value));
+            out.push((
+                metric.into(),
+                labels(Some(("rating", rating))),
+                ts_ms,
+                value,
+            ));
         }
         if s.status == 2 || s.name == "exception" {
             let e = errors
@@ -111,7 +116,12 @@ mod tests {
         };
         let rows = decode(&req.encode_to_vec(), Encoding::Protobuf, false, limits).unwrap();
         let derived = derive(&rows.spans);
-        let find = |m: &str| derived.iter().find(|d| d.0 == m).unwrap_or_else(|| panic!("{m}: {derived:?}"));
+        let find = |m: &str| {
+            derived
+                .iter()
+                .find(|d| d.0 == m)
+                .unwrap_or_else(|| panic!("{m}: {derived:?}"))
+        };
         assert_eq!(find("rum_page_load_seconds").3, 0.25);
         let lcp = find("rum_lcp_seconds");
         assert_eq!(lcp.3, 1.234);

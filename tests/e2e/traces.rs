@@ -1,0 +1,453 @@
+//! The OTLP/HTTP traces intake end to end: spans from a browser-safe `rum` key (JSON, from an
+//! allowed origin) and from a backend's `ingest` token (protobuf, gzip) stored per tenant,
+//! found by search and shown as a trace, web vitals turned into samples; every kind of bad
+//! input refused with a reason, counted, and nothing of it stored.
+
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use sotp_tests::harness::{Api, Server};
+use sotp_tests::otlp::{SpanSpec, gzip, json_request, now_ms, protobuf};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sotp");
+const SHOP: &str = "http://shop.test:8080";
+
+/// Small budgets, so the refusals are cheap to provoke.
+const CONFIG: &str = "[runtime.traces]\nmax_body_bytes = \"64KiB\"\nmax_spans_per_request = 200\nspans_per_second = 1\nspans_burst = 300\n";
+
+struct Sent {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+fn send(
+    server: &Server,
+    token: Option<&str>,
+    origin: Option<&str>,
+    content_type: &str,
+    gzipped: bool,
+    body: Vec<u8>,
+) -> Sent {
+    let mut req = Client::new()
+        .post(format!("{}/v1/traces", server.base))
+        .header("Content-Type", content_type)
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(o) = origin {
+        req = req.header("Origin", o);
+    }
+    if gzipped {
+        req = req.header("Content-Encoding", "gzip");
+    }
+    let response = req.send().unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Sent {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn json_body(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+fn stored_spans(api: &Api) -> u64 {
+    let (status, body) = api.get("/v1/traces?since=2h&limit=1000");
+    assert_eq!(status, 200, "{body}");
+    body["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["spans"].as_u64().unwrap())
+        .sum()
+}
+
+fn metric(server: &Server, line_start: &str) -> f64 {
+    let text = server.metrics_text();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
+}
+
+#[test]
+fn spans_are_stored_per_tenant_searched_and_bad_input_refused() {
+    let server = Server::start_with_config(BIN, CONFIG, &[]);
+    let acme = server.tenant("acme");
+    let rum = acme.scoped("shop-rum", &["rum"]);
+    let backend = acme.scoped("shop-api", &["ingest"]);
+    let (status, body) = acme.put(
+        "/v1/traces/settings",
+        json!({ "origins": [SHOP], "sample_rate": 0.5 }),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // A page load from the browser (JSON, the rum key, the shop's origin) ...
+    let t0 = now_ms() - 5_000;
+    let page = [
+        SpanSpec::new(1, 1, 0, "documentLoad", t0, 850.0)
+            .attr("http.url", json!(format!("{SHOP}/checkout?step=2"))),
+        SpanSpec::new(1, 2, 1, "HTTP GET", t0 + 400, 300.0)
+            .attr("http.url", json!(format!("{SHOP}/api/cart")))
+            .attr("http.status_code", json!(200)),
+        SpanSpec::new(1, 3, 1, "web-vital", t0 + 900, 0.0)
+            .attr("http.url", json!(format!("{SHOP}/checkout")))
+            .attr("web_vital.name", json!("LCP"))
+            .attr("web_vital.value", json!(1234.5))
+            .attr("web_vital.rating", json!("good")),
+    ];
+    let request = json_request("shop-web", &page);
+    let sent = send(
+        &server,
+        Some(&rum.token),
+        Some(SHOP),
+        "application/json",
+        false,
+        json_body(&request),
+    );
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert_eq!(sent.body["accepted"], 3, "{}", sent.body);
+    assert_eq!(
+        sent.headers["access-control-allow-origin"], SHOP,
+        "the page may read the answer"
+    );
+    // ... retried: nothing stored twice.
+    let sent = send(
+        &server,
+        Some(&rum.token),
+        Some(SHOP),
+        "application/json",
+        false,
+        json_body(&request),
+    );
+    assert_eq!(
+        (
+            sent.body["accepted"].as_u64(),
+            sent.body["duplicates"].as_u64()
+        ),
+        (Some(0), Some(3))
+    );
+    // ... and the backend's span of the same trace (protobuf, gzip, the ingest token).
+    let api_span = [SpanSpec::new(1, 4, 2, "GET /api/cart", t0 + 450, 200.0)
+        .attr("http.route", json!("/api/cart"))
+        .failed()];
+    let sent = send(
+        &server,
+        Some(&backend.token),
+        None,
+        "application/x-protobuf",
+        true,
+        gzip(&protobuf(&json_request("shop-api", &api_span))),
+    );
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert_eq!(sent.headers["content-type"], "application/x-protobuf");
+
+    // Search and view.
+    let (_, found) = acme.get("/v1/traces?service=shop-web&since=1h");
+    let traces = found["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 1, "{found}");
+    let t = &traces[0];
+    assert_eq!(t["trace_id"], "01".repeat(16));
+    assert_eq!(
+        (t["spans"].as_u64(), t["errors"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(t["name"], "documentLoad");
+    assert_eq!(t["route"], "/checkout");
+    assert_eq!(t["services"], json!(["shop-web", "shop-api"]));
+    for (query, hits) in [
+        ("route=/checkout", 1),
+        ("route=/nowhere", 0),
+        ("status=error", 1),
+        ("status=ok", 0),
+        ("min_duration=800ms", 1),
+        ("min_duration=2s", 0),
+        ("service=shop-api", 1),
+        ("service=other", 0),
+    ] {
+        let (status, body) = acme.get(&format!("/v1/traces?since=1h&{query}"));
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(
+            body["traces"].as_array().unwrap().len(),
+            hits,
+            "{query}: {body}"
+        );
+    }
+    let (status, trace) = acme.get(&format!("/v1/traces/{}", "01".repeat(16)));
+    assert_eq!(status, 200, "{trace}");
+    let spans = trace["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 4);
+    let backend_span = spans.iter().find(|s| s["name"] == "GET /api/cart").unwrap();
+    assert_eq!(
+        backend_span["parent_id"],
+        "02".repeat(8),
+        "under the page's fetch span"
+    );
+    assert_eq!(backend_span["resource"]["service.name"], "shop-api");
+    assert_eq!(backend_span["status"]["code"], 2);
+
+    // Web vitals and page loads are samples like any other.
+    let lcp = acme.points("rum_lcp_seconds", "1h");
+    assert_eq!(lcp.len(), 1, "{lcp:?}");
+    assert_eq!(lcp[0].2, 1.2345);
+    assert_eq!(lcp[0].0["route"], "/checkout");
+    let load = acme.points("rum_page_load_seconds", "1h");
+    assert_eq!(load[0].2, 0.85);
+    assert_eq!(acme.points("rum_errors", "1h")[0].2, 1.0);
+
+    // The CORS preflight answers; it grants nothing by itself.
+    let pre = Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/traces", server.base),
+        )
+        .header("Origin", "https://anywhere.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
+        .send()
+        .unwrap();
+    assert_eq!(pre.status().as_u16(), 204);
+    assert!(
+        pre.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+
+    // Bad input: a 4xx with a reason, counted, nothing stored.
+    let before = stored_spans(&acme);
+    assert_eq!(before, 4);
+    let one = json_body(&json_request(
+        "shop-web",
+        &[SpanSpec::new(9, 1, 0, "x", t0, 1.0)],
+    ));
+    let bad: Vec<(&str, Sent, u16, &str)> = vec![
+        (
+            "no key",
+            send(
+                &server,
+                None,
+                Some(SHOP),
+                "application/json",
+                false,
+                one.clone(),
+            ),
+            401,
+            "token",
+        ),
+        (
+            "wrong key",
+            send(
+                &server,
+                Some("sotp_nope"),
+                Some(SHOP),
+                "application/json",
+                false,
+                one.clone(),
+            ),
+            401,
+            "token",
+        ),
+        (
+            "a read token",
+            send(
+                &server,
+                Some(&acme.scoped("viewer", &["read"]).token),
+                None,
+                "application/json",
+                false,
+                one.clone(),
+            ),
+            403,
+            "rum",
+        ),
+        (
+            "foreign origin",
+            send(
+                &server,
+                Some(&rum.token),
+                Some("https://evil.example"),
+                "application/json",
+                false,
+                one.clone(),
+            ),
+            403,
+            "origin",
+        ),
+        (
+            "malformed protobuf",
+            send(
+                &server,
+                Some(&rum.token),
+                None,
+                "application/x-protobuf",
+                false,
+                b"\xff\xff\xff\x01".to_vec(),
+            ),
+            400,
+            "protobuf",
+        ),
+        (
+            "malformed JSON",
+            send(
+                &server,
+                Some(&rum.token),
+                None,
+                "application/json",
+                false,
+                b"{\"resourceSpans\": 7}".to_vec(),
+            ),
+            400,
+            "JSON",
+        ),
+        (
+            "not gzip",
+            send(
+                &server,
+                Some(&rum.token),
+                None,
+                "application/json",
+                true,
+                one.clone(),
+            ),
+            400,
+            "gzip",
+        ),
+        (
+            "wrong content type",
+            send(
+                &server,
+                Some(&rum.token),
+                None,
+                "text/plain",
+                false,
+                one.clone(),
+            ),
+            400,
+            "content type",
+        ),
+        (
+            "oversized body",
+            send(
+                &server,
+                Some(&rum.token),
+                None,
+                "application/json",
+                false,
+                vec![b' '; 70_000],
+            ),
+            413,
+            "",
+        ),
+        (
+            "too many spans",
+            send(
+                &server,
+                Some(&rum.token),
+                None,
+                "application/json",
+                false,
+                json_body(&json_request(
+                    "shop-web",
+                    &(1..=201)
+                        .map(|i| SpanSpec::new(7, (i % 250) as u8 + 1, 0, "s", t0, 1.0))
+                        .collect::<Vec<_>>(),
+                )),
+            ),
+            413,
+            "at most 200",
+        ),
+    ];
+    for (what, sent, status, reason) in &bad {
+        assert_eq!(sent.status, *status, "{what}: {}", sent.body);
+        let detail = sent.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(reason), "{what}: {detail}");
+    }
+    // Over the rate: 300 spans of burst are gone after these 200 + 199.
+    let batch = |trace: u8| {
+        json_body(&json_request(
+            "shop-web",
+            &(1..=199)
+                .map(|i| SpanSpec::new(trace, i, 0, "s", t0, 1.0))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let first = send(
+        &server,
+        Some(&backend.token),
+        None,
+        "application/json",
+        false,
+        batch(20),
+    );
+    assert_eq!(first.status, 200, "{}", first.body);
+    let limited = send(
+        &server,
+        Some(&backend.token),
+        None,
+        "application/json",
+        false,
+        batch(21),
+    );
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(
+        stored_spans(&acme),
+        before + 199,
+        "nothing of a refused request was stored"
+    );
+    for (reason, at_least) in [
+        ("key", 2.0),
+        ("origin", 1.0),
+        ("malformed", 4.0),
+        ("too_large", 2.0),
+        ("rate", 1.0),
+    ] {
+        let n = metric(
+            &server,
+            &format!("sotp_traces_requests_refused_total{{reason=\"{reason}\"}}"),
+        );
+        assert!(n >= at_least, "{reason}: {n}");
+    }
+    assert_eq!(
+        metric(&server, "sotp_traces_spans_total{outcome=\"duplicate\"}"),
+        3.0
+    );
+
+    // Another tenant sees none of it, and its key cannot write into acme.
+    let globex = server.tenant("globex");
+    let (_, none) = globex.get("/v1/traces?since=1h");
+    assert_eq!(none["traces"], json!([]));
+    assert_eq!(
+        globex.get(&format!("/v1/traces/{}", "01".repeat(16))).0,
+        404
+    );
+    assert!(globex.points("rum_lcp_seconds", "1h").is_empty());
+    let globex_rum = globex.scoped("rum", &["rum"]);
+    let sent = send(
+        &server,
+        Some(&globex_rum.token),
+        Some(SHOP),
+        "application/json",
+        false,
+        one,
+    );
+    assert_eq!(
+        sent.status, 403,
+        "globex did not allow the shop's origin: {}",
+        sent.body
+    );
+    // A rum key reads nothing.
+    assert_eq!(rum.get("/v1/traces").0, 403);
+    assert_eq!(rum.get("/v1/traces/settings").0, 403);
+}
