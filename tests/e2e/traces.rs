@@ -451,3 +451,91 @@ fn spans_are_stored_per_tenant_searched_and_bad_input_refused() {
     assert_eq!(rum.get("/v1/traces").0, 403);
     assert_eq!(rum.get("/v1/traces/settings").0, 403);
 }
+
+/// Wait (polling) until `f` gives `Some`, or panic after `secs` naming `what`.
+fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn spans_reach_a_real_jaeger_and_nothing_is_lost_while_it_is_down() {
+    let mut jaeger = sotp_tests::jaeger::Jaeger::start(&[]);
+    let server = Server::start_with_config(BIN, sotp_tests::harness::LOOPBACK_EGRESS, &[]);
+    let acme = server.tenant("acme");
+    let backend = acme.scoped("shop-api", &["ingest"]);
+    let (status, body) = acme.put(
+        "/v1/traces/settings",
+        json!({ "forward": { "url": jaeger.otlp_url() } }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let post = |trace: u8, spans: u8| {
+        let t0 = now_ms();
+        let spans: Vec<SpanSpec> = (1..=spans)
+            .map(|i| {
+                SpanSpec::new(
+                    trace,
+                    i,
+                    if i == 1 { 0 } else { 1 },
+                    &format!("op{i}"),
+                    t0,
+                    5.0,
+                )
+            })
+            .collect();
+        let sent = send(
+            &server,
+            Some(&backend.token),
+            None,
+            "application/x-protobuf",
+            false,
+            protobuf(&json_request("shop-api", &spans)),
+        );
+        assert_eq!(sent.status, 200);
+    };
+    let id = |trace: u8| format!("{trace:02x}").repeat(16);
+
+    post(1, 3);
+    let spans = wait("trace 1 in Jaeger", 20, || {
+        let s = jaeger.trace_spans(&id(1));
+        (s.len() == 3).then_some(s)
+    });
+    assert!(spans.iter().any(|s| s["operationName"] == "op2"));
+
+    // Jaeger goes away: SOTP keeps the spans and says it is behind.
+    jaeger.stop();
+    post(2, 4);
+    post(3, 2);
+    let status = wait("a failed forward", 20, || {
+        let (_, s) = acme.get("/v1/traces/settings");
+        (s["forwarding"]["last_error"].is_string() && s["forwarding"]["behind"] == 6).then_some(s)
+    });
+    assert!(
+        status["forwarding"]["failures"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+
+    // Back: everything sent meanwhile arrives, once.
+    jaeger.resume();
+    wait("traces 2 and 3 in Jaeger", 90, || {
+        (jaeger.trace_spans(&id(2)).len() == 4 && jaeger.trace_spans(&id(3)).len() == 2)
+            .then_some(())
+    });
+    let (_, s) = acme.get("/v1/traces/settings");
+    assert_eq!(s["forwarding"]["behind"], 0, "{s}");
+    assert!(s["forwarding"]["last_error"].is_null(), "{s}");
+    assert_eq!(
+        metric(&server, "sotp_traces_spans_forwarded_total"),
+        9.0,
+        "each span forwarded once"
+    );
+}

@@ -5,6 +5,7 @@ pub mod alertmanager;
 pub mod blackbox;
 pub mod harness;
 pub mod http_recorder;
+pub mod jaeger;
 pub mod mosquitto;
 pub mod otlp;
 pub mod pcap;
