@@ -539,3 +539,143 @@ fn spans_reach_a_real_jaeger_and_nothing_is_lost_while_it_is_down() {
         "each span forwarded once"
     );
 }
+
+/// Run ui/tests/rum.mjs (playwright-core driving Debian's chromium) on `url`.
+fn browse(url: &str) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = std::process::Command::new("node")
+        .arg(format!("{root}/ui/tests/rum.mjs"))
+        .current_dir(format!("{root}/ui"))
+        .env("PAGE_URL", url)
+        .env("HOLD_MS", "2500")
+        .output()
+        .expect("running node (scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_real_browser_sends_its_page_load_fetches_and_vitals_joined_to_the_backends_span() {
+    let app = sotp_tests::webapp::WebApp::start();
+    let origin = format!("http://127.0.0.1:{}", app.port);
+    let jaeger = sotp_tests::jaeger::Jaeger::start(&[]);
+    let server = Server::start_with_config(BIN, sotp_tests::harness::LOOPBACK_EGRESS, &[]);
+    let acme = server.tenant("acme");
+    let rum = acme.scoped("shop-rum", &["rum"]);
+    let backend = acme.scoped("shop-api", &["ingest"]);
+    let (status, body) = acme.put(
+        "/v1/traces/settings",
+        json!({ "origins": [origin], "forward": { "url": jaeger.otlp_url() } }),
+    );
+    assert_eq!(status, 200, "{body}");
+    app.instrument(&server.base, &rum.token, &backend.token);
+
+    browse(&app.url("/shop"));
+
+    // The page load, and the page's API call joined to the backend's span in one trace.
+    let traces = wait("the browser's traces", 30, || {
+        let (_, found) = acme.get("/v1/traces?since=10m&limit=50");
+        let traces = found["traces"].as_array().cloned().unwrap_or_default();
+        let joined = traces
+            .iter()
+            .any(|t| t["services"] == json!(["shop-web", "shop-api"]));
+        let load = traces.iter().any(|t| t["name"] == "documentLoad");
+        (joined && load).then_some(traces)
+    });
+    let joined = traces
+        .iter()
+        .find(|t| t["services"] == json!(["shop-web", "shop-api"]))
+        .unwrap();
+    let id = joined["trace_id"].as_str().unwrap();
+    let (_, trace) = acme.get(&format!("/v1/traces/{id}"));
+    let spans = trace["spans"].as_array().unwrap();
+    let fetch = spans
+        .iter()
+        .find(|s| s["resource"]["service.name"] == "shop-web")
+        .unwrap();
+    let server_span = spans
+        .iter()
+        .find(|s| s["resource"]["service.name"] == "shop-api")
+        .unwrap();
+    assert_eq!(server_span["parent_id"], fetch["span_id"], "{trace}");
+    assert!(
+        fetch["attributes"]["http.url"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("/api/status")
+            || fetch["attributes"]["url.full"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("/api/status"),
+        "{fetch}"
+    );
+    assert_eq!(
+        fetch["resource"]["session.id"].as_str().map(str::len),
+        Some(32)
+    );
+    let load = traces.iter().find(|t| t["name"] == "documentLoad").unwrap();
+    assert_eq!(load["route"], "/shop");
+
+    // Web vitals and the page load, as samples.
+    wait("web vitals", 20, || {
+        [
+            "rum_page_load_seconds",
+            "rum_ttfb_seconds",
+            "rum_fcp_seconds",
+            "rum_lcp_seconds",
+        ]
+        .iter()
+        .all(|m| !acme.points(m, "10m").is_empty())
+        .then_some(())
+    });
+    let ttfb = acme.points("rum_ttfb_seconds", "10m");
+    assert_eq!(ttfb[0].0["route"], "/shop");
+    assert!(ttfb[0].2 > 0.0 && ttfb[0].2 < 10.0, "{ttfb:?}");
+
+    // And the same trace in Jaeger, forwarded.
+    let in_jaeger = wait("the joined trace in Jaeger", 30, || {
+        let s = jaeger.trace_spans(id);
+        (s.len() == spans.len()).then_some(s)
+    });
+    assert!(
+        in_jaeger
+            .iter()
+            .any(|s| s["operationName"] == "GET /api/status")
+    );
+}
+
+#[test]
+fn an_unsampled_session_is_dropped_in_the_browser_and_at_the_backend() {
+    let app = sotp_tests::webapp::WebApp::start();
+    let origin = format!("http://127.0.0.1:{}", app.port);
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let rum = acme.scoped("shop-rum", &["rum"]);
+    let backend = acme.scoped("shop-api", &["ingest"]);
+    let (status, body) = acme.put(
+        "/v1/traces/settings",
+        json!({ "origins": [origin], "sample_rate": 0.0 }),
+    );
+    assert_eq!(status, 200, "{body}");
+    app.instrument(&server.base, &rum.token, &backend.token);
+
+    browse(&app.url("/shop"));
+
+    // The API call still carried a traceparent, marked not sampled, so the backend dropped
+    // its span too.
+    let seen = app.seen();
+    let call = seen
+        .iter()
+        .find(|s| s.path == "/api/status")
+        .expect("the page called the API");
+    let tp = call.traceparent.as_deref().expect("a traceparent");
+    assert!(tp.ends_with("-00"), "{tp}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (_, found) = acme.get("/v1/traces?since=10m");
+    assert_eq!(found["traces"], json!([]), "{found}");
+    assert!(acme.points("rum_ttfb_seconds", "10m").is_empty());
+}

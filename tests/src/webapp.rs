@@ -35,7 +35,18 @@ struct Session {
     user: Option<String>,
 }
 
+/// Where the app sends its own (backend) spans, and the RUM script its page carries.
+#[derive(Clone, Default)]
+struct Telemetry {
+    /// SOTP's base URL: the page loads `<base>/rum.js`, the backend posts to
+    /// `<base>/v1/traces`.
+    sotp: String,
+    rum_key: String,
+    ingest_token: String,
+}
+
 struct AppState {
+    telemetry: Mutex<Option<Telemetry>>,
     api_status: AtomicU16,
     delay_ms: AtomicU64,
     login_broken: AtomicBool,
@@ -83,6 +94,7 @@ impl WebApp {
             .build()
             .unwrap();
         let state = Arc::new(AppState {
+            telemetry: Mutex::new(None),
             api_status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
             login_broken: AtomicBool::new(false),
@@ -94,6 +106,7 @@ impl WebApp {
             .route("/home", get(home))
             .route("/api/status", get(api_status))
             .route("/hang", get(hang))
+            .route("/shop", get(shop))
             .with_state(state.clone());
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -136,6 +149,16 @@ impl WebApp {
     /// Refuse every login (as if the user store were down).
     pub fn break_login(&self, broken: bool) {
         self.state.login_broken.store(broken, Ordering::SeqCst);
+    }
+
+    /// Serve `/shop` with SOTP's RUM script (key `rum_key`), and send the backend's own
+    /// span of every sampled request carrying a `traceparent` to SOTP with `ingest_token`.
+    pub fn instrument(&self, sotp: &str, rum_key: &str, ingest_token: &str) {
+        *self.state.telemetry.lock().unwrap() = Some(Telemetry {
+            sotp: sotp.trim_end_matches('/').to_string(),
+            rum_key: rum_key.to_string(),
+            ingest_token: ingest_token.to_string(),
+        });
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -260,7 +283,9 @@ async fn home(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respons
 }
 
 async fn api_status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let started = std::time::SystemTime::now();
     arrive(&state, "GET", "/api/status", &headers).await;
+    export_server_span(&state, &headers, "GET /api/status", "/api/status", started);
     let status = StatusCode::from_u16(state.api_status.load(Ordering::SeqCst))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = if status.is_success() {
@@ -298,4 +323,81 @@ async fn serve_tls(
                 .await;
         });
     }
+}
+
+/// A shop page with the RUM script: on load it calls the API (same origin: `traceparent`
+/// goes along) and shows the answer; `#buy` is something to click.
+async fn shop(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    arrive(&state, "GET", "/shop", &headers).await;
+    let Some(t) = state.telemetry.lock().unwrap().clone() else {
+        return (StatusCode::NOT_FOUND, "not instrumented").into_response();
+    };
+    axum::response::Html(format!(
+        "<!doctype html><html><head><title>Shop</title>\
+         <script src=\"{sotp}/rum.js\" data-key=\"{key}\" data-service=\"shop-web\"></script>\
+         </head><body><h1>Checkout</h1><p id=\"status\">loading</p>\
+         <button id=\"buy\">Buy</button>\
+         <script>\
+         setTimeout(function () {{\
+           fetch('/api/status').then(function (r) {{ return r.json(); }}).then(function (j) {{\
+             var s = document.getElementById('status'); s.textContent = j.status; s.dataset.done = '1';\
+           }});\
+         }}, 300);\
+         </script></body></html>",
+        sotp = t.sotp,
+        key = t.rum_key,
+    ))
+    .into_response()
+}
+
+/// The backend's span of a request that carries a sampled `traceparent`: a child of the
+/// caller's span, sent to SOTP over OTLP (JSON) in the background.
+fn export_server_span(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    route: &str,
+    started: std::time::SystemTime,
+) {
+    let Some(t) = state.telemetry.lock().unwrap().clone() else {
+        return;
+    };
+    let Some(parent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let parts: Vec<&str> = parent.split('-').collect();
+    if parts.len() != 4 || parts[3] != "01" {
+        return; // not sampled: the session's spans are dropped everywhere
+    }
+    let start_ns = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let end_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let body = serde_json::json!({
+        "resourceSpans": [{
+            "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": "shop-api" } }] },
+            "scopeSpans": [{ "scope": { "name": "webapp" }, "spans": [{
+                "traceId": parts[1],
+                "spanId": &random_hex()[..16],
+                "parentSpanId": parts[2],
+                "name": name,
+                "kind": 2,
+                "startTimeUnixNano": start_ns.to_string(),
+                "endTimeUnixNano": end_ns.max(start_ns + 1).to_string(),
+                "attributes": [{ "key": "http.route", "value": { "stringValue": route } }],
+            }]}],
+        }]
+    });
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .post(format!("{}/v1/traces", t.sotp))
+            .bearer_auth(&t.ingest_token)
+            .json(&body)
+            .send()
+            .await;
+    });
 }

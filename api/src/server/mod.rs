@@ -208,6 +208,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             "/traces/settings",
             get(traces::get_settings).put(traces::put_settings),
         )
+        .route(
+            "/traces/rum-config",
+            get(traces::rum_config).options(traces::preflight),
+        )
         .route("/traces/{id}", get(traces::show))
         .route("/query", get(query::query))
         .route("/logs", get(query::logs))
@@ -222,6 +226,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             post(ui::sign_in).get(ui::whoami).delete(ui::sign_out),
         )
         .route("/ui/{file}", get(ui::asset))
+        .route("/rum.js", get(ui::rum_script))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -37,7 +37,7 @@ pub async fn preflight(headers: HeaderMap) -> Response {
     }
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST"),
+        HeaderValue::from_static("GET, POST"),
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -72,19 +72,10 @@ pub async fn ingest(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let result = ingest_checked(&state, &headers, q.key, origin.as_deref(), body).await;
-    let mut response = match result {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    // Let the page read the answer when its origin is allowed (and only then).
-    if let (Some(o), true) = (&origin, response.status() != StatusCode::FORBIDDEN)
-        && let Ok(v) = HeaderValue::from_str(o)
-    {
-        let h = response.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    response
+    with_cors(
+        result.unwrap_or_else(|e| e.into_response()),
+        origin.as_deref(),
+    )
 }
 
 async fn ingest_checked(
@@ -94,6 +85,46 @@ async fn ingest_checked(
     origin: Option<&str>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let tenant = span_sender(state, headers, key, origin)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let protobuf = !content_type.starts_with("application/json");
+    let outcome = state
+        .runtime
+        .ingest_spans(&tenant, body.to_vec(), content_type, gzip)
+        .await?;
+    if protobuf {
+        let body = sotp_runtime::traces::otlp::protobuf_response(
+            outcome.rejected,
+            outcome.rejection.as_deref(),
+        );
+        return Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response());
+    }
+    let mut answer = json!(outcome);
+    if outcome.rejected > 0 {
+        answer["partialSuccess"] = json!({
+            "rejectedSpans": outcome.rejected.to_string(),
+            "errorMessage": outcome.rejection,
+        });
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// The tenant of a request carrying a `rum` or `ingest` token (header or `?key=`), from an
+/// allowed origin if it names one. Refusals are counted.
+fn span_sender(
+    state: &AppState,
+    headers: &HeaderMap,
+    key: Option<String>,
+    origin: Option<&str>,
+) -> ApiResult<String> {
     let traces = state.runtime.traces();
     let token = match headers.get(header::AUTHORIZATION) {
         Some(v) => v
@@ -124,35 +155,44 @@ async fn ingest_checked(
     if let Some(origin) = origin {
         state.runtime.check_span_origin(&tenant, origin)?;
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
+    Ok(tenant)
+}
+
+/// `GET /v1/traces/rum-config`: what the RUM script needs of the tenant's settings (its
+/// sampling rate, where `traceparent` may go), for its key, from an allowed origin.
+pub async fn rum_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<KeyQuery>,
+) -> Response {
+    let origin = headers
+        .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let gzip = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let protobuf = !content_type.starts_with("application/json");
-    let outcome = state
-        .runtime
-        .ingest_spans(&tenant, body.to_vec(), content_type, gzip)
-        .await?;
-    if protobuf {
-        let body = sotp_runtime::traces::otlp::protobuf_response(
-            outcome.rejected,
-            outcome.rejection.as_deref(),
-        );
-        return Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response());
+        .map(str::to_string);
+    let answer = span_sender(&state, &headers, q.key, origin.as_deref()).and_then(|tenant| {
+        let settings = state.runtime.trace_settings(&tenant)?;
+        Ok(Json(json!({
+            "sample_rate": settings.sample_rate,
+            "propagate_to": settings.propagate_to,
+        }))
+        .into_response())
+    });
+    with_cors(
+        answer.unwrap_or_else(|e| e.into_response()),
+        origin.as_deref(),
+    )
+}
+
+/// Let the page read an answer when its origin was allowed (and only then).
+fn with_cors(mut response: Response, origin: Option<&str>) -> Response {
+    if let (Some(o), true) = (origin, response.status() != StatusCode::FORBIDDEN)
+        && let Ok(v) = HeaderValue::from_str(o)
+    {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
-    let mut answer = json!(outcome);
-    if outcome.rejected > 0 {
-        answer["partialSuccess"] = json!({
-            "rejectedSpans": outcome.rejected.to_string(),
-            "errorMessage": outcome.rejection,
-        });
-    }
-    Ok(Json(answer).into_response())
+    response
 }
 
 #[derive(Deserialize)]

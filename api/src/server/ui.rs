@@ -217,6 +217,19 @@ pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     asset_response(&file, &headers)
 }
 
+/// `GET /rum.js`: the real-user monitoring script pages embed (see ui/rum/rum.ts); public,
+/// cached for five minutes.
+pub async fn rum_script(headers: HeaderMap) -> Response {
+    let mut response = asset_response("rum.js", &headers);
+    if response.status().is_success() {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+    }
+    response
+}
+
 fn asset_response(name: &str, headers: &HeaderMap) -> Response {
     let Some(Asset { raw, gz, .. }) = ASSETS.iter().find(|a| a.name == name) else {
         if ASSETS.is_empty() {
