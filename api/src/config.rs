@@ -28,6 +28,22 @@ pub struct ServerConfig {
     /// answers only the platform admin token, and tenants read their own series at
     /// `/v1/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// SOTP's own traces (API requests, component calls, flow exports), exported over OTLP.
+    pub traces: OwnTraces,
+}
+
+/// `[server.traces]`: where SOTP sends spans about itself (off unless `otlp_endpoint` is set).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OwnTraces {
+    /// An OTLP/HTTP traces URL: Jaeger's `http://jaeger:4318/v1/traces`, a Collector, or SOTP's
+    /// own `http://127.0.0.1:8787/v1/traces` with a platform tenant's `ingest` token.
+    pub otlp_endpoint: Option<String>,
+    /// A bearer token sent with each export.
+    pub bearer: Option<String>,
+    /// The share of traces SOTP starts that are kept (0..=1, default 1); a request carrying a
+    /// `traceparent` follows its sampled flag.
+    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -45,6 +61,7 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             log_format: LogFormat::Human,
             metrics_listen: None,
+            traces: OwnTraces::default(),
         }
     }
 }

@@ -240,6 +240,16 @@ impl LoadedVersion {
 
     /// Run one call on the live instance, starting one first if needed.
     pub fn call(&self, call: &Call) -> CallReport {
+        // SOTP's own traces (`[server.traces]`); free when they are off.
+        let _span = tracing::info_span!(
+            target: crate::traces::own::TARGET,
+            "component call",
+            otel.name = %format!("{} {}", self.env.component, call.kind().as_str()),
+            sotp.tenant = %self.env.tenant,
+            sotp.component = %self.env.component,
+            sotp.version = self.env.version,
+        )
+        .entered();
         let started = Instant::now();
         let live = match &self.body {
             Body::Wasm { lives, .. } => &lives[0],

@@ -709,6 +709,28 @@ fn trace_metrics(out: &mut String, rt: &crate::runtime::Runtime) {
             counter.load(Relaxed) as f64,
         );
     }
+    let own = &crate::traces::own::EXPORTED;
+    let name = "sotp_traces_own_spans_exported_total";
+    family(
+        out,
+        name,
+        "counter",
+        "SOTP's own spans exported ([server.traces]).",
+    );
+    line(out, name, &[], own.load(Relaxed) as f64);
+    let name = "sotp_traces_own_export_failures_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Batches of SOTP's own spans that failed to export (dropped).",
+    );
+    line(
+        out,
+        name,
+        &[],
+        crate::traces::own::FAILED.load(Relaxed) as f64,
+    );
     for (name, help, counter) in [
         (
             "sotp_traces_spans_pruned_total",

@@ -679,3 +679,49 @@ fn an_unsampled_session_is_dropped_in_the_browser_and_at_the_backend() {
     assert_eq!(found["traces"], json!([]), "{found}");
     assert!(acme.points("rum_ttfb_seconds", "10m").is_empty());
 }
+
+#[test]
+fn sotp_traces_its_own_requests_and_component_calls_over_otlp() {
+    let jaeger = sotp_tests::jaeger::Jaeger::start(&[]);
+    let config = format!(
+        "[server.traces]\notlp_endpoint = \"{}\"\n",
+        jaeger.otlp_url()
+    );
+    let server = Server::start_with_config(BIN, &config, &[]);
+    let acme = server.tenant("acme");
+    acme.push(
+        &sotp_tests::harness::manifest("ticker", "1", "200ms", ""),
+        sotp_tests::guests::TICK_COUNTER,
+    );
+    // A request that carries a caller's trace: SOTP's span joins it.
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let status = Client::new()
+        .get(format!("{}/v1/components", server.base))
+        .bearer_auth(&acme.token)
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    let spans = wait("SOTP's request span in Jaeger", 30, || {
+        let s = jaeger.trace_spans(trace);
+        (!s.is_empty()).then_some(s)
+    });
+    let request = &spans[0];
+    assert_eq!(request["operationName"], "GET /v1/components", "{request}");
+    assert_eq!(request["references"][0]["spanID"], parent, "{request}");
+    // Component calls are traced too.
+    wait("component call spans in Jaeger", 30, || {
+        let url = format!(
+            "http://127.0.0.1:{}/api/services/sotp/operations",
+            jaeger.query_port
+        );
+        let ops: Value = reqwest::blocking::get(url).ok()?.json().ok()?;
+        ops["data"]
+            .as_array()?
+            .iter()
+            .any(|o| o == "ticker tick")
+            .then_some(())
+    });
+    assert!(metric(&server, "sotp_traces_own_spans_exported_total") > 0.0);
+}

@@ -47,7 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         print!("{}", toml::to_string_pretty(&cfg)?);
         return Ok(());
     }
-    init_tracing(cfg.server.log_format);
+    let _own_traces = init_tracing(cfg.server.log_format, &cfg.server.traces)?;
     let data_dir = cfg.runtime.data_dir.clone();
     let runtime = tokio::task::spawn_blocking(move || Runtime::open(cfg.runtime))
         .await?
@@ -95,18 +95,66 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTP_LOG").unwrap_or_else(|_| {
+/// Logs to stderr; and SOTP's own spans to an OTLP endpoint when `[server.traces]` sets one
+/// (the provider returned is kept alive, and flushed when dropped).
+fn init_tracing(
+    format: LogFormat,
+    own: &config::OwnTraces,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter};
+    let logs = tracing_subscriber::EnvFilter::try_from_env("SOTP_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
+    // The spans SOTP traces itself with are not log lines.
+    let logs = logs.add_directive(
+        format!("{}=off", sotp_runtime::traces::own::TARGET)
+            .parse()
+            .expect("a valid directive"),
+    );
+    let fmt = match format {
+        LogFormat::Json => fmt.json().with_filter(logs).boxed(),
+        LogFormat::Human => fmt.with_filter(logs).boxed(),
+    };
+    let Some(endpoint) = &own.otlp_endpoint else {
+        tracing_subscriber::registry().with(fmt).init();
+        return Ok(None);
+    };
+    let ratio = own.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&ratio) {
+        anyhow::bail!("server.traces.sample_ratio {ratio} is not within 0..=1");
     }
+    use opentelemetry::trace::TracerProvider as _;
+    let exporter = sotp_runtime::traces::own::OtlpHttpExporter::new(endpoint, own.bearer.clone());
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(ratio),
+        )))
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("sotp")
+                .build(),
+        )
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("sotp"))
+        .with_filter(
+            filter::Targets::new()
+                .with_target(sotp_runtime::traces::own::TARGET, tracing::Level::INFO),
+        );
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    crate::server::trace_requests(true);
+    tracing::info!(%endpoint, ratio, "exporting SOTP's own traces over OTLP");
+    Ok(Some(provider))
 }
 
 async fn shutdown_signal() {

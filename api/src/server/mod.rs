@@ -14,6 +14,7 @@ mod flows;
 mod incidents;
 mod mqtt;
 mod ops;
+mod own_traces;
 mod query;
 mod secrets;
 mod tenants;
@@ -59,6 +60,11 @@ impl AppState {
             })?
             .map_err(Into::into)
     }
+}
+
+/// Trace API requests as part of SOTP's own traces (see `own_traces`).
+pub fn trace_requests(on: bool) {
+    own_traces::enable(on);
 }
 
 pub fn router(runtime: Arc<Runtime>) -> Router {
@@ -216,7 +222,8 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/query", get(query::query))
         .route("/logs", get(query::logs))
         .route("/metrics", get(ops::tenant_metrics))
-        .route("/openapi.json", get(ops::openapi));
+        .route("/openapi.json", get(ops::openapi))
+        .route_layer(axum::middleware::from_fn(own_traces::trace_request));
     Router::new()
         .route("/", get(ui::root))
         .route("/ui", get(ui::root))

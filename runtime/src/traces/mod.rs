@@ -16,6 +16,7 @@
 
 pub mod forward;
 pub mod otlp;
+pub mod own;
 pub mod store;
 pub mod vitals;
 

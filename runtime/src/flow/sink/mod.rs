@@ -225,7 +225,14 @@ impl Runner {
             if rows[0].seq > cursor + 1 {
                 self.lost(rows[0].seq - cursor - 1);
             }
-            match self.sink.send(&rows) {
+            let span = tracing::info_span!(
+                target: crate::traces::own::TARGET,
+                "flow export",
+                otel.name = %format!("flow export {}", self.handle.name),
+                sotp.sink = %self.handle.name,
+                sotp.rows = rows.len(),
+            );
+            match span.in_scope(|| self.sink.send(&rows)) {
                 Ok(()) => {
                     let c = &self.handle.counters;
                     c.rows.fetch_add(rows.len() as u64, Relaxed);
