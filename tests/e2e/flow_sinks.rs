@@ -1,6 +1,7 @@
 //! Flow exports against their receivers: a real QuestDB that is stopped for a minute while
-//! flows keep arriving (nothing may be lost), and Loki push requests checked against golden
-//! cases written from Loki's documented push format (no Loki server can be installed here),
+//! flows keep arriving (nothing may be lost); a real Loki-push receiver (VictoriaLogs; Grafana
+//! Loki is AGPL) that is stopped while flows arrive; and Loki push requests checked against
+//! golden cases written from Loki's documented push format,
 //! including a receiver that is down (503: replayed) and one that refuses a batch (400: skipped
 //! and counted, the export goes on).
 //!
@@ -14,6 +15,7 @@ use sotp_tests::http_recorder::HttpRecorder;
 use sotp_tests::mosquitto::free_port;
 use sotp_tests::pcap;
 use sotp_tests::questdb::QuestDb;
+use sotp_tests::victorialogs::VictoriaLogs;
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -303,6 +305,53 @@ fn loki_push_requests_match_golden_cases_and_survive_outages_and_rejections() {
         metrics.contains("sotp_flow_sink_rejected_rows_total{sink=\"loki\",type=\"loki\"} 48"),
         "{metrics}"
     );
+}
+
+#[test]
+fn the_loki_sink_feeds_a_real_loki_push_receiver_through_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vl = VictoriaLogs::start();
+    let (server, netflow, sflow) = start(
+        dir.path(),
+        &format!(
+            "[runtime.flows.sinks.loki]\ntype = \"loki\"\nurl = \"{}\"\nbatch_rows = 1000\n\
+             labels = {{ job = \"sotp-flows\" }}\n",
+            vl.push_url()
+        ),
+    );
+    server.tenant("acme");
+    let flows = "_stream:{job=\"sotp-flows\"}";
+    send(&generated("nfv5.pcap"), netflow);
+    wait("48 NetFlow v5 rows in VictoriaLogs", 30, || {
+        let n = vl.count(flows);
+        (n != 48).then(|| format!("{n} rows"))
+    });
+    // Found by a LogsQL query on the stream's labels and the line's fields.
+    let rows = vl.query(&format!("{flows} tenant:acme seq:1"));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["tenant"], "acme");
+    assert!(rows[0]["bytes"].as_str().is_some(), "{:?}", rows[0]);
+
+    // The receiver goes down while flows arrive: they are replayed when it is back, once.
+    vl.stop();
+    let failures = sink(&server, "loki")["failures"].as_u64().unwrap();
+    let before = server.flow_status()["stored_rows"].as_u64().unwrap();
+    send(&generated("sflow.pcap"), sflow);
+    server.wait_flows_stored(before + 20);
+    wait("a failed push", 30, || {
+        let s = sink(&server, "loki");
+        (s["failures"].as_u64().unwrap() <= failures).then(|| s.to_string())
+    });
+    vl.resume();
+    wait("the backlog replayed", 60, || {
+        let s = sink(&server, "loki");
+        (s["backlog"].as_u64() != Some(0)).then(|| s.to_string())
+    });
+    wait("68 rows in VictoriaLogs", 30, || {
+        let n = vl.count(flows);
+        (n != 68).then(|| format!("{n} rows"))
+    });
+    assert_eq!(vl.count(&format!("{flows} flow_protocol:sflow")), 20);
 }
 
 /// Sends the same NetFlow v9 capture (templates included) over and over at a steady pace.

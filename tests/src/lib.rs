@@ -11,6 +11,7 @@ pub mod otlp;
 pub mod pcap;
 pub mod prometheus;
 pub mod questdb;
+pub mod victorialogs;
 pub mod webapp;
 
 /// Paths of the guest components built for the tests.
