@@ -8,7 +8,7 @@ import json, pathlib
 
 ERR = {"$ref": "#/components/responses/Error"}
 def op(summary, ok="200", ok_desc="OK", body=None, params=None, errors=("400", "401", "403", "404"), tag=None, auth=True, scope=None):
-    """scope: what a tenant token needs (read, deploy, inventory, secrets, admin, ingest), or
+    """scope: what a tenant token needs (read, deploy, inventory, secrets, admin, ingest, rum), or
     "platform-admin" for the platform admin token only; GETs default to read. It is recorded
     as x-sotp-scope, and a test checks the server refuses every other scope."""
     o = {"summary": summary, "responses": {ok: {"description": ok_desc}}}
@@ -68,7 +68,7 @@ paths = {
   "/v1/tokens": {
     "post": op("Create a token: admin for any tenant (or another admin token), a tenant for itself, with scopes (default: the creator's) and an optional lifetime", ok="201", tag="tenants", scope="admin",
                body=json_body({"tenant": {"type": "string"}, "name": {"type": "string"},
-                               "scopes": {"type": "array", "items": {"type": "string", "enum": ["read", "deploy", "inventory", "secrets", "admin"]}},
+                               "scopes": {"type": "array", "items": {"type": "string", "enum": ["read", "deploy", "inventory", "secrets", "admin", "ingest", "rum"]}},
                                "expires_in": {"type": "string", "example": "90d"}})),
     "get": op("List tokens (never their values)", params=[q("tenant", "admin: whose tokens")], tag="tenants")},
   "/v1/tokens/{id}": {"delete": op("Revoke a token (409 for the last unexpired admin token)", ok="204", params=[pid, q("tenant", "admin: the token's tenant")], tag="tenants", scope="admin", errors=("401", "403", "404", "409"))},
@@ -111,6 +111,22 @@ paths = {
   "/v1/alerts/settings": {
     "get": op("How alerts map to devices: the labels tried in order, the hold-down window", tag="alerts"),
     "put": op("Set the alert settings: the labels naming devices, the hold-down, and the Alertmanager incidents are pushed to ({url: http://host:port, bearer_secret, silence_children})", tag="alerts", scope="deploy", body=json_body({"device_labels": {"type": "array", "items": {"type": "string"}}, "hold_down": {"type": "string"}, "alertmanager": {"type": "object", "properties": {"url": {"type": "string"}, "bearer_secret": {"type": "string"}, "silence_children": {"type": "boolean"}}, "required": ["url"]}, "webhook": {"type": "object", "properties": {"url": {"type": "string"}, "bearer_secret": {"type": "string"}}, "required": ["url"]}}))},
+  "/v1/traces": {
+    "post": op("OTLP/HTTP traces intake (what OTLP exporters send to <base>/v1/traces): application/x-protobuf or application/json, gzip or not; a rum key (from the tenant's origins, CORS) or an ingest token, as Authorization: Bearer or ?key=. Each span is checked (bad ones rejected alone: partial success); a retried span is not stored twice. Answered with an ExportTraceServiceResponse", tag="traces", scope="rum",
+               params=[q("key", "the token, for senders that cannot set headers")],
+               body={"required": True, "content": {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}, "application/json": {"schema": {"type": "object"}}}},
+               errors=("400", "401", "403", "413", "429")),
+    "get": op("Traces, newest first: root span's service, name and route, duration, spans, errors, services", params=[q("service", "with a span of this service"), q("route", "with a span whose route starts with this"), q("min_duration", "at least this long, e.g. 500ms"), q("status", "error or ok"), q("since", "duration back from end (default 1h)"), q("start", "ms since the epoch, RFC 3339, now-5m"), q("end", "default now"), q("limit", "at most this many (default 20, max 1000)", "integer")], tag="traces"),
+    "options": op("CORS preflight of the intake: answers any origin and grants nothing (the POST checks the origin)", ok="204", errors=(), tag="traces", auth=False)},
+  "/v1/traces/settings": {
+    "get": op("The tenant's trace settings (origins, sample_rate, propagate_to, forward) and how forwarding goes (forwarded, behind, last error)", tag="traces"),
+    "put": op("Set the trace settings: origins allowed to send spans with a rum key, the share of browser sessions recorded, origins the RUM script sends traceparent to, the OTLP/HTTP backend spans are forwarded to", tag="traces", scope="deploy",
+              body=json_body({"origins": {"type": "array", "items": {"type": "string"}}, "sample_rate": {"type": "number"}, "propagate_to": {"type": "array", "items": {"type": "string"}}, "forward": {"type": "object", "properties": {"url": {"type": "string"}, "bearer_secret": {"type": "string"}}, "required": ["url"]}}))},
+  "/v1/traces/rum-config": {
+    "get": op("What the RUM script needs of the settings (sample_rate, propagate_to), for a rum key from an allowed origin", tag="traces", scope="rum", params=[q("key", "the rum key, if not in Authorization")]),
+    "options": op("CORS preflight", ok="204", errors=(), tag="traces", auth=False)},
+  "/v1/traces/{id}": {"get": op("One trace: every span with its attributes, events, status and resource, in start order", params=[pid], tag="traces")},
+  "/rum.js": {"get": op("The real-user monitoring script pages embed (docs/TRACES.md)", errors=("503",), tag="traces", auth=False)},
   "/v1/incidents": {"get": op("Incidents correlation opened, newest first, with their root device and the devices whose alerts they suppressed", params=[q("status", "open or resolved"), q("limit", "at most this many (default 100)", "integer")], tag="alerts")},
   "/v1/incidents/replay": {"post": op("Replay the recorded intakes of a window through a stored, not activated correlation policy version and through the active one (each in a scratch state), and show how their decisions differ: incidents on each side, alerts whose decision or incident changed. Nothing of the tenant's alerts or incidents changes", params=[q("component", "the correlation policy"), q("version", "its stored version to try", "integer"), q("since", "the window: the last so long (default 1h)"), q("from", "window start, ms since the epoch", "integer"), q("to", "window end (exclusive), ms since the epoch; default now", "integer")], tag="alerts", scope="deploy")},
   "/v1/incidents/{id}": {"get": op("One incident: root cause, title, its alerts (root and suppressed children, each with the reason), the timeline", params=[pid], tag="alerts")},
@@ -184,7 +200,7 @@ paths = {
 doc = {
   "openapi": "3.0.3",
   "info": {"title": "SOTP management API", "version": "0.1.0",
-           "description": "Tenant tokens carry scopes (read, deploy, inventory, secrets, admin, ingest); x-sotp-scope on each operation names the one it needs, and any scope but ingest (alert intake only) implies read. Errors are JSON {error, detail}: error is a stable code (invalid_manifest, not_wasm, not_a_component, wrong_world, upload_too_large, init_failed, quota_exceeded, not_found, forbidden, unauthorized, invalid_query, ...)."},
+           "description": "Tenant tokens carry scopes (read, deploy, inventory, secrets, admin, ingest, rum); x-sotp-scope on each operation names the one it needs (an ingest token also sends what rum sends), and any scope but ingest (alert and span intake) and rum (spans from the tenant's origins) implies read. Errors are JSON {error, detail}: error is a stable code (invalid_manifest, not_wasm, not_a_component, wrong_world, upload_too_large, init_failed, quota_exceeded, not_found, forbidden, unauthorized, invalid_query, ...)."},
   "servers": [{"url": "http://127.0.0.1:8787"}],
   "security": [{"bearer": []}],
   "paths": paths,

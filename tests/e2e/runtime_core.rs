@@ -290,8 +290,8 @@ fn health_metrics_and_openapi() {
     let router_src = include_str!("../../api/src/server/mod.rs");
     for chunk in router_src.split(".route(").skip(1) {
         let path = chunk.split('"').nth(1).unwrap();
-        let top_level =
-            ["/healthz", "/readyz", "/metrics", "/"].contains(&path) || path.starts_with("/ui");
+        let top_level = ["/healthz", "/readyz", "/metrics", "/", "/rum.js"].contains(&path)
+            || path.starts_with("/ui");
         let full = if top_level {
             path.to_string()
         } else {

@@ -27,7 +27,7 @@ fn every_endpoint_refuses_a_token_without_its_scope() {
     let acme = server.tenant("acme");
     let (_, doc) = acme.get("/v1/openapi.json");
     let mut checked = 0;
-    for scope in ["read", "deploy", "inventory", "secrets", "ingest"] {
+    for scope in ["read", "deploy", "inventory", "secrets", "ingest", "rum"] {
         let token = acme.scoped(&format!("only-{scope}"), &[scope]);
         for (path, ops) in doc["paths"].as_object().unwrap() {
             let concrete = path.replace("{name}", "nothing").replace("{id}", "nothing");
@@ -36,8 +36,11 @@ fn every_endpoint_refuses_a_token_without_its_scope() {
                     continue; // unauthenticated: /healthz, /readyz, the document itself
                 };
                 let (status, body) = call(&token, method, &concrete);
-                // Every scope but ingest (alert intake only) reads.
-                let allowed = needs == scope || (needs == "read" && scope != "ingest");
+                // Every scope but ingest and rum (intake only) reads; ingest sends spans too.
+                let write_only = scope == "ingest" || scope == "rum";
+                let allowed = needs == scope
+                    || (needs == "read" && !write_only)
+                    || (needs == "rum" && scope == "ingest");
                 let refused_for_scope = status == 403
                     && body["detail"]
                         .as_str()

@@ -58,6 +58,10 @@ impl Blackbox {
         bb
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Probe `target` with `module`: every unlabelled metric, plus
     /// `probe_http_duration_seconds{phase=...}` as `probe_http_duration_seconds:<phase>`.
     pub fn probe(&self, target: &str, module: &str) -> BTreeMap<String, f64> {

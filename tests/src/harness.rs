@@ -492,3 +492,17 @@ pub fn basic_lab(id: u8) -> sotp_labs::Lab {
         .expect("lab healthy");
     lab
 }
+
+/// User + system CPU time a process has used so far (`/proc/<pid>/stat`).
+pub fn process_cpu(pid: u32) -> Duration {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_secs_f64((field(11) + field(12)) as f64 / tick)
+}

@@ -153,6 +153,10 @@ exporters:
             .unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("jaeger is running").id()
+    }
+
     pub fn otlp_url(&self) -> String {
         format!("http://127.0.0.1:{}/v1/traces", self.otlp_port)
     }
