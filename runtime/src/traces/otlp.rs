@@ -296,7 +296,7 @@ pub fn protobuf_response(rejected: u64, message: Option<&str>) -> Vec<u8> {
 }
 
 /// Stored spans, grouped under their resources again, as one OTLP request.
-pub fn encode_request(groups: Vec<(Vec<u8>, Vec<Vec<u8>>)>) -> Vec<u8> {
+pub fn encode_request(groups: Vec<super::store::ResourceGroup>) -> Vec<u8> {
     let mut request = ExportTraceServiceRequest::default();
     for (resource, spans) in groups {
         let Ok(mut rs) = ResourceSpans::decode(&resource[..]) else {

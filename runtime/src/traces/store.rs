@@ -45,6 +45,12 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 ";
 
+/// A stored span: its resource (and scope) and the span, both OTLP protobuf.
+pub type StoredSpan = (Vec<u8>, Vec<u8>);
+
+/// Spans of one resource (and scope), in arrival order: the resource, the spans.
+pub type ResourceGroup = (Vec<u8>, Vec<Vec<u8>>);
+
 #[derive(Debug, thiserror::Error)]
 #[error("trace store: {0}")]
 pub struct StoreError(#[from] rusqlite::Error);
@@ -191,11 +197,7 @@ impl TraceStore {
     }
 
     /// Every span of a trace, in start order: (resource, body) pairs.
-    pub fn trace(
-        &self,
-        tenant: &str,
-        trace_id: &str,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn trace(&self, tenant: &str, trace_id: &str) -> Result<Vec<StoredSpan>, StoreError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT r.body, s.body FROM spans s JOIN resources r ON r.id = s.resource
@@ -214,7 +216,7 @@ impl TraceStore {
         tenant: &str,
         after: i64,
         limit: usize,
-    ) -> Result<(i64, Vec<(Vec<u8>, Vec<Vec<u8>>)>), StoreError> {
+    ) -> Result<(i64, Vec<ResourceGroup>), StoreError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT s.seq, s.resource, r.body, s.body FROM spans s
