@@ -25,6 +25,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("EVIL_POLICY", "evil_policy"),
     ("HTTP_CHECK", "http_check"),
     ("LOGIN_FLOW", "login_flow"),
+    ("PROMETHEUS_SCRAPE", "prometheus_scrape"),
 ];
 
 /// Python rule components (`policies/*-py`), built by `scripts/build-python-rules`.

@@ -170,6 +170,10 @@ pub struct Grants {
     /// `grants::HttpGrant`); addresses outside the public Internet only when named here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<String>,
+    /// The tenant's file_sd directory (`<data_dir>/file_sd/<tenant>/`, Prometheus target
+    /// group files), mounted read-only as `/file_sd`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file_sd: bool,
 }
 
 impl Grants {

@@ -69,6 +69,7 @@ fn env() -> Arc<InstanceEnv> {
         telemetry: stores().0,
         budget: sotp_runtime::budget::TenantBudget::unlimited("bench"),
         scratch_dir: None,
+        file_sd_dir: None,
         subscriptions: Default::default(),
         active: Default::default(),
     })

@@ -107,6 +107,7 @@ impl WebApp {
             .route("/api/status", get(api_status))
             .route("/hang", get(hang))
             .route("/shop", get(shop))
+            .route("/metrics/{kind}", get(exposition))
             .with_state(state.clone());
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -400,4 +401,16 @@ fn export_server_span(
             .send()
             .await;
     });
+}
+
+/// Expositions for scrape tests: `good` (two samples), `bad` (line 2 malformed), `huge`
+/// (2 MiB of samples).
+async fn exposition(axum::extract::Path(kind): axum::extract::Path<String>) -> Response {
+    let body = match kind.as_str() {
+        "good" => "# TYPE app_requests_total counter\napp_requests_total{code=\"200\"} 42\napp_up 1\n".to_string(),
+        "bad" => "app_ok 1\napp_broken{code=200} 1\n".to_string(),
+        "huge" => (0..40_000).map(|i| format!("app_series_{i}{{a=\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}} {i}\n")).collect(),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -5,10 +5,12 @@
 mod backups;
 mod deadline;
 mod emit;
+mod exposition;
 mod http;
 mod inventory;
 mod log;
 mod mqtt;
+mod scrape;
 pub(crate) mod scratch;
 mod secrets;
 mod snmp;
@@ -162,6 +164,9 @@ pub trait Broker: Send + Sync {
     ) -> Result<(), String>;
 }
 
+/// Where the tenant's file_sd directory appears to a component granted it.
+pub const FILE_SD_PATH: &str = "/file_sd";
+
 /// What every instance of one component version shares.
 pub struct InstanceEnv {
     pub tenant: String,
@@ -177,6 +182,8 @@ pub struct InstanceEnv {
     pub budget: Arc<TenantBudget>,
     /// The component's scratch directory on the host, if its manifest grants one.
     pub scratch_dir: Option<std::path::PathBuf>,
+    /// The tenant's file_sd directory, if the manifest grants it (mounted read-only).
+    pub file_sd_dir: Option<std::path::PathBuf>,
     /// MQTT filters this version subscribed to (applied when it becomes active).
     pub subscriptions: parking_lot::Mutex<BTreeSet<String>>,
     /// Whether this version is the component's active one.
@@ -371,6 +378,18 @@ impl HostState {
             }
             _ => None,
         };
+        // And, read-only, the tenant's file_sd documents (target lists it maintains).
+        if let Some(dir) = &env.file_sd_dir
+            && let Err(e) =
+                builder.preopened_dir(dir, FILE_SD_PATH, wasmtime_wasi::FsPerms::ReadOnly)
+        {
+            env.stats.log(
+                crate::stats::LogLevel::Error,
+                crate::stats::LogSource::Host,
+                Some(env.version),
+                &format!("the file_sd directory is not available: {e}"),
+            );
+        }
         let wasi = builder.build();
         let memory = MemoryCap {
             max_bytes: env.manifest.limits.memory.0 as usize,
@@ -650,6 +669,7 @@ pub(crate) mod testing {
             telemetry: store,
             budget,
             scratch_dir: None,
+            file_sd_dir: None,
             subscriptions: Default::default(),
             active: Default::default(),
         });

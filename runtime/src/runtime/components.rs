@@ -463,6 +463,7 @@ impl Runtime {
             .scratch
             .filter(|_| handle.is_some())
             .and_then(|_| self.scratch_dir(tenant, name));
+        let manifest_file_sd = manifest.grants.file_sd;
         Arc::new(InstanceEnv {
             tenant: tenant.to_string(),
             component: name.to_string(),
@@ -480,9 +481,30 @@ impl Runtime {
                 .budget(tenant)
                 .unwrap_or_else(|_| TenantBudget::new(tenant, self.default_limits())),
             scratch_dir,
+            file_sd_dir: (manifest_file_sd && handle.is_some())
+                .then(|| self.file_sd_dir(tenant))
+                .flatten(),
             subscriptions: Default::default(),
             active: Default::default(),
         })
+    }
+
+    /// The tenant's file_sd directory, `<data_dir>/file_sd/<tenant>/` (created if missing):
+    /// Prometheus target group files the operator's tooling (or the tenant, through it)
+    /// keeps there; components granted `file_sd` read it.
+    pub fn file_sd_dir(&self, tenant: &str) -> Option<PathBuf> {
+        let root = self.config.data_dir.join("file_sd");
+        let made = std::fs::create_dir_all(root.join(tenant)).and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+        });
+        match made {
+            Ok(()) => Some(root.join(tenant)),
+            Err(e) => {
+                tracing::error!(%tenant, error = %e, "cannot create the file_sd directory");
+                None
+            }
+        }
     }
 
     /// The component's scratch directory (created if missing), if its manifest grants one.

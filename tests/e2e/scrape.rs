@@ -1,0 +1,308 @@
+//! Prometheus scraping end to end: Debian's node_exporter started inside lab hosts (network
+//! namespaces), found by the shipped `prometheus-scrape` component in the inventory and in a
+//! file_sd document, scraped, its CPU and memory series queryable; an exporter that stops is
+//! `up = 0` within one interval; a host added to the file is scraped without a restart; and a
+//! real Prometheus (Debian) scraping the same exporter finds the same series and values.
+//! Needs root (the lab).
+
+use serde_json::{Value, json};
+use sotp_tests::guests::PROMETHEUS_SCRAPE;
+use sotp_tests::harness::{Api, Server, basic_lab, manifest};
+use sotp_tests::prometheus::{Job, Prometheus, Target};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sotp");
+
+/// Start node_exporter in `node`, listening on its management address; its pid.
+fn start_exporter(lab: &sotp_labs::Lab, node: &str) -> (String, String) {
+    let address = lab.node(node).unwrap().management_address.to_string();
+    let dir = lab.node_dir(node);
+    let pid = lab
+        .exec(
+            node,
+            &format!(
+                "setsid prometheus-node-exporter --web.listen-address={address}:9100 \
+                 --collector.disable-defaults --collector.cpu --collector.meminfo --collector.loadavg \
+                 > {}/node_exporter.log 2>&1 < /dev/null & echo $!",
+                dir.display()
+            ),
+        )
+        .expect("starting node_exporter in the lab host");
+    (format!("{address}:9100"), pid.trim().to_string())
+}
+
+fn up(api: &Api, instance: &str) -> Option<(i64, f64)> {
+    api.points("up", "10m")
+        .into_iter()
+        .filter(|(l, _, _)| l["instance"] == instance)
+        .map(|(_, t, v)| (t, v))
+        .max_by_key(|(t, _)| *t)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn node_exporters_in_lab_hosts_are_discovered_scraped_and_agree_with_prometheus() {
+    let lab = basic_lab(27);
+    let (first, first_pid) = start_exporter(&lab, "access1");
+    let (second, _) = start_exporter(&lab, "access2");
+    let first_ip = first.trim_end_matches(":9100").to_string();
+    let second_ip = second.trim_end_matches(":9100").to_string();
+
+    let server = Server::start(BIN);
+    let acme = server.tenant("acme");
+    let (status, body) = acme.put(
+        "/v1/devices/access1",
+        json!({ "name": "access1", "address": first_ip, "tags": ["node-exporter"], "site": "lab" }),
+    );
+    assert_eq!(status, 201, "{body}");
+    // The file_sd directory starts empty: the second host comes later.
+    let file_sd = server.data_dir.path().join("file_sd/acme");
+    std::fs::create_dir_all(&file_sd).unwrap();
+    std::fs::write(file_sd.join("nodes.json"), "[]").unwrap();
+    acme.push(
+        &manifest(
+            "node-scrape",
+            "1",
+            "3s",
+            &format!(
+                "[limits]\nmemory = \"64MiB\"\ncpu_ms = 2000\nwall_ms = 14000\n\
+                 [grants]\ndevices = [\"tag:node-exporter\"]\n\
+                 http = [\"http://{first_ip}:9100\", \"http://{second_ip}:9100\"]\nfile_sd = true\n\
+                 [config]\njob = \"node\"\nfile_sd = [\"*.json\"]\nscrape_timeout_ms = 2000\n\
+                 [config.inventory]\ntag = \"node-exporter\"\nport = 9100\n\
+                 [[config.relabel_configs]]\nsource_labels = [\"__meta_sotp_device\"]\ntarget_label = \"device\"\n"
+            ),
+        ),
+        PROMETHEUS_SCRAPE,
+    );
+
+    // Found in the inventory, scraped: CPU and memory series with the target's labels.
+    acme.wait_for("the first scrape", Duration::from_secs(30), |api| {
+        let (_, v) = up(api, &first)?;
+        (v == 1.0).then_some(())
+    });
+    let cpu = acme.points("node_cpu_seconds_total", "10m");
+    let mine: Vec<&(Value, i64, f64)> = cpu
+        .iter()
+        .filter(|(l, _, _)| l["instance"] == first)
+        .collect();
+    assert!(!mine.is_empty(), "{cpu:?}");
+    assert_eq!(mine[0].0["job"], "node");
+    assert_eq!(
+        mine[0].0["device"], "access1",
+        "relabeled from __meta_sotp_device"
+    );
+    assert!(mine.iter().any(|(l, _, _)| l["mode"] == "idle"));
+    let mem = acme.points("node_memory_MemTotal_bytes", "10m");
+    assert!(
+        mem.iter()
+            .any(|(l, _, v)| l["instance"] == first && *v > 1e8),
+        "{mem:?}"
+    );
+
+    // A host added to the file is scraped, no restart.
+    std::fs::write(
+        file_sd.join("nodes.json"),
+        format!("[{{\"targets\": [\"{second}\"], \"labels\": {{\"env\": \"lab\"}}}}]"),
+    )
+    .unwrap();
+    acme.wait_for("the file_sd host", Duration::from_secs(30), |api| {
+        let (_, v) = up(api, &second)?;
+        (v == 1.0).then_some(())
+    });
+    let load = acme.points("node_load1", "10m");
+    assert!(
+        load.iter()
+            .any(|(l, _, _)| l["instance"] == second && l["env"] == "lab"),
+        "{load:?}"
+    );
+
+    // An exporter that stops: up = 0 within one interval (3 s), its reason logged.
+    lab.exec("access1", &format!("kill {first_pid}")).unwrap();
+    let stopped = now_ms();
+    acme.wait_for("up = 0", Duration::from_secs(10), |api| {
+        let (t, v) = up(api, &first)?;
+        (t > stopped && v == 0.0).then_some(())
+    });
+    let (_, logs) = acme.get("/v1/logs?component=node-scrape&limit=100");
+    assert!(
+        logs.to_string()
+            .contains(&format!("scrape of http://{first}/metrics failed")),
+        "{logs}"
+    );
+    assert_eq!(
+        up(&acme, &second).unwrap().1,
+        1.0,
+        "the other target is unaffected"
+    );
+
+    // A real Prometheus on the same exporter: the same series, the same values.
+    let prom = Prometheus::builder()
+        .job(Job::new("node", vec![Target::new(&second)]))
+        .interval("3s")
+        .start();
+    prom.wait_targets_up("node", 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(4));
+    let theirs = prom
+        .query(&format!(
+            "node_memory_MemTotal_bytes{{instance=\"{second}\"}}"
+        ))
+        .unwrap();
+    let theirs: f64 = theirs[0]["value"][1].as_str().unwrap().parse().unwrap();
+    let ours = acme
+        .points("node_memory_MemTotal_bytes", "10m")
+        .into_iter()
+        .filter(|(l, _, _)| l["instance"] == second)
+        .map(|(_, _, v)| v)
+        .last()
+        .unwrap();
+    assert_eq!(ours, theirs);
+    let their_series: std::collections::BTreeSet<String> = prom
+        .query(&format!(
+            "{{instance=\"{second}\", __name__=~\"node_(cpu|memory|load).*\"}}"
+        ))
+        .unwrap()
+        .iter()
+        .map(|s| series_key(&s["metric"]))
+        .collect();
+    let our_series: std::collections::BTreeSet<String> = [
+        "node_cpu_seconds_total",
+        "node_memory_MemTotal_bytes",
+        "node_load1",
+    ]
+    .iter()
+    .flat_map(|m| {
+        acme.points(m, "1m").into_iter().map(move |(mut l, _, _)| {
+            l["__name__"] = json!(m);
+            l
+        })
+    })
+    .filter(|l| l["instance"] == second)
+    .map(|l| series_key(&l))
+    .collect();
+    assert!(
+        our_series.len() >= 3 && their_series.len() >= our_series.len(),
+        "{our_series:?}"
+    );
+    for s in &our_series {
+        assert!(
+            their_series.contains(s),
+            "{s} is not in Prometheus: {their_series:?}"
+        );
+    }
+    // A counter's values at close timestamps agree within what it moves in between.
+    // Raw samples with their own timestamps: a range selector.
+    let their_idle = prom
+        .query(&format!(
+            "node_cpu_seconds_total{{instance=\"{second}\",cpu=\"0\",mode=\"idle\"}}[30s]"
+        ))
+        .unwrap();
+    let last = their_idle[0]["values"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let (their_t, their_v): (f64, f64) = (
+        last[0].as_f64().unwrap(),
+        last[1].as_str().unwrap().parse().unwrap(),
+    );
+    let ours = acme
+        .points("node_cpu_seconds_total", "1m")
+        .into_iter()
+        .filter(|(l, _, _)| l["instance"] == second && l["cpu"] == "0" && l["mode"] == "idle")
+        .min_by_key(|(_, t, _)| (t - (their_t * 1000.0) as i64).abs())
+        .unwrap();
+    let dt = (ours.1 as f64 / 1000.0 - their_t).abs();
+    assert!(
+        (ours.2 - their_v).abs() <= dt + 0.05,
+        "idle seconds {} vs Prometheus {their_v} ({dt:.1} s apart)",
+        ours.2
+    );
+    lab.down().unwrap();
+}
+
+/// A series' identity without the labels that differ by scraper (`job`, and what SOTP adds).
+fn series_key(labels: &Value) -> String {
+    let mut pairs: Vec<String> = labels
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !["job", "env", "device", "component"].contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    pairs.sort();
+    pairs.join(",")
+}
+
+#[test]
+fn bad_expositions_huge_scrapes_and_hanging_targets_fail_alone() {
+    let app = sotp_tests::webapp::WebApp::start();
+    let server = Server::start_with_config(BIN, sotp_tests::harness::LOOPBACK_EGRESS, &[]);
+    let acme = server.tenant("acme");
+    let targets: Vec<String> = ["/metrics/good", "/metrics/bad", "/metrics/huge", "/hang"]
+        .iter()
+        .map(|p| app.url(p))
+        .collect();
+    acme.push(
+        &manifest(
+            "scrape",
+            "1",
+            "2s",
+            &format!(
+                "[limits]\ncpu_ms = 2000\nwall_ms = 10000\n[grants]\nhttp = [\"http://127.0.0.1:{}\"]\n\
+                 [config]\njob = \"app\"\nscrape_timeout_ms = 1500\nmax_bytes = 1048576\ntargets = {:?}\n",
+                app.port, targets
+            ),
+        ),
+        PROMETHEUS_SCRAPE,
+    );
+    let instance = format!("127.0.0.1:{}", app.port);
+    // `instance` is the same for all four (one host): tell them apart by the log.
+    acme.wait_for("a round of scrapes", Duration::from_secs(30), |api| {
+        let (_, logs) = api.get("/v1/logs?component=scrape&limit=100");
+        let text = logs.to_string();
+        (text.contains("(parse)") && text.contains("(size)") && text.contains("timeout"))
+            .then_some(())
+    });
+    let (_, logs) = acme.get("/v1/logs?component=scrape&limit=100");
+    let text = logs.to_string();
+    assert!(
+        text.contains("line 2"),
+        "the parse error names the line: {text}"
+    );
+    assert!(text.contains("larger than 1048576 bytes"), "{text}");
+    // The good target's samples are stored, whatever the others did.
+    let good = acme.points("app_requests_total", "10m");
+    assert!(
+        good.iter()
+            .any(|(l, _, v)| l["instance"] == instance && *v == 42.0),
+        "{good:?}"
+    );
+    let ups: Vec<f64> = acme
+        .points("up", "10m")
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .collect();
+    assert!(ups.contains(&1.0) && ups.contains(&0.0), "{ups:?}");
+
+    // A relabel rule with a bad regex: refused at upload, the reason named.
+    let (status, body) = acme.upload(
+        &manifest(
+            "bad-relabel",
+            "1",
+            "10s",
+            "[config]\n[[config.relabel_configs]]\nsource_labels = [\"a\"]\nregex = \"(unclosed\"\ntarget_label = \"b\"\n",
+        ),
+        &std::fs::read(PROMETHEUS_SCRAPE).unwrap(),
+        true,
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("relabel_configs[0]"), "{body}");
+}
