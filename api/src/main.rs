@@ -67,6 +67,9 @@ enum Command {
     /// Flows: top talkers and applications, rates, collector status.
     #[command(subcommand)]
     Flows(cli::flows::FlowsCmd),
+    /// Prometheus scrape targets: up or down, last scrape, errors.
+    #[command(subcommand)]
+    Scrape(cli::scrape::ScrapeCmd),
     /// Traces: spans from browsers (the RUM script) and backends over OTLP; search, view,
     /// settings (allowed origins, sampling, forwarding).
     #[command(subcommand)]
@@ -99,6 +102,7 @@ fn main() -> std::process::ExitCode {
             Command::Alerts(cmd) => cli::alerts::exec(cmd).await,
             Command::Incidents(cmd) => cli::incidents::exec(cmd).await,
             Command::Traces(cmd) => cli::traces::exec(cmd).await,
+            Command::Scrape(cmd) => cli::scrape::exec(cmd).await,
             Command::Backup(cmd) => cli::backup::exec(cmd).await,
             Command::Compliance(cmd) => cli::compliance::exec(cmd).await,
             Command::Device(cmd) => cli::device::exec(cmd).await,

@@ -141,6 +141,40 @@ fn node_exporters_in_lab_hosts_are_discovered_scraped_and_agree_with_prometheus(
         1.0,
         "the other target is unaffected"
     );
+    // Each target's state, through the API and the CLI.
+    let (_, state) = acme.get("/v1/scrape/targets");
+    let targets = state["targets"].as_array().unwrap();
+    let down = targets
+        .iter()
+        .find(|t| t["instance"] == first.as_str())
+        .unwrap();
+    assert_eq!(down["up"], false, "{state}");
+    assert!(
+        down["last_error"].as_str().unwrap().contains("connect"),
+        "{state}"
+    );
+    let fine = targets
+        .iter()
+        .find(|t| t["instance"] == second.as_str())
+        .unwrap();
+    assert_eq!(
+        (fine["up"].as_bool(), fine["job"].as_str()),
+        (Some(true), Some("node"))
+    );
+    assert!(fine["samples"].as_f64().unwrap() > 10.0, "{state}");
+    let cli = std::process::Command::new(BIN)
+        .args([
+            "scrape",
+            "targets",
+            "--server",
+            &server.base,
+            "--token",
+            &acme.token,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(text.contains("DOWN") && text.contains(&second), "{text}");
 
     // A real Prometheus on the same exporter: the same series, the same values.
     let prom = Prometheus::builder()

@@ -11,6 +11,7 @@ pub mod incidents;
 pub mod mqtt;
 pub mod query;
 pub mod run;
+pub mod scrape;
 pub mod secret;
 pub mod tenant;
 pub mod traces;

@@ -16,6 +16,7 @@ mod mqtt;
 mod ops;
 mod own_traces;
 mod query;
+mod scrape;
 mod secrets;
 mod tenants;
 mod traces;
@@ -219,6 +220,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             get(traces::rum_config).options(traces::preflight),
         )
         .route("/traces/{id}", get(traces::show))
+        .route("/scrape/targets", get(scrape::targets))
         .route("/query", get(query::query))
         .route("/logs", get(query::logs))
         .route("/metrics", get(ops::tenant_metrics))

@@ -142,6 +142,94 @@ impl Runtime {
     }
 }
 
+/// One scrape target as its scraper last saw it (from the samples and log lines every
+/// `prometheus-scrape` component writes).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ScrapeTarget {
+    pub component: String,
+    pub job: String,
+    pub instance: String,
+    pub up: bool,
+    pub last_scrape_ms: i64,
+    pub duration_seconds: Option<f64>,
+    pub samples: Option<f64>,
+    /// The newest failure logged for the target, if it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Runtime {
+    /// The tenant's scrape targets seen in the last hour: up or not, when, how long, how
+    /// many samples, and why the last one failed.
+    pub async fn scrape_targets(&self, tenant: &str) -> Result<Vec<ScrapeTarget>, RuntimeError> {
+        self.tenant(tenant)?;
+        let now = crate::now_ms();
+        let latest = |metric: &str| crate::telemetry::SampleQuery {
+            tenant: tenant.to_string(),
+            metric: metric.to_string(),
+            matchers: Vec::new(),
+            start_ms: now - 3_600_000,
+            end_ms: now + 1,
+            step_ms: None,
+            aggregation: crate::telemetry::Aggregation::Avg,
+            group_by: None,
+            max_points: self.config.limits.max_query_points,
+        };
+        let key = |l: &std::collections::BTreeMap<String, String>| {
+            let get = |k: &str| l.get(k).cloned().unwrap_or_default();
+            (get("component"), get("job"), get("instance"))
+        };
+        let mut targets: std::collections::BTreeMap<(String, String, String), ScrapeTarget> =
+            Default::default();
+        for s in self.query(latest("up")).await? {
+            let Some(&(ts, v)) = s.points.iter().max_by_key(|(t, _)| *t) else {
+                continue;
+            };
+            let (component, job, instance) = key(&s.labels);
+            targets.insert(
+                (component.clone(), job.clone(), instance.clone()),
+                ScrapeTarget {
+                    component,
+                    job,
+                    instance,
+                    up: v == 1.0,
+                    last_scrape_ms: ts,
+                    ..Default::default()
+                },
+            );
+        }
+        for (metric, duration) in [
+            ("scrape_duration_seconds", true),
+            ("scrape_samples_scraped", false),
+        ] {
+            for s in self.query(latest(metric)).await? {
+                let (Some(t), Some(&(_, v))) = (
+                    targets.get_mut(&key(&s.labels)),
+                    s.points.iter().max_by_key(|(t, _)| *t),
+                ) else {
+                    continue;
+                };
+                if duration {
+                    t.duration_seconds = Some(v);
+                } else {
+                    t.samples = Some(v);
+                }
+            }
+        }
+        let logs = self.telemetry_logs(tenant, None, 2_000).await?;
+        for t in targets.values_mut().filter(|t| !t.up) {
+            t.last_error = logs
+                .iter()
+                .find(|l| {
+                    l["component"] == t.component.as_str()
+                        && l["labels"]["target"] == t.instance.as_str()
+                })
+                .and_then(|l| l["message"].as_str().map(str::to_string));
+        }
+        Ok(targets.into_values().collect())
+    }
+}
+
 pub(super) fn flow_query_error(e: FlowQueryError) -> RuntimeError {
     match e {
         FlowQueryError::Invalid(m) => RuntimeError::Invalid(m),
