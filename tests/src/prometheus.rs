@@ -278,6 +278,11 @@ impl Prometheus {
     }
 
     /// `http://127.0.0.1:<port>`.
+    /// The process id (scripts/peers/prometheus `exec`s Prometheus itself).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("prometheus is running").id()
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
