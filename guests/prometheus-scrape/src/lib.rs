@@ -522,3 +522,81 @@ fn now_ms() -> i64 {
 }
 
 sotp_guest::collector!(Scraper);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(toml: serde_json::Value) -> Rule {
+        let c: RelabelConfig = serde_json::from_value(toml).unwrap();
+        Rule::compile(&c, "t").unwrap()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn relabeling_follows_prometheus() {
+        let mut l = labels(&[
+            ("__address__", "10.0.0.1:9100"),
+            ("__meta_sotp_device", "web1"),
+        ]);
+        // replace with a capture group, anchored regex
+        let r = rule(
+            serde_json::json!({"source_labels": ["__address__"], "regex": "([^:]+):.*", "target_label": "host"}),
+        );
+        assert!(r.apply(&mut l));
+        assert_eq!(l["host"], "10.0.0.1");
+        // an anchored regex that matches only part does not apply
+        let r = rule(
+            serde_json::json!({"source_labels": ["__address__"], "regex": "10", "target_label": "x"}),
+        );
+        r.apply(&mut l);
+        assert!(!l.contains_key("x"));
+        // labelmap
+        let r = rule(serde_json::json!({"regex": "__meta_sotp_(.+)", "action": "labelmap"}));
+        r.apply(&mut l);
+        assert_eq!(l["device"], "web1");
+        // keep / drop on joined source labels
+        let keep = rule(
+            serde_json::json!({"source_labels": ["device", "host"], "regex": "web.*;10\\..*", "action": "keep"}),
+        );
+        assert!(keep.apply(&mut l.clone()));
+        let drop = rule(
+            serde_json::json!({"source_labels": ["device"], "regex": "web1", "action": "drop"}),
+        );
+        assert!(!drop.apply(&mut l.clone()));
+        // labeldrop
+        rule(serde_json::json!({"regex": "__meta.*", "action": "labeldrop"})).apply(&mut l);
+        assert!(!l.contains_key("__meta_sotp_device"));
+        // an empty replacement removes the label
+        let r = rule(
+            serde_json::json!({"source_labels": ["nothing"], "regex": "", "target_label": "host", "replacement": ""}),
+        );
+        r.apply(&mut l);
+        assert!(!l.contains_key("host"));
+        // bad configs are refused
+        for bad in [
+            serde_json::json!({"regex": "(", "target_label": "a"}),
+            serde_json::json!({"action": "hashmod"}),
+            serde_json::json!({"action": "replace"}),
+        ] {
+            let c: RelabelConfig = serde_json::from_value(bad).unwrap();
+            assert!(Rule::compile(&c, "t").is_err());
+        }
+    }
+
+    #[test]
+    fn urls_split_into_scheme_address_and_path() {
+        assert_eq!(
+            split_url("http://10.0.0.1:9100/metrics"),
+            Some(("http".into(), "10.0.0.1:9100".into(), "/metrics".into()))
+        );
+        assert_eq!(split_url("https://h:1").unwrap().2, "/metrics");
+        assert!(split_url("ftp://h/x").is_none());
+    }
+}

@@ -13,11 +13,14 @@
 //! `NaN`, `+Inf`, `-Inf`; timestamps in milliseconds (text format) or seconds
 //! (OpenMetrics, which also ends with `# EOF` and may carry ` # {...}` exemplars, skipped).
 
+/// Label name/value pairs, in the exposition's order.
+pub type Labels = Vec<(String, String)>;
+
 /// One sample of an exposition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     pub name: String,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
 }
@@ -102,7 +105,7 @@ fn sample(line: &str, openmetrics: bool) -> Result<Sample, String> {
 }
 
 /// `label="value",...}` → the labels and what follows the `}`.
-fn label_set(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn label_set(mut s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         s = s.trim_start();
