@@ -193,8 +193,8 @@ fn node_exporters_in_lab_hosts_are_discovered_scraped_and_agree_with_prometheus(
         .points("node_memory_MemTotal_bytes", "10m")
         .into_iter()
         .filter(|(l, _, _)| l["instance"] == second)
+        .max_by_key(|(_, t, _)| *t)
         .map(|(_, _, v)| v)
-        .last()
         .unwrap();
     assert_eq!(ours, theirs);
     let their_series: std::collections::BTreeSet<String> = prom
