@@ -32,12 +32,7 @@ fn sotp_requests(server: &Server) -> u64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let seconds: u64 = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(10);
+    let seconds: u64 = sotp_tests::harness::bench_arg("--seconds", 10);
     let window = Duration::from_secs(seconds);
     let app = WebApp::start();
     let target = app.url("/api/status");

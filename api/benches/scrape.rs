@@ -74,12 +74,7 @@ fn targets(rt: &tokio::runtime::Runtime) -> (Vec<u16>, Arc<AtomicU64>) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let seconds: u64 = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(45);
+    let seconds: u64 = sotp_tests::harness::bench_arg("--seconds", 45);
     let window = Duration::from_secs(seconds);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -80,12 +80,7 @@ fn send_all(url: &str, token: Option<&str>, batches: &Arc<Vec<Vec<u8>>>) -> Dura
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n = args
-        .iter()
-        .position(|a| a == "--batches")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(200);
+    let n: usize = sotp_tests::harness::bench_arg("--batches", 200);
     let batches = Arc::new(batches(n));
     let spans = (n * SPANS_PER_BATCH) as f64;
     let mb = batches.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;

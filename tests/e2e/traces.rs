@@ -77,17 +77,20 @@ fn metric(server: &Server, line_start: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
 }
 
-#[test]
-fn spans_are_stored_per_tenant_searched_and_bad_input_refused() {
-    let server = Server::start_with_config(BIN, CONFIG, &[]);
+/// Tenant acme with a `rum` key and a backend's `ingest` token, and these trace settings.
+fn shop(server: &Server, settings: Value) -> (Api, Api, Api) {
     let acme = server.tenant("acme");
     let rum = acme.scoped("shop-rum", &["rum"]);
     let backend = acme.scoped("shop-api", &["ingest"]);
-    let (status, body) = acme.put(
-        "/v1/traces/settings",
-        json!({ "origins": [SHOP], "sample_rate": 0.5 }),
-    );
+    let (status, body) = acme.put("/v1/traces/settings", settings);
     assert_eq!(status, 200, "{body}");
+    (acme, rum, backend)
+}
+
+#[test]
+fn spans_are_stored_per_tenant_searched_and_bad_input_refused() {
+    let server = Server::start_with_config(BIN, CONFIG, &[]);
+    let (acme, rum, backend) = shop(&server, json!({ "origins": [SHOP], "sample_rate": 0.5 }));
 
     // A page load from the browser (JSON, the rum key, the shop's origin) ...
     let t0 = now_ms() - 5_000;
@@ -564,14 +567,10 @@ fn a_real_browser_sends_its_page_load_fetches_and_vitals_joined_to_the_backends_
     let origin = format!("http://127.0.0.1:{}", app.port);
     let jaeger = sotp_tests::jaeger::Jaeger::start(&[]);
     let server = Server::start_with_config(BIN, sotp_tests::harness::LOOPBACK_EGRESS, &[]);
-    let acme = server.tenant("acme");
-    let rum = acme.scoped("shop-rum", &["rum"]);
-    let backend = acme.scoped("shop-api", &["ingest"]);
-    let (status, body) = acme.put(
-        "/v1/traces/settings",
+    let (acme, rum, backend) = shop(
+        &server,
         json!({ "origins": [origin], "forward": { "url": jaeger.otlp_url() } }),
     );
-    assert_eq!(status, 200, "{body}");
     app.instrument(&server.base, &rum.token, &backend.token);
 
     browse(&app.url("/shop"));
@@ -653,14 +652,7 @@ fn an_unsampled_session_is_dropped_in_the_browser_and_at_the_backend() {
     let app = sotp_tests::webapp::WebApp::start();
     let origin = format!("http://127.0.0.1:{}", app.port);
     let server = Server::start(BIN);
-    let acme = server.tenant("acme");
-    let rum = acme.scoped("shop-rum", &["rum"]);
-    let backend = acme.scoped("shop-api", &["ingest"]);
-    let (status, body) = acme.put(
-        "/v1/traces/settings",
-        json!({ "origins": [origin], "sample_rate": 0.0 }),
-    );
-    assert_eq!(status, 200, "{body}");
+    let (acme, rum, backend) = shop(&server, json!({ "origins": [origin], "sample_rate": 0.0 }));
     app.instrument(&server.base, &rum.token, &backend.token);
 
     browse(&app.url("/shop"));

@@ -506,3 +506,52 @@ pub fn process_cpu(pid: u32) -> Duration {
     let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     Duration::from_secs_f64((field(11) + field(12)) as f64 / tick)
 }
+
+/// A peer binary scripts/setup built into the deps cache: the first file of
+/// `$SOTP_DEPS_DIR/bin` (default `~/.cache/sotp/deps/bin`) named `<prefix><version>`.
+pub fn deps_binary(prefix: &str) -> PathBuf {
+    let deps = std::env::var("SOTP_DEPS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sotp/deps"));
+    let bin = deps.join("bin");
+    std::fs::read_dir(&bin)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {prefix}* in {} (scripts/setup builds it)",
+                bin.display()
+            )
+        })
+}
+
+/// Stop a child with SIGTERM, as an operator does, waiting up to `grace` before killing it.
+pub fn terminate(mut child: Child, grace: Duration) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + grace;
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `--name VALUE` from a bench binary's arguments, or `default`.
+pub fn bench_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(default)
+}

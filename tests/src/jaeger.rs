@@ -21,22 +21,7 @@ pub struct Jaeger {
 
 /// The binary scripts/setup built: `$SOTP_DEPS_DIR/bin/jaeger-<version>`.
 pub fn binary() -> PathBuf {
-    let deps = std::env::var("SOTP_DEPS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sotp/deps"));
-    let bin = deps.join("bin");
-    std::fs::read_dir(&bin)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("jaeger-"))
-        })
-        .unwrap_or_else(|| panic!("no jaeger-* in {} (scripts/setup builds it)", bin.display()))
+    crate::harness::deps_binary("jaeger-")
 }
 
 impl Jaeger {

@@ -16,27 +16,7 @@ pub struct VictoriaLogs {
 }
 
 fn binary() -> PathBuf {
-    let deps = std::env::var("SOTP_DEPS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sotp/deps"));
-    let bin = deps.join("bin");
-    std::fs::read_dir(&bin)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("victoria-logs-"))
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no victoria-logs-* in {} (scripts/setup installs it)",
-                bin.display()
-            )
-        })
+    crate::harness::deps_binary("victoria-logs-")
 }
 
 impl VictoriaLogs {
@@ -58,17 +38,8 @@ impl VictoriaLogs {
     /// Stop it the way an operator does (SIGTERM): it flushes what it acknowledged to disk
     /// first (killed, it loses the last second of what it had acknowledged).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            crate::harness::terminate(child, Duration::from_secs(20));
         }
     }
 

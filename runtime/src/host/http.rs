@@ -90,14 +90,7 @@ impl Progress {
             .map(str::to_string)
             .unwrap_or_else(new_traceparent);
         Progress {
-            timings: Timings {
-                dns_ms: None,
-                connect_ms: None,
-                tls_ms: None,
-                first_byte_ms: None,
-                transfer_ms: None,
-                total_ms: 0.0,
-            },
+            timings: no_timings(),
             phase: "request",
             traceparent,
             hops: 0,
@@ -521,6 +514,18 @@ fn describe_certificate(der: &[u8]) -> Option<Certificate> {
         issuer: cert.issuer().to_string(),
         not_after_ms: cert.validity().not_after.timestamp() * 1000,
     })
+}
+
+/// Timings of a request that measured nothing yet.
+pub(crate) fn no_timings() -> Timings {
+    Timings {
+        dns_ms: None,
+        connect_ms: None,
+        tls_ms: None,
+        first_byte_ms: None,
+        transfer_ms: None,
+        total_ms: 0.0,
+    }
 }
 
 fn add(slot: &mut Option<f64>, elapsed: Duration) {

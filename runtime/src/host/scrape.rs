@@ -3,8 +3,9 @@
 //! (`exposition.rs`) and handed back as samples in one batch.
 
 use super::exposition;
+use super::http::no_timings;
 use super::{HostState, WitError};
-use crate::host::sotp::telemetry::http::{self as wit_http, Header, Method, Request, Timings};
+use crate::host::sotp::telemetry::http::{self as wit_http, Header, Method, Request};
 use crate::host::sotp::telemetry::scrape::{self, Failure, Request as ScrapeRequest, Scraped};
 use crate::host::sotp::telemetry::types::{Label, Sample};
 use std::time::Instant;
@@ -102,17 +103,6 @@ impl scrape::Host for HostState {
                 })
                 .collect(),
         })
-    }
-}
-
-fn no_timings() -> Timings {
-    Timings {
-        dns_ms: None,
-        connect_ms: None,
-        tls_ms: None,
-        first_byte_ms: None,
-        transfer_ms: None,
-        total_ms: 0.0,
     }
 }
 
