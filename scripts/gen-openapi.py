@@ -126,6 +126,10 @@ paths = {
     "get": op("What the RUM script needs of the settings (sample_rate, propagate_to), for a rum key from an allowed origin", tag="traces", scope="rum", params=[q("key", "the rum key, if not in Authorization")]),
     "options": op("CORS preflight", ok="204", errors=(), tag="traces", auth=False)},
   "/v1/traces/{id}": {"get": op("One trace: every span with its attributes, events, status and resource, in start order", params=[pid], tag="traces")},
+  "/v1/secret-providers": {
+    "get": op("Where the tenant's provider-held secrets (vault:<path>#<key>) come from: the Vault address, mount, TTL and auth (names of the built-in secrets holding its credentials, never values)", tag="secrets"),
+    "put": op("Set the secret providers: vault {address, mount (secret), ttl (5m), auth: {method: token, token_secret} or {method: approle, role_id, secret_id_secret}}", tag="secrets", scope="secrets",
+              body=json_body({"vault": {"type": "object", "properties": {"address": {"type": "string"}, "mount": {"type": "string"}, "ttl": {"type": "string"}, "auth": {"type": "object"}}, "required": ["address", "auth"]}}))},
   "/v1/scrape/targets": {"get": op("Prometheus scrape targets the tenant's prometheus-scrape components saw in the last hour: up, last scrape, duration, samples, and why the last one failed", tag="scrape")},
   "/rum.js": {"get": op("The real-user monitoring script pages embed (docs/TRACES.md)", errors=("503",), tag="traces", auth=False)},
   "/v1/incidents": {"get": op("Incidents correlation opened, newest first, with their root device and the devices whose alerts they suppressed", params=[q("status", "open or resolved"), q("limit", "at most this many (default 100)", "integer")], tag="alerts")},

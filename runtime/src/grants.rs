@@ -100,6 +100,9 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), String> {
 }
 
 pub fn validate_secret_name(name: &str) -> Result<(), String> {
+    if name.starts_with(crate::secret_providers::vault::PREFIX) {
+        return crate::secret_providers::vault::parse_name(name).map(|_| ());
+    }
     let ok = !name.is_empty()
         && name.len() <= 128
         && name

@@ -27,6 +27,7 @@ pub mod mqtt;
 pub mod native;
 pub mod outbound;
 pub mod runtime;
+pub mod secret_providers;
 pub mod state;
 pub mod stats;
 pub mod telemetry;

@@ -46,16 +46,16 @@ fn host_header(host: &str, port: u16) -> String {
 /// Most of a response body read (what an Alertmanager lists).
 const MAX_RESPONSE: u64 = 32 << 20;
 
-/// `method` `base` + `path` (with a `body` of that content type), connecting to the address `egress` checked;
-/// the body of a 2xx answer, else an error naming the request and the answer.
-pub fn call(
+/// `method` `base` + `path` (with a `body` of that content type), connecting to the address
+/// `egress` checked: the answer whatever its status (`Err`: no answer).
+pub fn request(
     method: &str,
     base: &str,
     path: &str,
     bearer: Option<&str>,
     egress: &EgressPolicy,
     body: Option<(&[u8], &str)>,
-) -> Result<String, String> {
+) -> Result<Answer, String> {
     let (host, port, prefix) = target(base)?;
     let address = egress.resolve(&host, port).map_err(|e| e.to_string())?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -85,11 +85,36 @@ pub fn call(
         .limit(MAX_RESPONSE)
         .read_to_string()
         .map_err(|e| format!("{shown}: reading the answer: {e}"))?;
-    if (200..300).contains(&status) {
-        return Ok(text);
+    Ok(Answer {
+        status,
+        text,
+        shown,
+    })
+}
+
+/// An answer of any status: the status, the body, and the request as errors name it.
+pub struct Answer {
+    pub status: u16,
+    pub text: String,
+    pub shown: String,
+}
+
+/// `method` `base` + `path` (with a `body` of that content type), connecting to the address
+/// `egress` checked; the body of a 2xx answer, else an error naming the request and the answer.
+pub fn call(
+    method: &str,
+    base: &str,
+    path: &str,
+    bearer: Option<&str>,
+    egress: &EgressPolicy,
+    body: Option<(&[u8], &str)>,
+) -> Result<String, String> {
+    let answer = request(method, base, path, bearer, egress, body)?;
+    if (200..300).contains(&answer.status) {
+        return Ok(answer.text);
     }
-    let text: String = text.trim().chars().take(512).collect();
-    Err(format!("{shown}: HTTP {status}: {text}"))
+    let text: String = answer.text.trim().chars().take(512).collect();
+    Err(format!("{}: HTTP {}: {text}", answer.shown, answer.status))
 }
 
 fn with_auth<B>(

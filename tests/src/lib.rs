@@ -11,6 +11,7 @@ pub mod otlp;
 pub mod pcap;
 pub mod prometheus;
 pub mod questdb;
+pub mod vault;
 pub mod victorialogs;
 pub mod webapp;
 

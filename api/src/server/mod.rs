@@ -200,6 +200,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             axum::routing::delete(devices::forget_host_key),
         )
         .route("/secrets", get(secrets::list))
+        .route(
+            "/secret-providers",
+            get(secrets::get_providers).put(secrets::put_providers),
+        )
         .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
         .route("/flows/top", get(flows::top))
         .route("/flows/rate", get(flows::rate))

@@ -53,3 +53,35 @@ pub async fn delete(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `GET /v1/secret-providers`: where the tenant's provider-held secrets come from (names of
+/// the built-in secrets holding the providers' credentials, never values).
+pub async fn get_providers(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Read)?.to_string();
+    let settings = state
+        .blocking(move |rt| rt.secret_providers(&tenant))
+        .await?;
+    Ok(Json(json!(settings)))
+}
+
+/// `PUT /v1/secret-providers`: set them (`secrets` scope: they decide where secret values
+/// come from).
+pub async fn put_providers(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<
+        Json<sotp_runtime::secret_providers::ProviderSettings>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant(Scope::Secrets)?.to_string();
+    let Json(settings) = body.map_err(json_error)?;
+    let saved = settings.clone();
+    state
+        .blocking(move |rt| rt.set_secret_providers(&tenant, &settings))
+        .await?;
+    Ok(Json(json!(saved)))
+}

@@ -474,6 +474,7 @@ impl Runtime {
                 state: self.state.clone(),
                 backups: self.backups.clone(),
                 egress: crate::egress::EgressPolicy::new(self.config.egress.clone()),
+                providers: self.secret_providers.clone(),
             }),
             mqtt: self.mqtt.clone(),
             telemetry: self.telemetry.clone(),

@@ -70,6 +70,8 @@ pub struct Runtime {
     correlation: crate::correlation::Correlation,
     /// Spans from browsers and backends (see `traces`).
     traces: crate::traces::Traces,
+    /// Secrets held by tenants' providers (Vault), cached for their TTL.
+    secret_providers: Arc<crate::secret_providers::SecretProviders>,
     /// The flow pipeline, when `[flows]` configures a listener.
     pub flows: Option<Arc<FlowService>>,
     components: RwLock<HashMap<Key, Arc<ComponentHandle>>>,
@@ -123,12 +125,14 @@ impl Runtime {
         std::fs::create_dir_all(dir.join("backups"))?;
         let backups = Arc::new(Backups::new(dir.join("backups")));
         let egress = crate::egress::EgressPolicy::new(config.egress.clone());
+        let secret_providers = Arc::new(crate::secret_providers::SecretProviders::default());
         let mqtt = Arc::new(MqttHub::new(
             telemetry.clone(),
             Arc::new(StateSecrets {
                 state: state.clone(),
                 backups: backups.clone(),
                 egress: egress.clone(),
+                providers: secret_providers.clone(),
             }),
             egress,
         ));
@@ -156,6 +160,7 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             correlation,
             traces,
+            secret_providers,
             flows,
             config,
             engine,

@@ -17,11 +17,32 @@ pub(super) struct StateSecrets {
     pub(super) state: Arc<StateStore>,
     pub(super) backups: Arc<Backups>,
     pub(super) egress: crate::egress::EgressPolicy,
+    /// Secrets held by the tenant's providers (Vault), cached for their TTL.
+    pub(super) providers: Arc<crate::secret_providers::SecretProviders>,
 }
+
+/// Where a tenant's secret provider settings live in the state database.
+pub(super) const PROVIDERS: &str = "secret_providers";
 
 impl HostServices for StateSecrets {
     fn read_secret(&self, tenant: &str, name: &str) -> Result<Option<String>, String> {
-        self.state.secret(tenant, name).map_err(|e| e.to_string())
+        use crate::secret_providers::{ProviderContext, ProviderSettings, SecretProviders};
+        if !SecretProviders::is_provided(name) {
+            return self.state.secret(tenant, name).map_err(|e| e.to_string());
+        }
+        let settings: ProviderSettings = self
+            .state
+            .setting(tenant, PROVIDERS)
+            .map_err(|e| e.to_string())?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        let builtin = |n: &str| self.state.secret(tenant, n).map_err(|e| e.to_string());
+        let ctx = ProviderContext {
+            settings: &settings,
+            builtin: &builtin,
+            egress: &self.egress,
+        };
+        self.providers.read(tenant, name, &ctx)
     }
 
     fn device(&self, tenant: &str, name: &str) -> Result<Option<Device>, String> {
@@ -166,5 +187,34 @@ pub(super) fn egress_error(e: crate::egress::EgressError) -> WitError {
     match e {
         crate::egress::EgressError::Refused(r) => WitError::Denied(r.to_string()),
         other => WitError::Unavailable(other.to_string()),
+    }
+}
+
+impl Runtime {
+    /// The tenant's secret providers (names of secrets, never values).
+    pub fn secret_providers(
+        &self,
+        tenant: &str,
+    ) -> Result<crate::secret_providers::ProviderSettings, RuntimeError> {
+        self.tenant(tenant)?;
+        Ok(self
+            .state
+            .setting(tenant, PROVIDERS)?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default())
+    }
+
+    /// Set them; what was cached from the old ones is forgotten.
+    pub fn set_secret_providers(
+        &self,
+        tenant: &str,
+        settings: &crate::secret_providers::ProviderSettings,
+    ) -> Result<(), RuntimeError> {
+        self.tenant(tenant)?;
+        settings.check().map_err(RuntimeError::Invalid)?;
+        let text = serde_json::to_string(settings).unwrap_or_default();
+        self.state.put_setting(tenant, PROVIDERS, &text)?;
+        self.secret_providers.forget(tenant);
+        Ok(())
     }
 }

@@ -77,6 +77,31 @@ impl Collector for Attacker {
                 }
                 out.emit()
             }
+            "read-secret" => {
+                // The secret named by `target` in the config: its length and byte sum (so a
+                // test sees a rotation without the value), or why it could not be read.
+                let name = self.target.clone();
+                match sotp_guest::secret(&name) {
+                    Ok(v) => {
+                        out.push("secret_len", v.len() as f64);
+                        out.push("secret_sum", v.bytes().map(f64::from).sum());
+                    }
+                    Err(e) => {
+                        let kind = match e {
+                            sotp_guest::Error::Denied(_) => "denied",
+                            sotp_guest::Error::Unavailable(_) => "unavailable",
+                            sotp_guest::Error::Invalid(_) => "invalid",
+                            sotp_guest::Error::Timeout(_) => "timeout",
+                        };
+                        sotp_guest::log::warn(&format!(
+                            "reading {name}: {}",
+                            sotp_guest::describe(&e)
+                        ));
+                        out.push("secret_error", 1.0).label("kind", kind);
+                    }
+                }
+                out.emit()
+            }
             "escape" => {
                 let read = std::fs::read_to_string(&self.target);
                 out.push("escape_file_read", if read.is_ok() { 1.0 } else { 0.0 });
