@@ -5,7 +5,7 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum ScrapeCmd {
-    /// Scrape targets of the last hour: up or down, last scrape, duration, samples, error.
+    /// Scrape targets of the last ten minutes: up or down, last scrape, duration, samples, error.
     Targets {
         #[command(flatten)]
         client: ClientArgs,
@@ -20,7 +20,7 @@ pub async fn exec(cmd: ScrapeCmd) -> anyhow::Result<()> {
             c.print(&v, |v| {
                 let targets = v["targets"].as_array().cloned().unwrap_or_default();
                 if targets.is_empty() {
-                    println!("no scrape targets in the last hour");
+                    println!("no scrape targets in the last ten minutes");
                     return;
                 }
                 println!(

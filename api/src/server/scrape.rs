@@ -1,5 +1,5 @@
 //! `/v1/scrape/targets`: every Prometheus scrape target the tenant's `prometheus-scrape`
-//! components saw in the last hour — up or not, when, how long, how many samples, and why
+//! components saw in the last ten minutes — up or not, when, how long, how many samples, and why
 //! the last scrape failed.
 
 use super::AppState;

@@ -133,7 +133,9 @@ impl HostState {
             n => n.min(MAX_BODY),
         } as usize;
         let max_redirects = request.max_redirects.min(MAX_REDIRECTS);
-        let tls = self.tls_config(&request)?;
+        // Made at the first https hop: a plain-HTTP probe reads no CA secret.
+        let mut tls: Option<Arc<rustls::ClientConfig>> = None;
+        let (insecure, ca_secret) = (request.insecure_skip_verify, request.ca_secret.clone());
         let mut outgoing = Outgoing {
             method: method(request.method),
             url: url::Url::parse(&request.url)
@@ -145,6 +147,10 @@ impl HostState {
         let mut redirects = 0;
         loop {
             let address = self.checked_address(&outgoing.url, progress)?;
+            if outgoing.url.scheme() == "https" && tls.is_none() {
+                progress.phase = "tls";
+                tls = Some(self.tls_config(insecure, ca_secret.as_deref())?);
+            }
             let sent = self.request_headers(&outgoing, &progress.traceparent);
             progress.hops += 1;
             let hop = handle.block_on(tokio::time::timeout_at(
@@ -296,18 +302,22 @@ impl HostState {
 
     /// The TLS settings of this request: the system's roots, plus the CA certificates of a
     /// granted secret, or no verification at all when asked.
-    fn tls_config(&mut self, request: &Request) -> Result<Arc<rustls::ClientConfig>, WitError> {
+    fn tls_config(
+        &mut self,
+        insecure: bool,
+        ca_secret: Option<&str>,
+    ) -> Result<Arc<rustls::ClientConfig>, WitError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| WitError::Unavailable(format!("TLS setup: {e}")))?;
-        let mut config = if request.insecure_skip_verify {
+        let mut config = if insecure {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
                 .with_no_client_auth()
         } else {
-            let roots = match &request.ca_secret {
+            let roots = match ca_secret {
                 None => system_roots(),
                 Some(name) => {
                     let pem = super::secrets::granted_secret(self, name)?;
@@ -342,7 +352,7 @@ async fn one_hop(
     address: SocketAddr,
     outgoing: &Outgoing,
     headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
-    tls: Arc<rustls::ClientConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     max_body: usize,
     progress: &mut Progress,
 ) -> Result<HopResponse, WitError> {
@@ -353,9 +363,9 @@ async fn one_hop(
         .map_err(|e| WitError::Unavailable(format!("connecting to {address}: {e}")))?;
     add(&mut progress.timings.connect_ms, started.elapsed());
     let _ = tcp.set_nodelay(true);
-    if outgoing.url.scheme() != "https" {
+    let Some(tls) = tls.filter(|_| outgoing.url.scheme() == "https") else {
         return exchange(tcp, outgoing, headers, max_body, None, progress).await;
-    }
+    };
     progress.phase = "tls";
     let started = Instant::now();
     let host = outgoing.url.host_str().unwrap_or_default();

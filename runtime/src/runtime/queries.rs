@@ -142,6 +142,10 @@ impl Runtime {
     }
 }
 
+/// How far back `scrape_targets` looks: long enough for slow schedules, short enough that
+/// raw points stay far below the query's point cap for thousands of targets.
+const TARGETS_WINDOW_MS: i64 = 10 * 60_000;
+
 /// One scrape target as its scraper last saw it (from the samples and log lines every
 /// `prometheus-scrape` component writes).
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -159,8 +163,9 @@ pub struct ScrapeTarget {
 }
 
 impl Runtime {
-    /// The tenant's scrape targets seen in the last hour: up or not, when, how long, how
-    /// many samples, and why the last one failed.
+    /// The tenant's scrape targets seen in the last ten minutes (a target no longer
+    /// discovered drops out): up or not, when, how long, how many samples, and why the last
+    /// one failed.
     pub async fn scrape_targets(&self, tenant: &str) -> Result<Vec<ScrapeTarget>, RuntimeError> {
         self.tenant(tenant)?;
         let now = crate::now_ms();
@@ -168,7 +173,7 @@ impl Runtime {
             tenant: tenant.to_string(),
             metric: metric.to_string(),
             matchers: Vec::new(),
-            start_ms: now - 3_600_000,
+            start_ms: now - TARGETS_WINDOW_MS,
             end_ms: now + 1,
             step_ms: None,
             aggregation: crate::telemetry::Aggregation::Avg,

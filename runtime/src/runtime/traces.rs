@@ -154,8 +154,11 @@ impl Runtime {
     }
 
     /// Start the forwarding passes that are due (once a second, from the schedule's pass):
-    /// each on the blocking pool, one at a time per tenant.
+    /// each on the blocking pool, one at a time per tenant; and prune for retention when due.
     pub(super) fn start_due_forwards(self: &Arc<Self>) {
+        if let Err(e) = self.traces.sweep_if_due(crate::now_ms()) {
+            tracing::warn!(error = %e, "pruning spans for retention failed; retrying later");
+        }
         let Ok(all) = self.state.settings(SETTINGS) else {
             return;
         };

@@ -178,6 +178,9 @@ pub struct IngestOutcome {
     pub rejection: Option<String>,
 }
 
+/// How often every tenant's spans are pruned for retention.
+const SWEEP_EVERY_MS: i64 = 10 * 60_000;
+
 /// A token bucket of spans.
 struct Bucket {
     tokens: f64,
@@ -191,6 +194,8 @@ pub struct Traces {
     buckets: parking_lot::Mutex<HashMap<String, Bucket>>,
     /// Spans stored per tenant since the last prune (pruning is not needed on every write).
     since_prune: parking_lot::Mutex<HashMap<String, u64>>,
+    /// When every tenant was last pruned for retention (ms since the epoch).
+    last_sweep_ms: std::sync::atomic::AtomicI64,
     pub(crate) forwarding: forward::ForwardStates,
 }
 
@@ -202,6 +207,7 @@ impl Traces {
             counters: TracesCounters::default(),
             buckets: parking_lot::Mutex::new(HashMap::new()),
             since_prune: parking_lot::Mutex::new(HashMap::new()),
+            last_sweep_ms: std::sync::atomic::AtomicI64::new(0),
             forwarding: forward::ForwardStates::default(),
         })
     }
@@ -346,6 +352,25 @@ impl Traces {
         Ok(removed)
     }
 
+    /// Every ten minutes, prune every tenant for retention (a tenant that sends little never
+    /// reaches the count that prunes on write); the spans removed.
+    pub fn sweep_if_due(&self, now_ms: i64) -> Result<u64, TraceError> {
+        let last = self.last_sweep_ms.load(Relaxed);
+        if now_ms - last < SWEEP_EVERY_MS
+            || self
+                .last_sweep_ms
+                .compare_exchange(last, now_ms, Relaxed, Relaxed)
+                .is_err()
+        {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for tenant in self.store.tenants()? {
+            removed += self.prune(&tenant, now_ms)?;
+        }
+        Ok(removed)
+    }
+
     pub fn search(&self, tenant: &str, q: &TraceQuery) -> Result<Vec<TraceSummary>, TraceError> {
         Ok(self.store.search(tenant, q)?)
     }
@@ -451,9 +476,14 @@ mod tests {
         assert_eq!(t.counters.refused_rate.load(Relaxed), 1);
         // Another tenant has its own bucket.
         t.ingest("globex", &body(2, 2), PB, false, 0).unwrap();
-        // Retention: spans of 2023 are long past 7 days.
-        let removed = t.prune("acme", 1_800_000_000_000).unwrap();
-        assert_eq!(removed, 4);
+        // Retention: spans of 2023 are long past 7 days; the sweep finds every tenant.
+        let removed = t.sweep_if_due(1_800_000_000_000).unwrap();
+        assert_eq!(removed, 6, "acme's 4 and globex's 2");
+        assert_eq!(
+            t.sweep_if_due(1_800_000_000_001).unwrap(),
+            0,
+            "not due again yet"
+        );
         let err = t.ingest("acme", b"{}", "text/plain", false, 0).unwrap_err();
         assert!(matches!(err, TraceError::ContentType(_)), "{err}");
     }
