@@ -97,12 +97,13 @@ impl Scopes {
     }
 
     /// Whether these scopes allow `wanted` (admin allows all; any scope but `ingest` and
-    /// `rum` allows read).
+    /// `rum` allows read; `ingest` sends what `rum` sends, from anywhere).
     pub fn allows(self, wanted: Scope) -> bool {
         let write_only = Scope::Ingest.bit() | Scope::Rum.bit();
         self.0 & Scope::Admin.bit() != 0
             || self.0 & wanted.bit() != 0
             || (wanted == Scope::Read && self.0 & !write_only != 0)
+            || (wanted == Scope::Rum && self.0 & Scope::Ingest.bit() != 0)
     }
 
     /// Whether every scope of `other` is allowed by these.
@@ -280,6 +281,10 @@ mod tests {
         assert!(rum.allows(Scope::Rum));
         assert!(!rum.allows(Scope::Read), "a browser key reads nothing");
         assert!(!rum.allows(Scope::Ingest), "nor pushes alerts");
+        assert!(
+            ingest.allows(Scope::Rum),
+            "a backend's ingest token sends spans"
+        );
     }
 
     #[test]

@@ -325,6 +325,13 @@ fn bad_expositions_huge_scrapes_and_hanging_targets_fail_alone() {
         .map(|(_, _, v)| v)
         .collect();
     assert!(ups.contains(&1.0) && ups.contains(&0.0), "{ups:?}");
+    // Another tenant sees none of acme's targets.
+    let (status, theirs) = server.tenant("globex").get("/v1/scrape/targets");
+    assert_eq!(
+        (status, theirs["targets"].clone()),
+        (200, json!([])),
+        "{theirs}"
+    );
 
     // A relabel rule with a bad regex: refused at upload, the reason named.
     let (status, body) = acme.upload(

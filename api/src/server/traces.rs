@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sotp_runtime::traces::otlp::Encoding;
 use sotp_runtime::traces::{TraceQuery, TraceSettings};
 use sotp_runtime::{Principal, Scope};
 
@@ -95,7 +96,7 @@ async fn ingest_checked(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let protobuf = !content_type.starts_with("application/json");
+    let protobuf = Encoding::from_content_type(&content_type) == Some(Encoding::Protobuf);
     let outcome = state
         .runtime
         .ingest_spans(&tenant, body.to_vec(), content_type, gzip)
@@ -136,11 +137,7 @@ fn span_sender(
         None => key.unwrap_or_default(),
     };
     let tenant = match state.runtime.authenticate(&token) {
-        Ok((Principal::Tenant { tenant, scopes }, _))
-            if scopes.allows(Scope::Rum) || scopes.allows(Scope::Ingest) =>
-        {
-            tenant
-        }
+        Ok((Principal::Tenant { tenant, scopes }, _)) if scopes.allows(Scope::Rum) => tenant,
         Ok(_) => {
             traces.count_refusal(false);
             return Err(ApiError::forbidden(

@@ -78,8 +78,7 @@ impl scrape::Host for HostState {
                 format!("the exposition is larger than {max_bytes} bytes"),
             ));
         }
-        let openmetrics = response
-            .header("content-type")
+        let openmetrics = header(&response, "content-type")
             .is_some_and(|t| t.starts_with("application/openmetrics-text"));
         let text = String::from_utf8_lossy(&response.body);
         let started = Instant::now();
@@ -106,15 +105,11 @@ impl scrape::Host for HostState {
     }
 }
 
-trait HeaderLookup {
-    fn header(&self, name: &str) -> Option<&str>;
-}
-
-impl HeaderLookup for wit_http::Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
-    }
+/// The first header of that name (case-insensitive).
+fn header<'a>(response: &'a wit_http::Response, name: &str) -> Option<&'a str> {
+    response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
 }
