@@ -26,6 +26,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("HTTP_CHECK", "http_check"),
     ("LOGIN_FLOW", "login_flow"),
     ("PROMETHEUS_SCRAPE", "prometheus_scrape"),
+    ("CLOUDWATCH", "cloudwatch"),
 ];
 
 /// Python rule components (`policies/*-py`), built by `scripts/build-python-rules`.
@@ -47,6 +48,10 @@ fn main() {
         "guests/mqtt-sensors",
         "guests/snmp-interfaces",
         "guests/ssh-config-backup",
+        "guests/http-check",
+        "guests/login-flow",
+        "guests/prometheus-scrape",
+        "guests/cloudwatch",
         "guests/rule-sdk",
         "guests/policy-sdk",
         "policies",

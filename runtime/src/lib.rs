@@ -5,6 +5,7 @@
 //! and names its traps; `host` implements the WIT interfaces, one file each; `engine` owns
 //! Wasmtime and the artifact cache; `telemetry` (DuckDB) and `state` (SQLite) are the stores.
 
+pub mod aws;
 pub mod backups;
 pub mod budget;
 pub mod compliance;

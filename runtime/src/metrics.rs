@@ -313,7 +313,17 @@ fn render_components(
         }
     }
     type Pick = fn(&crate::component::ComponentHandle) -> u64;
-    let counters: [(&str, &str, Pick); 10] = [
+    let counters: [(&str, &str, Pick); 12] = [
+        (
+            "sotp_component_aws_requests_total",
+            "AWS requests sent through the aws capability (each retry counted).",
+            |h| h.stats.aws_requests.load(Relaxed),
+        ),
+        (
+            "sotp_component_aws_throttled_total",
+            "AWS replies that said to slow down (the account's rate was halved).",
+            |h| h.stats.aws_throttled.load(Relaxed),
+        ),
         (
             "sotp_component_http_requests_total",
             "HTTP requests sent through the http capability (each redirect hop).",

@@ -160,6 +160,10 @@ pub struct ComponentStats {
     /// response (refused by grants, DNS, connect, TLS, timeout).
     pub http_requests: AtomicU64,
     pub http_failed: AtomicU64,
+    /// AWS requests sent through the aws capability (retries counted), and the replies that
+    /// said to slow down.
+    pub aws_requests: AtomicU64,
+    pub aws_throttled: AtomicU64,
     last_error: Mutex<Option<LastError>>,
     log: Mutex<LogRing>,
 }
@@ -233,6 +237,8 @@ pub struct StatsSnapshot {
     pub log_dropped: u64,
     pub http_requests: u64,
     pub http_failed: u64,
+    pub aws_requests: u64,
+    pub aws_throttled: u64,
 }
 
 impl ComponentStats {
@@ -331,6 +337,8 @@ impl ComponentStats {
             log_dropped: load(&self.log_dropped),
             http_requests: load(&self.http_requests),
             http_failed: load(&self.http_failed),
+            aws_requests: load(&self.aws_requests),
+            aws_throttled: load(&self.aws_throttled),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod harness;
 pub mod http_recorder;
 pub mod jaeger;
 pub mod mosquitto;
+pub mod moto;
 pub mod otlp;
 pub mod pcap;
 pub mod prometheus;

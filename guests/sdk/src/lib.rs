@@ -52,7 +52,7 @@ pub mod probe;
 /// The host interfaces, for calls the helpers below do not cover.
 pub mod host {
     pub use crate::bindings::sotp::telemetry::{
-        backups, emit, http, inventory, log, mqtt, scrape, secrets, snmp, ssh,
+        aws, backups, emit, http, inventory, log, mqtt, scrape, secrets, snmp, ssh,
     };
 }
 

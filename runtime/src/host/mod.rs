@@ -2,6 +2,7 @@
 //! and one module per imported interface, each a flat `impl <interface>::Host for HostState`
 //! that checks grants and limits on its first lines (the shape of wasmtime-wasi's `p2/host`).
 
+mod aws;
 mod backups;
 mod deadline;
 mod emit;
