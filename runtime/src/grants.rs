@@ -100,6 +100,9 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), String> {
 }
 
 pub fn validate_secret_name(name: &str) -> Result<(), String> {
+    if name.starts_with(crate::secret_providers::aws_sm::PREFIX) {
+        return crate::secret_providers::aws_sm::parse_name(name).map(|_| ());
+    }
     if name.starts_with(crate::secret_providers::vault::PREFIX) {
         return crate::secret_providers::vault::parse_name(name).map(|_| ());
     }

@@ -1,18 +1,24 @@
-//! Plain-HTTP calls SOTP makes to a tenant's own endpoints (its Alertmanager and webhook, its
-//! OTLP backend): the URL's host is resolved and checked against the operator's egress
-//! policy, and the request goes to the checked address, with the URL's host in `Host` (plain
-//! HTTP only for now: with TLS the certificate names the host, not the address).
+//! HTTP(S) calls SOTP makes to a tenant's own endpoints (its Alertmanager and webhook, its
+//! OTLP backend, its Vault, AWS for its secrets): the URL's host is resolved and checked
+//! against the operator's egress policy by the client's own resolver (`EgressResolver`), so
+//! the connection goes only to the checked address, while TLS still verifies the certificate
+//! against the URL's host name (with the system's roots).
 
 use crate::egress::EgressPolicy;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An `http://` URL's host, port and path prefix (no trailing `/`).
+/// An `http://` or `https://` URL's host, port and path prefix (no trailing `/`).
 pub fn target(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("`{url}` is not an http:// URL (https is not supported yet)"))?;
+    let (rest, default_port) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, 80),
+        (_, Some(rest)) => (rest, 443),
+        _ => return Err(format!("`{url}` is not an http:// or https:// URL")),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -22,7 +28,7 @@ pub fn target(url: &str) -> Result<(String, u16, String), String> {
             Ok(port) => (h, port),
             Err(_) => return Err(format!("bad port in `{url}`")),
         },
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     if host.is_empty() || authority.contains('@') {
         return Err(format!("no host in `{url}`"));
@@ -34,13 +40,63 @@ pub fn target(url: &str) -> Result<(String, u16, String), String> {
     ))
 }
 
-/// `host:port` as a Host header says it (an IPv6 address in brackets).
-fn host_header(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+/// Resolves through the egress policy: the only addresses the client connects to.
+#[derive(Debug)]
+struct EgressResolver(EgressPolicy);
+
+impl Resolver for EgressResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let address = self.0.resolve(host, port).map_err(|e| {
+            ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                e.to_string(),
+            ))
+        })?;
+        let mut out = self.empty();
+        out.push(address);
+        Ok(out)
     }
+}
+
+/// The system's root certificates, read once.
+fn system_roots() -> Arc<Vec<ureq::tls::Certificate<'static>>> {
+    static ROOTS: OnceLock<Arc<Vec<ureq::tls::Certificate<'static>>>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            Arc::new(
+                found
+                    .certs
+                    .iter()
+                    .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                    .collect(),
+            )
+        })
+        .clone()
+}
+
+fn agent(egress: &EgressPolicy) -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(system_roots()))
+        .build();
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(TIMEOUT))
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        DefaultConnector::new(),
+        EgressResolver(egress.clone()),
+    )
 }
 
 /// Most of a response body read (what an Alertmanager lists).
@@ -56,23 +112,29 @@ pub fn request(
     egress: &EgressPolicy,
     body: Option<(&[u8], &str)>,
 ) -> Result<Answer, String> {
-    let (host, port, prefix) = target(base)?;
-    let address = egress.resolve(&host, port).map_err(|e| e.to_string())?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!("http://{address}{prefix}{path}");
-    let shown = format!("{method} {}{path}", base.trim_end_matches('/'));
-    let host = host_header(&host, port);
-    let auth = bearer.map(|token| format!("Bearer {token}"));
+    let auth = bearer.map(|token| ("Authorization".to_string(), format!("Bearer {token}")));
+    request_with(method, base, path, auth.as_slice(), egress, body)
+}
+
+/// As [`request`], with any headers (`Host` is the URL's).
+pub fn request_with(
+    method: &str,
+    base: &str,
+    path: &str,
+    headers: &[(String, String)],
+    egress: &EgressPolicy,
+    body: Option<(&[u8], &str)>,
+) -> Result<Answer, String> {
+    target(base)?;
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let shown = format!("{method} {url}");
+    let agent = agent(egress);
     let response = match (method, body) {
-        ("GET", _) => with_auth(agent.get(&url).header("Host", &host), &auth).call(),
-        ("DELETE", _) => with_auth(agent.delete(&url).header("Host", &host), &auth).call(),
+        ("GET", _) => with_headers(agent.get(&url), headers).call(),
+        ("DELETE", _) => with_headers(agent.delete(&url), headers).call(),
         (_, body) => {
             let (body, content_type) = body.unwrap_or((&[], "application/json"));
-            with_auth(agent.post(&url).header("Host", &host), &auth)
+            with_headers(agent.post(&url), headers)
                 .header("Content-Type", content_type)
                 .send(body)
         }
@@ -90,6 +152,16 @@ pub fn request(
         text,
         shown,
     })
+}
+
+fn with_headers<B>(
+    mut request: ureq::RequestBuilder<B>,
+    headers: &[(String, String)],
+) -> ureq::RequestBuilder<B> {
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request
 }
 
 /// An answer of any status: the status, the body, and the request as errors name it.
@@ -117,22 +189,12 @@ pub fn call(
     Err(format!("{}: HTTP {}: {text}", answer.shown, answer.status))
 }
 
-fn with_auth<B>(
-    request: ureq::RequestBuilder<B>,
-    auth: &Option<String>,
-) -> ureq::RequestBuilder<B> {
-    match auth {
-        Some(value) => request.header("Authorization", value),
-        None => request,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_plain_http_with_a_host() {
+    fn urls_are_http_or_https_with_a_host() {
         assert_eq!(
             target("http://am.example:9093").unwrap(),
             ("am.example".into(), 9093, "".into())
@@ -145,10 +207,28 @@ mod tests {
             target("http://[::1]:9093").unwrap(),
             ("::1".into(), 9093, "".into())
         );
-        assert!(target("https://am:9093").unwrap_err().contains("https"));
+        assert_eq!(
+            target("https://vault.example").unwrap(),
+            ("vault.example".into(), 443, "".into())
+        );
+        assert!(target("ftp://am:9093").is_err());
         assert!(target("http://user@am:9093").is_err());
         assert!(target("http://am:port").is_err());
-        assert_eq!(host_header("::1", 9093), "[::1]:9093");
-        assert_eq!(host_header("am.example", 80), "am.example:80");
+    }
+
+    #[test]
+    fn the_egress_policy_refuses_before_connecting() {
+        // The default policy refuses loopback: no connection is tried.
+        let e = request(
+            "GET",
+            "https://127.0.0.1:9",
+            "/",
+            None,
+            &EgressPolicy::default(),
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("127.0.0.1"), "{e}");
     }
 }

@@ -250,3 +250,98 @@ fn cloudwatch_metrics_come_back_with_dimensions_through_throttling_and_late_data
             .is_empty()
     );
 }
+
+/// The newest `metric` of `component` (value, labels).
+fn newest_value(api: &Api, metric: &str, component: &str) -> Option<(f64, Value)> {
+    newest(api, metric, component).map(|(l, v)| (v, l))
+}
+
+fn secret_reader(api: &Api, component: &str, name: &str) {
+    api.push(
+        &manifest(
+            component,
+            "1",
+            "300ms",
+            &format!(
+                "[grants]\nsecrets = [\"{name}\"]\n[config]\nmode = \"read-secret\"\ntarget = \"{name}\"\n"
+            ),
+        ),
+        sotp_tests::guests::ATTACKER,
+    );
+}
+
+#[test]
+fn secrets_manager_secrets_rotate_after_their_ttl() {
+    let moto = Moto::start();
+    moto.python(
+        r#"client("secretsmanager").create_secret(Name="app/db", SecretString=json.dumps({"password": "first-pass", "user": "app"}))"#,
+    );
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
+    let acme = server.tenant("acme");
+    assert_eq!(
+        acme.put("/v1/secrets/aws", json!({ "value": moto.keys_json() }))
+            .0,
+        204
+    );
+    let (status, body) = acme.put(
+        "/v1/secret-providers",
+        json!({ "aws_secrets_manager": { "region": "us-east-1", "credentials_secret": "aws",
+                "endpoint": moto.endpoint(), "sts_endpoint": moto.endpoint(), "ttl": "1s" } }),
+    );
+    assert_eq!(status, 200, "{body}");
+    secret_reader(&acme, "db-reader", "aws-sm:app/db#password");
+    acme.wait_for("the secret read", Duration::from_secs(30), |api| {
+        (newest_value(api, "secret_len", "db-reader")?.0 == 10.0).then_some(())
+    });
+
+    // Rotated in Secrets Manager (boto3): picked up after the TTL, the component untouched.
+    moto.python(
+        r#"client("secretsmanager").put_secret_value(SecretId="app/db", SecretString=json.dumps({"password": "second-password!", "user": "app"}))"#,
+    );
+    acme.wait_for("the rotated value", Duration::from_secs(15), |api| {
+        (newest_value(api, "secret_len", "db-reader")?.0 == 16.0).then_some(())
+    });
+    assert_eq!(acme.component("db-reader")["active_version"], 1);
+
+    // A secret that does not exist: said so, no value.
+    secret_reader(&acme, "missing-reader", "aws-sm:app/nope#password");
+    acme.wait_for("a missing secret", Duration::from_secs(15), |api| {
+        let (v, l) = newest_value(api, "secret_error", "missing-reader")?;
+        (v == 1.0 && l["kind"] == "invalid").then_some(())
+    });
+
+    // Wrong keys: unavailable, naming AWS's refusal, never a value.
+    let wrong = json!({ "access_key_id": moto.key_id, "secret_access_key": "not-it" });
+    assert_eq!(
+        acme.put("/v1/secrets/aws", json!({ "value": wrong.to_string() }))
+            .0,
+        204
+    );
+    secret_reader(&acme, "wrong-reader", "aws-sm:app/db#user");
+    let log = acme.wait_for("the refused signature", Duration::from_secs(15), |api| {
+        let log = log_of(api, "wrong-reader");
+        log.contains("SignatureDoesNotMatch").then_some(log)
+    });
+    assert!(
+        !log.contains("not-it") && !log.contains("second-password"),
+        "{log}"
+    );
+
+    // Another tenant: no provider of its own, so nothing of acme's.
+    let globex = server.tenant("globex");
+    secret_reader(&globex, "db-reader", "aws-sm:app/db#password");
+    globex.wait_for("no provider", Duration::from_secs(15), |api| {
+        log_of(api, "db-reader")
+            .contains("no aws_secrets_manager provider")
+            .then_some(())
+    });
+    let (_, shown) = acme.get("/v1/secret-providers");
+    assert_eq!(shown["aws_secrets_manager"]["credentials_secret"], "aws");
+    let (status, body) = acme.put(
+        "/v1/secret-providers",
+        json!({ "aws_secrets_manager": { "region": "us-east-1", "credentials_secret": "aws",
+                "role_arn": "not-an-arn" } }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("role_arn"), "{body}");
+}

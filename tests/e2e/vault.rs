@@ -141,7 +141,7 @@ fn vault_secrets_rotate_after_their_ttl_and_a_down_vault_is_unavailable() {
     // Bad settings: a 400 naming the key.
     let (status, body) = acme.put(
         "/v1/secret-providers",
-        json!({ "vault": { "address": "https://vault", "auth": { "method": "token", "token_secret": "t" } } }),
+        json!({ "vault": { "address": "ftp://vault", "auth": { "method": "token", "token_secret": "t" } } }),
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("vault.address"), "{body}");

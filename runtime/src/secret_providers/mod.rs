@@ -2,7 +2,8 @@
 //!
 //! In: a secret name a host capability was asked for (`secrets.get`, a CA bundle, a bearer
 //! token), already checked against the component's grants — a name `vault:<path>#<key>` goes
-//! to the tenant's Vault (KV v2), any other name to the built-in store. Out: the value, or
+//! to the tenant's Vault (KV v2), `aws-sm:<secret id>[#<key>]` to its AWS Secrets Manager,
+//! any other name to the built-in store. Out: the value, or
 //! why not, as a reason that never contains a value.
 //!
 //! Values read from a provider are cached per tenant and name for the provider's `ttl`
@@ -10,24 +11,30 @@
 //! restart of anything. A provider that cannot be reached makes the read `unavailable` (the
 //! component retries on its next call); a value is never served past its TTL.
 
+pub mod aws_sm;
 pub mod vault;
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Where the tenant's secret providers are (`PUT /v1/secrets/providers`).
+/// Where the tenant's secret providers are (`PUT /v1/secret-providers`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<vault::VaultSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secrets_manager: Option<aws_sm::AwsSecretsManagerSettings>,
 }
 
 impl ProviderSettings {
     pub fn check(&self) -> Result<(), String> {
         if let Some(v) = &self.vault {
             v.check()?;
+        }
+        if let Some(a) = &self.aws_secrets_manager {
+            a.check()?;
         }
         Ok(())
     }
@@ -60,7 +67,7 @@ const MAX_CACHED: usize = 10_000;
 impl SecretProviders {
     /// Whether `name` belongs to a provider (and not to the built-in store).
     pub fn is_provided(name: &str) -> bool {
-        name.starts_with(vault::PREFIX)
+        name.starts_with(vault::PREFIX) || name.starts_with(aws_sm::PREFIX)
     }
 
     /// The value of a provider-held secret: `Ok(None)` if the provider says it does not
@@ -77,12 +84,24 @@ impl SecretProviders {
         {
             return Ok(Some(c.value.clone()));
         }
-        let Some(settings) = &ctx.settings.vault else {
-            return Err(format!(
-                "`{name}` names a Vault secret, but the tenant has no Vault provider (PUT /v1/secrets/providers)"
-            ));
+        let (value, ttl) = if name.starts_with(aws_sm::PREFIX) {
+            let Some(settings) = &ctx.settings.aws_secrets_manager else {
+                return Err(format!(
+                    "`{name}` names an AWS Secrets Manager secret, but the tenant has no aws_secrets_manager provider (PUT /v1/secret-providers)"
+                ));
+            };
+            (aws_sm::read(tenant, name, settings, ctx)?, settings.ttl())
+        } else {
+            let Some(settings) = &ctx.settings.vault else {
+                return Err(format!(
+                    "`{name}` names a Vault secret, but the tenant has no Vault provider (PUT /v1/secret-providers)"
+                ));
+            };
+            (
+                vault::read(self, tenant, name, settings, ctx)?,
+                settings.ttl(),
+            )
         };
-        let value = vault::read(self, tenant, name, settings, ctx)?;
         if let Some(v) = &value {
             let mut cache = self.cache.lock();
             if cache.len() >= MAX_CACHED {
@@ -92,7 +111,7 @@ impl SecretProviders {
                 key,
                 Cached {
                     value: v.clone(),
-                    until: Instant::now() + settings.ttl(),
+                    until: Instant::now() + ttl,
                 },
             );
         }

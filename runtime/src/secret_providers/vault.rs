@@ -6,7 +6,7 @@
 //! `secret_id` in the built-in store): the login's client token is kept per tenant, renewed
 //! (`auth/token/renew-self`) once half its lease has passed, and a new login made when renewal
 //! fails or Vault refuses it (403). The address is the tenant's: the call goes through the
-//! operator's egress policy (`crate::outbound`; plain HTTP for now). Errors say what failed —
+//! operator's egress policy (`crate::outbound`, HTTP or HTTPS). Errors say what failed —
 //! the status, the path — never a value: Vault's answers are not echoed.
 
 use super::{ProviderContext, SecretProviders};
@@ -289,7 +289,7 @@ mod tests {
         };
         assert!(bad.check().unwrap_err().contains("vault.ttl"));
         let bad = VaultSettings {
-            address: "https://vault".into(),
+            address: "ftp://vault".into(),
             ..ok
         };
         assert!(bad.check().unwrap_err().contains("vault.address"));
