@@ -27,6 +27,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("LOGIN_FLOW", "login_flow"),
     ("PROMETHEUS_SCRAPE", "prometheus_scrape"),
     ("CLOUDWATCH", "cloudwatch"),
+    ("AZURE_MONITOR", "azure_monitor"),
 ];
 
 /// Python rule components (`policies/*-py`), built by `scripts/build-python-rules`.
@@ -52,6 +53,7 @@ fn main() {
         "guests/login-flow",
         "guests/prometheus-scrape",
         "guests/cloudwatch",
+        "guests/azure-monitor",
         "guests/rule-sdk",
         "guests/policy-sdk",
         "policies",

@@ -2,6 +2,7 @@
 //! `sotp` process on a loopback port with its own data dir and talks to it over HTTP.
 
 pub mod alertmanager;
+pub mod azure;
 pub mod blackbox;
 pub mod harness;
 pub mod http_recorder;
