@@ -3,7 +3,8 @@
 //! file_sd document, scraped, its CPU and memory series queryable; an exporter that stops is
 //! `up = 0` within one interval; a host added to the file is scraped without a restart; and a
 //! real Prometheus (Debian) scraping the same exporter finds the same series and values.
-//! Needs root (the lab).
+//! Needs root (the lab). Without the lab: bad targets fail alone, and windows_exporter's
+//! families (tests/data/windows_exporter) appear under node_exporter's names.
 
 use serde_json::{Value, json};
 use sotp_tests::guests::PROMETHEUS_SCRAPE;
@@ -346,4 +347,119 @@ fn bad_expositions_huge_scrapes_and_hanging_targets_fail_alone() {
     );
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("relabel_configs[0]"), "{body}");
+}
+
+/// The newest value of `metric` whose labels include all of `want`.
+fn newest_with(api: &Api, metric: &str, want: &[(&str, &str)]) -> Option<f64> {
+    api.points(metric, "10m")
+        .into_iter()
+        .filter(|(l, _, _)| want.iter().all(|(k, v)| l[*k] == *v))
+        .max_by_key(|(_, t, _)| *t)
+        .map(|(_, _, v)| v)
+}
+
+#[test]
+fn windows_exporter_families_appear_under_node_exporter_names() {
+    let app = sotp_tests::webapp::WebApp::start();
+    let server = Server::start_with_config(BIN, sotp_tests::harness::LOOPBACK_EGRESS, &[]);
+    let acme = server.tenant("acme");
+    let push = |name: &str, extra: &str| {
+        acme.push(
+            &manifest(
+                name,
+                "1",
+                "2s",
+                &format!(
+                    "[grants]\nhttp = [\"http://127.0.0.1:{}\"]\n[config]\njob = \"{name}\"\ntargets = [\"{}\"]\n{extra}",
+                    app.port,
+                    app.url("/metrics/windows")
+                ),
+            ),
+            PROMETHEUS_SCRAPE,
+        )
+    };
+    push("windows", "");
+    push("windows-raw", "windows_node_names = false\n");
+    let job = [("job", "windows")];
+    acme.wait_for("the node names", Duration::from_secs(30), |api| {
+        newest_with(api, "node_cpu_seconds_total", &job)
+    });
+    let cpu = |cpu: &str, mode: &str| {
+        newest_with(
+            &acme,
+            "node_cpu_seconds_total",
+            &[("job", "windows"), ("cpu", cpu), ("mode", mode)],
+        )
+    };
+    // privileged → system, interrupt → irq, dpc → softirq; core "0,1" → cpu "1".
+    assert_eq!(cpu("1", "system"), Some(1512.375));
+    assert_eq!(cpu("0", "idle"), Some(19035.96875));
+    assert_eq!(cpu("0", "irq"), Some(18.53125));
+    assert_eq!(cpu("1", "softirq"), Some(101.5));
+    assert_eq!(
+        newest_with(&acme, "node_memory_MemTotal_bytes", &job),
+        Some(8.589463552e9)
+    );
+    assert_eq!(
+        newest_with(&acme, "node_memory_MemAvailable_bytes", &job),
+        Some(4.23706624e9)
+    );
+    assert_eq!(
+        newest_with(
+            &acme,
+            "node_filesystem_avail_bytes",
+            &[("job", "windows"), ("mountpoint", "C:")]
+        ),
+        Some(4.294967296e10)
+    );
+    assert_eq!(
+        newest_with(
+            &acme,
+            "node_network_receive_bytes_total",
+            &[
+                ("job", "windows"),
+                ("device", "Microsoft_Hyper_V_Network_Adapter")
+            ]
+        ),
+        Some(1.05848279e8)
+    );
+    assert_eq!(
+        newest_with(
+            &acme,
+            "node_disk_written_bytes_total",
+            &[("job", "windows"), ("device", "D:")]
+        ),
+        Some(5.24288e8)
+    );
+    let unit = |name: &str, state: &str| {
+        newest_with(
+            &acme,
+            "node_systemd_unit_state",
+            &[("job", "windows"), ("name", name), ("state", state)],
+        )
+    };
+    assert_eq!(unit("dhcp", "active"), Some(1.0));
+    assert_eq!(unit("wuauserv", "inactive"), Some(1.0));
+    assert_eq!(unit("wuauserv", "active"), Some(0.0));
+    assert_eq!(unit("w3svc", "activating"), Some(1.0));
+    assert_eq!(
+        newest_with(&acme, "node_boot_time_seconds", &job),
+        Some(1.796112e9)
+    );
+    // The windows_* series stay as scraped; with the mapping off there are only those.
+    assert_eq!(
+        newest_with(
+            &acme,
+            "windows_cpu_time_total",
+            &[("job", "windows"), ("core", "0,1"), ("mode", "privileged")]
+        ),
+        Some(1512.375)
+    );
+    acme.wait_for("the raw job", Duration::from_secs(30), |api| {
+        newest_with(api, "windows_cpu_time_total", &[("job", "windows-raw")])
+    });
+    assert_eq!(
+        newest_with(&acme, "node_cpu_seconds_total", &[("job", "windows-raw")]),
+        None
+    );
 }

@@ -404,11 +404,13 @@ fn export_server_span(
 }
 
 /// Expositions for scrape tests: `good` (two samples), `bad` (line 2 malformed), `huge`
-/// (2 MiB of samples).
+/// (2 MiB of samples), `windows` (windows_exporter v0.27.2's families: see
+/// tests/data/windows_exporter/README.md).
 async fn exposition(axum::extract::Path(kind): axum::extract::Path<String>) -> Response {
     let body = match kind.as_str() {
         "good" => "# TYPE app_requests_total counter\napp_requests_total{code=\"200\"} 42\napp_up 1\n".to_string(),
         "bad" => "app_ok 1\napp_broken{code=200} 1\n".to_string(),
+        "windows" => include_str!("../data/windows_exporter/v0.27.2.prom").to_string(),
         "huge" => (0..40_000).map(|i| format!("app_series_{i}{{a=\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}} {i}\n")).collect(),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };

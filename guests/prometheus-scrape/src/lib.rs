@@ -21,8 +21,14 @@
 //! Samples are stamped with the scrape's start unless the exposition gives a time.
 //! Counters stay counters: rates are for query time.
 //!
+//! A windows_exporter's families are also emitted under node_exporter's names where they mean
+//! the same (`windows.rs` has the table), so one dashboard shows Linux and Windows hosts;
+//! `windows_node_names = false` turns that off.
+//!
 //! Other keys: `job` ("prometheus"), `scrape_timeout_ms` (10000), `sample_limit` (100000),
 //! `max_bytes` (8 MiB), `bearer_secret`.
+
+mod windows;
 
 use serde::Deserialize;
 use sotp_guest::host::scrape;
@@ -52,6 +58,12 @@ struct Settings {
     #[serde(default)]
     max_bytes: u32,
     bearer_secret: Option<String>,
+    #[serde(default = "yes")]
+    windows_node_names: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -393,7 +405,13 @@ impl Scraper {
         let (up, duration_ms, scraped) = match result {
             Ok(r) => {
                 let n = r.samples.len();
-                for sample in r.samples {
+                let mut samples = r.samples;
+                if s.windows_node_names && samples.iter().any(|x| x.metric.starts_with("windows_"))
+                {
+                    let extra = windows::node_equivalents(&samples);
+                    samples.extend(extra);
+                }
+                for sample in samples {
                     if let Some(sample) = self.relabel_sample(sample, &target, started) {
                         out.push(sample);
                     }
