@@ -1,6 +1,6 @@
 //! Prometheus scraping end to end: Debian's node_exporter started inside lab hosts (network
-//! namespaces), found by the shipped `prometheus-scrape` component in the inventory and in a
-//! file_sd document, scraped, its CPU and memory series queryable; an exporter that stops is
+//! namespaces), found by the shipped `prometheus-scrape` component in the inventory, in a
+//! file_sd document and by scanning the lab's management range (`cidr_sd`), scraped, its CPU and memory series queryable; an exporter that stops is
 //! `up = 0` within one interval; a host added to the file is scraped without a restart; and a
 //! real Prometheus (Debian) scraping the same exporter finds the same series and values.
 //! Needs root (the lab). Without the lab: bad targets fail alone, and windows_exporter's
@@ -32,10 +32,11 @@ fn start_exporter(lab: &sotp_labs::Lab, node: &str) -> (String, String) {
     (format!("{address}:9100"), pid.trim().to_string())
 }
 
+/// The newest `up` of `instance` in the `node` job (inventory and file_sd).
 fn up(api: &Api, instance: &str) -> Option<(i64, f64)> {
     api.points("up", "10m")
         .into_iter()
-        .filter(|(l, _, _)| l["instance"] == instance)
+        .filter(|(l, _, _)| l["instance"] == instance && l["job"] == "node")
         .map(|(_, t, v)| (t, v))
         .max_by_key(|(t, _)| *t)
 }
@@ -83,6 +84,23 @@ fn node_exporters_in_lab_hosts_are_discovered_scraped_and_agree_with_prometheus(
         PROMETHEUS_SCRAPE,
     );
 
+    // The same exporters found by scanning the lab's management range for port 9100.
+    let range = scan_range(&first_ip, &second_ip);
+    acme.push(
+        &manifest(
+            "cidr-scrape",
+            "1",
+            "3s",
+            &format!(
+                "[limits]\nmemory = \"64MiB\"\ncpu_ms = 2000\nwall_ms = 14000\n\
+                 [grants]\nhttp = [\"http://{range}:9100\"]\n\
+                 [config]\njob = \"cidr\"\nscrape_timeout_ms = 2000\n\
+                 [config.cidr_sd]\ncidrs = [\"{range}\"]\nport = 9100\nprobe_timeout_ms = 300\n"
+            ),
+        ),
+        PROMETHEUS_SCRAPE,
+    );
+
     // Found in the inventory, scraped: CPU and memory series with the target's labels.
     acme.wait_for("the first scrape", Duration::from_secs(30), |api| {
         let (_, v) = up(api, &first)?;
@@ -124,6 +142,17 @@ fn node_exporters_in_lab_hosts_are_discovered_scraped_and_agree_with_prometheus(
         "{load:?}"
     );
 
+    // The scan found both exporters, and nothing else in the range.
+    let scanned = acme.wait_for("both exporters scanned", Duration::from_secs(60), |api| {
+        let found = scanned_instances(api);
+        (found.len() >= 2).then_some(found)
+    });
+    assert_eq!(
+        scanned,
+        [first.clone(), second.clone()].into_iter().collect(),
+        "only the hosts with an exporter"
+    );
+
     // An exporter that stops: up = 0 within one interval (3 s), its reason logged.
     lab.exec("access1", &format!("kill {first_pid}")).unwrap();
     let stopped = now_ms();
@@ -142,12 +171,37 @@ fn node_exporters_in_lab_hosts_are_discovered_scraped_and_agree_with_prometheus(
         1.0,
         "the other target is unaffected"
     );
+    // The scan drops the stopped exporter when it probes its address again: no more
+    // scrapes of it in the `cidr` job, while the other goes on.
+    let newest = |instance: &str| {
+        acme.points("up", "1m")
+            .into_iter()
+            .filter(|(l, _, _)| l["job"] == "cidr" && l["instance"] == instance)
+            .map(|(_, t, v)| (t, v))
+            .max_by_key(|(t, _)| *t)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (first_up, second_up) = (newest(&first), newest(&second));
+        // Two intervals (6 s) of the other target scraped since the stopped one last was.
+        let last_first = first_up.map_or(stopped, |(t, _)| t);
+        let second_after = second_up.is_some_and(|(t, _)| t > last_first.max(stopped) + 6_000);
+        let first_gone = last_first < stopped + 6_000;
+        if second_after && first_gone {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan still scrapes the stopped exporter: {first_up:?} / {second_up:?} (stopped at {stopped})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Each target's state, through the API and the CLI.
     let (_, state) = acme.get("/v1/scrape/targets");
     let targets = state["targets"].as_array().unwrap();
     let down = targets
         .iter()
-        .find(|t| t["instance"] == first.as_str())
+        .find(|t| t["instance"] == first.as_str() && t["job"] == "node")
         .unwrap();
     assert_eq!(down["up"], false, "{state}");
     assert!(
@@ -156,11 +210,14 @@ fn node_exporters_in_lab_hosts_are_discovered_scraped_and_agree_with_prometheus(
     );
     let fine = targets
         .iter()
-        .find(|t| t["instance"] == second.as_str())
+        .find(|t| t["instance"] == second.as_str() && t["job"] == "node")
         .unwrap();
-    assert_eq!(
-        (fine["up"].as_bool(), fine["job"].as_str()),
-        (Some(true), Some("node"))
+    assert_eq!(fine["up"].as_bool(), Some(true), "{state}");
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["instance"] == second.as_str() && t["job"] == "cidr"),
+        "the scanned target is listed too: {state}"
     );
     assert!(fine["samples"].as_f64().unwrap() > 10.0, "{state}");
     let cli = std::process::Command::new(BIN)
@@ -264,6 +321,29 @@ fn node_exporters_in_lab_hosts_are_discovered_scraped_and_agree_with_prometheus(
 }
 
 /// A series' identity without the labels that differ by scraper (`job`, and what SOTP adds).
+/// The smallest range (at least a /28) holding both lab addresses.
+fn scan_range(a: &str, b: &str) -> String {
+    let a: std::net::Ipv4Addr = a.parse().unwrap();
+    let b: std::net::Ipv4Addr = b.parse().unwrap();
+    let (a, b) = (u32::from(a), u32::from(b));
+    let mut prefix = 28;
+    while prefix > 20 && (a >> (32 - prefix)) != (b >> (32 - prefix)) {
+        prefix -= 1;
+    }
+    let base = std::net::Ipv4Addr::from(a & (u32::MAX << (32 - prefix)));
+    format!("{base}/{prefix}")
+}
+
+/// Instances the `cidr` job scraped successfully in the last 10 s.
+fn scanned_instances(api: &Api) -> std::collections::BTreeSet<String> {
+    let since = now_ms() - 10_000;
+    api.points("up", "1m")
+        .into_iter()
+        .filter(|(l, t, v)| l["job"] == "cidr" && *t > since && *v == 1.0)
+        .map(|(l, _, _)| l["instance"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 fn series_key(labels: &Value) -> String {
     let mut pairs: Vec<String> = labels
         .as_object()

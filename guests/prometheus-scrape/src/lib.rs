@@ -7,7 +7,9 @@
 //!   role or site, labelled `__meta_sotp_device`, `__meta_sotp_site`, `__meta_sotp_role`;
 //! - `file_sd`: file names or `*.json` in the tenant's file_sd directory (mounted read-only
 //!   at `/file_sd` with `grants.file_sd = true`), Prometheus's `[{targets, labels}]` JSON;
-//! - `http_sd`: URLs answering the same JSON (Prometheus's http_sd), over `http`.
+//! - `http_sd`: URLs answering the same JSON (Prometheus's http_sd), over `http`;
+//! - `cidr_sd = { cidrs = ["10.0.0.0/24"], port = 9100 }`: every address of granted IPv4
+//!   ranges probed for the port, a few per tick (`cidr.rs`), labelled `__meta_sotp_cidr`.
 //!
 //! Each target starts with `__address__`, `__scheme__`, `__metrics_path__`, `job` and its
 //! discovered labels, goes through `relabel_configs` (Prometheus semantics: `replace`,
@@ -28,6 +30,7 @@
 //! Other keys: `job` ("prometheus"), `scrape_timeout_ms` (10000), `sample_limit` (100000),
 //! `max_bytes` (8 MiB), `bearer_secret`.
 
+mod cidr;
 mod windows;
 
 use serde::Deserialize;
@@ -47,6 +50,7 @@ struct Settings {
     file_sd: Vec<String>,
     #[serde(default)]
     http_sd: Vec<String>,
+    cidr_sd: Option<cidr::CidrSd>,
     #[serde(default)]
     relabel_configs: Vec<RelabelConfig>,
     #[serde(default)]
@@ -201,6 +205,8 @@ struct Scraper {
     settings: Settings,
     relabel: Vec<Rule>,
     metric_relabel: Vec<Rule>,
+    /// The `cidr_sd` scan, carried across ticks.
+    scan: Option<cidr::Scan>,
 }
 
 #[derive(Deserialize)]
@@ -223,16 +229,23 @@ impl Collector for Scraper {
         };
         let relabel = compile(&settings.relabel_configs, "relabel_configs")?;
         let metric_relabel = compile(&settings.metric_relabel_configs, "metric_relabel_configs")?;
+        let mut settings = settings;
+        let scan = settings.cidr_sd.take().map(cidr::Scan::new).transpose()?;
         Ok(Scraper {
             settings,
             relabel,
             metric_relabel,
+            scan,
         })
     }
 
     fn on_tick(&mut self, _tick: Tick) -> Result<(), String> {
         let mut logs = Vec::new();
-        let targets = self.discover(&mut logs);
+        let scanned = match &mut self.scan {
+            Some(scan) => scan.step(&mut logs),
+            None => Vec::new(),
+        };
+        let targets = self.discover(scanned, &mut logs);
         let mut out: Vec<Sample> = Vec::new();
         for labels in targets {
             self.scrape_one(labels, &mut out, &mut logs);
@@ -249,9 +262,16 @@ impl Collector for Scraper {
 
 impl Scraper {
     /// Every target's labels after relabeling (duplicates by address and path once).
-    fn discover(&self, logs: &mut Vec<LogRecord>) -> Vec<BTreeMap<String, String>> {
+    fn discover(
+        &self,
+        scanned: Vec<(String, String, String, BTreeMap<String, String>)>,
+        logs: &mut Vec<LogRecord>,
+    ) -> Vec<BTreeMap<String, String>> {
         let s = &self.settings;
         let mut found: Vec<BTreeMap<String, String>> = Vec::new();
+        for (scheme, address, path, meta) in scanned {
+            found.push(self.target(&scheme, &address, &path, meta));
+        }
         for url in &s.targets {
             match split_url(url) {
                 Some((scheme, address, path)) => {
