@@ -127,9 +127,10 @@ paths = {
     "options": op("CORS preflight", ok="204", errors=(), tag="traces", auth=False)},
   "/v1/traces/{id}": {"get": op("One trace: every span with its attributes, events, status and resource, in start order", params=[pid], tag="traces")},
   "/v1/secret-providers": {
-    "get": op("Where the tenant's provider-held secrets (vault:<path>#<key>) come from: the Vault address, mount, TTL and auth (names of the built-in secrets holding its credentials, never values)", tag="secrets"),
-    "put": op("Set the secret providers: vault {address, mount (secret), ttl (5m), auth: {method: token, token_secret} or {method: approle, role_id, secret_id_secret}}", tag="secrets", scope="secrets",
-              body=json_body({"vault": {"type": "object", "properties": {"address": {"type": "string"}, "mount": {"type": "string"}, "ttl": {"type": "string"}, "auth": {"type": "object"}}, "required": ["address", "auth"]}}))},
+    "get": op("Where the tenant's provider-held secrets (vault:<path>#<key>, aws-sm:<secret id>[#<key>]) come from: the Vault address, mount, TTL and auth; the Secrets Manager region, endpoints, role and TTL (names of the built-in secrets holding their credentials, never values)", tag="secrets"),
+    "put": op("Set the secret providers: vault {address, mount (secret), ttl (5m), auth: {method: token, token_secret} or {method: approle, role_id, secret_id_secret}}; aws_secrets_manager {region, credentials_secret, role_arn, endpoint, sts_endpoint, ttl (5m)}", tag="secrets", scope="secrets",
+              body=json_body({"vault": {"type": "object", "properties": {"address": {"type": "string"}, "mount": {"type": "string"}, "ttl": {"type": "string"}, "auth": {"type": "object"}}, "required": ["address", "auth"]},
+                              "aws_secrets_manager": {"type": "object", "properties": {"region": {"type": "string"}, "credentials_secret": {"type": "string"}, "role_arn": {"type": "string"}, "endpoint": {"type": "string"}, "sts_endpoint": {"type": "string"}, "ttl": {"type": "string"}}, "required": ["region", "credentials_secret"]}}))},
   "/v1/scrape/targets": {"get": op("Prometheus scrape targets the tenant's prometheus-scrape components saw in the last ten minutes: up, last scrape, duration, samples, and why the last one failed", tag="scrape")},
   "/rum.js": {"get": op("The real-user monitoring script pages embed (docs/TRACES.md)", errors=("503",), tag="traces", auth=False)},
   "/v1/incidents": {"get": op("Incidents correlation opened, newest first, with their root device and the devices whose alerts they suppressed", params=[q("status", "open or resolved"), q("limit", "at most this many (default 100)", "integer")], tag="alerts")},

@@ -36,6 +36,9 @@ fn venv_bin(name: &str) -> PathBuf {
     path
 }
 
+/// A datapoint to put: (metric, [(dimension, value)], Unix seconds, value).
+pub type Datum<'a> = (&'a str, Vec<(&'a str, &'a str)>, i64, f64);
+
 pub struct Moto {
     pub port: u16,
     /// The IAM user's access key id and secret access key.
@@ -132,8 +135,8 @@ def client(service):
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// PutMetricData: `(metric, [(dimension, value)], unix seconds, value)`.
-    pub fn put_metric(&self, namespace: &str, points: &[(&str, Vec<(&str, &str)>, i64, f64)]) {
+    /// PutMetricData of `points`.
+    pub fn put_metric(&self, namespace: &str, points: &[Datum<'_>]) {
         let data: Vec<serde_json::Value> = points
             .iter()
             .map(|(name, dims, at, value)| {

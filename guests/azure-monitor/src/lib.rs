@@ -158,7 +158,7 @@ impl Collector for AzureMonitor {
         if resources.is_empty() || settings.metrics.is_empty() {
             return Err("config: name the resources and metrics to read".into());
         }
-        if settings.interval_s == 0 || settings.interval_s % 60 != 0 {
+        if settings.interval_s == 0 || !settings.interval_s.is_multiple_of(60) {
             return Err("config.interval_s: a whole number of minutes".into());
         }
         Ok(AzureMonitor {

@@ -148,7 +148,8 @@ impl Collector for CloudWatch {
         if settings.metrics.is_empty() {
             return Err("config.metrics: name at least one namespace to read".into());
         }
-        if settings.period_s == 0 || settings.period_s % 60 != 0 && settings.period_s > 60 {
+        let p = settings.period_s;
+        if !(matches!(p, 1 | 5 | 10 | 30) || (p >= 60 && p.is_multiple_of(60))) {
             return Err("config.period_s: 1, 5, 10, 30, or a multiple of 60 seconds".into());
         }
         Ok(CloudWatch {

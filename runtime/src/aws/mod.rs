@@ -330,6 +330,50 @@ pub fn error_summary(body: &[u8]) -> String {
     text.trim().chars().take(200).collect()
 }
 
+/// Sign `exchange` as `keys` (adding `host`) and send it.
+pub fn send_signed(
+    keys: &Keys,
+    service: &str,
+    region: &str,
+    mut exchange: Exchange<'_>,
+    transport: &mut dyn Transport,
+    timeout: Duration,
+) -> Result<Answer, CallError> {
+    let parsed = url::Url::parse(exchange.url)
+        .map_err(|e| CallError::Invalid(format!("`{}` is not a URL: {e}", exchange.url)))?;
+    let host = match (parsed.host_str(), parsed.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => {
+            return Err(CallError::Invalid(format!(
+                "`{}` has no host",
+                exchange.url
+            )));
+        }
+    };
+    exchange.headers.retain(|(n, _)| {
+        !n.eq_ignore_ascii_case("host") && !n.eq_ignore_ascii_case("authorization")
+    });
+    exchange.headers.push(("host".into(), host));
+    let signed = sign::signature_headers(
+        keys,
+        service,
+        region,
+        &sign::Unsigned {
+            method: exchange.method,
+            url: exchange.url,
+            headers: &exchange.headers,
+            body: exchange.body,
+        },
+        SystemTime::now(),
+    )
+    .map_err(CallError::Invalid)?;
+    exchange.headers.extend(signed);
+    transport
+        .send(exchange, timeout)
+        .map_err(CallError::Unavailable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,48 +417,4 @@ mod tests {
         assert!(backoff(1) >= Duration::from_millis(200));
         assert!(backoff(20) <= Duration::from_secs(5));
     }
-}
-
-/// Sign `exchange` as `keys` (adding `host`) and send it.
-pub fn send_signed(
-    keys: &Keys,
-    service: &str,
-    region: &str,
-    mut exchange: Exchange<'_>,
-    transport: &mut dyn Transport,
-    timeout: Duration,
-) -> Result<Answer, CallError> {
-    let parsed = url::Url::parse(exchange.url)
-        .map_err(|e| CallError::Invalid(format!("`{}` is not a URL: {e}", exchange.url)))?;
-    let host = match (parsed.host_str(), parsed.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => {
-            return Err(CallError::Invalid(format!(
-                "`{}` has no host",
-                exchange.url
-            )));
-        }
-    };
-    exchange.headers.retain(|(n, _)| {
-        !n.eq_ignore_ascii_case("host") && !n.eq_ignore_ascii_case("authorization")
-    });
-    exchange.headers.push(("host".into(), host));
-    let signed = sign::signature_headers(
-        keys,
-        service,
-        region,
-        &sign::Unsigned {
-            method: exchange.method,
-            url: exchange.url,
-            headers: &exchange.headers,
-            body: exchange.body,
-        },
-        SystemTime::now(),
-    )
-    .map_err(CallError::Invalid)?;
-    exchange.headers.extend(signed);
-    transport
-        .send(exchange, timeout)
-        .map_err(CallError::Unavailable)
 }
