@@ -149,6 +149,12 @@ fn cloudwatch_metrics_come_back_with_dimensions_through_throttling_and_late_data
         log_of(&acme, "cw").contains("GetMetricData"),
         "the run's log line"
     );
+    // A month of runs at the interval seen (2 s): the run's cost × 1,296,000.
+    let (_, monthly) = acme.wait_for("the monthly projection", Duration::from_secs(10), |api| {
+        newest(api, "cloudwatch_monthly_cost_usd", "cw")
+    });
+    assert!(monthly > 0.0, "{monthly}");
+    assert!(log_of(&acme, "cw").contains("a month at one run every"));
 
     // Late data: a datapoint put now for a minute already read fills its gap on a later
     // run; nothing is stored twice.

@@ -21,7 +21,9 @@
 //! dropped), labels `dimension_<Name>`, `region`, `account_id`, stamped with CloudWatch's
 //! timestamps. Run samples: `cloudwatch_api_requests{action}`, `cloudwatch_api_throttled`,
 //! `cloudwatch_metrics_requested`, `cloudwatch_discovered_metrics`,
-//! `cloudwatch_run_planned_cost_usd`, `cloudwatch_run_cost_usd`.
+//! `cloudwatch_run_planned_cost_usd`, `cloudwatch_run_cost_usd`, and
+//! `cloudwatch_monthly_cost_usd` (the run's cost over a month at the interval seen between
+//! runs).
 //!
 //! Keys: `region`, `credentials_secret`, `role_arn`, `endpoint`, `sts_endpoint` (for VPC
 //! endpoints or an emulator), `period_s` (60), `delay_s` (120), `lookback_s` (600),
@@ -139,6 +141,8 @@ struct CloudWatch {
     account: String,
     /// Datapoint times already emitted, per series (pruned to the lookback window).
     emitted: HashMap<String, BTreeSet<i64>>,
+    /// When the previous run was due: the interval the monthly projection assumes.
+    last_tick_ms: Option<i64>,
 }
 
 impl Collector for CloudWatch {
@@ -158,6 +162,7 @@ impl Collector for CloudWatch {
             discovered_at_ms: None,
             account: String::new(),
             emitted: HashMap::new(),
+            last_tick_ms: None,
         })
     }
 
@@ -183,6 +188,25 @@ impl Collector for CloudWatch {
             run.throttled,
             run.waited_ms,
         );
+        // What a month of runs at this interval costs, once an interval has been seen.
+        let interval = self
+            .last_tick_ms
+            .map(|last| now_ms - last)
+            .filter(|i| *i > 0);
+        self.last_tick_ms = Some(now_ms);
+        if let Some(interval) = interval {
+            let monthly = cost * (30.0 * 86_400_000.0 / interval as f64);
+            line = format!(
+                "{line}, about ${monthly:.2} a month at one run every {} s",
+                interval / 1000
+            );
+            let _ = sotp_guest::host::emit::samples(&[Sample {
+                metric: "cloudwatch_monthly_cost_usd".into(),
+                labels: vec![label("region", &self.settings.region)],
+                value: monthly,
+                timestamp_ms: Some(now_ms),
+            }]);
+        }
         if let Some(e) = &error {
             line = format!("{line}; failed: {e}");
         }

@@ -462,6 +462,9 @@ impl Scraper {
         target: &BTreeMap<String, String>,
         started: i64,
     ) -> Option<Sample> {
+        if self.metric_relabel.is_empty() {
+            return Some(with_target_labels(sample, target, started));
+        }
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
         for l in sample.labels {
             let name = if target.contains_key(&l.name) {
@@ -493,6 +496,34 @@ impl Scraper {
             value: sample.value,
             timestamp_ms: Some(sample.timestamp_ms.unwrap_or(started)),
         })
+    }
+}
+
+/// A sample with the target's labels added, clashing exposition labels renamed
+/// `exported_<name>` and empty ones dropped — what `relabel_sample` does without metric
+/// relabeling, reusing the sample's own strings (the host sorts labels).
+fn with_target_labels(sample: Sample, target: &BTreeMap<String, String>, started: i64) -> Sample {
+    let mut labels = sample.labels;
+    labels.retain(|l| !l.value.is_empty());
+    for l in &mut labels {
+        if target.contains_key(&l.name) {
+            l.name.insert_str(0, "exported_");
+        }
+    }
+    labels.extend(
+        target
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| Label {
+                name: k.clone(),
+                value: v.clone(),
+            }),
+    );
+    Sample {
+        metric: sample.metric,
+        labels,
+        value: sample.value,
+        timestamp_ms: Some(sample.timestamp_ms.unwrap_or(started)),
     }
 }
 
@@ -575,6 +606,38 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn target_labels_win_and_clashes_are_exported() {
+        let sample = Sample {
+            metric: "m".into(),
+            labels: ["job=x", "a=1", "e="]
+                .iter()
+                .map(|kv| {
+                    let (name, value) = kv.split_once('=').unwrap();
+                    Label {
+                        name: name.into(),
+                        value: value.into(),
+                    }
+                })
+                .collect(),
+            value: 1.0,
+            timestamp_ms: None,
+        };
+        let target = labels(&[("instance", "h:9100"), ("job", "node")]);
+        let out = with_target_labels(sample, &target, 7);
+        let mut got: Vec<String> = out
+            .labels
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.value))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            ["a=1", "exported_job=x", "instance=h:9100", "job=node"]
+        );
+        assert_eq!(out.timestamp_ms, Some(7));
     }
 
     #[test]
