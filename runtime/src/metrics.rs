@@ -43,6 +43,7 @@ pub fn render(rt: &Runtime, view: View) -> String {
         render_process(&mut out, rt);
     }
     render_components(&mut out, &handles);
+    render_aws(&mut out, view);
     if let Some(flows) = &rt.flows {
         if matches!(view, View::Operator) {
             render_flows(&mut out, flows);
@@ -383,6 +384,33 @@ fn render_components(
                 get(h) as f64,
             );
         }
+    }
+}
+
+/// Each AWS account's current request rate (its limiter, shared by a tenant's components).
+fn render_aws(out: &mut String, view: View) {
+    let rates: Vec<_> = crate::aws::shared()
+        .rates()
+        .into_iter()
+        .filter(|(tenant, _, _)| view.shows(tenant))
+        .collect();
+    if rates.is_empty() {
+        return;
+    }
+    let name = "sotp_aws_account_requests_per_second";
+    family(
+        out,
+        name,
+        "gauge",
+        "The rate the aws capability allows an AWS account now (10 at rest; halved by each throttling reply).",
+    );
+    for (tenant, account, rate) in rates {
+        line(
+            out,
+            name,
+            &[("tenant", &tenant), ("account", &account)],
+            rate,
+        );
     }
 }
 

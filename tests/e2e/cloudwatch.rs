@@ -195,6 +195,18 @@ fn cloudwatch_metrics_come_back_with_dimensions_through_throttling_and_late_data
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(throttled >= 3.0, "{metrics}");
+    // The account's limiter slowed down for every component of the tenant (it recovers by
+    // one request a second per quiet 10 s, so it is still below 10 here).
+    let rate: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("sotp_aws_account_requests_per_second")
+                && l.contains("\"acme\"")
+                && l.contains(ACCOUNT)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    assert!(rate < 10.0, "{metrics}");
     let view = acme.component("cw");
     let traps = view["counters"]["traps"].as_object().unwrap();
     assert!(traps.values().all(|v| v == 0), "no trap: {view}");

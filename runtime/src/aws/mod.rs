@@ -163,12 +163,16 @@ impl Shared {
         }
     }
 
-    /// The account's current rate (requests per second), for tests and `/metrics`.
-    pub fn rate(&self, tenant: &str, account: &str) -> Option<f64> {
-        self.limiters
+    /// Every (tenant, account) limiter's current rate (requests per second), for `/metrics`.
+    pub fn rates(&self) -> Vec<(String, String, f64)> {
+        let mut rates: Vec<_> = self
+            .limiters
             .lock()
-            .get(&(tenant.to_string(), account.to_string()))
-            .map(|l| l.rate())
+            .iter()
+            .map(|((t, a), l)| (t.clone(), a.clone(), l.rate()))
+            .collect();
+        rates.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        rates
     }
 
     fn assumed(&self, tenant: &str, key_id: &str, role: &str) -> Option<Keys> {
