@@ -131,6 +131,19 @@ paths = {
     "put": op("Set the secret providers: vault {address, mount (secret), ttl (5m), auth: {method: token, token_secret} or {method: approle, role_id, secret_id_secret}}; aws_secrets_manager {region, credentials_secret, role_arn, endpoint, sts_endpoint, ttl (5m)}", tag="secrets", scope="secrets",
               body=json_body({"vault": {"type": "object", "properties": {"address": {"type": "string"}, "mount": {"type": "string"}, "ttl": {"type": "string"}, "auth": {"type": "object"}}, "required": ["address", "auth"]},
                               "aws_secrets_manager": {"type": "object", "properties": {"region": {"type": "string"}, "credentials_secret": {"type": "string"}, "role_arn": {"type": "string"}, "endpoint": {"type": "string"}, "sts_endpoint": {"type": "string"}, "ttl": {"type": "string"}}, "required": ["region", "credentials_secret"]}}))},
+  "/api/v1/query": {
+    "get": op("Prometheus's instant query (PromQL at one time) over the tenant's samples, in Prometheus's envelope; the token as Bearer or as the basic-auth password (docs/PROMQL.md)", params=[q("query", "PromQL"), q("time", "Unix seconds or RFC 3339; default now")], errors=("400", "401", "403", "422"), tag="prometheus"),
+    "post": op("As GET, the parameters in a form body", errors=("400", "401", "403", "422"), tag="prometheus", scope="read")},
+  "/api/v1/query_range": {
+    "get": op("Prometheus's range query: PromQL at every step from start to end (at most 11,000 steps)", params=[q("query", "PromQL"), q("start", "Unix seconds or RFC 3339"), q("end", "Unix seconds or RFC 3339"), q("step", "seconds or a duration such as 15s")], errors=("400", "401", "403", "422"), tag="prometheus"),
+    "post": op("As GET, the parameters in a form body", errors=("400", "401", "403", "422"), tag="prometheus", scope="read")},
+  "/api/v1/series": {
+    "get": op("Label sets of the tenant's series matching match[] selectors", params=[q("match[]", "a series selector, repeatable")], errors=("400", "401", "403", "422"), tag="prometheus"),
+    "post": op("As GET, the parameters in a form body", errors=("400", "401", "403", "422"), tag="prometheus", scope="read")},
+  "/api/v1/labels": {
+    "get": op("Label names of the tenant's series (of the match[] series, if given)", params=[q("match[]", "a series selector, repeatable")], errors=("400", "401", "403"), tag="prometheus"),
+    "post": op("As GET, the parameters in a form body", errors=("400", "401", "403"), tag="prometheus", scope="read")},
+  "/api/v1/label/{name}/values": {"get": op("The values a label takes in the tenant's series (__name__: metric names)", params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}, q("match[]", "a series selector, repeatable")], errors=("400", "401", "403"), tag="prometheus")},
   "/v1/scrape/targets": {"get": op("Prometheus scrape targets the tenant's prometheus-scrape components saw in the last ten minutes: up, last scrape, duration, samples, and why the last one failed", tag="scrape")},
   "/rum.js": {"get": op("The real-user monitoring script pages embed (docs/TRACES.md)", errors=("503",), tag="traces", auth=False)},
   "/v1/incidents": {"get": op("Incidents correlation opened, newest first, with their root device and the devices whose alerts they suppressed", params=[q("status", "open or resolved"), q("limit", "at most this many (default 100)", "integer")], tag="alerts")},

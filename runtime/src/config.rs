@@ -54,6 +54,8 @@ pub struct LimitsConfig {
     pub max_upload: ByteSize,
     /// Points (or buckets) one query may return.
     pub max_query_points: usize,
+    /// Raw points one PromQL query (`/api/v1/query*`) may read: 16 bytes each in memory.
+    pub max_promql_points: usize,
     /// The largest `limits.max_emit_per_call` a manifest may ask for.
     pub max_emit_per_call: u32,
     /// The largest `limits.max_emit_bytes` a manifest may ask for.
@@ -119,6 +121,7 @@ impl Default for LimitsConfig {
             min_tick: HumanDuration(Duration::from_millis(10)),
             max_upload: ByteSize::mib(32),
             max_query_points: 100_000,
+            max_promql_points: 8_000_000,
             max_emit_per_call: 100_000,
             max_emit_bytes: ByteSize::mib(64),
             max_wall_ms: 600_000,

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod native;
 pub mod outbound;
+pub mod promql;
 pub mod runtime;
 pub mod secret_providers;
 pub mod state;

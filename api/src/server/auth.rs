@@ -71,7 +71,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = match parts.headers.get(axum::http::header::AUTHORIZATION) {
-            Some(header) => bearer(header)?.to_string(),
+            Some(header) => bearer(header)?,
             None => ui_session(parts, state)?,
         };
         let token = token.as_str();
@@ -95,20 +95,35 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(header: &axum::http::HeaderValue) -> Result<&str, ApiError> {
+/// The token of an `Authorization: Bearer <token>` header, or of HTTP basic auth with the
+/// token as the password (the user is ignored): what Prometheus clients send from a URL's
+/// `user:password@` (`promtool` has no other way).
+fn bearer(header: &axum::http::HeaderValue) -> Result<String, ApiError> {
+    use base64::Engine;
     let header = header.to_str().unwrap_or_default();
-    header
+    let refused = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the Authorization header must be `Bearer <token>` (or basic auth with the token as the password)",
+        )
+    };
+    if let Some(token) = header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the Authorization header must be `Bearer <token>`",
-            )
-        })
+    {
+        return Ok(token.trim().to_string());
+    }
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))
+        .ok_or_else(refused)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| refused())?;
+    let text = String::from_utf8(decoded).map_err(|_| refused())?;
+    let (_, password) = text.split_once(':').ok_or_else(refused)?;
+    Ok(password.to_string())
 }
 
 /// The token behind the web UI's session cookie (see `ui`). A write with the cookie must

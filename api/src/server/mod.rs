@@ -15,6 +15,7 @@ mod incidents;
 mod mqtt;
 mod ops;
 mod own_traces;
+mod prometheus;
 mod query;
 mod scrape;
 mod secrets;
@@ -244,6 +245,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .nest("/v1", v1)
+        .nest("/api/v1", prometheus::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -20,6 +20,52 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(e.to_string()))??)
     }
 
+    /// A PromQL expression evaluated at `steps` (ms) over the tenant's samples.
+    pub async fn promql(
+        &self,
+        tenant: String,
+        expr: promql_parser::parser::Expr,
+        steps: Vec<i64>,
+    ) -> Result<crate::promql::Value, crate::promql::PromError> {
+        let store = self.telemetry.clone();
+        let limits = crate::promql::Limits {
+            max_points: self.config.limits.max_promql_points,
+        };
+        tokio::task::spawn_blocking(move || {
+            let source = crate::promql::StoreSource {
+                store: &store,
+                tenant: &tenant,
+            };
+            crate::promql::evaluate(&expr, &steps, &source, limits)
+        })
+        .await
+        .map_err(|e| crate::promql::PromError::Store(e.to_string()))?
+    }
+
+    /// The label sets of the tenant's series each selector matches (all with none).
+    pub async fn promql_series(
+        &self,
+        tenant: String,
+        selectors: Vec<promql_parser::parser::Expr>,
+    ) -> Result<Vec<crate::promql::Labels>, crate::promql::PromError> {
+        let store = self.telemetry.clone();
+        let limit = self.config.limits.max_query_points;
+        tokio::task::spawn_blocking(move || {
+            if selectors.is_empty() {
+                return crate::promql::series(&store, &tenant, None, limit);
+            }
+            let mut out = Vec::new();
+            for s in &selectors {
+                out.extend(crate::promql::series(&store, &tenant, Some(s), limit)?);
+            }
+            out.sort();
+            out.dedup();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| crate::promql::PromError::Store(e.to_string()))?
+    }
+
     pub(super) fn flow_service(&self) -> Result<Arc<FlowService>, RuntimeError> {
         self.flows.clone().ok_or_else(|| {
             RuntimeError::NotFound(

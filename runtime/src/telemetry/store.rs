@@ -362,6 +362,40 @@ impl TelemetryStore {
             .collect()
     }
 
+    /// The tenant's metric names, sorted.
+    pub fn metric_names(&self, tenant: &str) -> Vec<String> {
+        let index = self.index.read();
+        let mut names: Vec<String> = index
+            .by_metric
+            .keys()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, m)| m.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The (metric, labels) of the tenant's series, of one metric or all.
+    pub fn series_labels(
+        &self,
+        tenant: &str,
+        metric: Option<&str>,
+    ) -> Vec<(String, Arc<BTreeMap<String, String>>)> {
+        let index = self.index.read();
+        let mut out = Vec::new();
+        for ((t, m), ids) in &index.by_metric {
+            if t != tenant || metric.is_some_and(|want| want != m) {
+                continue;
+            }
+            for id in ids {
+                if let Some(meta) = index.by_id.get(id) {
+                    out.push((m.clone(), Arc::new(meta.labels.clone())));
+                }
+            }
+        }
+        out
+    }
+
     /// Run a sample query (blocking: call from a blocking thread).
     pub fn query(&self, q: &SampleQuery) -> Result<Vec<SeriesPoints>, QueryError> {
         q.validate()?;

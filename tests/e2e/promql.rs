@@ -1,0 +1,171 @@
+//! The Prometheus-compatible read API (`/api/v1/*`) with real clients: `promtool query
+//! instant|range` (Debian's prometheus 2.42, basic auth with the token as the password) and
+//! plain HTTP as Grafana's data source sends it. Samples come from the `prometheus-scrape`
+//! component scraping the test web app's exposition. Another tenant sees nothing; what is
+//! not supported is a 400 naming it; too much is a 422.
+
+use serde_json::Value;
+use sotp_tests::guests::PROMETHEUS_SCRAPE;
+use sotp_tests::harness::{Api, LOOPBACK_EGRESS, Server, manifest};
+use std::process::Command;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sotp");
+
+/// `GET /api/v1/<path>` as the caller: (status, body).
+fn prom(api: &Api, path: &str) -> (u16, Value) {
+    api.get(&format!("/api/v1/{path}"))
+}
+
+fn promtool(server: &Server, token: &str, args: &[&str]) -> (bool, String) {
+    let url =
+        server
+            .base
+            .trim_end_matches('/')
+            .replacen("http://", &format!("http://sotp:{token}@"), 1);
+    let mut cmd = Command::new("promtool");
+    cmd.arg("query")
+        .arg(args[0])
+        .args(&args[1..args.len() - 1])
+        .arg(&url)
+        .arg(args[args.len() - 1]);
+    let out = cmd
+        .output()
+        .expect("running promtool (Debian's prometheus package)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn prometheus_clients_query_a_tenants_samples() {
+    let app = sotp_tests::webapp::WebApp::start();
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
+    let acme = server.tenant("acme");
+    acme.push(
+        &manifest(
+            "scrape",
+            "1",
+            "1s",
+            &format!(
+                "[grants]\nhttp = [\"http://127.0.0.1:{}\"]\n[config]\njob = \"app\"\ntargets = [\"{}\"]\n",
+                app.port,
+                app.url("/metrics/good")
+            ),
+        ),
+        PROMETHEUS_SCRAPE,
+    );
+    acme.wait_for("a few scrapes", Duration::from_secs(30), |api| {
+        (api.points("app_requests_total", "1m").len() >= 3).then_some(())
+    });
+
+    // An instant query, the plain HTTP way: Prometheus's envelope, the series' labels.
+    let (status, body) = prom(&acme, "query?query=app_requests_total");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["data"]["resultType"], "vector");
+    let result = &body["data"]["result"][0];
+    assert_eq!(result["metric"]["__name__"], "app_requests_total");
+    assert_eq!(result["metric"]["code"], "200");
+    assert_eq!(result["metric"]["job"], "app");
+    assert_eq!(result["value"][1], "42");
+
+    // What dashboards use: aggregation, arithmetic with a scalar, rate, topk, comparisons.
+    let value = |q: &str| {
+        let (status, body) = prom(
+            &acme,
+            &format!("query?query={}", sotp_tests::harness::urlencode(q)),
+        );
+        assert_eq!(status, 200, "{q}: {body}");
+        body["data"]["result"].clone()
+    };
+    let by_job = value("sum by (job) (app_requests_total)");
+    assert_eq!(by_job[0]["metric"], serde_json::json!({ "job": "app" }));
+    assert_eq!(by_job[0]["value"][1], "42");
+    let doubled = value("app_requests_total * 2");
+    assert_eq!(doubled[0]["value"][1], "84");
+    assert!(
+        doubled[0]["metric"].get("__name__").is_none(),
+        "arithmetic drops the name"
+    );
+    assert_eq!(value("rate(app_requests_total[30s])")[0]["value"][1], "0");
+    assert_eq!(value("count(app_up)")[0]["value"][1], "1");
+    assert_eq!(value("topk(1, app_up)")[0]["metric"]["__name__"], "app_up");
+    assert_eq!(value("app_up > 5").as_array().unwrap().len(), 0);
+    let (_, scalar) = prom(&acme, "query?query=1%2B1");
+    assert_eq!(scalar["data"]["result"][1], "2");
+
+    // promtool, a real Prometheus client: instant and range, the token as the password.
+    let (ok, out) = promtool(&server, &acme.token, &["instant", "app_requests_total"]);
+    assert!(ok && out.contains("=> 42 @"), "{out}");
+    let now = sotp_runtime::now_ms() / 1000;
+    let (start, end) = ((now - 20).to_string(), now.to_string());
+    let (ok, out) = promtool(
+        &server,
+        &acme.token,
+        &[
+            "range",
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--step",
+            "5s",
+            "sum(app_up)",
+        ],
+    );
+    assert!(ok && out.contains("1 @["), "{out}");
+
+    // Series, labels and label values, as Grafana's query editor asks.
+    let (_, series) = prom(&acme, "series?match[]=app_up");
+    assert_eq!(series["data"][0]["job"], "app");
+    let (_, labels) = prom(&acme, "labels");
+    let labels = labels["data"].to_string();
+    assert!(
+        labels.contains("\"code\"") && labels.contains("\"__name__\""),
+        "{labels}"
+    );
+    let (_, names) = prom(&acme, "label/__name__/values");
+    assert!(
+        names["data"].to_string().contains("app_requests_total"),
+        "{names}"
+    );
+
+    // Another tenant: the same queries find nothing of acme's.
+    let globex = server.tenant("globex");
+    let (status, theirs) = prom(&globex, "query?query=app_requests_total");
+    assert_eq!(status, 200);
+    assert_eq!(theirs["data"]["result"], serde_json::json!([]));
+    let (ok, out) = promtool(&server, &globex.token, &["instant", "app_requests_total"]);
+    assert!(ok && !out.contains("42"), "{out}");
+    let (_, names) = prom(&globex, "label/__name__/values");
+    assert_eq!(names["data"], serde_json::json!([]));
+
+    // Bad input: a 4xx that says why.
+    let (status, body) = prom(&acme, "query?query=holt_winters(app_up%5B5m%5D,0.5,0.5)");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("holt_winters"),
+        "{body}"
+    );
+    let (status, body) = prom(&acme, "query?query=rate(app_up%5B5m%5D%5B10m:1m%5D)");
+    assert!(status == 400, "{body}");
+    let (status, body) = prom(&acme, "query?query=sum(");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errorType"], "bad_data");
+    let (status, body) = prom(
+        &acme,
+        &format!("query_range?query=app_up&start=0&end={now}&step=1"),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("11000"), "{body}");
+    let anonymous = reqwest::blocking::get(format!("{}/api/v1/query?query=app_up", server.base))
+        .unwrap()
+        .status();
+    assert_eq!(anonymous.as_u16(), 401);
+}
