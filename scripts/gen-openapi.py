@@ -144,6 +144,13 @@ paths = {
     "get": op("Label names of the tenant's series (of the match[] series, if given)", params=[q("match[]", "a series selector, repeatable")], errors=("400", "401", "403"), tag="prometheus"),
     "post": op("As GET, the parameters in a form body", errors=("400", "401", "403"), tag="prometheus", scope="read")},
   "/api/v1/label/{name}/values": {"get": op("The values a label takes in the tenant's series (__name__: metric names)", params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}, q("match[]", "a series selector, repeatable")], errors=("400", "401", "403"), tag="prometheus")},
+  "/loki/api/v1/query_range": {
+    "get": op("Loki's range query over the tenant's flows: LogQL metric queries such as sum by (src_ip, app_protocol) (rate(flow_bytes[5m])) at every step (docs/PROMQL.md)", params=[q("query", "LogQL"), q("start", "Unix ns, s or RFC 3339; default end - 1h"), q("end", "default now"), q("step", "seconds or a duration; default about 250 points")], errors=("400", "401", "403", "422", "503"), tag="prometheus"),
+    "post": op("As GET, the parameters in a form body", errors=("400", "401", "403", "422", "503"), tag="prometheus", scope="read")},
+  "/loki/api/v1/query": {
+    "get": op("Loki's instant query over the tenant's flows", params=[q("query", "LogQL"), q("time", "Unix ns, s or RFC 3339; default now")], errors=("400", "401", "403", "422", "503"), tag="prometheus"),
+    "post": op("As GET, the parameters in a form body", errors=("400", "401", "403", "422", "503"), tag="prometheus", scope="read")},
+  "/loki/api/v1/labels": {"get": op("The labels flow queries group and filter by", errors=("401", "403"), tag="prometheus")},
   "/v1/scrape/targets": {"get": op("Prometheus scrape targets the tenant's prometheus-scrape components saw in the last ten minutes: up, last scrape, duration, samples, and why the last one failed", tag="scrape")},
   "/rum.js": {"get": op("The real-user monitoring script pages embed (docs/TRACES.md)", errors=("503",), tag="traces", auth=False)},
   "/v1/incidents": {"get": op("Incidents correlation opened, newest first, with their root device and the devices whose alerts they suppressed", params=[q("status", "open or resolved"), q("limit", "at most this many (default 100)", "integer")], tag="alerts")},

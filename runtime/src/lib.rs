@@ -22,6 +22,7 @@ pub mod grants;
 pub mod host;
 pub mod instance;
 pub mod inventory;
+pub mod logql;
 pub mod manifest;
 pub mod metrics;
 pub mod mqtt;

@@ -357,6 +357,92 @@ fn softflowd_real_traffic_answers_top_talkers_questdb_holds_it_and_prometheus_sc
         "bytes/s × 300 s per source and application"
     );
 
+    // The seed's LogQL query, sent exactly as written to the Loki-compatible API: at each
+    // step, bytes/s of the 5 minutes before it per source and application — the same
+    // numbers as the flow rate buckets, and as `sotp flows rate --by src_addr,app`.
+    let by_bucket = |rows: &Value| -> BTreeMap<(String, String, i64), f64> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    (
+                        r["group"]["src_addr"].as_str().unwrap().to_string(),
+                        r["group"]["app"].as_str().unwrap().to_string(),
+                        r["bucket_ms"].as_i64().unwrap(),
+                    ),
+                    r["bytes_per_second"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let expected = by_bucket(&rate["rows"]);
+    let query = "sum by (src_ip, app_protocol) (rate(flow_bytes[5m]))";
+    let (code, loki) = acme.get(&format!(
+        "/loki/api/v1/query_range?query={}&start=1700000100&end=1700001000&step=300",
+        sotp_tests::harness::urlencode(query)
+    ));
+    assert_eq!(code, 200, "{loki}");
+    assert_eq!(loki["data"]["resultType"], "matrix");
+    let mut answered: BTreeMap<(String, String, i64), f64> = BTreeMap::new();
+    for s in loki["data"]["result"].as_array().unwrap() {
+        let (src, app) = (
+            s["metric"]["src_ip"].as_str().unwrap().to_string(),
+            s["metric"]["app_protocol"].as_str().unwrap().to_string(),
+        );
+        for v in s["values"].as_array().unwrap() {
+            let t = v[0].as_i64().unwrap() * 1000;
+            let value: f64 = v[1].as_str().unwrap().parse().unwrap();
+            answered.insert((src.clone(), app.clone(), t - 300_000), value);
+        }
+    }
+    assert_eq!(answered, expected, "LogQL vs the flow rate buckets");
+    let cli = Command::new(env!("CARGO_BIN_EXE_sotp"))
+        .args([
+            "flows",
+            "rate",
+            "--server",
+            &server.base,
+            "--token",
+            &acme.token,
+            "--json",
+        ])
+        .args([
+            "--start",
+            "1699999800000",
+            "--end",
+            "1700001000000",
+            "--by",
+            "src_addr,app",
+        ])
+        .args(["--step", "5m", "--limit", "100"])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(
+        by_bucket(&cli["rows"]),
+        answered,
+        "sotp flows rate --by src_addr,app"
+    );
+    // Another tenant asks the same: nothing of acme's.
+    let (code, theirs) = server.tenant("globex").get(&format!(
+        "/loki/api/v1/query_range?query={}&start=1700000100&end=1700001000&step=300",
+        sotp_tests::harness::urlencode(query)
+    ));
+    assert_eq!(code, 200);
+    assert_eq!(theirs["data"]["result"], serde_json::json!([]));
+    let (code, body) = acme.get(&format!(
+        "/loki/api/v1/query?query={}",
+        sotp_tests::harness::urlencode("avg by (src_ip) (rate(flow_bytes[5m]))")
+    ));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.to_string().contains("`avg`"), "{body}");
+
     // The real QuestDB holds the same flows: bytes by source and application.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -12,6 +12,7 @@ mod devices;
 mod error;
 mod flows;
 mod incidents;
+mod loki;
 mod mqtt;
 mod ops;
 mod own_traces;
@@ -246,6 +247,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/metrics", get(ops::metrics))
         .nest("/v1", v1)
         .nest("/api/v1", prometheus::router())
+        .nest("/loki/api/v1", loki::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -42,9 +42,7 @@ impl Limiter {
     /// Take a token; the wait before the request may be sent.
     pub fn acquire(&mut self, now: Instant) -> Duration {
         self.recover(now);
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
-        self.updated = now;
+        self.refill(now);
         self.tokens -= 1.0;
         if self.tokens >= 0.0 {
             Duration::ZERO
@@ -55,9 +53,17 @@ impl Limiter {
 
     /// A throttling reply: halve the rate and drop the tokens saved up.
     pub fn throttled(&mut self, now: Instant) {
+        self.refill(now);
         self.rate = (self.rate / 2.0).max(MIN_RATE);
         self.tokens = self.tokens.min(0.0);
         self.last_change = now;
+    }
+
+    /// Tokens earned since the last update, up to the burst.
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
+        self.updated = now;
     }
 
     fn recover(&mut self, now: Instant) {

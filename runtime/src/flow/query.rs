@@ -125,6 +125,8 @@ pub struct RateRow {
     pub group: serde_json::Map<String, serde_json::Value>,
     pub bytes: u64,
     pub packets: u64,
+    /// Flow records in the bucket.
+    pub flows: u64,
     pub bytes_per_second: f64,
     pub packets_per_second: f64,
 }
@@ -303,13 +305,14 @@ pub fn rate(store: &FlowStore, q: &RateQuery) -> Result<Vec<RateRow>, FlowQueryE
         format!(", {}", cols.join(", "))
     };
     let sql = format!(
-        "SELECT * FROM (SELECT bucket, b, pk{g}, row_number() OVER (PARTITION BY bucket ORDER BY b DESC) AS rank FROM (
-            SELECT ? + (({time} - ?) // ?) * ? AS bucket, {bytes} AS b, {packets} AS pk{g}
+        "SELECT * FROM (SELECT bucket, b, pk, f{g}, row_number() OVER (PARTITION BY bucket ORDER BY b DESC) AS rank FROM (
+            SELECT ? + (({time} - ?) // ?) * ? AS bucket, {bytes} AS b, {packets} AS pk, {flows} AS f{g}
             FROM {t} WHERE {w} GROUP BY bucket{g})) WHERE rank <= {limit} ORDER BY bucket, b DESC{g}",
         g = group_sql,
         time = p.time,
         bytes = saturated(p.bytes),
         packets = saturated(p.packets),
+        flows = saturated(p.flows),
         t = p.table,
         w = p.wheres.join(" AND "),
         limit = q.limit.clamp(1, 10_000),
@@ -330,9 +333,10 @@ pub fn rate(store: &FlowStore, q: &RateQuery) -> Result<Vec<RateRow>, FlowQueryE
         let packets = u64_at(row, 2)?;
         Ok(RateRow {
             bucket_ms: row.get(0)?,
-            group: group_json(row, &q.by, 3)?,
+            group: group_json(row, &q.by, 4)?,
             bytes,
             packets,
+            flows: u64_at(row, 3)?,
             bytes_per_second: bytes as f64 / secs,
             packets_per_second: packets as f64 / secs,
         })
@@ -556,6 +560,7 @@ fn raw_rate(store: &FlowStore, q: &RateQuery) -> Result<Vec<RateRow>, FlowQueryE
                 group: raw_group_json(store, &q.by, &key),
                 bytes: v[0],
                 packets: v[1],
+                flows: v[2],
                 bytes_per_second: v[0] as f64 / secs,
                 packets_per_second: v[1] as f64 / secs,
             });

@@ -66,6 +66,33 @@ impl Runtime {
         .map_err(|e| crate::promql::PromError::Store(e.to_string()))?
     }
 
+    /// A LogQL metric query over the tenant's flows, at `steps` (ms).
+    pub async fn logql(
+        self: &Arc<Self>,
+        tenant: String,
+        text: &str,
+        steps: Vec<i64>,
+    ) -> Result<Vec<crate::logql::Series>, crate::logql::LogqlError> {
+        use crate::logql::{self, LogqlError};
+        let plan = logql::plan(&logql::parse(text)?)?;
+        let (from_ms, to_ms) = plan.window(&steps);
+        let query = RateQuery {
+            tenant,
+            from_ms,
+            to_ms,
+            by: plan.by.iter().map(|(g, _)| *g).collect(),
+            step_ms: 60_000,
+            filter: plan.filter.clone(),
+            limit: logql::MAX_GROUPS,
+        };
+        let rows = self.flow_rate(query).await.map_err(|e| match e {
+            RuntimeError::Invalid(m) => LogqlError::Invalid(m),
+            RuntimeError::NotFound(m) => LogqlError::Unavailable(m),
+            other => LogqlError::Unavailable(other.to_string()),
+        })?;
+        plan.evaluate(&rows, &steps)
+    }
+
     pub(super) fn flow_service(&self) -> Result<Arc<FlowService>, RuntimeError> {
         self.flows.clone().ok_or_else(|| {
             RuntimeError::NotFound(
