@@ -40,6 +40,13 @@ fn audit(api: &Api) -> Value {
     let (status, report) = api.get("/v1/compliance/audits/latest");
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["id"], run["id"]);
+    // The summary is also a sample, so the compliance trend charts through the query APIs.
+    let newest = api
+        .points("compliance_percent_devices", "10m")
+        .into_iter()
+        .max_by_key(|(_, t, _)| *t)
+        .map(|(_, _, v)| v);
+    assert_eq!(newest, run["summary"]["percent_devices"].as_f64(), "{run}");
     report
 }
 

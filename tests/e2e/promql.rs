@@ -169,3 +169,46 @@ fn prometheus_clients_query_a_tenants_samples() {
         .status();
     assert_eq!(anonymous.as_u16(), 401);
 }
+
+/// Every query of every example dashboard (docs/dashboards) is one SOTP answers: the
+/// Prometheus ones through `/api/v1/query_range`, the Loki ones through
+/// `/loki/api/v1/query_range`, each a 200 — nothing in them is a construct SOTP refuses.
+#[test]
+fn the_example_dashboards_use_only_what_sotp_answers() {
+    let port = sotp_tests::mosquitto::free_port();
+    let server = Server::start_with_config(
+        BIN,
+        &format!("[runtime.flows]\nipfix = [\"127.0.0.1:{port}\"]\ndefault_tenant = \"acme\"\n"),
+        &[],
+    );
+    let acme = server.tenant("acme");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboards");
+    let mut checked = 0;
+    let now = sotp_runtime::now_ms() / 1000;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let board: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for panel in board["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let api = match target["datasource"]["type"].as_str().unwrap() {
+                    "prometheus" => "api/v1",
+                    "loki" => "loki/api/v1",
+                    other => panic!("{}: a {other} data source", path.display()),
+                };
+                let (status, body) = acme.get(&format!(
+                    "/{api}/query_range?query={}&start={}&end={now}&step=60",
+                    sotp_tests::harness::urlencode(expr),
+                    now - 6 * 3600
+                ));
+                assert_eq!(status, 200, "{}: `{expr}`: {body}", path.display());
+                assert_eq!(body["status"], "success");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "{checked} queries");
+}

@@ -338,12 +338,11 @@ pub async fn run_audit(
         .begin_audit(&tenant)
         .map_err(|e| ApiError::from(sotp_runtime::RuntimeError::from(e)))?;
     let job = tokio::task::spawn_blocking(move || {
-        let rules = rt.rule_components(&tenant);
-        let outcome = rt.compliance(&tenant)?.finish_audit(ticket, "api", &rules);
+        let outcome = rt.finish_audit(ticket, "api");
         if let Err(e) = &outcome {
             tracing::warn!(tenant = %tenant, error = %e, "compliance audit failed");
         }
-        outcome.map_err(sotp_runtime::RuntimeError::from)
+        outcome
     });
     if !q.wait {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "status": "running" }))).into_response());

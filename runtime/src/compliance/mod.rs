@@ -89,7 +89,8 @@ struct Running {
 
 /// The tenant's audit slot, claimed (see `Compliance::begin_audit`).
 pub struct AuditTicket {
-    tenant: String,
+    /// The tenant audited.
+    pub tenant: String,
     started_ms: i64,
     devices: Arc<AtomicUsize>,
     done: Arc<AtomicUsize>,

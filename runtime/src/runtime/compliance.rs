@@ -9,8 +9,59 @@ use crate::error::RuntimeError;
 use crate::manifest::World;
 use std::sync::Arc;
 
+/// The `component` label of the samples audits leave behind.
+const AUDIT_COMPONENT: &str = "compliance";
+
 impl Runtime {
     // ---- compliance ------------------------------------------------------------------------
+
+    /// Run the audit `ticket` claimed (blocking), store its report, and record its summary as
+    /// samples — `compliance_devices`, `compliance_devices_compliant`,
+    /// `compliance_percent_devices`, `compliance_percent_features`, `compliance_errors`,
+    /// `compliance_waived` — so the compliance trend charts through the query APIs.
+    pub fn finish_audit(
+        &self,
+        ticket: crate::compliance::AuditTicket,
+        trigger: &str,
+    ) -> Result<(i64, crate::compliance::audit::Report), RuntimeError> {
+        let tenant = ticket.tenant.clone();
+        let rules = self.rule_components(&tenant);
+        let (id, report) = self.compliance.finish_audit(ticket, trigger, &rules)?;
+        let s = &report.summary;
+        let values = [
+            ("compliance_devices", s.devices as f64),
+            ("compliance_devices_compliant", s.compliant_devices as f64),
+            ("compliance_percent_devices", s.percent_devices),
+            ("compliance_percent_features", s.percent_features),
+            ("compliance_errors", s.errors as f64),
+            ("compliance_waived", s.waived as f64),
+        ];
+        if let Ok(budget) = self.budget(&tenant) {
+            let hasher = self.telemetry.hasher();
+            let mut samples = crate::telemetry::Samples::default();
+            let now = crate::now_ms();
+            for (metric, value) in values {
+                samples.push(
+                    hasher.key(&tenant, metric.to_string(), Vec::new()),
+                    now,
+                    value,
+                );
+            }
+            let batch = crate::telemetry::Batch {
+                tenant: tenant.clone(),
+                component: AUDIT_COMPONENT.to_string(),
+                samples,
+                max_series: budget.limits().max_series,
+                ..Default::default()
+            };
+            let committed = tokio::runtime::Handle::try_current()
+                .map(|h| h.block_on(self.telemetry.commit(batch)));
+            if let Ok(Err(e)) = committed {
+                tracing::warn!(%tenant, error = %e, "audit samples not stored");
+            }
+        }
+        Ok((id, report))
+    }
 
     pub fn compliance_counters(&self) -> &crate::compliance::ComplianceCounters {
         &self.compliance.counters
@@ -122,14 +173,12 @@ pub(super) fn start_due_audits(rt: &Arc<Runtime>) {
             continue;
         };
         let job = rt.clone();
-        tokio::task::spawn_blocking(move || {
-            match job.compliance.finish_audit(ticket, "schedule", &rules) {
-                Ok((id, report)) => tracing::info!(
-                    %tenant, id, compliant = report.summary.compliant_devices,
-                    devices = report.summary.devices, "scheduled compliance audit"
-                ),
-                Err(e) => tracing::warn!(%tenant, error = %e, "scheduled compliance audit failed"),
-            }
+        tokio::task::spawn_blocking(move || match job.finish_audit(ticket, "schedule") {
+            Ok((id, report)) => tracing::info!(
+                %tenant, id, compliant = report.summary.compliant_devices,
+                devices = report.summary.devices, "scheduled compliance audit"
+            ),
+            Err(e) => tracing::warn!(%tenant, error = %e, "scheduled compliance audit failed"),
         });
     }
 }
