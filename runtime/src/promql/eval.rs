@@ -393,9 +393,11 @@ impl Ctx<'_> {
     }
 }
 
-/// The points of `points` (sorted) in `(start, end]`.
+/// The points of `points` (sorted) in `[start, end]`: a range selector takes both ends, as
+/// Prometheus 2.x does (the version the tests and the benchmark compare with; Prometheus 3
+/// leaves the start out).
 fn window(points: &[(i64, f64)], start: i64, end: i64) -> &[(i64, f64)] {
-    let from = points.partition_point(|(t, _)| *t <= start);
+    let from = points.partition_point(|(t, _)| *t < start);
     let to = points.partition_point(|(t, _)| *t <= end);
     &points[from..to.max(from)]
 }

@@ -6,7 +6,7 @@
 use super::eval::{Labels, Sample};
 use std::collections::BTreeMap;
 
-/// A range function over the samples of one window `(start, end]` (ms).
+/// A range function over the samples of one window `[start, end]` (ms).
 pub fn over_window(name: &str, w: &[(i64, f64)], start: i64, end: i64) -> Option<f64> {
     match name {
         "rate" => extrapolated(w, start, end, true, true),
