@@ -26,7 +26,7 @@ const GROUPS: usize = 10;
 /// The counter's value at point `i` of series `s`: moves by 1–7 per step, with a reset
 /// halfway through the day for every tenth series.
 fn value(s: usize, i: i64, points: i64) -> f64 {
-    let i = if s % 10 == 0 && i >= points / 2 {
+    let i = if s.is_multiple_of(10) && i >= points / 2 {
         i - points / 2
     } else {
         i

@@ -8,6 +8,7 @@
 
 use super::AppState;
 use super::auth::Caller;
+use super::prometheus::{Params, parse_step, seconds};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -28,22 +29,6 @@ const LABELS: [&str; 9] = [
     "src_ip",
     "src_port",
 ];
-
-fn params(raw: Option<String>, body: &Bytes) -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> =
-        form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    pairs.extend(form_urlencoded::parse(body).into_owned());
-    pairs
-}
-
-fn get<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
 
 /// Loki's error answer: the status and the message as plain text.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -80,23 +65,6 @@ fn parse_time(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("invalid time \"{text}\": use Unix nanoseconds, seconds or RFC 3339"))
 }
 
-fn parse_step(text: &str) -> Result<i64, String> {
-    if let Ok(secs) = text.parse::<f64>() {
-        return Ok((secs * 1000.0).round() as i64);
-    }
-    humantime::parse_duration(text)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|_| format!("invalid step \"{text}\""))
-}
-
-fn seconds(ms: i64) -> Value {
-    if ms % 1000 == 0 {
-        json!(ms / 1000)
-    } else {
-        json!(ms as f64 / 1000.0)
-    }
-}
-
 fn number(v: f64) -> String {
     format!("{v}")
 }
@@ -112,19 +80,20 @@ pub async fn query_range(
         Ok(t) => t.to_string(),
         Err(e) => return e.into_response(),
     };
-    let p = params(raw, &body);
-    let Some(query) = get(&p, "query") else {
+    let p = Params::new(raw, &body);
+    let Some(query) = p.get("query") else {
         return error(StatusCode::BAD_REQUEST, "query is required");
     };
     let now = sotp_runtime::now_ms();
     let times = (|| {
-        let end = get(&p, "end").map(parse_time).transpose()?.unwrap_or(now);
-        let start = get(&p, "start")
+        let end = p.get("end").map(parse_time).transpose()?.unwrap_or(now);
+        let start = p
+            .get("start")
             .map(parse_time)
             .transpose()?
             .unwrap_or(end - 3_600_000);
         // Loki's default: about 250 points over the range, at least a second.
-        let step = match get(&p, "step") {
+        let step = match p.get("step") {
             Some(s) => parse_step(s)?,
             None => ((end - start) / 250).max(1000),
         };
@@ -186,11 +155,11 @@ pub async fn query(
         Ok(t) => t.to_string(),
         Err(e) => return e.into_response(),
     };
-    let p = params(raw, &body);
-    let Some(query) = get(&p, "query") else {
+    let p = Params::new(raw, &body);
+    let Some(query) = p.get("query") else {
         return error(StatusCode::BAD_REQUEST, "query is required");
     };
-    let at = match get(&p, "time").map(parse_time).transpose() {
+    let at = match p.get("time").map(parse_time).transpose() {
         Ok(t) => t.unwrap_or_else(sotp_runtime::now_ms),
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };

@@ -17,10 +17,10 @@ use sotp_runtime::Scope;
 use sotp_runtime::promql::{self, PromError};
 
 /// Query parameters from the URL and, for a POST, the form body (as Prometheus merges them).
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn new(raw: Option<String>, body: &Bytes) -> Params {
+    pub(super) fn new(raw: Option<String>, body: &Bytes) -> Params {
         let mut pairs: Vec<(String, String)> =
             form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
                 .into_owned()
@@ -29,7 +29,7 @@ impl Params {
         Params(pairs)
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)
@@ -112,7 +112,7 @@ fn parse_time(text: &str) -> Result<i64, String> {
 }
 
 /// A Prometheus duration: seconds (fractions allowed) or `5m`, `1h30m`.
-fn parse_step(text: &str) -> Result<i64, String> {
+pub(super) fn parse_step(text: &str) -> Result<i64, String> {
     if let Ok(secs) = text.parse::<f64>() {
         return Ok((secs * 1000.0).round() as i64);
     }
@@ -135,7 +135,7 @@ fn time_param(params: &Params, key: &str, default: i64) -> Result<i64, Failure> 
 }
 
 /// Unix seconds as Prometheus writes them (a whole number when whole).
-fn seconds(ms: i64) -> Value {
+pub(super) fn seconds(ms: i64) -> Value {
     if ms % 1000 == 0 {
         json!(ms / 1000)
     } else {

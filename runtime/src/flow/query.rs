@@ -29,7 +29,8 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
-    fn column(self) -> &'static str {
+    /// The column (and the label queries answer with).
+    pub fn column(self) -> &'static str {
         match self {
             GroupBy::SrcAddr => "src_addr",
             GroupBy::DstAddr => "dst_addr",

@@ -206,7 +206,7 @@ impl Plan {
                 .by
                 .iter()
                 .map(|(g, name)| {
-                    let v = row.group.get(column(*g)).map(text).unwrap_or_default();
+                    let v = row.group.get(g.column()).map(text).unwrap_or_default();
                     (name.clone(), v)
                 })
                 .collect();
@@ -246,20 +246,6 @@ impl Plan {
         }
         out.retain(|s| s.values.iter().any(Option::is_some));
         Ok(out)
-    }
-}
-
-fn column(g: GroupBy) -> &'static str {
-    match g {
-        GroupBy::SrcAddr => "src_addr",
-        GroupBy::DstAddr => "dst_addr",
-        GroupBy::App => "app",
-        GroupBy::Exporter => "exporter",
-        GroupBy::IpProtocol => "ip_protocol",
-        GroupBy::SrcPort => "src_port",
-        GroupBy::DstPort => "dst_port",
-        GroupBy::InIf => "in_if",
-        GroupBy::OutIf => "out_if",
     }
 }
 

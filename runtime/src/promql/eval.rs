@@ -424,17 +424,22 @@ pub(super) fn convert(m: &promql_parser::label::Matcher) -> Result<Matcher, Prom
 fn group_key(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
     match modifier {
         None => Labels::new(),
-        Some(LabelModifier::Include(keep)) => labels
-            .iter()
-            .filter(|(k, _)| keep.labels.iter().any(|l| l == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        Some(LabelModifier::Exclude(drop)) => labels
-            .iter()
-            .filter(|(k, _)| *k != "__name__" && !drop.labels.iter().any(|l| l == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        Some(m) => kept_labels(labels, m),
     }
+}
+
+/// `by`/`on (...)`: those labels; `without`/`ignoring (...)`: all others but the name.
+fn kept_labels(labels: &Labels, modifier: &LabelModifier) -> Labels {
+    labels
+        .iter()
+        .filter(|(k, _)| match modifier {
+            LabelModifier::Include(keep) => keep.labels.iter().any(|l| l == *k),
+            LabelModifier::Exclude(drop) => {
+                *k != "__name__" && !drop.labels.iter().any(|l| l == *k)
+            }
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// `x op y`; for comparisons `Some(x)` if true, `None` if not.
@@ -488,20 +493,10 @@ fn vector_scalar(
     Ok(Value::Vector(series))
 }
 
-/// The labels two series are matched on.
+/// The labels two series are matched on: `on`/`ignoring`, else all but the name.
 fn match_key(labels: &Labels, bin: &BinaryExpr) -> Labels {
-    let modifier = bin.modifier.as_ref().and_then(|m| m.matching.as_ref());
-    match modifier {
-        Some(LabelModifier::Include(on)) => labels
-            .iter()
-            .filter(|(k, _)| on.labels.iter().any(|l| l == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        Some(LabelModifier::Exclude(ignoring)) => labels
-            .iter()
-            .filter(|(k, _)| *k != "__name__" && !ignoring.labels.iter().any(|l| l == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+    match bin.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+        Some(m) => kept_labels(labels, m),
         None => labels
             .iter()
             .filter(|(k, _)| *k != "__name__")

@@ -255,6 +255,7 @@ impl Runtime {
             .purge(tenant)
             .map_err(|e| failed("traces", &e))?;
         self.secret_providers.forget(tenant);
+        crate::aws::shared().forget(tenant);
         let file_sd = self.config.data_dir.join("file_sd").join(tenant);
         if file_sd.exists() {
             std::fs::remove_dir_all(&file_sd).map_err(|e| failed("file_sd documents", &e))?;
