@@ -158,11 +158,6 @@ impl Ctx<'_> {
                 names
             }
         };
-        if names.is_empty() && vs.name.is_none() && name_matchers.is_empty() {
-            return Err(PromError::Invalid(
-                "vector selector must contain at least one non-empty matcher".into(),
-            ));
-        }
         let first = self.steps.first().copied().unwrap_or(0);
         let last = self.steps.last().copied().unwrap_or(0);
         let (start, end) = (first - offset - back_ms, last - offset + 1);
@@ -750,6 +745,8 @@ mod tests {
             vector("{__name__=~\"u.\", job=\"a\"}", 1000, "instance").len(),
             2
         );
+        // A selector without a metric name matching nothing is empty, not an error.
+        assert!(vector("{job=\"nobody\"}", 1000, "instance").is_empty());
     }
 
     #[test]
