@@ -47,22 +47,11 @@ pub struct Azure {
 
 impl Azure {
     pub fn start() -> Azure {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let inner = Arc::new(Inner::default());
         let app = axum::Router::new()
             .fallback(route)
             .with_state(inner.clone());
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (port, runtime) = crate::harness::serve_loopback(app);
         Azure {
             port,
             inner,

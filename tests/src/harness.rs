@@ -555,3 +555,22 @@ pub fn bench_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(default)
 }
+
+/// Serve `app` on a free loopback port from a one-worker runtime of its own (the test
+/// servers that follow a peer's documented API: Vault, Azure, the throttling proxy). Keep the
+/// runtime: dropping it stops the server.
+pub fn serve_loopback(app: axum::Router) -> (u16, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, runtime)
+}

@@ -184,11 +184,6 @@ pub struct ThrottlingProxy {
 
 impl ThrottlingProxy {
     pub fn start(upstream: &str) -> ThrottlingProxy {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let state = Arc::new(ProxyState {
             upstream: upstream.to_string(),
             ..ProxyState::default()
@@ -196,13 +191,7 @@ impl ThrottlingProxy {
         let app = axum::Router::new()
             .fallback(forward)
             .with_state(state.clone());
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (port, runtime) = crate::harness::serve_loopback(app);
         ThrottlingProxy {
             port,
             state,

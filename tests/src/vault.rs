@@ -36,11 +36,6 @@ pub struct Vault {
 
 impl Vault {
     pub fn start() -> Vault {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let inner = Arc::new(Inner::default());
         inner.tokens.lock().unwrap().insert(ROOT_TOKEN.into());
         let app = axum::Router::new()
@@ -48,13 +43,7 @@ impl Vault {
             .route("/v1/auth/token/renew-self", post(renew))
             .route("/v1/{mount}/data/{*path}", get(read))
             .with_state(inner.clone());
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (port, runtime) = crate::harness::serve_loopback(app);
         Vault {
             port,
             inner,

@@ -8,7 +8,7 @@
 
 use super::AppState;
 use super::auth::Caller;
-use super::prometheus::{Params, parse_step, seconds};
+use super::prometheus::{Params, number, parse_step, seconds};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -63,10 +63,6 @@ fn parse_time(text: &str) -> Result<i64, String> {
                 .unwrap_or(0)
         })
         .map_err(|_| format!("invalid time \"{text}\": use Unix nanoseconds, seconds or RFC 3339"))
-}
-
-fn number(v: f64) -> String {
-    format!("{v}")
 }
 
 /// `GET|POST /loki/api/v1/query_range?query=&start=&end=&step=`.

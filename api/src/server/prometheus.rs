@@ -144,7 +144,7 @@ pub(super) fn seconds(ms: i64) -> Value {
 }
 
 /// A sample value as Prometheus writes it: a string, `NaN`, `+Inf`, `-Inf`.
-fn number(v: f64) -> String {
+pub(super) fn number(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {

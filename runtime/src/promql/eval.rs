@@ -457,6 +457,23 @@ fn arithmetic(op: TokenType, x: f64, y: f64) -> Result<Option<f64>, PromError> {
     })
 }
 
+/// What `a op b` leaves of a vector element whose own value is `own`: the arithmetic result;
+/// for a comparison, `own` if true and nothing if false (a filter), or 1/0 with `bool`.
+fn outcome(
+    op: TokenType,
+    a: f64,
+    b: f64,
+    own: f64,
+    return_bool: bool,
+) -> Result<Option<f64>, PromError> {
+    let result = arithmetic(op, a, b)?;
+    Ok(match (op.is_comparison_operator(), return_bool) {
+        (true, true) => Some(f64::from(u8::from(result.is_some()))),
+        (true, false) => result.map(|_| own),
+        _ => result,
+    })
+}
+
 fn vector_scalar(
     op: TokenType,
     mut series: Vec<Sample>,
@@ -476,13 +493,7 @@ fn vector_scalar(
             } else {
                 (x, scalar[i])
             };
-            let result = arithmetic(op, a, b)?;
-            *v = match (comparison, return_bool) {
-                (true, true) => Some(f64::from(u8::from(result.is_some()))),
-                // A filter keeps the vector's own value.
-                (true, false) => result.map(|_| x),
-                _ => result,
-            };
+            *v = outcome(op, a, b, x, return_bool)?;
         }
     }
     Ok(Value::Vector(series))
@@ -538,14 +549,7 @@ fn vector_vector(
         let mut values = Vec::with_capacity(l.values.len());
         for (a, b) in l.values.iter().zip(&r.values) {
             values.push(match (a, b) {
-                (Some(x), Some(y)) => {
-                    let result = arithmetic(op, *x, *y)?;
-                    match (comparison, return_bool) {
-                        (true, true) => Some(f64::from(u8::from(result.is_some()))),
-                        (true, false) => result.map(|_| *x),
-                        _ => result,
-                    }
-                }
+                (Some(x), Some(y)) => outcome(op, *x, *y, *x, return_bool)?,
                 _ => None,
             });
         }
