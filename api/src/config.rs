@@ -14,6 +14,8 @@ use std::path::Path;
 pub struct Config {
     pub server: ServerConfig,
     pub runtime: RuntimeConfig,
+    /// SOTP watching itself: the platform tenant, its probes, the UI's RUM (docs/PLATFORM.md).
+    pub platform: sotp_runtime::platform::PlatformConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -63,11 +63,23 @@ pub enum EgressError {
 #[derive(Clone, Debug, Default)]
 pub struct EgressPolicy {
     config: EgressConfig,
+    /// Exact addresses (and ports) reachable whatever the policy says: SOTP's own API for
+    /// the platform tenant's probes (see `platform`).
+    pinned: Vec<SocketAddr>,
 }
 
 impl EgressPolicy {
     pub fn new(config: EgressConfig) -> Self {
-        EgressPolicy { config }
+        EgressPolicy {
+            config,
+            pinned: Vec::new(),
+        }
+    }
+
+    /// This policy, plus these exact socket addresses.
+    pub fn with_pinned(mut self, pinned: &[SocketAddr]) -> Self {
+        self.pinned.extend_from_slice(pinned);
+        self
     }
 
     /// Whether SOTP may connect to `address` for a tenant.
@@ -110,6 +122,9 @@ impl EgressPolicy {
         };
         let mut first_refusal = None;
         for a in addresses {
+            if self.pinned.contains(&a) {
+                return Ok(a);
+            }
             match self.check(a.ip()) {
                 Ok(()) => return Ok(a),
                 Err(r) => {
@@ -275,5 +290,16 @@ mod tests {
             p.resolve("[fd12::1]", 22).unwrap(),
             "[fd12::1]:22".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn pinned_addresses_open_one_port_of_one_address_only() {
+        let p = EgressPolicy::default().with_pinned(&["127.0.0.1:8787".parse().unwrap()]);
+        assert_eq!(
+            p.resolve("127.0.0.1", 8787).unwrap(),
+            "127.0.0.1:8787".parse().unwrap()
+        );
+        assert!(p.resolve("127.0.0.1", 22).is_err(), "another port");
+        assert!(p.resolve("127.0.0.2", 8787).is_err(), "another address");
     }
 }

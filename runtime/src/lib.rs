@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod native;
 pub mod outbound;
+pub mod platform;
 pub mod promql;
 pub mod runtime;
 pub mod secret_providers;

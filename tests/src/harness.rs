@@ -110,6 +110,9 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.extra_args)
             .env("SOTP_LOG", "info,sotp_runtime=debug")
+            // The platform tenant and its probes (tests/e2e/platform.rs turns them on) would
+            // add a tenant and five components to every test.
+            .env("SOTP_PLATFORM__ENABLED", "false")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

@@ -69,7 +69,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, "serving the API on http://{addr}");
 
     let restoring = runtime.clone();
-    tokio::spawn(async move { restoring.restore().await });
+    let platform = cfg.platform.clone();
+    tokio::spawn(async move {
+        restoring.restore().await;
+        if platform.enabled {
+            start_platform(&restoring, platform, addr).await;
+        }
+    });
 
     if let Some(addr) = cfg.server.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -93,6 +99,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     tokio::task::spawn_blocking(move || runtime.shutdown()).await?;
     Ok(())
+}
+
+/// The platform tenant and its probes (docs/PLATFORM.md); a failure is logged, and SOTP
+/// serves on without them.
+async fn start_platform(
+    runtime: &std::sync::Arc<Runtime>,
+    config: sotp_runtime::platform::PlatformConfig,
+    listen: SocketAddr,
+) {
+    let setup = sotp_runtime::platform::PlatformSetup {
+        config,
+        listen,
+        probe_wasm: crate::server::PROBE_WASM,
+    };
+    match runtime.start_platform(setup).await {
+        Ok(p) => tracing::info!(
+            tenant = %p.tenant,
+            base_url = %p.base_url,
+            rum = p.rum.is_some(),
+            "the platform tenant watches SOTP: GET /v1/platform/health"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "the platform tenant could not be started; SOTP runs without watching itself")
+        }
+    }
 }
 
 /// Logs to stderr; and SOTP's own spans to an OTLP endpoint when `[server.traces]` sets one

@@ -16,6 +16,7 @@ mod loki;
 mod mqtt;
 mod ops;
 mod own_traces;
+mod platform;
 mod prometheus;
 mod query;
 mod scrape;
@@ -29,6 +30,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use sotp_runtime::Runtime;
 use std::sync::Arc;
+
+include!(concat!(env!("OUT_DIR"), "/probe_wasm.rs"));
 
 /// Multipart framing and the manifest on top of the component's own size limit.
 pub const MULTIPART_SLACK: u64 = 1024 * 1024;
@@ -227,6 +230,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         )
         .route("/traces/{id}", get(traces::show))
         .route("/scrape/targets", get(scrape::targets))
+        .route("/platform/health", get(platform::health))
         .route("/query", get(query::query))
         .route("/logs", get(query::logs))
         .route("/metrics", get(ops::tenant_metrics))

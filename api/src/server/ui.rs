@@ -207,9 +207,21 @@ pub async fn root() -> Redirect {
     Redirect::to("/ui/")
 }
 
-/// `GET /ui/`: the UI's page.
-pub async fn index(headers: HeaderMap) -> Response {
-    asset_response("index.html", &headers)
+/// `GET /ui/`: the UI's page; with the platform tenant's RUM on, carrying the RUM script
+/// that sends its page loads and API calls there (docs/PLATFORM.md).
+pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let mut response = asset_response("index.html", &headers);
+    let Some(rum) = state.runtime.platform().and_then(|p| p.rum.clone()) else {
+        return response;
+    };
+    let Some(Asset { raw, .. }) = ASSETS.iter().find(|a| a.name == "index.html") else {
+        return response;
+    };
+    let page =
+        String::from_utf8_lossy(raw).replacen("</head>", &format!("{}\n</head>", rum.script()), 1);
+    response.headers_mut().remove(header::CONTENT_ENCODING);
+    *response.body_mut() = axum::body::Body::from(page);
+    response
 }
 
 /// `GET /ui/{file}`: one of the UI's assets.

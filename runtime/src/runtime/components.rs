@@ -473,7 +473,7 @@ impl Runtime {
             services: Arc::new(StateSecrets {
                 state: self.state.clone(),
                 backups: self.backups.clone(),
-                egress: crate::egress::EgressPolicy::new(self.config.egress.clone()),
+                egress: self.egress_for(tenant),
                 providers: self.secret_providers.clone(),
             }),
             mqtt: self.mqtt.clone(),

@@ -29,6 +29,7 @@ mod alerts;
 mod compliance;
 mod components;
 mod inventory;
+mod platform;
 mod queries;
 mod services;
 mod tenants;
@@ -86,6 +87,8 @@ pub struct Runtime {
     pub counters: RuntimeCounters,
     /// Where the admin token was written on first start, if it was this start.
     pub admin_token_file: Option<PathBuf>,
+    /// The platform tenant, once `start_platform` ran (see `platform`).
+    platform: RwLock<Option<Arc<crate::platform::Active>>>,
 }
 
 impl Runtime {
@@ -179,6 +182,7 @@ impl Runtime {
             started: Instant::now(),
             counters: RuntimeCounters::default(),
             admin_token_file,
+            platform: RwLock::new(None),
         }))
     }
 
