@@ -13,6 +13,7 @@ pub mod otlp;
 pub mod pcap;
 pub mod prometheus;
 pub mod questdb;
+pub mod tcp_proxy;
 pub mod vault;
 pub mod victorialogs;
 pub mod webapp;

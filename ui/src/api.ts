@@ -13,6 +13,8 @@ export interface Session {
   tenant: string | null;
   scopes: string[];
   expires_ms: number | null;
+  /** May see the platform's health (the admin, or the platform tenant's read tokens). */
+  platform?: boolean;
 }
 
 let actingFor: string | null = sessionStorage.getItem("sotp.tenant");

@@ -13,6 +13,7 @@ import { LazyEditor, Rules } from "./pages/rules";
 import { Flows } from "./pages/flows";
 import { Backups, BackupPage } from "./pages/backups";
 import { SignIn } from "./pages/signin";
+import { Platform } from "./pages/platform";
 import { message, useLoad } from "./util";
 import "./app.css";
 
@@ -76,7 +77,8 @@ function Shell(props: { session: api.Session; onSignOut: () => void }) {
   const { session } = props;
   const [tenant, setTenant] = useState(session.principal === "tenant" ? session.tenant : api.getActingFor());
   const [menu, setMenu] = useState(false);
-  const needsTenant = session.principal === "admin" && !tenant;
+  // The platform's health is the admin's own page, for no tenant in particular.
+  const needsTenant = session.principal === "admin" && !tenant && route[0] !== "platform";
   return (
     <div class="shell">
       <header class="top">
@@ -85,7 +87,7 @@ function Shell(props: { session: api.Session; onSignOut: () => void }) {
           Menu
         </button>
         <nav id="nav" class={menu ? "open" : ""} aria-label="Pages">
-          {PAGES.map(([id, label]) => (
+          {[...PAGES, ...(session.platform ? [["platform", "Platform"]] : [])].map(([id, label]) => (
             <a href={`#/${id}`} aria-current={route[0] === id ? "page" : undefined} onClick={() => setMenu(false)}>
               {label}
             </a>
@@ -145,6 +147,8 @@ function Page(props: { route: string[] }) {
       return <Devices />;
     case "flows":
       return <Flows />;
+    case "platform":
+      return <Platform />;
     case "backups":
       return id ? <BackupPage device={id} /> : <Backups />;
     default:

@@ -121,14 +121,17 @@ fn over_tls(headers: &HeaderMap) -> bool {
 }
 
 /// Who a token is, as the UI shows it.
-fn describe(principal: &Principal, expires_ms: Option<i64>) -> Value {
+fn describe(state: &AppState, principal: &Principal, expires_ms: Option<i64>) -> Value {
+    let platform = state.runtime.platform().is_some() && state.runtime.may_see_platform(principal);
     match principal {
         Principal::Admin => json!({
-            "signed_in": true, "principal": "admin", "tenant": null, "scopes": ["all"], "expires_ms": expires_ms,
+            "signed_in": true, "principal": "admin", "tenant": null, "scopes": ["all"],
+            "expires_ms": expires_ms, "platform": platform,
         }),
         Principal::Tenant { tenant, scopes } => json!({
             "signed_in": true, "principal": "tenant", "tenant": tenant,
             "scopes": scopes.to_text().split(',').collect::<Vec<_>>(), "expires_ms": expires_ms,
+            "platform": platform,
         }),
     }
 }
@@ -160,7 +163,7 @@ pub async fn sign_in(
             format!("{MAX_SESSIONS} UI sessions are open; try again later"),
         )
     })?;
-    let mut response = Json(describe(&principal, Some(expires))).into_response();
+    let mut response = Json(describe(&state, &principal, Some(expires))).into_response();
     // The cookie outlives a short-lived token's session on purpose: the server then says the
     // session ended (and the UI why), rather than the browser silently forgetting it.
     response.headers_mut().insert(
@@ -182,7 +185,7 @@ pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Json<V
         .token(id, now_ms())
         .and_then(|token| state.runtime.authenticate(&token).ok());
     match signed_in {
-        Some((principal, expires)) => Json(describe(&principal, expires)),
+        Some((principal, expires)) => Json(describe(&state, &principal, expires)),
         None => Json(json!({
             "signed_in": false,
             "reason": "your session has ended (its token expired or was revoked, or sotp restarted): sign in again",

@@ -317,7 +317,7 @@ pub struct ProbeHealth {
     pub up: bool,
     pub last_run_ms: i64,
     pub duration_seconds: Option<f64>,
-    pub status_code: Option<f64>,
+    pub status_code: Option<u16>,
     /// Successful runs over the window, of `runs`.
     pub successes: u64,
     pub runs: u64,

@@ -285,7 +285,7 @@ impl Runtime {
                 if duration {
                     p.duration_seconds = Some(v);
                 } else {
-                    p.status_code = Some(v);
+                    p.status_code = Some(v as u16);
                 }
             }
         }
