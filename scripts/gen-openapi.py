@@ -151,6 +151,7 @@ paths = {
     "get": op("Loki's instant query over the tenant's flows", params=[q("query", "LogQL"), q("time", "Unix ns, s or RFC 3339; default now")], errors=("400", "401", "403", "422", "503"), tag="prometheus"),
     "post": op("As GET, the parameters in a form body", errors=("400", "401", "403", "422", "503"), tag="prometheus", scope="read")},
   "/loki/api/v1/labels": {"get": op("The labels flow queries group and filter by", errors=("401", "403"), tag="prometheus")},
+  "/v1/platform/health": {"get": op("SOTP watching itself: the platform tenant's built-in probes of SOTP's sign-in page and API (last run, success over the last hour, last failure) and the web UI's page-load and API-call latency from its browsers' spans; the platform admin token, or a platform tenant token with read", tag="platform", scope="platform-admin")},
   "/v1/scrape/targets": {"get": op("Prometheus scrape targets the tenant's prometheus-scrape components saw in the last ten minutes: up, last scrape, duration, samples, and why the last one failed", tag="scrape")},
   "/rum.js": {"get": op("The real-user monitoring script pages embed (docs/TRACES.md)", errors=("503",), tag="traces", auth=False)},
   "/v1/incidents": {"get": op("Incidents correlation opened, newest first, with their root device and the devices whose alerts they suppressed", params=[q("status", "open or resolved"), q("limit", "at most this many (default 100)", "integer")], tag="alerts")},

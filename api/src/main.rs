@@ -70,6 +70,10 @@ enum Command {
     /// Prometheus scrape targets: up or down, last scrape, errors.
     #[command(subcommand)]
     Scrape(cli::scrape::ScrapeCmd),
+    /// SOTP watching itself: the platform tenant's probes of its sign-in page and API, and the
+    /// web UI's latency as its browsers measured it.
+    #[command(subcommand)]
+    Platform(cli::platform::PlatformCmd),
     /// Traces: spans from browsers (the RUM script) and backends over OTLP; search, view,
     /// settings (allowed origins, sampling, forwarding).
     #[command(subcommand)]
@@ -103,6 +107,7 @@ fn main() -> std::process::ExitCode {
             Command::Incidents(cmd) => cli::incidents::exec(cmd).await,
             Command::Traces(cmd) => cli::traces::exec(cmd).await,
             Command::Scrape(cmd) => cli::scrape::exec(cmd).await,
+            Command::Platform(cmd) => cli::platform::exec(cmd).await,
             Command::Backup(cmd) => cli::backup::exec(cmd).await,
             Command::Compliance(cmd) => cli::compliance::exec(cmd).await,
             Command::Device(cmd) => cli::device::exec(cmd).await,

@@ -201,6 +201,17 @@ fn sotp_probes_its_own_ui_and_api_and_traces_its_ui_in_the_platform_tenant() {
         let why = p["last_error"].as_str().unwrap_or_default();
         assert!(why.contains("connect"), "{p}");
     }
+    let cli = std::process::Command::new(BIN)
+        .args(["platform", "health", "--server", &server.base])
+        .args(["--token", &viewer.token])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success() && text.matches("DOWN").count() == PROBES.len(),
+        "{text}{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     let resumed = now_ms();
     proxy.resume();
     probes_after(&admin, resumed, true, INTERVAL_MS as u64 / 1000 + 5);

@@ -11,6 +11,7 @@ pub mod incidents;
 pub mod mqtt;
 pub mod query;
 pub mod run;
+pub mod platform;
 pub mod scrape;
 pub mod secret;
 pub mod tenant;

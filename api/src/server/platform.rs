@@ -12,7 +12,7 @@ use sotp_runtime::platform::Health;
 pub async fn health(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Health>> {
     if !state.runtime.may_see_platform(&caller.principal) {
         return Err(ApiError::forbidden(
-            "the platform's health is for the platform admin and the platform tenant's read tokens",
+            "the platform's health is for the platform admin token and the platform tenant's tokens with the read scope",
         ));
     }
     Ok(Json(state.runtime.platform_health().await?))
