@@ -1,8 +1,9 @@
 //! The Prometheus-compatible read API (`/api/v1/*`) with real clients: `promtool query
 //! instant|range` (Debian's prometheus 2.42, basic auth with the token as the password) and
 //! plain HTTP as Grafana's data source sends it. Samples come from the `prometheus-scrape`
-//! component scraping the test web app's exposition. Another tenant sees nothing; what is
-//! not supported is a 400 naming it; too much is a 422.
+//! component scraping the test web app's exposition, and (in a lab, as root) from SNMP, MQTT
+//! and node_exporter collectors. Another tenant sees nothing; what is not supported is a 400
+//! naming it; too much is a 422.
 
 use serde_json::Value;
 use sotp_tests::guests::PROMETHEUS_SCRAPE;
@@ -211,4 +212,164 @@ fn the_example_dashboards_use_only_what_sotp_answers() {
         }
     }
     assert!(checked >= 20, "{checked} queries");
+}
+
+/// `promtool query instant|range` over the three kinds of samples operators chart first:
+/// SNMP (snmp-interfaces polling net-snmp on a lab router), MQTT (mqtt-sensors on a real
+/// Mosquitto) and node_exporter (prometheus-scrape of Debian's node_exporter in a lab host).
+/// Each answers with its series and values; another tenant's token finds none of them.
+/// Needs root (a lab).
+#[test]
+fn promtool_reads_snmp_mqtt_and_node_exporter_samples() {
+    use sotp_tests::guests::{MQTT_SENSORS, SNMP_INTERFACES};
+    let lab = sotp_tests::harness::basic_lab(28);
+    let (exporter, _) = sotp_tests::harness::start_node_exporter(&lab, "access1");
+    let core1 = lab.node("core1").unwrap().management_address.to_string();
+    let broker = sotp_tests::mosquitto::Mosquitto::start();
+    let server = Server::start_with_config(BIN, LOOPBACK_EGRESS, &[]);
+    let acme = server.tenant("acme");
+
+    // SNMP: core1 over v2c, its community a secret.
+    let (status, _) = acme.put(
+        "/v1/secrets/lab-community",
+        serde_json::json!({ "value": sotp_labs::lab::COMMUNITY }),
+    );
+    assert_eq!(status, 204);
+    let (status, body) = acme.put(
+        "/v1/devices/core1",
+        serde_json::json!({ "name": "core1", "address": core1, "tags": ["snmp"],
+            "snmp": { "version": "2c", "community_secret": "lab-community" } }),
+    );
+    assert_eq!(status, 201, "{body}");
+    acme.push(
+        &manifest(
+            "snmp-interfaces",
+            "1",
+            "2s",
+            "[limits]\ncpu_ms = 500\n[grants]\ndevices = [\"tag:snmp\"]\n",
+        ),
+        SNMP_INTERFACES,
+    );
+    // node_exporter.
+    acme.push(
+        &manifest(
+            "node-scrape",
+            "1",
+            "3s",
+            &format!(
+                "[limits]\nmemory = \"64MiB\"\ncpu_ms = 2000\nwall_ms = 14000\n\
+                 [grants]\nhttp = [\"http://{exporter}\"]\n\
+                 [config]\njob = \"node\"\ntargets = [\"http://{exporter}/metrics\"]\n"
+            ),
+        ),
+        PROMETHEUS_SCRAPE,
+    );
+    // MQTT: home/<room>/<quantity> → sensor_<quantity>{room, device}.
+    let (status, body) = acme.put(
+        "/v1/mqtt",
+        serde_json::json!({ "host": "127.0.0.1", "port": broker.port }),
+    );
+    assert_eq!(status, 200, "{body}");
+    acme.push(
+        &manifest(
+            "mqtt-sensors",
+            "1",
+            "1h",
+            "[grants]\ntopics = [\"home/#\"]\n\
+             [[config.routes]]\nfilter = \"home/+/+\"\npattern = \"home/{room}/{quantity}\"\n\
+             metric = \"sensor_{quantity}\"\nvalue_field = \"value\"\ndevice_field = \"device\"\n",
+        ),
+        MQTT_SENSORS,
+    );
+    acme.wait_for("the MQTT subscription", Duration::from_secs(30), |api| {
+        let (_, s) = api.get("/v1/mqtt");
+        (s["connected"] == true && s["subscriptions"].to_string().contains("home/+/+"))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    sotp_tests::mosquitto::publish_lines_to(
+        broker.port,
+        "home/kitchen/temperature",
+        "{\"value\": 21.5, \"device\": \"dev-kitchen\"}\n",
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for metric in [
+        "if_oper_status",
+        "sensor_temperature",
+        "node_memory_MemTotal_bytes",
+    ] {
+        while acme.points(metric, "5m").is_empty() {
+            if std::time::Instant::now() > deadline {
+                let (_, components) = acme.get("/v1/components");
+                let (_, logs) = acme.get("/v1/logs?limit=20");
+                panic!("no {metric} samples:\n{components}\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(5)); // a few more polls and scrapes for the range
+
+    let instant = |token: &str, q: &str| promtool(&server, token, &["instant", q]);
+    let (ok, out) = instant(
+        &acme.token,
+        "if_oper_status{device=\"core1\", ifname=\"eth1\"}",
+    );
+    assert!(
+        ok && out.contains("device=\"core1\"") && out.contains("=> 1 @"),
+        "{out}"
+    );
+    let (ok, out) = instant(&acme.token, "sensor_temperature{room=\"kitchen\"}");
+    assert!(
+        ok && out.contains("device=\"dev-kitchen\"") && out.contains("=> 21.5 @"),
+        "{out}"
+    );
+    let (ok, out) = instant(&acme.token, "node_memory_MemTotal_bytes{job=\"node\"}");
+    assert!(
+        ok && out.contains(&format!("instance=\"{exporter}\"")),
+        "{out}"
+    );
+    let total: f64 = out
+        .split("=> ")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a value in {out}"));
+    assert!(total > 1e8, "{out}");
+
+    let now = sotp_runtime::now_ms() / 1000;
+    let (start, end) = ((now - 30).to_string(), now.to_string());
+    let range = |token: &str, q: &str| {
+        promtool(
+            &server,
+            token,
+            &["range", "--start", &start, "--end", &end, "--step", "5s", q],
+        )
+    };
+    let (ok, out) = range(
+        &acme.token,
+        "sum by (device) (rate(if_in_octets_total{device=\"core1\"}[30s]))",
+    );
+    assert!(ok && out.contains("{device=\"core1\"} =>"), "{out}");
+    let (ok, out) = range(
+        &acme.token,
+        "avg by (instance) (rate(node_cpu_seconds_total{mode=\"idle\"}[30s]))",
+    );
+    assert!(
+        ok && out.contains(&format!("{{instance=\"{exporter}\"}} =>")),
+        "{out}"
+    );
+
+    // Another tenant's token: nothing of acme's, for any of them.
+    let globex = server.tenant("globex");
+    for q in [
+        "if_oper_status",
+        "sensor_temperature",
+        "node_memory_MemTotal_bytes",
+    ] {
+        let (ok, out) = instant(&globex.token, q);
+        assert!(ok && !out.contains("=>"), "{q}: {out}");
+    }
+    let (ok, out) = range(&globex.token, "rate(if_in_octets_total[30s])");
+    assert!(ok && !out.contains("=>"), "{out}");
 }

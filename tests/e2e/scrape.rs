@@ -8,29 +8,11 @@
 
 use serde_json::{Value, json};
 use sotp_tests::guests::PROMETHEUS_SCRAPE;
-use sotp_tests::harness::{Api, Server, basic_lab, manifest};
+use sotp_tests::harness::{Api, Server, basic_lab, manifest, start_node_exporter};
 use sotp_tests::prometheus::{Job, Prometheus, Target};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sotp");
-
-/// Start node_exporter in `node`, listening on its management address; its pid.
-fn start_exporter(lab: &sotp_labs::Lab, node: &str) -> (String, String) {
-    let address = lab.node(node).unwrap().management_address.to_string();
-    let dir = lab.node_dir(node);
-    let pid = lab
-        .exec(
-            node,
-            &format!(
-                "setsid prometheus-node-exporter --web.listen-address={address}:9100 \
-                 --collector.disable-defaults --collector.cpu --collector.meminfo --collector.loadavg \
-                 > {}/node_exporter.log 2>&1 < /dev/null & echo $!",
-                dir.display()
-            ),
-        )
-        .expect("starting node_exporter in the lab host");
-    (format!("{address}:9100"), pid.trim().to_string())
-}
 
 /// The newest `up` of `instance` in the `node` job (inventory and file_sd).
 fn up(api: &Api, instance: &str) -> Option<(i64, f64)> {
@@ -51,8 +33,8 @@ fn now_ms() -> i64 {
 #[test]
 fn node_exporters_in_lab_hosts_are_discovered_scraped_and_agree_with_prometheus() {
     let lab = basic_lab(27);
-    let (first, first_pid) = start_exporter(&lab, "access1");
-    let (second, _) = start_exporter(&lab, "access2");
+    let (first, first_pid) = start_node_exporter(&lab, "access1");
+    let (second, _) = start_node_exporter(&lab, "access2");
     let first_ip = first.trim_end_matches(":9100").to_string();
     let second_ip = second.trim_end_matches(":9100").to_string();
 

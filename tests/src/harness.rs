@@ -496,6 +496,24 @@ pub fn basic_lab(id: u8) -> sotp_labs::Lab {
     lab
 }
 
+/// Start node_exporter in `node`, listening on its management address: its `address:9100` and pid.
+pub fn start_node_exporter(lab: &sotp_labs::Lab, node: &str) -> (String, String) {
+    let address = lab.node(node).unwrap().management_address.to_string();
+    let dir = lab.node_dir(node);
+    let pid = lab
+        .exec(
+            node,
+            &format!(
+                "setsid prometheus-node-exporter --web.listen-address={address}:9100 \
+                 --collector.disable-defaults --collector.cpu --collector.meminfo --collector.loadavg \
+                 > {}/node_exporter.log 2>&1 < /dev/null & echo $!",
+                dir.display()
+            ),
+        )
+        .expect("starting node_exporter in the lab host");
+    (format!("{address}:9100"), pid.trim().to_string())
+}
+
 /// User + system CPU time a process has used so far (`/proc/<pid>/stat`).
 pub fn process_cpu(pid: u32) -> Duration {
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;

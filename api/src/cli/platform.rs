@@ -19,7 +19,11 @@ pub async fn exec(cmd: PlatformCmd) -> anyhow::Result<()> {
             let c = Client::new(&client)?;
             let v = c.get("/platform/health").await?;
             c.print(&v, |v| {
-                println!("probes of {} (tenant {})", s(&v["base_url"]), s(&v["tenant"]));
+                println!(
+                    "probes of {} (tenant {})",
+                    s(&v["base_url"]),
+                    s(&v["tenant"])
+                );
                 let probes = v["probes"].as_array().cloned().unwrap_or_default();
                 if probes.is_empty() {
                     println!("  no probe has run yet");
