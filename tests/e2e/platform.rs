@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sotp");
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// The test's probe interval (the default is 30 s; what is tested is relative to it).
 const INTERVAL_MS: i64 = 10_000;
 const PROBES: [&str; 5] = [
@@ -79,19 +78,13 @@ fn probes_after(admin: &Api, after_ms: i64, up: bool, secs: u64) -> Value {
 
 /// Run ui/tests/platform.mjs: sign in, open the Platform page, reload.
 fn browse(base: &str, token: &str) {
-    let out = std::process::Command::new("node")
-        .arg(format!("{ROOT}/ui/tests/platform.mjs"))
-        .current_dir(format!("{ROOT}/ui"))
-        .env("SOTP_URL", base)
-        .env("SOTP_TOKEN", token)
-        .env("HOLD_MS", "2500")
-        .output()
-        .expect("running node (scripts/setup installs it)");
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    sotp_tests::harness::run_browser_script(
+        "platform.mjs",
+        &[
+            ("SOTP_URL", base),
+            ("SOTP_TOKEN", token),
+            ("HOLD_MS", "2500"),
+        ],
     );
 }
 

@@ -543,22 +543,9 @@ fn spans_reach_a_real_jaeger_and_nothing_is_lost_while_it_is_down() {
     );
 }
 
-/// Run ui/tests/rum.mjs (playwright-core driving Debian's chromium) on `url`.
+/// Run ui/tests/rum.mjs on `url`.
 fn browse(url: &str) {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let out = std::process::Command::new("node")
-        .arg(format!("{root}/ui/tests/rum.mjs"))
-        .current_dir(format!("{root}/ui"))
-        .env("PAGE_URL", url)
-        .env("HOLD_MS", "2500")
-        .output()
-        .expect("running node (scripts/setup installs it)");
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sotp_tests::harness::run_browser_script("rum.mjs", &[("PAGE_URL", url), ("HOLD_MS", "2500")]);
 }
 
 #[test]

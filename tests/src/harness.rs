@@ -514,6 +514,24 @@ pub fn start_node_exporter(lab: &sotp_labs::Lab, node: &str) -> (String, String)
     (format!("{address}:9100"), pid.trim().to_string())
 }
 
+/// Run one of `ui/tests/*.mjs` (playwright-core driving Debian's chromium) with `env`;
+/// panics with its output if it fails.
+pub fn run_browser_script(script: &str, env: &[(&str, &str)]) {
+    let ui = concat!(env!("CARGO_MANIFEST_DIR"), "/../ui");
+    let out = Command::new("node")
+        .arg(format!("{ui}/tests/{script}"))
+        .current_dir(ui)
+        .envs(env.iter().copied())
+        .output()
+        .expect("running node (scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "the browser run ({script}) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// User + system CPU time a process has used so far (`/proc/<pid>/stat`).
 pub fn process_cpu(pid: u32) -> Duration {
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;

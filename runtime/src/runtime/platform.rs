@@ -236,17 +236,7 @@ impl Runtime {
         from: i64,
         now: i64,
     ) -> Result<Vec<ProbeHealth>, RuntimeError> {
-        let over = |metric: &str| crate::telemetry::SampleQuery {
-            tenant: tenant.to_string(),
-            metric: metric.to_string(),
-            matchers: Vec::new(),
-            start_ms: from,
-            end_ms: now + 1,
-            step_ms: None,
-            aggregation: crate::telemetry::Aggregation::Avg,
-            group_by: None,
-            max_points: self.config.limits.max_query_points,
-        };
+        let over = |metric: &str| self.raw_points(tenant, metric, from, now + 1);
         let component = |s: &crate::telemetry::SeriesPoints| {
             s.labels.get("component").cloned().unwrap_or_default()
         };

@@ -242,17 +242,8 @@ impl Runtime {
     pub async fn scrape_targets(&self, tenant: &str) -> Result<Vec<ScrapeTarget>, RuntimeError> {
         self.tenant(tenant)?;
         let now = crate::now_ms();
-        let latest = |metric: &str| crate::telemetry::SampleQuery {
-            tenant: tenant.to_string(),
-            metric: metric.to_string(),
-            matchers: Vec::new(),
-            start_ms: now - TARGETS_WINDOW_MS,
-            end_ms: now + 1,
-            step_ms: None,
-            aggregation: crate::telemetry::Aggregation::Avg,
-            group_by: None,
-            max_points: self.config.limits.max_query_points,
-        };
+        let latest =
+            |metric: &str| self.raw_points(tenant, metric, now - TARGETS_WINDOW_MS, now + 1);
         let key = |l: &std::collections::BTreeMap<String, String>| {
             let get = |k: &str| l.get(k).cloned().unwrap_or_default();
             (get("component"), get("job"), get("instance"))
@@ -305,6 +296,30 @@ impl Runtime {
                 .and_then(|l| l["message"].as_str().map(str::to_string));
         }
         Ok(targets.into_values().collect())
+    }
+}
+
+impl Runtime {
+    /// Every raw point of `metric` in `[from_ms, to_ms)`, each series whole (up to the query
+    /// point cap).
+    pub(super) fn raw_points(
+        &self,
+        tenant: &str,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> crate::telemetry::SampleQuery {
+        crate::telemetry::SampleQuery {
+            tenant: tenant.to_string(),
+            metric: metric.to_string(),
+            matchers: Vec::new(),
+            start_ms: from_ms,
+            end_ms: to_ms,
+            step_ms: None,
+            aggregation: crate::telemetry::Aggregation::Avg,
+            group_by: None,
+            max_points: self.config.limits.max_query_points,
+        }
     }
 }
 
