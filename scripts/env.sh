@@ -9,3 +9,6 @@ export DUCKDB_LIB_DIR="$SOTP_DEPS_DIR/duckdb-$DUCKDB_NPM_VERSION"
 # QuestDB server for tests (scripts/peers/questdb): Maven artifact org.questdb:questdb.
 # 9.x is compiled for Java 17, the machine's default Java.
 QUESTDB_VERSION="9.3.4"
+# Kafka for the scale-out tests (scripts/peers/kafka): org.apache.kafka:kafka_2.13 and its
+# dependencies from Maven, KRaft mode (no ZooKeeper), Java 17.
+KAFKA_VERSION="4.4.0"

@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod backups;
 pub mod budget;
+pub mod bus;
 pub mod compliance;
 pub mod component;
 pub mod config;

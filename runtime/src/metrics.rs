@@ -76,6 +76,20 @@ fn render_process(out: &mut String, rt: &Runtime) {
     line(out, "sotp_engine_pooling", &[], pooling as u8 as f64);
 
     let c = &rt.counters;
+    family(
+        out,
+        "sotp_query_refused_total",
+        "counter",
+        "Queries the Prometheus- (promql) and Loki-compatible (logql) APIs refused: invalid (400: syntax, an unsupported construct) or too_large (422: steps, series, points, groups over the bounds).",
+    );
+    for (api, reason, n) in c.query_refused.snapshot() {
+        line(
+            out,
+            "sotp_query_refused_total",
+            &[("api", api), ("reason", reason)],
+            n as f64,
+        );
+    }
     for (name, help, value) in [
         (
             "sotp_uploads_total",

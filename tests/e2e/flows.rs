@@ -442,6 +442,10 @@ fn softflowd_real_traffic_answers_top_talkers_questdb_holds_it_and_prometheus_sc
     ));
     assert_eq!(code, 400, "{body}");
     assert!(body.to_string().contains("`avg`"), "{body}");
+    assert_eq!(
+        server.metric_value("sotp_query_refused_total{api=\"logql\",reason=\"invalid\"}"),
+        Some(1.0)
+    );
 
     // The real QuestDB holds the same flows: bytes by source and application.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -78,14 +78,22 @@ fn probes_after(admin: &Api, after_ms: i64, up: bool, secs: u64) -> Value {
 
 /// Run ui/tests/platform.mjs: sign in, open the Platform page, reload.
 fn browse(base: &str, token: &str) {
-    sotp_tests::harness::run_browser_script(
-        "platform.mjs",
-        &[
-            ("SOTP_URL", base),
-            ("SOTP_TOKEN", token),
-            ("HOLD_MS", "2500"),
-        ],
-    );
+    let mut env = vec![
+        ("SOTP_URL", base),
+        ("SOTP_TOKEN", token),
+        ("HOLD_MS", "2500"),
+    ];
+    // `SOTP_UI_DOCS=docs/ui` refreshes the page's screenshot in the docs, as tests/e2e/ui.rs does.
+    let shot = std::env::var("SOTP_UI_DOCS").map(|dir| {
+        format!(
+            "{}/../{dir}/platform-desktop.png",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    if let Ok(path) = &shot {
+        env.push(("SOTP_SHOT", path));
+    }
+    sotp_tests::harness::run_browser_script("platform.mjs", &env);
 }
 
 fn rum_key(server: &Server) -> String {

@@ -169,6 +169,16 @@ fn prometheus_clients_query_a_tenants_samples() {
         .unwrap()
         .status();
     assert_eq!(anonymous.as_u16(), 401);
+    // Each refusal counted for the operator, by reason.
+    let refused = |reason: &str| {
+        server
+            .metric_value(&format!(
+                "sotp_query_refused_total{{api=\"promql\",reason=\"{reason}\"}}"
+            ))
+            .unwrap()
+    };
+    assert_eq!(refused("invalid"), 3.0);
+    assert_eq!(refused("too_large"), 1.0);
 }
 
 /// Every query of every example dashboard (docs/dashboards) is one SOTP answers: the

@@ -239,6 +239,16 @@ impl Server {
     }
 
     /// `/v1/flows/status`: listeners, decoder counters, stored rows, sinks.
+    /// The value of the operator's `/metrics` line starting with `line_start` (a name and
+    /// its labels as written, e.g. `sotp_x_total{a="b"}`), if there is one.
+    pub fn metric_value(&self, line_start: &str) -> Option<f64> {
+        let text = self.metrics_text();
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
     pub fn flow_status(&self) -> Value {
         let (code, body) = self.admin().get("/v1/flows/status");
         assert_eq!(code, 200, "{body}");

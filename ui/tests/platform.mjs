@@ -3,7 +3,8 @@
 // probe table, reloads (a second page load), waits HOLD_MS for the RUM batches, closes the
 // page (which flushes what is left). Prints console errors and exits non-zero on any.
 //
-// Environment: SOTP_URL, SOTP_TOKEN, HOLD_MS (default 3000), CHROMIUM.
+// Environment: SOTP_URL, SOTP_TOKEN, HOLD_MS (default 3000), CHROMIUM; SOTP_SHOT: a path for a
+// screenshot of the page (docs/ui/platform-desktop.png when tests run with SOTP_UI_DOCS).
 import { chromium } from "playwright-core";
 
 const need = (k) => process.env[k] ?? (() => { throw new Error(`${k} is not set`); })();
@@ -15,7 +16,7 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
 });
 const errors = [];
-const page = await browser.newPage({ baseURL: base });
+const page = await browser.newPage({ baseURL: base, viewport: { width: 1280, height: 800 } });
 page.on("console", (m) => {
   if (m.type() === "error") errors.push(`${m.text()} (${m.location()?.url ?? ""})`);
 });
@@ -30,6 +31,7 @@ await page.locator('table[aria-label="Probes"] tr[data-probe="sign-in-page"]').w
 await page.reload({ waitUntil: "networkidle" });
 await page.getByRole("heading", { name: "Platform health" }).waitFor();
 await page.locator('table[aria-label="UI latency"]').waitFor();
+if (process.env.SOTP_SHOT) await page.screenshot({ path: process.env.SOTP_SHOT, fullPage: true });
 await page.waitForTimeout(hold);
 await page.close({ runBeforeUnload: true });
 await browser.close();

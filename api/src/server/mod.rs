@@ -250,8 +250,8 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .nest("/v1", v1)
-        .nest("/api/v1", prometheus::router())
-        .nest("/loki/api/v1", loki::router())
+        .nest("/api/v1", prometheus::router(&state))
+        .nest("/loki/api/v1", loki::router(&state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

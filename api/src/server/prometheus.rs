@@ -342,7 +342,7 @@ pub async fn label_values(
 }
 
 /// The routes under `/api/v1`, GET or POST as Prometheus serves them.
-pub fn router() -> axum::Router<AppState> {
+pub fn router(state: &AppState) -> axum::Router<AppState> {
     axum::Router::new()
         .route("/query", axum::routing::get(query).post(query))
         .route(
@@ -353,6 +353,24 @@ pub fn router() -> axum::Router<AppState> {
         .route("/labels", axum::routing::get(labels).post(labels))
         .route("/label/{name}/values", axum::routing::get(label_values))
         .route_layer(axum::middleware::from_fn(super::own_traces::trace_request))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_refusals,
+        ))
+}
+
+/// Count what this API refused (`sotp_query_refused_total`).
+async fn count_refusals(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    state.runtime.counters.query_refused.count(
+        sotp_runtime::runtime::QueryApi::Promql,
+        response.status().as_u16(),
+    );
+    response
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ mod tenants;
 mod traces;
 
 pub use components::{ActivationOutcome, ComponentSummary, ComponentView, UploadOutcome};
+pub use queries::{QueryApi, QueryRefusals};
 pub use tenants::{IssuedToken, TenantSpec, TokenRequest};
 
 type Key = (String, String);
@@ -54,6 +55,8 @@ pub struct RuntimeCounters {
     pub activations: AtomicU64,
     pub activations_failed: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Refusals of the Prometheus- and Loki-compatible query APIs.
+    pub query_refused: QueryRefusals,
 }
 
 pub struct Runtime {

@@ -299,6 +299,45 @@ impl Runtime {
     }
 }
 
+/// The query APIs whose refusals are counted.
+#[derive(Clone, Copy, Debug)]
+pub enum QueryApi {
+    Promql = 0,
+    Logql = 1,
+}
+
+/// Queries the Prometheus- and Loki-compatible APIs refused (`sotp_query_refused_total`): a
+/// 400 for what cannot be answered as asked (syntax, an unsupported construct), a 422 for
+/// what would cost more than the bounds allow (steps, series, points, groups).
+#[derive(Default, Debug)]
+pub struct QueryRefusals {
+    counts: [std::sync::atomic::AtomicU64; 4],
+}
+
+impl QueryRefusals {
+    /// Count an answer of `api` by its HTTP status (only 400 and 422 are refusals).
+    pub fn count(&self, api: QueryApi, status: u16) {
+        let reason = match status {
+            400 => 0,
+            422 => 1,
+            _ => return,
+        };
+        self.counts[api as usize * 2 + reason].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `(api, reason, count)` for each pair.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (a, api) in ["promql", "logql"].into_iter().enumerate() {
+            for (r, reason) in ["invalid", "too_large"].into_iter().enumerate() {
+                let n = self.counts[a * 2 + r].load(std::sync::atomic::Ordering::Relaxed);
+                out.push((api, reason, n));
+            }
+        }
+        out
+    }
+}
+
 impl Runtime {
     /// Every raw point of `metric` in `[from_ms, to_ms)`, each series whole (up to the query
     /// point cap).
@@ -328,5 +367,29 @@ pub(super) fn flow_query_error(e: FlowQueryError) -> RuntimeError {
         FlowQueryError::Invalid(m) => RuntimeError::Invalid(m),
         FlowQueryError::Store(e) => RuntimeError::Internal(e.to_string()),
         FlowQueryError::Raw(e) => RuntimeError::Internal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_counted_by_api_and_reason() {
+        let r = QueryRefusals::default();
+        r.count(QueryApi::Promql, 400);
+        r.count(QueryApi::Promql, 422);
+        r.count(QueryApi::Logql, 422);
+        r.count(QueryApi::Logql, 200);
+        r.count(QueryApi::Logql, 503);
+        assert_eq!(
+            r.snapshot(),
+            [
+                ("promql", "invalid", 1),
+                ("promql", "too_large", 1),
+                ("logql", "invalid", 0),
+                ("logql", "too_large", 1)
+            ]
+        );
     }
 }
