@@ -7,6 +7,7 @@ pub mod blackbox;
 pub mod harness;
 pub mod http_recorder;
 pub mod jaeger;
+pub mod kafka;
 pub mod mosquitto;
 pub mod moto;
 pub mod otlp;

@@ -1,0 +1,139 @@
+//! The flow bus against a real Kafka (4.4.0, KRaft, started by scripts/peers/kafka): an
+//! inlet's publisher delivers batches a Kafka consumer reads back and decodes; with the
+//! broker SIGKILLed, batches go to the disk spool (counted), and once the broker is back the
+//! spool empties into Kafka — every batch there, each once.
+
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use sotp_flow::{FlowProtocol, FlowRecord};
+use sotp_runtime::bus::publish::{BATCH_HEADER, Publisher, PublisherConfig};
+use sotp_runtime::bus::schema::{self, SCHEMA_HEADER};
+use sotp_tests::kafka::Kafka;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "sotp-flows";
+const FLOWS_PER_BATCH: usize = 10;
+
+fn batch(n: u64) -> Vec<u8> {
+    let flows: Vec<_> = (0..FLOWS_PER_BATCH as u64)
+        .map(|i| {
+            let mut f = FlowRecord::empty(FlowProtocol::Ipfix, "192.0.2.1".parse().unwrap(), 1);
+            f.src_addr = "10.0.0.1".parse().unwrap();
+            f.dst_addr = "10.0.0.2".parse().unwrap();
+            f.bytes = n * 100 + i;
+            f.packets = 1;
+            f.start_ms = 1_700_000_000_000;
+            f.end_ms = 1_700_000_000_000;
+            schema::to_message(&f, "acme", "https", 1_700_000_000_000)
+        })
+        .collect();
+    schema::encode_batch(&flows)
+}
+
+/// Every batch on the topic: batch id → its flows' bytes.
+fn read_all(kafka: &Kafka, want: usize) -> BTreeMap<String, Vec<u64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .set("group.id", format!("reader-{}", sotp_runtime::now_ms()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut copies = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < want && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        let header = |name: &str| {
+            m.headers()
+                .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+                .map(|v| v.to_vec())
+        };
+        let flows = schema::decode_batch(header(SCHEMA_HEADER).as_deref(), m.payload().unwrap())
+            .expect("a batch of schema version 1");
+        assert_eq!(flows.len(), FLOWS_PER_BATCH);
+        assert!(flows.iter().all(|f| f.tenant == "acme"));
+        assert_eq!(m.key(), Some(&b"acme/192.0.2.1"[..]));
+        let id = String::from_utf8(header(BATCH_HEADER).unwrap()).unwrap();
+        if got
+            .insert(id, flows.iter().map(|f| f.bytes).collect())
+            .is_some()
+        {
+            copies += 1;
+        }
+    }
+    assert_eq!(copies, 0, "a batch arrived twice");
+    got
+}
+
+fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_inlet_publishes_batches_and_spools_them_while_the_broker_is_down() {
+    let mut kafka = Kafka::single();
+    let spool = tempfile::tempdir().unwrap();
+    let publisher = Publisher::start(PublisherConfig {
+        brokers: kafka.bootstrap(),
+        topic: TOPIC.into(),
+        inlet: "inlet-a".into(),
+        spool_dir: spool.path().to_path_buf(),
+        spool_max: sotp_runtime::units::ByteSize::mib(64),
+        message_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+
+    for n in 0..50 {
+        publisher.publish("acme/192.0.2.1", &batch(n));
+    }
+    publisher.flush(Duration::from_secs(30));
+    assert_eq!(publisher.counters.delivered.load(Relaxed), 50);
+    let first = read_all(&kafka, 50);
+    assert_eq!(first.len(), 50);
+    let mut bytes: Vec<u64> = first.values().flatten().copied().collect();
+    bytes.sort();
+    assert_eq!(
+        bytes,
+        (0..50u64)
+            .flat_map(|n| (0..10).map(move |i| n * 100 + i))
+            .collect::<Vec<_>>()
+    );
+
+    // The broker SIGKILLed: what cannot be delivered within the timeout goes to disk.
+    kafka.kill(0);
+    for n in 50..80 {
+        publisher.publish("acme/192.0.2.1", &batch(n));
+    }
+    wait("every batch spooled", 30, || publisher.spooled_now() == 30);
+    assert_eq!(publisher.counters.spooled.load(Relaxed), 30);
+    assert!(publisher.counters.spool_bytes.load(Relaxed) > 0);
+
+    // Back: the spool empties into Kafka, every batch there once.
+    kafka.restart(0);
+    wait("the spool replayed", 60, || publisher.spooled_now() == 0);
+    assert_eq!(publisher.counters.replayed.load(Relaxed), 30);
+    assert_eq!(publisher.counters.spool_bytes.load(Relaxed), 0);
+    let all = read_all(&kafka, 80);
+    assert_eq!(all.len(), 80);
+    let mut bytes: Vec<u64> = all.values().flatten().copied().collect();
+    bytes.sort();
+    assert_eq!(
+        bytes,
+        (0..80u64)
+            .flat_map(|n| (0..10).map(move |i| n * 100 + i))
+            .collect::<Vec<_>>()
+    );
+}
