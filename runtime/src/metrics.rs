@@ -454,6 +454,49 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// An inlet's publisher (docs/SCALE.md).
+fn render_flow_bus(out: &mut String, flows: &crate::flow::service::FlowService) {
+    let Some(p) = &flows.publisher else {
+        return;
+    };
+    let c = &p.counters;
+    for (name, kind, help, value) in [
+        (
+            "sotp_bus_batches_delivered_total",
+            "counter",
+            "Flow batches Kafka acknowledged (replayed ones included).",
+            c.delivered.load(Relaxed),
+        ),
+        (
+            "sotp_bus_batches_spooled_total",
+            "counter",
+            "Flow batches written to the disk spool (brokers away or the producer's queue full).",
+            c.spooled.load(Relaxed),
+        ),
+        (
+            "sotp_bus_batches_replayed_total",
+            "counter",
+            "Spooled batches sent again and acknowledged.",
+            c.replayed.load(Relaxed),
+        ),
+        (
+            "sotp_bus_spool_dropped_total",
+            "counter",
+            "Flow batches dropped because the spool was full (runtime.flows.bus.spool_max).",
+            c.spool_dropped.load(Relaxed),
+        ),
+        (
+            "sotp_bus_spool_bytes",
+            "gauge",
+            "Bytes waiting in the disk spool.",
+            c.spool_bytes.load(Relaxed),
+        ),
+    ] {
+        family(out, name, kind, help);
+        line(out, name, &[], value as f64);
+    }
+}
+
 fn render_flow_sinks(out: &mut String, flows: &crate::flow::service::FlowService) {
     if flows.sinks.is_empty() {
         return;
@@ -670,6 +713,7 @@ fn render_flows(out: &mut String, flows: &crate::flow::service::FlowService) {
             crate::flow::listener::kernel_drops(addr.port()) as f64,
         );
     }
+    render_flow_bus(out, flows);
     render_flow_sinks(out, flows);
 }
 

@@ -9,3 +9,57 @@
 
 pub mod publish;
 pub mod schema;
+
+use crate::units::{ByteSize, HumanDuration};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// `[runtime.flows.bus]`: this node's part in a scaled-out flow path. Unset, one process
+/// receives, decodes and stores (the default).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// `inlet`: listeners, decoders and enrichment as usual, then flows published to Kafka
+    /// instead of stored.
+    pub role: BusRole,
+    /// Kafka's bootstrap servers, `host:port,...`.
+    pub brokers: String,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// This node's name in batch ids (default: the host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The disk spool for batches the brokers cannot take (`<data_dir>/bus-spool`).
+    #[serde(default = "default_spool_max")]
+    pub spool_max: ByteSize,
+    /// How long a batch may wait for the brokers before it is spooled.
+    #[serde(default = "default_message_timeout")]
+    pub message_timeout: HumanDuration,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BusRole {
+    Inlet,
+}
+
+fn default_topic() -> String {
+    "sotp-flows".into()
+}
+fn default_spool_max() -> ByteSize {
+    ByteSize::mib(1024)
+}
+fn default_message_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+impl BusConfig {
+    /// The node's name: `name`, else the host name.
+    pub fn node_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "inlet".into())
+        })
+    }
+}

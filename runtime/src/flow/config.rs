@@ -52,6 +52,10 @@ pub struct FlowConfig {
     /// Exports, by name: `[runtime.flows.sinks.NAME]` with `type = "questdb"` or `"loki"`.
     /// They replay from the raw flows, so they need `store_raw = true`.
     pub sinks: BTreeMap<String, super::sink::SinkConfig>,
+    /// This node's part in a scaled-out flow path (`[runtime.flows.bus]`, docs/SCALE.md);
+    /// unset: this process receives, decodes and stores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<crate::bus::BusConfig>,
     /// sFlow agents that may be named by datagrams from another address (a relay):
     /// `"<agent address or CIDR>" = "<source address or CIDR>"`. Otherwise an sFlow
     /// datagram's records belong to the address it came from, whatever agent it names —
@@ -89,6 +93,7 @@ impl Default for FlowConfig {
             pending_age: HumanDuration(Duration::from_secs(30)),
             metrics_series_limit: 1000,
             sinks: BTreeMap::new(),
+            bus: None,
             sflow_agents: BTreeMap::new(),
             max_exporters: 10_000,
             max_domains_per_exporter: 64,

@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 /// Hand a batch to the writer at this many records, or after this long.
 const SEND_AT: usize = 4096;
 const SEND_EVERY: Duration = Duration::from_millis(50);
+/// Flows per Kafka record on an inlet.
+const BUS_BATCH: usize = 4096;
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// Template state changes are written at most this often.
 pub const TEMPLATES_SAVE_EVERY: Duration = Duration::from_secs(2);
@@ -105,10 +107,31 @@ pub struct FlowService {
     sink_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The data dir, where `flow-templates.json` is written.
     data: cap_std::fs::Dir,
+    /// An inlet's publisher (`runtime.flows.bus`): flows go to Kafka, not to `store`.
+    pub publisher: Option<Arc<crate::bus::publish::Publisher>>,
 }
 
 impl FlowService {
     pub fn start(config: FlowConfig, data_dir: &Path) -> anyhow::Result<Arc<FlowService>> {
+        if config.bus.is_some() && !config.sinks.is_empty() {
+            anyhow::bail!(
+                "flows: an inlet (runtime.flows.bus) publishes its flows to Kafka and stores none: its sinks would send nothing; configure them on the stores"
+            );
+        }
+        let publisher = match &config.bus {
+            Some(bus) => Some(
+                crate::bus::publish::Publisher::start(crate::bus::publish::PublisherConfig {
+                    brokers: bus.brokers.clone(),
+                    topic: bus.topic.clone(),
+                    inlet: bus.node_name(),
+                    spool_dir: data_dir.join("bus-spool"),
+                    spool_max: bus.spool_max,
+                    message_timeout: bus.message_timeout.0,
+                })
+                .map_err(|e| anyhow::anyhow!("flows: the bus: {e}"))?,
+            ),
+            None => None,
+        };
         if !config.sinks.is_empty() && !config.store_raw {
             anyhow::bail!(
                 "flows: sinks replay from the raw flows; set runtime.flows.store_raw = true or remove the sinks"
@@ -185,6 +208,7 @@ impl FlowService {
             sink_stop,
             sink_threads: Mutex::new(sink_threads),
             data,
+            publisher,
         });
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -230,6 +254,10 @@ impl FlowService {
             let _ = t.join();
         }
         self.save_templates();
+        if let Some(p) = &self.publisher {
+            // What librdkafka holds goes out (or to the spool) before the process ends.
+            p.flush(Duration::from_secs(10));
+        }
         if let Err(e) = self.store.flush_rollups() {
             // The next start rebuilds them from the raw log.
             tracing::warn!(error = %e, "flow rollups not written at shutdown");
@@ -272,6 +300,17 @@ impl FlowService {
             "last_seq": self.store.last_seq(),
             "raw_log": self.store.raw_status(),
             "sinks": self.sinks.iter().map(|s| s.status(self.store.last_seq())).collect::<Vec<_>>(),
+            "bus": self.publisher.as_ref().map(|p| {
+                let c = &p.counters;
+                serde_json::json!({
+                    "role": "inlet",
+                    "delivered": c.delivered.load(Relaxed),
+                    "spooled": c.spooled.load(Relaxed),
+                    "replayed": c.replayed.load(Relaxed),
+                    "spool_dropped": c.spool_dropped.load(Relaxed),
+                    "spool_bytes": c.spool_bytes.load(Relaxed),
+                })
+            }),
         })
     }
 
@@ -552,7 +591,10 @@ impl FlowService {
         if flows.is_empty() && counters.is_empty() {
             return true;
         }
-        if let Err(e) = self.store.commit(flows, counters) {
+        if let Some(publisher) = &self.publisher {
+            // Interface counters (sFlow) are not on the bus yet (schema version 1).
+            self.publish(publisher, flows);
+        } else if let Err(e) = self.store.commit(flows, counters) {
             // Kept for the next flush: the store is local, a failure is transient (disk full).
             self.counters.store_errors.fetch_add(1, Relaxed);
             let rows: usize = flows.iter().map(Vec::len).sum();
@@ -574,6 +616,29 @@ impl FlowService {
         *lock.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         cv.notify_all();
         true
+    }
+
+    /// An inlet's flush: the flows grouped by tenant and exporter (the Kafka key, so an
+    /// exporter's batches stay on one partition, in order), [`BUS_BATCH`] flows a record.
+    fn publish(&self, publisher: &crate::bus::publish::Publisher, flows: &[Vec<RawFlow>]) {
+        use crate::bus::schema;
+        let names = self.store.names();
+        let now = crate::now_ms();
+        let mut groups: HashMap<(u16, IpAddr), Vec<schema::FlowMessage>> = HashMap::new();
+        for f in flows.iter().flatten() {
+            let message =
+                schema::to_message(&f.record, names.tenant(f.tenant), names.app(f.app), now);
+            groups
+                .entry((f.tenant, f.record.exporter))
+                .or_default()
+                .push(message);
+        }
+        for ((tenant, exporter), messages) in groups {
+            let key = format!("{}/{exporter}", names.tenant(tenant));
+            for batch in messages.chunks(BUS_BATCH) {
+                publisher.publish(&key, &schema::encode_batch(batch));
+            }
+        }
     }
 
     /// Add the flows to the `/metrics` aggregates: summed per application in a small array

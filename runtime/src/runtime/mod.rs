@@ -145,11 +145,14 @@ impl Runtime {
         let flows = if config.flows.enabled() {
             let service = FlowService::start(config.flows.clone(), dir)?;
             // Flows are stored only for tenants that exist.
-            let live: Vec<String> = state.tenants()?.into_iter().map(|t| t.id).collect();
-            for missing in service.mapped_tenants().filter(|t| !live.contains(t)) {
-                tracing::warn!(tenant = %missing, "runtime.flows maps exporters to a tenant that does not exist: its flows are dropped (sotp_flow_unmapped_total) until it is created");
+            // An inlet publishes every mapped tenant's flows: the stores decide what exists.
+            if config.flows.bus.is_none() {
+                let live: Vec<String> = state.tenants()?.into_iter().map(|t| t.id).collect();
+                for missing in service.mapped_tenants().filter(|t| !live.contains(t)) {
+                    tracing::warn!(tenant = %missing, "runtime.flows maps exporters to a tenant that does not exist: its flows are dropped (sotp_flow_unmapped_total) until it is created");
+                }
+                service.store.set_live_tenants(Some(live));
             }
-            service.store.set_live_tenants(Some(live));
             Some(service)
         } else {
             None
