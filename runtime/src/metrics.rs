@@ -454,8 +454,52 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// An inlet's publisher (docs/SCALE.md).
+/// An inlet's publisher or a store's consumer (docs/SCALE.md).
 fn render_flow_bus(out: &mut String, flows: &crate::flow::service::FlowService) {
+    if let Some(consumer) = &flows.consumer {
+        let c = &consumer.counters;
+        for (name, kind, help, value) in [
+            (
+                "sotp_bus_records_total",
+                "counter",
+                "Kafka records this store read and decoded.",
+                c.records.load(Relaxed),
+            ),
+            (
+                "sotp_bus_flows_total",
+                "counter",
+                "Flows this store read from the bus and stored.",
+                c.flows.load(Relaxed),
+            ),
+            (
+                "sotp_bus_unmapped_flows_total",
+                "counter",
+                "Flows on the bus for a tenant this store does not have (dropped).",
+                c.unmapped.load(Relaxed),
+            ),
+            (
+                "sotp_bus_refused_total",
+                "counter",
+                "Records refused (another schema version, undecodable): their partition paused.",
+                c.refused.load(Relaxed),
+            ),
+            (
+                "sotp_bus_commit_failures_total",
+                "counter",
+                "Offset commits Kafka refused (those records may be read again).",
+                c.commit_failures.load(Relaxed),
+            ),
+            (
+                "sotp_bus_consumer_lag",
+                "gauge",
+                "Records behind the newest on the partitions this store holds (every 5 s).",
+                c.lag.load(Relaxed),
+            ),
+        ] {
+            family(out, name, kind, help);
+            line(out, name, &[], value as f64);
+        }
+    }
     let Some(p) = &flows.publisher else {
         return;
     };

@@ -261,3 +261,130 @@ fn an_inlet_publishes_every_protocols_flows_and_keeps_bad_input_off_the_bus() {
         Some(ids.len() as f64)
     );
 }
+
+/// One inlet and one store on a Kafka: the captures replayed to the inlet come out of the
+/// store's query API with every exporter's flows and (scaled) bytes equal to the decoder's;
+/// the store's lag is on `/metrics`; a record of an unknown schema version is refused with a
+/// clear reason, its partition paused, nothing after it skipped.
+#[test]
+fn an_inlet_and_a_store_carry_flows_through_kafka_into_the_query_api() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use sotp_runtime::flow::{DecodeOutput, FlowDecoder, TemplateCache};
+    use sotp_tests::harness::Server;
+    use sotp_tests::pcap;
+    const BIN: &str = env!("CARGO_BIN_EXE_sotp");
+    let kafka = Kafka::single();
+    let pcaps = tempfile::tempdir().unwrap();
+    pcap::generate(pcaps.path()).unwrap();
+    let bus = |role: &str| {
+        format!(
+            "[runtime.flows.bus]\nrole = \"{role}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\nname = \"{role}-1\"\n",
+            kafka.bootstrap()
+        )
+    };
+    let store = Server::start_with_config(
+        BIN,
+        &format!(
+            "[runtime.flows]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n{}",
+            bus("store")
+        ),
+        &[],
+    );
+    let acme = store.tenant("acme");
+    let (netflow, ipfix, sflow) = (
+        sotp_tests::mosquitto::free_port(),
+        sotp_tests::mosquitto::free_port(),
+        sotp_tests::mosquitto::free_port(),
+    );
+    let _inlet = Server::start_with_config(
+        BIN,
+        &format!(
+            "[runtime.flows]\nnetflow = [\"127.0.0.1:{netflow}\"]\nipfix = [\"127.0.0.1:{ipfix}\"]\n\
+             sflow = [\"127.0.0.1:{sflow}\"]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n\
+             [runtime.flows.sflow_agents]\n\"10.0.0.1\" = \"127.0.0.1\"\n{}",
+            bus("inlet")
+        ),
+        &[],
+    );
+
+    let mut expected: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut decoder = FlowDecoder::new(TemplateCache::default(), Default::default());
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (file, port) in [
+        ("nfv9.pcap", netflow),
+        ("nfv5.pcap", netflow),
+        ("ipfix.pcap", ipfix),
+        ("sflow.pcap", sflow),
+    ] {
+        for d in pcap::read_udp(&pcaps.path().join(file)).unwrap() {
+            let mut out = DecodeOutput::default();
+            let _ = decoder.decode("127.0.0.1".parse().unwrap(), 0, &d.payload, &mut out);
+            for f in &out.flows {
+                let e = expected.entry(f.exporter.to_string()).or_default();
+                *e = (e.0 + 1, e.1 + f.bytes * f.sampling_rate.max(1) as u64);
+            }
+            socket.send_to(&d.payload, ("127.0.0.1", port)).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let flows: u64 = expected.values().map(|v| v.0).sum();
+    wait("the store to hold every flow", 60, || {
+        store.flow_status()["stored_rows"].as_u64() == Some(flows)
+    });
+    let (code, top) = acme.get("/v1/flows/top?start=0&end=now&by=exporter&limit=100");
+    assert_eq!(code, 200, "{top}");
+    let got: BTreeMap<String, (u64, u64)> = top["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["group"]["exporter"].as_str().unwrap().to_string(),
+                (r["flows"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "per exporter: (flows, bytes)");
+    wait("the lag measured at 0", 20, || {
+        store.metric_value("sotp_bus_consumer_lag") == Some(0.0)
+            && store.metric_value("sotp_bus_flows_total") == Some(flows as f64)
+    });
+
+    // A record of schema version 2: refused, said why, its partition paused there.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .create()
+        .unwrap();
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: SCHEMA_HEADER,
+        value: Some("2"),
+    });
+    producer
+        .send(
+            BaseRecord::to(TOPIC)
+                .key("acme/192.0.2.99")
+                .payload(&b"from the future"[..])
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    wait("the refusal", 30, || {
+        store.flow_status()["bus"]["refused"].as_u64() == Some(1)
+    });
+    let status = store.flow_status();
+    let paused = &status["bus"]["paused"][0];
+    assert!(
+        paused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("schema version 2"),
+        "{status}"
+    );
+    assert!(store.log().contains("bus record refused"), "logged");
+    assert_eq!(
+        store.flow_status()["stored_rows"].as_u64(),
+        Some(flows),
+        "nothing else stored"
+    );
+}

@@ -4,9 +4,10 @@
 //!
 //! `schema.rs`: the versioned encoding on the bus (protobuf in goflow2's numbering, batches
 //! of length-delimited flows, a `sotp-schema` header). `publish.rs`: an inlet's producer
-//! (idempotent, `acks=all`) with its bounded disk spool for when the brokers are away. The
-//! store's consumer and the roles of `sotp run` build on them.
+//! (idempotent, `acks=all`) with its bounded disk spool for when the brokers are away.
+//! `consume.rs`: a store's consumer-group member, offsets committed after the rows.
 
+pub mod consume;
 pub mod publish;
 pub mod schema;
 
@@ -20,12 +21,16 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// `inlet`: listeners, decoders and enrichment as usual, then flows published to Kafka
-    /// instead of stored.
+    /// instead of stored. `store`: a member of the consumer group `group`, storing what it
+    /// reads.
     pub role: BusRole,
     /// Kafka's bootstrap servers, `host:port,...`.
     pub brokers: String,
     #[serde(default = "default_topic")]
     pub topic: String,
+    /// A store's consumer group.
+    #[serde(default = "default_group")]
+    pub group: String,
     /// This node's name in batch ids (default: the host name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -41,10 +46,14 @@ pub struct BusConfig {
 #[serde(rename_all = "lowercase")]
 pub enum BusRole {
     Inlet,
+    Store,
 }
 
 fn default_topic() -> String {
     "sotp-flows".into()
+}
+fn default_group() -> String {
+    "sotp-store".into()
 }
 fn default_spool_max() -> ByteSize {
     ByteSize::mib(1024)

@@ -110,7 +110,12 @@ impl FlowConfig {
     }
 
     pub fn enabled(&self) -> bool {
-        self.listen_addresses().next().is_some()
+        self.listen_addresses().next().is_some() || self.is_bus(crate::bus::BusRole::Store)
+    }
+
+    /// Whether this node has `role` on the flow bus.
+    pub fn is_bus(&self, role: crate::bus::BusRole) -> bool {
+        self.bus.as_ref().is_some_and(|b| b.role == role)
     }
 
     pub fn template_limits(&self) -> sotp_flow::template::StateLimits {

@@ -36,6 +36,16 @@ use std::time::{Duration, Instant};
 /// Hand a batch to the writer at this many records, or after this long.
 const SEND_AT: usize = 4096;
 const SEND_EVERY: Duration = Duration::from_millis(50);
+impl crate::bus::consume::FlowSink for FlowService {
+    fn names(&self) -> Arc<super::store::Names> {
+        self.store.names()
+    }
+
+    fn commit(&self, flows: Vec<RawFlow>) -> bool {
+        self.commit_from_bus(flows)
+    }
+}
+
 /// Flows per Kafka record on an inlet.
 const BUS_BATCH: usize = 4096;
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
@@ -109,16 +119,22 @@ pub struct FlowService {
     data: cap_std::fs::Dir,
     /// An inlet's publisher (`runtime.flows.bus`): flows go to Kafka, not to `store`.
     pub publisher: Option<Arc<crate::bus::publish::Publisher>>,
+    /// A store's consumer (`runtime.flows.bus`): flows come from Kafka.
+    pub consumer: Option<Arc<crate::bus::consume::BusConsumer>>,
 }
 
 impl FlowService {
     pub fn start(config: FlowConfig, data_dir: &Path) -> anyhow::Result<Arc<FlowService>> {
-        if config.bus.is_some() && !config.sinks.is_empty() {
+        if config.is_bus(crate::bus::BusRole::Inlet) && !config.sinks.is_empty() {
             anyhow::bail!(
                 "flows: an inlet (runtime.flows.bus) publishes its flows to Kafka and stores none: its sinks would send nothing; configure them on the stores"
             );
         }
-        let publisher = match &config.bus {
+        let publisher = match config
+            .bus
+            .as_ref()
+            .filter(|b| b.role == crate::bus::BusRole::Inlet)
+        {
             Some(bus) => Some(
                 crate::bus::publish::Publisher::start(crate::bus::publish::PublisherConfig {
                     brokers: bus.brokers.clone(),
@@ -191,6 +207,21 @@ impl FlowService {
                 stop: sink_stop.clone(),
             },
         )?;
+        let consumer = match config
+            .bus
+            .as_ref()
+            .filter(|b| b.role == crate::bus::BusRole::Store)
+        {
+            Some(bus) => Some(Arc::new(
+                crate::bus::consume::BusConsumer::new(crate::bus::consume::ConsumerConfig {
+                    brokers: bus.brokers.clone(),
+                    topic: bus.topic.clone(),
+                    group: bus.group.clone(),
+                })
+                .map_err(|e| anyhow::anyhow!("flows: the bus: {e}"))?,
+            )),
+            None => None,
+        };
         let (tx, rx) = mpsc::sync_channel::<Message>(256);
         let service = Arc::new(FlowService {
             config,
@@ -209,6 +240,7 @@ impl FlowService {
             sink_threads: Mutex::new(sink_threads),
             data,
             publisher,
+            consumer: consumer.clone(),
         });
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -233,6 +265,14 @@ impl FlowService {
                 .name("sotp-flow-writer".into())
                 .spawn(move || s.writer_loop(rx))?,
         );
+        if let Some(consumer) = service.consumer.clone() {
+            let s = service.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sotp-flow-bus".into())
+                    .spawn(move || consumer.run(&*s, &s.stop))?,
+            );
+        }
         let s = service.clone();
         threads.push(
             std::thread::Builder::new()
@@ -300,7 +340,19 @@ impl FlowService {
             "last_seq": self.store.last_seq(),
             "raw_log": self.store.raw_status(),
             "sinks": self.sinks.iter().map(|s| s.status(self.store.last_seq())).collect::<Vec<_>>(),
-            "bus": self.publisher.as_ref().map(|p| {
+            "bus": self.consumer.as_ref().map(|c| {
+                let n = &c.counters;
+                serde_json::json!({
+                    "role": "store",
+                    "records": n.records.load(Relaxed),
+                    "flows": n.flows.load(Relaxed),
+                    "unmapped": n.unmapped.load(Relaxed),
+                    "refused": n.refused.load(Relaxed),
+                    "commit_failures": n.commit_failures.load(Relaxed),
+                    "lag": n.lag.load(Relaxed),
+                    "paused": *c.refusals.lock(),
+                })
+            }).or_else(|| self.publisher.as_ref().map(|p| {
                 let c = &p.counters;
                 serde_json::json!({
                     "role": "inlet",
@@ -310,7 +362,7 @@ impl FlowService {
                     "spool_dropped": c.spool_dropped.load(Relaxed),
                     "spool_bytes": c.spool_bytes.load(Relaxed),
                 })
-            }),
+            })),
         })
     }
 
@@ -616,6 +668,12 @@ impl FlowService {
         *lock.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         cv.notify_all();
         true
+    }
+
+    /// A store's commit of what it read from the bus (the consumer's thread; the writer
+    /// thread has no listeners feeding it then).
+    fn commit_from_bus(&self, flows: Vec<RawFlow>) -> bool {
+        self.flush(&mut vec![flows], &mut Vec::new())
     }
 
     /// An inlet's flush: the flows grouped by tenant and exporter (the Kafka key, so an

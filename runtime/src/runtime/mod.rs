@@ -146,7 +146,7 @@ impl Runtime {
             let service = FlowService::start(config.flows.clone(), dir)?;
             // Flows are stored only for tenants that exist.
             // An inlet publishes every mapped tenant's flows: the stores decide what exists.
-            if config.flows.bus.is_none() {
+            if !config.flows.is_bus(crate::bus::BusRole::Inlet) {
                 let live: Vec<String> = state.tenants()?.into_iter().map(|t| t.id).collect();
                 for missing in service.mapped_tenants().filter(|t| !live.contains(t)) {
                     tracing::warn!(tenant = %missing, "runtime.flows maps exporters to a tenant that does not exist: its flows are dropped (sotp_flow_unmapped_total) until it is created");
