@@ -204,6 +204,11 @@ impl Server {
         self.launch();
     }
 
+    /// Drop an environment variable given at start (a failpoint) for the next `restart`.
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => c.try_wait().unwrap().is_none(),

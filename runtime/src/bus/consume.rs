@@ -3,7 +3,18 @@
 //!
 //! In: Kafka records of schema version 1 (`schema.rs`). Out: `RawFlow` batches handed to
 //! the store's commit (`FlowService::commit_from_bus`), then the consumed offsets committed to
-//! Kafka — only after the rows are durable, so a crash re-reads rather than loses. A record
+//! Kafka.
+//!
+//! **Exactly once into the store.** Kafka's committed offsets are the truth. Before each
+//! commit of rows the store writes an *intent* (`<data_dir>/bus-intent.json`: the raw log's
+//! next sequence number and the offsets the rows end at) and holds its rollups in memory;
+//! after Kafka confirmed the offsets the intent goes and the rollups may be written. A crash
+//! in between leaves the intent: at the next start, before the flow store opens,
+//! [`reconcile`] asks Kafka — if it holds the intent's offsets the rows stay, otherwise the
+//! raw log is cut back to the intent's sequence number (those records are read again, here or
+//! by the store the partitions moved to). So a record is in exactly one store, once. If Kafka
+//! refuses a commit at run time (this member lost the partitions), the consumer stops with
+//! the intent kept, and the next start settles it the same way. A record
 //! of another schema version is **refused**: its partition is paused at that offset (nothing
 //! after it is read, nothing lost) and the reason is in `sotp flows status` and the log,
 //! until a sotp that reads it takes over. Flows of a tenant this store does not have are
@@ -16,13 +27,17 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Records read before their rows are committed and their offsets with them.
 const MAX_RECORDS: usize = 256;
 const MAX_WAIT: Duration = Duration::from_millis(200);
+/// Refusals kept for the status (a partition handed back and forth refuses again).
+const MAX_REFUSALS: usize = 64;
 /// How often the consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
@@ -60,18 +75,120 @@ pub trait FlowSink: Send + Sync {
     fn names(&self) -> std::sync::Arc<Names>;
     /// Commit the flows durably; false if the store could not (nothing of them kept).
     fn commit(&self, flows: Vec<RawFlow>) -> bool;
+    /// The raw log's next sequence number.
+    fn next_seq(&self) -> u64;
+    /// Keep the rollups in memory while a commit is unconfirmed.
+    fn hold_rollups(&self, held: bool);
+}
+
+/// The file holding the commit in flight.
+pub const INTENT_FILE: &str = "bus-intent.json";
+
+/// A commit of rows whose offsets Kafka has not confirmed yet.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Intent {
+    pub topic: String,
+    /// The raw log's next sequence number before the rows: where to cut back to.
+    pub cut_to: u64,
+    /// (partition, next offset) the rows end at.
+    pub offsets: Vec<(i32, i64)>,
+}
+
+fn write_intent(dir: &Path, intent: &Intent) -> std::io::Result<()> {
+    let path = dir.join(INTENT_FILE);
+    let tmp = dir.join(format!("{INTENT_FILE}.tmp"));
+    let file = std::fs::File::create(&tmp)?;
+    serde_json::to_writer(&file, intent)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn remove_intent(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(INTENT_FILE)) {
+        Ok(()) => std::fs::File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Settle a commit a crash left unconfirmed, before the flow store opens: keep its rows if
+/// Kafka holds its offsets, else cut the raw log back (see the module doc). Waits up to
+/// `wait` for Kafka to answer. Returns the flows cut.
+pub fn reconcile(data_dir: &Path, config: &ConsumerConfig, wait: Duration) -> anyhow::Result<u64> {
+    let path = data_dir.join(INTENT_FILE);
+    let intent: Intent = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut asked = TopicPartitionList::new();
+    for &(partition, _) in &intent.offsets {
+        asked.add_partition(&intent.topic, partition);
+    }
+    let deadline = Instant::now() + wait;
+    let committed = loop {
+        match consumer.committed_offsets(asked.clone(), Duration::from_secs(5)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "waiting for Kafka to settle the last bus commit");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => anyhow::bail!(
+                "cannot settle the last bus commit ({}): Kafka does not answer: {e}",
+                path.display()
+            ),
+        }
+    };
+    tracing::info!(
+        ?intent,
+        committed = ?committed.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>(),
+        "settling the last bus commit, which a crash left unconfirmed"
+    );
+    let confirmed = intent.offsets.iter().all(|&(partition, next)| {
+        committed
+            .find_partition(&intent.topic, partition)
+            .is_some_and(|p| matches!(p.offset(), Offset::Offset(o) if o >= next))
+    });
+    let cut = if confirmed {
+        tracing::info!("Kafka holds the last bus commit's offsets: its flows stay");
+        0
+    } else {
+        let mut log = crate::flow::rawlog::RawLog::open(&data_dir.join("flows-raw"), 1)?;
+        let cut = log.truncate_to(intent.cut_to)?;
+        tracing::warn!(
+            flows = cut,
+            "the last bus commit was not confirmed by Kafka: its flows were cut from the raw log and will be read again"
+        );
+        cut
+    };
+    remove_intent(data_dir)?;
+    Ok(cut)
 }
 
 pub struct BusConsumer {
     consumer: BaseConsumer,
     config: ConsumerConfig,
+    /// Where the intent is written (the data dir).
+    intent_dir: PathBuf,
+    /// Why the consumer stopped, if it did.
+    pub halted: parking_lot::Mutex<Option<String>>,
     pub counters: ConsumeCounters,
     pub refusals: parking_lot::Mutex<Vec<Refusal>>,
     paused: parking_lot::Mutex<std::collections::HashSet<i32>>,
 }
 
 impl BusConsumer {
-    pub fn new(config: ConsumerConfig) -> Result<BusConsumer, rdkafka::error::KafkaError> {
+    pub fn new(
+        config: ConsumerConfig,
+        intent_dir: &Path,
+    ) -> Result<BusConsumer, rdkafka::error::KafkaError> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
@@ -83,6 +200,8 @@ impl BusConsumer {
         Ok(BusConsumer {
             consumer,
             config,
+            intent_dir: intent_dir.to_path_buf(),
+            halted: Default::default(),
             counters: Default::default(),
             refusals: Default::default(),
             paused: Default::default(),
@@ -121,13 +240,13 @@ impl BusConsumer {
                     }
                 }
             }
-            if !flows.is_empty() && !sink.commit(std::mem::take(&mut flows)) {
-                // Not stored: read them again from the last committed offsets.
-                self.rewind(&next);
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
+            if flows.is_empty() {
+                self.commit_offsets(&next);
+            } else if let Err(stop) = self.commit_rows(sink, flows, &next) {
+                tracing::error!(reason = %stop, "the bus consumer stopped");
+                *self.halted.lock() = Some(stop);
+                return;
             }
-            self.commit_offsets(&next);
             if last_lag.elapsed() >= LAG_EVERY {
                 last_lag = Instant::now();
                 self.measure_lag();
@@ -194,20 +313,71 @@ impl BusConsumer {
             Offset::Offset(message.offset()),
             Duration::from_secs(5),
         );
-        self.refusals.lock().push(refusal);
+        let mut refusals = self.refusals.lock();
+        if refusals.len() >= MAX_REFUSALS {
+            refusals.remove(0);
+        }
+        refusals.push(refusal);
     }
 
-    fn commit_offsets(&self, next: &BTreeMap<i32, i64>) {
+    /// Intent, rows, offsets, in that order (see the module doc). `Err`: the consumer must
+    /// stop (the intent stays for the next start).
+    fn commit_rows(
+        &self,
+        sink: &dyn FlowSink,
+        flows: Vec<RawFlow>,
+        next: &BTreeMap<i32, i64>,
+    ) -> Result<(), String> {
+        let intent = Intent {
+            topic: self.config.topic.clone(),
+            cut_to: sink.next_seq(),
+            offsets: next.iter().map(|(&p, &o)| (p, o)).collect(),
+        };
+        sink.hold_rollups(true);
+        if let Err(e) = write_intent(&self.intent_dir, &intent) {
+            sink.hold_rollups(false);
+            tracing::error!(error = %e, "the bus intent cannot be written; reading again");
+            self.rewind(next);
+            std::thread::sleep(Duration::from_secs(1));
+            return Ok(());
+        }
+        if !sink.commit(flows) {
+            // Nothing of them kept: read them again from the last committed offsets.
+            let _ = remove_intent(&self.intent_dir);
+            sink.hold_rollups(false);
+            self.rewind(next);
+            std::thread::sleep(Duration::from_secs(1));
+            return Ok(());
+        }
+        failpoint_after_rows();
+        for attempt in 1..=5 {
+            if self.commit_offsets(next) {
+                remove_intent(&self.intent_dir)
+                    .map_err(|e| format!("removing the bus intent: {e}"))?;
+                sink.hold_rollups(false);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_secs(attempt));
+        }
+        Err("Kafka refused the offsets of rows already stored (this member lost its partitions?): restart sotp to settle them".into())
+    }
+
+    /// Commit offsets to Kafka; whether it took them.
+    fn commit_offsets(&self, next: &BTreeMap<i32, i64>) -> bool {
         if next.is_empty() {
-            return;
+            return true;
         }
         let mut tpl = TopicPartitionList::new();
         for (&partition, &offset) in next {
             let _ = tpl.add_partition_offset(&self.config.topic, partition, Offset::Offset(offset));
         }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
-            self.counters.commit_failures.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, "bus offsets not committed: those records may be read again");
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => true,
+            Err(e) => {
+                self.counters.commit_failures.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "bus offsets not committed");
+                false
+            }
         }
     }
 
@@ -257,5 +427,45 @@ impl BusConsumer {
             lag += (high - at).max(0) as u64;
         }
         self.counters.lag.store(lag, Relaxed);
+    }
+}
+
+/// `SOTP_FAILPOINT_BUS_ABORT_AFTER_ROWS=N`: abort the process after the N-th commit of rows,
+/// before their offsets reach Kafka (the crash the intent is for; tests/e2e/bus.rs).
+fn failpoint_after_rows() {
+    static COMMITS: AtomicU64 = AtomicU64::new(0);
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        std::env::var("SOTP_FAILPOINT_BUS_ABORT_AFTER_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(at) = at
+        && COMMITS.fetch_add(1, Relaxed) + 1 >= *at
+    {
+        eprintln!("failpoint: aborting after a bus commit of rows, before its offsets");
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_intent_is_written_durably_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let intent = Intent {
+            topic: "sotp-flows".into(),
+            cut_to: 42,
+            offsets: vec![(0, 10), (3, 7)],
+        };
+        write_intent(dir.path(), &intent).unwrap();
+        let back: Intent =
+            serde_json::from_slice(&std::fs::read(dir.path().join(INTENT_FILE)).unwrap()).unwrap();
+        assert_eq!(back, intent);
+        remove_intent(dir.path()).unwrap();
+        remove_intent(dir.path()).unwrap();
+        assert!(!dir.path().join(INTENT_FILE).exists());
     }
 }

@@ -374,6 +374,13 @@ impl Active {
     }
 }
 
+/// Make the directory's entries (files removed, cut) durable.
+fn sync_dir(dir: &Path) -> Result<(), RawLogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
 }
@@ -433,6 +440,53 @@ impl RawLog {
 
     pub fn segments(&self) -> Vec<Segment> {
         self.segments.clone()
+    }
+
+    /// Cut the log back so that `seq` is the next sequence number: whole segments after it
+    /// deleted, the one holding it shortened (and active again). For a store whose last
+    /// commit the bus never confirmed (`bus::consume`); called before the log is written.
+    /// Returns how many entries went.
+    pub fn truncate_to(&mut self, seq: u64) -> Result<u64, RawLogError> {
+        let end = self.next_seq();
+        if seq >= end {
+            return Ok(0);
+        }
+        self.active = None;
+        while self.segments.len() > 1 && self.segments.last().is_some_and(|s| s.first_seq >= seq) {
+            let gone = self.segments.pop().expect("checked above");
+            for path in [
+                segment_path(&self.dir, gone.first_seq),
+                meta_path(&self.dir, gone.first_seq),
+            ] {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&path)(e)),
+                }
+            }
+        }
+        let first = self
+            .segments
+            .last()
+            .expect("one segment at least")
+            .first_seq;
+        let keep = seq.saturating_sub(first);
+        let path = segment_path(&self.dir, first);
+        if path.exists() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            file.set_len(keep * ENTRY as u64).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+            // Sealed no more: its time range is read again from the entries kept.
+            let meta = meta_path(&self.dir, first);
+            let _ = fs::remove_file(&meta);
+            *self.segments.last_mut().expect("one segment at least") =
+                load_segment(&self.dir, first, true)?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(end - self.next_seq())
     }
 
     /// Append the flows of `batches` durably, in order; returns the sequence number of the
@@ -795,6 +849,38 @@ mod tests {
             tenant: 2,
             app: 9,
         }
+    }
+
+    #[test]
+    fn the_log_is_cut_back_to_a_sequence_across_segments_and_appends_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RawLog::open(dir.path(), 1).unwrap();
+        let batch: Vec<RawFlow> = (0..10)
+            .map(|i| flow(i, 1_700_000_000_000 + i as i64))
+            .collect();
+        log.append(&[&batch[..]], |_| {}).unwrap(); // 1..=10
+        log.seal().unwrap();
+        log.append(&[&batch[..]], |_| {}).unwrap(); // 11..=20, a second segment
+        assert_eq!(log.segments().len(), 2);
+        assert_eq!(log.truncate_to(25).unwrap(), 0, "nothing after 21");
+        assert_eq!(log.truncate_to(8).unwrap(), 13);
+        assert_eq!(log.next_seq(), 8);
+        assert_eq!(log.segments().len(), 1);
+        assert_eq!(log.segments()[0].max_end_ms, 1_700_000_000_006);
+        // Appends go on from there, and a reopened log agrees.
+        log.append(&[&batch[..2]], |_| {}).unwrap();
+        assert_eq!(log.next_seq(), 10);
+        drop(log);
+        let log = RawLog::open(dir.path(), 1).unwrap();
+        assert_eq!(log.next_seq(), 10);
+        let rows = RawReader::new(dir.path())
+            .read_after(&log.segments(), 0, 9, 100)
+            .unwrap();
+        assert_eq!(rows.len(), 9);
+        assert_eq!(
+            rows[7].1, batch[0],
+            "seq 8 is the first flow appended after the cut"
+        );
     }
 
     #[test]

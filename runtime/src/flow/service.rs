@@ -36,16 +36,6 @@ use std::time::{Duration, Instant};
 /// Hand a batch to the writer at this many records, or after this long.
 const SEND_AT: usize = 4096;
 const SEND_EVERY: Duration = Duration::from_millis(50);
-impl crate::bus::consume::FlowSink for FlowService {
-    fn names(&self) -> Arc<super::store::Names> {
-        self.store.names()
-    }
-
-    fn commit(&self, flows: Vec<RawFlow>) -> bool {
-        self.commit_from_bus(flows)
-    }
-}
-
 /// Flows per Kafka record on an inlet.
 const BUS_BATCH: usize = 4096;
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
@@ -125,6 +115,28 @@ pub struct FlowService {
 
 impl FlowService {
     pub fn start(config: FlowConfig, data_dir: &Path) -> anyhow::Result<Arc<FlowService>> {
+        if config.is_bus(crate::bus::BusRole::Store) && config.listen_addresses().next().is_some() {
+            anyhow::bail!(
+                "flows: a store (runtime.flows.bus.role = \"store\") reads its flows from Kafka: remove its netflow/ipfix/sflow listeners, or run them on an inlet"
+            );
+        }
+        let consumer_config = config
+            .bus
+            .as_ref()
+            .filter(|b| b.role == crate::bus::BusRole::Store)
+            .map(|bus| crate::bus::consume::ConsumerConfig {
+                brokers: bus.brokers.clone(),
+                topic: bus.topic.clone(),
+                group: bus.group.clone(),
+            });
+        if let Some(c) = &consumer_config {
+            if !config.store_raw {
+                anyhow::bail!(
+                    "flows: a store (runtime.flows.bus.role = \"store\") keeps raw flows (store_raw = true): it settles an unconfirmed commit by cutting the raw log back"
+                );
+            }
+            crate::bus::consume::reconcile(data_dir, c, Duration::from_secs(60))?;
+        }
         if config.is_bus(crate::bus::BusRole::Inlet) && !config.sinks.is_empty() {
             anyhow::bail!(
                 "flows: an inlet (runtime.flows.bus) publishes its flows to Kafka and stores none: its sinks would send nothing; configure them on the stores"
@@ -207,18 +219,10 @@ impl FlowService {
                 stop: sink_stop.clone(),
             },
         )?;
-        let consumer = match config
-            .bus
-            .as_ref()
-            .filter(|b| b.role == crate::bus::BusRole::Store)
-        {
-            Some(bus) => Some(Arc::new(
-                crate::bus::consume::BusConsumer::new(crate::bus::consume::ConsumerConfig {
-                    brokers: bus.brokers.clone(),
-                    topic: bus.topic.clone(),
-                    group: bus.group.clone(),
-                })
-                .map_err(|e| anyhow::anyhow!("flows: the bus: {e}"))?,
+        let consumer = match consumer_config {
+            Some(c) => Some(Arc::new(
+                crate::bus::consume::BusConsumer::new(c, data_dir)
+                    .map_err(|e| anyhow::anyhow!("flows: the bus: {e}"))?,
             )),
             None => None,
         };
@@ -351,6 +355,7 @@ impl FlowService {
                     "commit_failures": n.commit_failures.load(Relaxed),
                     "lag": n.lag.load(Relaxed),
                     "paused": *c.refusals.lock(),
+                    "halted": *c.halted.lock(),
                 })
             }).or_else(|| self.publisher.as_ref().map(|p| {
                 let c = &p.counters;
@@ -762,6 +767,25 @@ impl FlowService {
 /// The template state saved last time; empty if there is none, or if the file is damaged
 /// (then it is set aside as `flow-templates.json.damaged-<ms>` and counted: exporters
 /// re-send their templates within minutes, a collector that does not start loses everything).
+/// A store's consumer commits through the service, like the writer thread.
+impl crate::bus::consume::FlowSink for FlowService {
+    fn names(&self) -> Arc<super::store::Names> {
+        self.store.names()
+    }
+
+    fn commit(&self, flows: Vec<RawFlow>) -> bool {
+        self.commit_from_bus(flows)
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.store.last_seq() + 1
+    }
+
+    fn hold_rollups(&self, held: bool) {
+        self.store.hold_rollups(held);
+    }
+}
+
 fn load_templates(
     data: &cap_std::fs::Dir,
     limits: sotp_flow::template::StateLimits,

@@ -397,6 +397,8 @@ pub struct FlowStore {
     segments: RwLock<Arc<Vec<Segment>>>,
     raw: RawReader,
     next_seq: AtomicU64,
+    /// Rollups stay in memory while set (`hold_rollups`).
+    rollups_held: std::sync::atomic::AtomicBool,
     store_raw: bool,
     names: arc_swap::ArcSwap<Names>,
     /// `flows-raw`, where `names.json` lives.
@@ -445,6 +447,7 @@ impl FlowStore {
         reader_conn.execute_batch(USE_DB)?;
         let next_seq = log.next_seq();
         let store = FlowStore {
+            rollups_held: Default::default(),
             db: Mutex::new(conn),
             reader_conn: Mutex::new(reader_conn),
             queries: RwLock::new(()),
@@ -632,6 +635,13 @@ impl FlowStore {
     }
 
     /// The highest sequence number committed so far.
+    /// Keep the open rollups out of DuckDB while `held`: a store holds them from committing
+    /// flows read off the bus until Kafka confirmed their offsets, so what a restart may cut
+    /// from the raw log (`bus::consume`) was never rolled up on disk.
+    pub fn hold_rollups(&self, held: bool) {
+        self.rollups_held.store(held, Release);
+    }
+
     pub fn last_seq(&self) -> u64 {
         // Acquire: whoever sees a sequence number also sees the segments that hold it.
         self.next_seq.load(Acquire) - 1
@@ -728,6 +738,11 @@ impl FlowStore {
     }
 
     fn flush_rollups_locked(&self, w: &mut Writer) -> Result<(), FlowStoreError> {
+        if self.rollups_held.load(Acquire) {
+            // A bus commit the brokers have not confirmed is in the open rollups: they are
+            // written once it is (or rebuilt from the log after a restart cuts it).
+            return Ok(());
+        }
         w.open_since = Instant::now();
         let through = self.last_seq();
         let mut db = self.db.lock();
