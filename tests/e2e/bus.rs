@@ -491,3 +491,127 @@ fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
     );
     assert!(store.flow_status()["bus"]["halted"].is_null());
 }
+
+/// Three Kafka brokers (replication factor 3), one inlet, two stores in one group: the
+/// captures replayed twice — the second time with one store SIGKILLed (its partitions move to
+/// the other) and a broker SIGKILLed (acks go on) — and the two stores together hold every
+/// flow exactly twice per replay: nothing lost that was acknowledged, nothing stored twice.
+#[test]
+fn stores_and_brokers_killed_mid_stream_lose_nothing_and_store_nothing_twice() {
+    use sotp_runtime::flow::{DecodeOutput, FlowDecoder, TemplateCache};
+    use sotp_tests::harness::Server;
+    use sotp_tests::pcap;
+    const BIN: &str = env!("CARGO_BIN_EXE_sotp");
+    let mut kafka = Kafka::cluster();
+    let pcaps = tempfile::tempdir().unwrap();
+    pcap::generate(pcaps.path()).unwrap();
+    let bus = |role: &str| {
+        format!(
+            "[runtime.flows.bus]\nrole = \"{role}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
+            kafka.bootstrap()
+        )
+    };
+    let store_config = format!(
+        "[runtime.flows]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n{}",
+        bus("store")
+    );
+    let mut stores: Vec<(Server, String)> = (0..2)
+        .map(|_| {
+            let s = Server::start_with_config(BIN, &store_config, &[]);
+            let token = s.tenant("acme").token;
+            (s, token)
+        })
+        .collect();
+    let netflow = sotp_tests::mosquitto::free_port();
+    let _inlet = Server::start_with_config(
+        BIN,
+        &format!(
+            "[runtime.flows]\nnetflow = [\"127.0.0.1:{netflow}\"]\ndefault_tenant = \"acme\"\n\
+             flush_interval = \"200ms\"\n{}",
+            bus("inlet")
+        ),
+        &[],
+    );
+    let frames: Vec<_> = ["nfv9.pcap", "nfv5.pcap"]
+        .iter()
+        .flat_map(|f| pcap::read_udp(&pcaps.path().join(f)).unwrap())
+        .collect();
+    // Each replay's totals as the inlet's decoder sees them: the second replay is decoded
+    // with the first's template and sampling state (its early records are scaled).
+    let mut decoder = FlowDecoder::new(TemplateCache::default(), Default::default());
+    let mut decode_replay = || {
+        let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for d in &frames {
+            let mut out = DecodeOutput::default();
+            let _ = decoder.decode("127.0.0.1".parse().unwrap(), 0, &d.payload, &mut out);
+            for f in &out.flows {
+                let e = totals.entry(f.exporter.to_string()).or_default();
+                *e = (e.0 + 1, e.1 + f.bytes * f.sampling_rate.max(1) as u64);
+            }
+        }
+        totals
+    };
+    let once = decode_replay();
+    let second = decode_replay();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let replay = || {
+        for d in &frames {
+            socket.send_to(&d.payload, ("127.0.0.1", netflow)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let sum = |parts: &[BTreeMap<String, (u64, u64)>]| -> BTreeMap<String, (u64, u64)> {
+        let mut sum: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for part in parts {
+            for (exporter, (f, b)) in part {
+                let e = sum.entry(exporter.clone()).or_default();
+                *e = (e.0 + f, e.1 + b);
+            }
+        }
+        sum
+    };
+    let of = |store: &(Server, String)| exporter_totals(&store.0.api(&store.1));
+    let both = sum(&[once.clone(), second.clone()]);
+    let flows = |m: &BTreeMap<String, (u64, u64)>| m.values().map(|v| v.0).sum::<u64>();
+
+    replay();
+    wait("the first replay in the stores", 60, || {
+        flows(&sum(&[of(&stores[0]), of(&stores[1])])) >= flows(&once)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sum(&[of(&stores[0]), of(&stores[1])]), once);
+    // The exporter's key puts its flows on one partition: the store holding it is killed.
+    let (dead, live) = if flows(&of(&stores[0])) > 0 {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let first = of(&stores[dead]);
+    assert_eq!(first, once);
+    assert!(of(&stores[live]).is_empty());
+
+    // That store and a broker SIGKILLed while the second replay streams in: the live store
+    // takes the dead one's partitions over (after its 10 s session), acks go on.
+    stores[dead].0.kill9();
+    std::thread::scope(|scope| {
+        let sender = scope.spawn(replay);
+        std::thread::sleep(Duration::from_millis(300));
+        kafka.kill(2);
+        sender.join().unwrap();
+    });
+    // The dead store's flows of the first replay stay on its disk.
+    // Everything of the second replay lands on the live store (it held nothing before).
+    let live_should = second.clone();
+    wait("the second replay in the live store", 90, || {
+        flows(&of(&stores[live])) >= flows(&live_should)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(of(&stores[live]), live_should, "the live store");
+
+    // Back: the dead store holds what it held, the two together every flow of both replays.
+    stores[dead].0.restart();
+    kafka.restart(2);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(of(&stores[dead]), first, "the restarted store");
+    assert_eq!(sum(&[of(&stores[0]), of(&stores[1])]), both);
+}

@@ -195,6 +195,9 @@ impl BusConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
+            // A store that died gives its partitions up after 10 s (Kafka's default: 45 s).
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
             .create()?;
         consumer.subscribe(&[&config.topic])?;
         Ok(BusConsumer {
