@@ -63,7 +63,7 @@ pub enum EgressError {
 #[derive(Clone, Debug, Default)]
 pub struct EgressPolicy {
     config: EgressConfig,
-    /// Exact addresses (and ports) reachable whatever the policy says: SOTP's own API for
+    /// Exact addresses (and ports) reachable unless `deny` lists them: SOTP's own API for
     /// the platform tenant's probes (see `platform`).
     pinned: Vec<SocketAddr>,
 }
@@ -122,7 +122,12 @@ impl EgressPolicy {
         };
         let mut first_refusal = None;
         for a in addresses {
-            if self.pinned.contains(&a) {
+            let denied = self
+                .config
+                .deny
+                .iter()
+                .any(|n| n.contains(&embedded_v4(a.ip())));
+            if self.pinned.contains(&a) && !denied {
                 return Ok(a);
             }
             match self.check(a.ip()) {

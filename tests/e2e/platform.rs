@@ -220,12 +220,20 @@ fn sotp_probes_its_own_ui_and_api_and_traces_its_ui_in_the_platform_tenant() {
     // A restart deploys nothing again and keeps the UI's RUM key.
     let key = rum_key(&server);
     server.stop();
+    let restarted = now_ms();
     server.restart();
     proxy.set_upstream(address(&server));
     wait("the platform after the restart", 30, || {
         (server.admin().get("/v1/platform/health").0 == 200).then_some(())
     });
     assert_eq!(rum_key(&server), key);
+    // The restored probes reach SOTP again (their egress exception is pinned before restore).
+    probes_after(
+        &server.admin(),
+        restarted,
+        true,
+        2 * INTERVAL_MS as u64 / 1000 + 5,
+    );
     for p in PROBES {
         let (_, versions) = as_platform(&server, &format!("/v1/components/probe-{p}/versions"));
         assert_eq!(

@@ -71,9 +71,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let restoring = runtime.clone();
     let platform = cfg.platform.clone();
     tokio::spawn(async move {
+        let setup = sotp_runtime::platform::PlatformSetup {
+            config: platform,
+            listen: addr,
+            probe_wasm: crate::server::PROBE_WASM,
+        };
+        // Pinned before the restore, so restored probes get their egress exception.
+        let pinned = setup.config.enabled && pin_platform(&restoring, &setup).await;
         restoring.restore().await;
-        if platform.enabled {
-            start_platform(&restoring, platform, addr).await;
+        if pinned {
+            start_platform(&restoring, setup).await;
         }
     });
 
@@ -103,16 +110,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// The platform tenant and its probes (docs/PLATFORM.md); a failure is logged, and SOTP
 /// serves on without them.
+async fn pin_platform(
+    runtime: &std::sync::Arc<Runtime>,
+    setup: &sotp_runtime::platform::PlatformSetup,
+) -> bool {
+    match runtime.pin_platform(setup).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "the platform tenant could not be started; SOTP runs without watching itself");
+            false
+        }
+    }
+}
+
 async fn start_platform(
     runtime: &std::sync::Arc<Runtime>,
-    config: sotp_runtime::platform::PlatformConfig,
-    listen: SocketAddr,
+    setup: sotp_runtime::platform::PlatformSetup,
 ) {
-    let setup = sotp_runtime::platform::PlatformSetup {
-        config,
-        listen,
-        probe_wasm: crate::server::PROBE_WASM,
-    };
     match runtime.start_platform(setup).await {
         Ok(p) => tracing::info!(
             tenant = %p.tenant,

@@ -215,8 +215,8 @@ impl BusConsumer {
     pub fn run(&self, sink: &dyn FlowSink, stop: &AtomicBool) {
         let mut last_lag = Instant::now() - LAG_EVERY;
         while !stop.load(Relaxed) {
-            let mut flows = Vec::new();
-            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+            // Per partition: the flows read, the first offset read and the next to read.
+            let mut read: BTreeMap<i32, (Vec<RawFlow>, i64, i64)> = BTreeMap::new();
             let started = Instant::now();
             let mut records = 0;
             while records < MAX_RECORDS && started.elapsed() < MAX_WAIT {
@@ -231,21 +231,41 @@ impl BusConsumer {
                     }
                 };
                 records += 1;
-                if self.paused.lock().contains(&message.partition()) {
+                let partition = message.partition();
+                if self.paused.lock().contains(&partition) {
                     continue; // read before the pause took effect: read again after it
                 }
-                match self.decode(&message, &sink.names(), &mut flows) {
-                    Ok(()) => {
-                        next.insert(message.partition(), message.offset() + 1);
+                let entry = read
+                    .entry(partition)
+                    .or_insert_with(|| (Vec::new(), message.offset(), message.offset()));
+                match self.decode(&message, &sink.names(), &mut entry.0) {
+                    Ok(()) => entry.2 = message.offset() + 1,
+                    Err(e @ (SchemaError::NoVersion | SchemaError::UnknownVersion(_))) => {
+                        self.refuse(&message, e);
                     }
                     Err(e) => {
-                        self.refuse(&message, e);
+                        // Written by a SOTP inlet of this version, yet unreadable: counted
+                        // and passed over rather than stopping the exporter's partition.
+                        self.counters.refused.fetch_add(1, Relaxed);
+                        tracing::warn!(partition, offset = message.offset(), error = %e, "an undecodable bus record skipped");
+                        entry.2 = message.offset() + 1;
                     }
                 }
             }
+            // Records of partitions revoked while polling belong to their new owner now.
+            if let Ok(assigned) = self.consumer.assignment() {
+                read.retain(|&p, _| assigned.find_partition(&self.config.topic, p).is_some());
+            }
+            let first: BTreeMap<i32, i64> = read.iter().map(|(&p, e)| (p, e.1)).collect();
+            let next: BTreeMap<i32, i64> = read
+                .iter()
+                .filter(|(_, e)| e.2 > e.1)
+                .map(|(&p, e)| (p, e.2))
+                .collect();
+            let flows: Vec<RawFlow> = read.into_values().flat_map(|e| e.0).collect();
             if flows.is_empty() {
                 self.commit_offsets(&next);
-            } else if let Err(stop) = self.commit_rows(sink, flows, &next) {
+            } else if let Err(stop) = self.commit_rows(sink, flows, &next, &first) {
                 tracing::error!(reason = %stop, "the bus consumer stopped");
                 *self.halted.lock() = Some(stop);
                 return;
@@ -330,6 +350,7 @@ impl BusConsumer {
         sink: &dyn FlowSink,
         flows: Vec<RawFlow>,
         next: &BTreeMap<i32, i64>,
+        first: &BTreeMap<i32, i64>,
     ) -> Result<(), String> {
         let intent = Intent {
             topic: self.config.topic.clone(),
@@ -340,7 +361,7 @@ impl BusConsumer {
         if let Err(e) = write_intent(&self.intent_dir, &intent) {
             sink.hold_rollups(false);
             tracing::error!(error = %e, "the bus intent cannot be written; reading again");
-            self.rewind(next);
+            self.rewind(first);
             std::thread::sleep(Duration::from_secs(1));
             return Ok(());
         }
@@ -348,7 +369,7 @@ impl BusConsumer {
             // Nothing of them kept: read them again from the last committed offsets.
             let _ = remove_intent(&self.intent_dir);
             sink.hold_rollups(false);
-            self.rewind(next);
+            self.rewind(first);
             std::thread::sleep(Duration::from_secs(1));
             return Ok(());
         }
@@ -384,23 +405,17 @@ impl BusConsumer {
         }
     }
 
-    /// After a failed store commit: go back to what Kafka has committed.
-    fn rewind(&self, next: &BTreeMap<i32, i64>) {
-        let mut tpl = TopicPartitionList::new();
-        for &partition in next.keys() {
-            tpl.add_partition(&self.config.topic, partition);
-        }
-        let Ok(committed) = self.consumer.committed_offsets(tpl, Duration::from_secs(5)) else {
-            return;
-        };
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            let _ = self
-                .consumer
-                .seek(e.topic(), e.partition(), offset, Duration::from_secs(5));
+    /// After a failed store commit: read the batch again from its first offsets.
+    fn rewind(&self, first: &BTreeMap<i32, i64>) {
+        for (&partition, &offset) in first {
+            if let Err(e) = self.consumer.seek(
+                &self.config.topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            ) {
+                tracing::error!(partition, error = %e, "cannot seek back after a failed store commit");
+            }
         }
     }
 

@@ -12,8 +12,9 @@
 //! still arrive before spooled ones: nothing the store computes depends on order). A replay thread
 //! sends the files oldest first once a broker answers, and deletes each when Kafka
 //! acknowledged it. The spool is bounded (`spool_max`): past it a batch is dropped and counted
-//! (`sotp_bus_spool_dropped_total`), never held in memory. A batch whose acknowledgement was
-//! lost may be sent twice; the store tells them apart by the batch id header.
+//! (`sotp_bus_spool_dropped_total`), never held in memory. A batch librdkafka timed out
+//! whose write the broker did make is sent again from the spool: each carries its id
+//! (`sotp-batch`), but stores do not deduplicate on it yet.
 
 use crate::units::ByteSize;
 use rdkafka::ClientContext;
@@ -112,7 +113,12 @@ impl Spool {
         file.extend_from_slice(payload);
         let path = self.dir.join(format!("{seq:016}.batch"));
         let tmp = path.with_extension("tmp");
-        let written = std::fs::write(&tmp, &file).and_then(|_| std::fs::rename(&tmp, &path));
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &file)?;
+                f.sync_all()
+            })
+            .and_then(|_| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             tracing::error!(error = %e, "the bus spool cannot be written; batch dropped");
             self.counters.spool_dropped.fetch_add(1, Relaxed);

@@ -23,6 +23,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The encoding this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
+/// The most flows one Kafka record may hold (an inlet writes 4,096): a record of empty
+/// messages cannot make a store hold millions.
+pub const MAX_FLOWS_PER_RECORD: usize = 65_536;
 /// The Kafka header naming the encoding's version.
 pub const SCHEMA_HEADER: &str = "sotp-schema";
 
@@ -215,7 +218,7 @@ pub fn to_record(m: &FlowMessage) -> Result<FlowRecord, SchemaError> {
     };
     f.src_as = m.src_as;
     f.dst_as = m.dst_as;
-    f.vlan = narrow(m.vlan_id, 4095, "vlan_id")? as u16;
+    f.vlan = narrow(m.vlan_id, 65535, "vlan_id")? as u16;
     Ok(f)
 }
 
@@ -237,6 +240,11 @@ pub fn decode_batch(version: Option<&[u8]>, value: &[u8]) -> Result<Vec<FlowMess
     let mut buf = value;
     let mut out = Vec::new();
     while !buf.is_empty() {
+        if out.len() == MAX_FLOWS_PER_RECORD {
+            return Err(SchemaError::Decode(format!(
+                "more than {MAX_FLOWS_PER_RECORD} flows in one record"
+            )));
+        }
         out.push(
             FlowMessage::decode_length_delimited(&mut buf)
                 .map_err(|e| SchemaError::Decode(e.to_string()))?,

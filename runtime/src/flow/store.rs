@@ -640,6 +640,16 @@ impl FlowStore {
     /// from the raw log (`bus::consume`) was never rolled up on disk.
     pub fn hold_rollups(&self, held: bool) {
         self.rollups_held.store(held, Release);
+        if held {
+            return;
+        }
+        // The write a held commit skipped, if one is due.
+        let mut w = self.writer.lock();
+        if (w.open_since.elapsed() >= ROLLUP_EVERY || w.open.len() >= ROLLUP_MAX_KEYS)
+            && let Err(e) = self.flush_rollups_locked(&mut w)
+        {
+            tracing::error!(error = %e, "flow store: writing rollups failed");
+        }
     }
 
     pub fn last_seq(&self) -> u64 {

@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The setting that marks the tenant SOTP created as its platform tenant.
+const PLATFORM_MARK: &str = "platform";
 /// How far back the health view looks.
 const HEALTH_WINDOW_MS: i64 = 3_600_000;
 
@@ -27,27 +29,13 @@ impl Runtime {
         self: &Arc<Self>,
         setup: PlatformSetup,
     ) -> Result<Arc<Active>, RuntimeError> {
+        let pinned = self.pin_platform(&setup).await?;
         let config = setup.config;
-        config
-            .check()
-            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-        let base = config
-            .base_url(setup.listen)
-            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-        let resolving = base.clone();
-        let reach = tokio::task::spawn_blocking(move || crate::platform::resolve(&resolving))
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?
-            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-        let tenant = config.tenant.clone();
-        self.ensure_platform_tenant(&tenant)?;
-        // Reachable before a probe is activated: each instance reads it when it starts.
-        *self.platform.write() = Some(Arc::new(Active {
-            tenant: tenant.clone(),
-            base_url: base.clone(),
-            reach: reach.clone(),
-            rum: None,
-        }));
+        let (tenant, base, reach) = (
+            pinned.tenant.clone(),
+            pinned.base_url.clone(),
+            pinned.reach.clone(),
+        );
         self.ensure_token_secret(&tenant, PROBE_TOKEN_SECRET, "platform-probes", "read")?;
         let rum = if config.rum {
             let key =
@@ -86,6 +74,37 @@ impl Runtime {
         Ok(active)
     }
 
+    /// The first half of `start_platform`, to run **before** `restore`: check the config,
+    /// resolve the base URL, create (or find) the platform tenant and pin its reach, so the
+    /// probe instances `restore` starts get their egress exception.
+    pub async fn pin_platform(
+        self: &Arc<Self>,
+        setup: &PlatformSetup,
+    ) -> Result<Arc<Active>, RuntimeError> {
+        let config = &setup.config;
+        config
+            .check()
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        let base = config
+            .base_url(setup.listen)
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        let resolving = base.clone();
+        let reach = tokio::task::spawn_blocking(move || crate::platform::resolve(&resolving))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        self.ensure_platform_tenant(&config.tenant)?;
+        let rum = self.platform().and_then(|p| p.rum.clone());
+        let active = Arc::new(Active {
+            tenant: config.tenant.clone(),
+            base_url: base,
+            reach,
+            rum,
+        });
+        *self.platform.write() = Some(active.clone());
+        Ok(active)
+    }
+
     /// The egress policy `tenant`'s components connect under: the operator's, plus SOTP's
     /// own address for the platform tenant.
     pub(super) fn egress_for(&self, tenant: &str) -> crate::egress::EgressPolicy {
@@ -113,9 +132,17 @@ impl Runtime {
         }
     }
 
+    /// The platform tenant, created and marked as such; a tenant of that name a user
+    /// created is never adopted (it would gain the probes' egress exception and its readers
+    /// the platform's health).
     fn ensure_platform_tenant(&self, tenant: &str) -> Result<(), RuntimeError> {
         match self.tenant(tenant) {
-            Ok(_) => return Ok(()),
+            Ok(_) if self.state.setting(tenant, PLATFORM_MARK)?.is_some() => return Ok(()),
+            Ok(_) => {
+                return Err(RuntimeError::Conflict(format!(
+                    "tenant `{tenant}` exists and is not the platform tenant SOTP created: set [platform] tenant to another id (or delete that tenant)"
+                )));
+            }
             Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -126,6 +153,7 @@ impl Runtime {
         // Operated with the admin token: the tenant's first token is not shown to anyone (only
         // its hash is kept, so nobody can use it); the admin issues tokens when needed.
         let _ = self.create_tenant(tenant, spec)?;
+        self.state.put_setting(tenant, PLATFORM_MARK, "{}")?;
         tracing::info!(%tenant, "created the platform tenant");
         Ok(())
     }
