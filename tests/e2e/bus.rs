@@ -75,6 +75,39 @@ fn read_all(kafka: &Kafka, want: usize) -> BTreeMap<String, Vec<u64>> {
     got
 }
 
+/// `[runtime.flows.bus]` for `role` on `kafka`.
+fn bus_config(kafka: &Kafka, role: &str) -> String {
+    format!(
+        "[runtime.flows.bus]\nrole = \"{role}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\nname = \"{role}-1\"\n",
+        kafka.bootstrap()
+    )
+}
+
+/// Send each capture to its port (loopback) and return what the decoder finds in them:
+/// (flows, scaled bytes) per exporter.
+fn replay_expecting(
+    pcaps: &std::path::Path,
+    sends: &[(&str, u16)],
+) -> BTreeMap<String, (u64, u64)> {
+    use sotp_runtime::flow::{DecodeOutput, FlowDecoder, TemplateCache};
+    let mut expected: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut decoder = FlowDecoder::new(TemplateCache::default(), Default::default());
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for &(file, port) in sends {
+        for d in sotp_tests::pcap::read_udp(&pcaps.join(file)).unwrap() {
+            let mut out = DecodeOutput::default();
+            let _ = decoder.decode("127.0.0.1".parse().unwrap(), 0, &d.payload, &mut out);
+            for f in &out.flows {
+                let e = expected.entry(f.exporter.to_string()).or_default();
+                *e = (e.0 + 1, e.1 + f.bytes * f.sampling_rate.max(1) as u64);
+            }
+            socket.send_to(&d.payload, ("127.0.0.1", port)).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    expected
+}
+
 /// (flows, scaled bytes) per exporter, from a store's query API.
 fn exporter_totals(api: &sotp_tests::harness::Api) -> BTreeMap<String, (u64, u64)> {
     let (_, top) = api.get("/v1/flows/top?start=0&end=now&by=exporter&limit=100");
@@ -287,19 +320,13 @@ fn an_inlet_publishes_every_protocols_flows_and_keeps_bad_input_off_the_bus() {
 #[test]
 fn an_inlet_and_a_store_carry_flows_through_kafka_into_the_query_api() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    use sotp_runtime::flow::{DecodeOutput, FlowDecoder, TemplateCache};
     use sotp_tests::harness::Server;
     use sotp_tests::pcap;
     const BIN: &str = env!("CARGO_BIN_EXE_sotp");
     let kafka = Kafka::single();
     let pcaps = tempfile::tempdir().unwrap();
     pcap::generate(pcaps.path()).unwrap();
-    let bus = |role: &str| {
-        format!(
-            "[runtime.flows.bus]\nrole = \"{role}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\nname = \"{role}-1\"\n",
-            kafka.bootstrap()
-        )
-    };
+    let bus = |role: &str| bus_config(&kafka, role);
     let store = Server::start_with_config(
         BIN,
         &format!(
@@ -325,26 +352,15 @@ fn an_inlet_and_a_store_carry_flows_through_kafka_into_the_query_api() {
         &[],
     );
 
-    let mut expected: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut decoder = FlowDecoder::new(TemplateCache::default(), Default::default());
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for (file, port) in [
-        ("nfv9.pcap", netflow),
-        ("nfv5.pcap", netflow),
-        ("ipfix.pcap", ipfix),
-        ("sflow.pcap", sflow),
-    ] {
-        for d in pcap::read_udp(&pcaps.path().join(file)).unwrap() {
-            let mut out = DecodeOutput::default();
-            let _ = decoder.decode("127.0.0.1".parse().unwrap(), 0, &d.payload, &mut out);
-            for f in &out.flows {
-                let e = expected.entry(f.exporter.to_string()).or_default();
-                *e = (e.0 + 1, e.1 + f.bytes * f.sampling_rate.max(1) as u64);
-            }
-            socket.send_to(&d.payload, ("127.0.0.1", port)).unwrap();
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
+    let expected = replay_expecting(
+        pcaps.path(),
+        &[
+            ("nfv9.pcap", netflow),
+            ("nfv5.pcap", netflow),
+            ("ipfix.pcap", ipfix),
+            ("sflow.pcap", sflow),
+        ],
+    );
     let flows: u64 = expected.values().map(|v| v.0).sum();
     wait("the store to hold every flow", 60, || {
         store.flow_status()["stored_rows"].as_u64() == Some(flows)
@@ -406,7 +422,6 @@ fn an_inlet_and_a_store_carry_flows_through_kafka_into_the_query_api() {
 /// exactly once.
 #[test]
 fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
-    use sotp_runtime::flow::{DecodeOutput, FlowDecoder, TemplateCache};
     use sotp_tests::harness::Server;
     use sotp_tests::pcap;
     const BIN: &str = env!("CARGO_BIN_EXE_sotp");
@@ -414,12 +429,7 @@ fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
     let kafka = Kafka::single();
     let pcaps = tempfile::tempdir().unwrap();
     pcap::generate(pcaps.path()).unwrap();
-    let bus = |role: &str| {
-        format!(
-            "[runtime.flows.bus]\nrole = \"{role}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
-            kafka.bootstrap()
-        )
-    };
+    let bus = |role: &str| bus_config(&kafka, role);
     let mut store = Server::start_with_config(
         BIN,
         &format!(
@@ -439,21 +449,10 @@ fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
         ),
         &[],
     );
-    let mut expected: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut decoder = FlowDecoder::new(TemplateCache::default(), Default::default());
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for file in ["nfv9.pcap", "nfv5.pcap"] {
-        for d in pcap::read_udp(&pcaps.path().join(file)).unwrap() {
-            let mut out = DecodeOutput::default();
-            let _ = decoder.decode("127.0.0.1".parse().unwrap(), 0, &d.payload, &mut out);
-            for f in &out.flows {
-                let e = expected.entry(f.exporter.to_string()).or_default();
-                *e = (e.0 + 1, e.1 + f.bytes * f.sampling_rate.max(1) as u64);
-            }
-            socket.send_to(&d.payload, ("127.0.0.1", netflow)).unwrap();
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
+    let expected = replay_expecting(
+        pcaps.path(),
+        &[("nfv9.pcap", netflow), ("nfv5.pcap", netflow)],
+    );
 
     // The first commit of rows aborts the store before the offsets; the intent stays.
     wait("the store to abort at the failpoint", 60, || {
@@ -505,12 +504,7 @@ fn stores_and_brokers_killed_mid_stream_lose_nothing_and_store_nothing_twice() {
     let mut kafka = Kafka::cluster();
     let pcaps = tempfile::tempdir().unwrap();
     pcap::generate(pcaps.path()).unwrap();
-    let bus = |role: &str| {
-        format!(
-            "[runtime.flows.bus]\nrole = \"{role}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
-            kafka.bootstrap()
-        )
-    };
+    let bus = |role: &str| bus_config(&kafka, role);
     let store_config = format!(
         "[runtime.flows]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n{}",
         bus("store")

@@ -196,23 +196,9 @@ pub fn router(state: &AppState) -> axum::Router<AppState> {
         .route("/labels", axum::routing::get(labels))
         .route_layer(axum::middleware::from_fn(super::own_traces::trace_request))
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_refusals,
+            (state.clone(), sotp_runtime::runtime::QueryApi::Logql),
+            super::prometheus::count_refusals,
         ))
-}
-
-/// Count what this API refused (`sotp_query_refused_total`).
-async fn count_refusals(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let response = next.run(request).await;
-    state.runtime.counters.query_refused.count(
-        sotp_runtime::runtime::QueryApi::Logql,
-        response.status().as_u16(),
-    );
-    response
 }
 
 #[cfg(test)]

@@ -262,6 +262,21 @@ pub async fn query_range(
     }
 }
 
+/// Count what the Prometheus- or Loki-compatible API refused (`sotp_query_refused_total`).
+pub(super) async fn count_refusals(
+    State((state, api)): State<(AppState, sotp_runtime::runtime::QueryApi)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    state
+        .runtime
+        .counters
+        .query_refused
+        .count(api, response.status().as_u16());
+    response
+}
+
 /// The label sets the `match[]` selectors match (every series with none).
 async fn matched_series(
     state: &AppState,
@@ -354,23 +369,9 @@ pub fn router(state: &AppState) -> axum::Router<AppState> {
         .route("/label/{name}/values", axum::routing::get(label_values))
         .route_layer(axum::middleware::from_fn(super::own_traces::trace_request))
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), sotp_runtime::runtime::QueryApi::Promql),
             count_refusals,
         ))
-}
-
-/// Count what this API refused (`sotp_query_refused_total`).
-async fn count_refusals(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let response = next.run(request).await;
-    state.runtime.counters.query_refused.count(
-        sotp_runtime::runtime::QueryApi::Promql,
-        response.status().as_u16(),
-    );
-    response
 }
 
 #[cfg(test)]
