@@ -335,6 +335,26 @@ impl FlowDecoder {
         self.cache.snapshot()
     }
 
+    /// Keep track of changed template spaces, to share them with other inlets.
+    pub fn share_templates(&mut self) {
+        self.cache.track_changes();
+    }
+
+    /// The template spaces changed since the last call ([`TemplateCache::take_changed`]).
+    pub fn take_changed_templates(&mut self) -> Vec<template::SharedDomain> {
+        self.cache.take_changed()
+    }
+
+    /// What was taken could not be shared: every space counts as changed again.
+    pub fn templates_unshared(&mut self) {
+        self.cache.mark_all_changed();
+    }
+
+    /// A template space another inlet shared ([`TemplateCache::apply_shared`]).
+    pub fn apply_shared_templates(&mut self, json: &[u8]) -> Result<bool, String> {
+        self.cache.apply_shared(json)
+    }
+
     /// Forget template spaces nothing arrived for since `before_ms`.
     pub fn expire_idle_templates(&mut self, before_ms: i64) -> usize {
         self.cache.expire_idle(before_ms)

@@ -229,6 +229,9 @@ pub struct DomainState {
     /// When a template or data of this space last arrived (ms since the epoch), for
     /// [`TemplateCache::expire_idle`].
     pub last_seen_ms: i64,
+    /// When its templates or sampling state last changed (ms since the epoch): which of two
+    /// inlets' accounts of a space is newer ([`TemplateCache::apply_shared`]).
+    pub updated_ms: i64,
 }
 
 /// Caps of the template state (see the module doc).
@@ -270,8 +273,22 @@ pub struct TemplateCache {
     /// The time of the datagram being decoded (ms since the epoch), for `last_seen_ms`.
     pub now_ms: i64,
     pub dirty: bool,
+    /// Spaces whose state changed (or that were forgotten) since the last
+    /// [`TemplateCache::take_changed`]: what an inlet shares with the others.
+    changed: std::collections::HashSet<DomainKey, foldhash::fast::RandomState>,
+    /// Whether `changed` is kept (an inlet on the flow bus); off, nothing is tracked.
+    track_changes: bool,
     /// Templates, options or domains refused by a cap.
     pub refused: u64,
+}
+
+/// One template space's state as shared between inlets ([`TemplateCache::take_changed`],
+/// [`TemplateCache::apply_shared`]): the JSON of the persisted state's entry, plus when it
+/// last changed.
+pub struct SharedDomain {
+    pub key: DomainKey,
+    /// None: the space was forgotten (idle).
+    pub json: Option<Vec<u8>>,
 }
 
 /// The cache's content at one moment, cheap to take (templates are shared), serialized to
@@ -286,32 +303,47 @@ struct DomainSnapshot {
     default_rate: Option<u32>,
     samplers: Vec<(u64, u32)>,
     system_init_ms: Option<i64>,
+    updated_ms: i64,
     templates: Vec<(u16, Arc<Template>)>,
 }
 
 impl TemplateSnapshot {
     pub fn to_json(&self) -> Vec<u8> {
-        let saved: Vec<SavedDomain> = self
-            .domains
-            .iter()
-            .map(|d| SavedDomain {
-                key: d.key,
-                default_rate: d.default_rate,
-                samplers: d.samplers.clone(),
-                system_init_ms: d.system_init_ms,
-                templates: d
-                    .templates
-                    .iter()
-                    .map(|(id, t)| SavedTemplate {
-                        id: *id,
-                        options: t.options,
-                        scope_fields: t.scope_fields,
-                        fields: t.specs.clone(),
-                    })
-                    .collect(),
-            })
-            .collect();
+        let saved: Vec<SavedDomain> = self.domains.iter().map(DomainSnapshot::saved).collect();
         serde_json::to_vec_pretty(&saved).expect("template state serializes")
+    }
+}
+
+impl DomainSnapshot {
+    fn of(key: DomainKey, d: &DomainState) -> DomainSnapshot {
+        DomainSnapshot {
+            key,
+            default_rate: d.default_rate,
+            samplers: d.samplers.iter().map(|(k, v)| (*k, *v)).collect(),
+            system_init_ms: d.system_init_ms,
+            updated_ms: d.updated_ms,
+            templates: d.templates.iter().map(|(id, t)| (*id, t.clone())).collect(),
+        }
+    }
+
+    fn saved(&self) -> SavedDomain {
+        SavedDomain {
+            key: self.key,
+            default_rate: self.default_rate,
+            samplers: self.samplers.clone(),
+            system_init_ms: self.system_init_ms,
+            updated_ms: self.updated_ms,
+            templates: self
+                .templates
+                .iter()
+                .map(|(id, t)| SavedTemplate {
+                    id: *id,
+                    options: t.options,
+                    scope_fields: t.scope_fields,
+                    fields: t.specs.clone(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -325,6 +357,8 @@ struct SavedDomain {
     samplers: Vec<(u64, u32)>,
     #[serde(default)]
     system_init_ms: Option<i64>,
+    #[serde(default)]
+    updated_ms: i64,
     templates: Vec<SavedTemplate>,
 }
 
@@ -357,23 +391,89 @@ impl TemplateCache {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         for d in saved {
-            for (id, rate) in d.samplers.into_iter().take(limits.samplers_per_domain) {
-                if let Some(state) = cache.admit(d.key) {
-                    state.samplers.insert(id, rate);
-                }
-            }
-            let Some(state) = cache.admit(d.key) else {
-                continue;
-            };
-            state.default_rate = d.default_rate;
-            state.system_init_ms = d.system_init_ms;
-            for t in d.templates.into_iter().take(limits.templates_per_domain) {
-                let tpl = Template::new(d.key.protocol, t.fields, t.options, t.scope_fields);
-                cache.insert(d.key, t.id, tpl);
-            }
+            cache.load_saved(d);
         }
         cache.dirty = false;
         Ok(cache)
+    }
+
+    /// Take one saved space's state in (what the caps allow of it).
+    fn load_saved(&mut self, d: SavedDomain) {
+        let limits = self.limits;
+        for (id, rate) in d.samplers.into_iter().take(limits.samplers_per_domain) {
+            if let Some(state) = self.admit(d.key) {
+                state.samplers.insert(id, rate);
+            }
+        }
+        let Some(state) = self.admit(d.key) else {
+            return;
+        };
+        state.default_rate = d.default_rate;
+        state.system_init_ms = d.system_init_ms;
+        for t in d.templates.into_iter().take(limits.templates_per_domain) {
+            let tpl = Template::new(d.key.protocol, t.fields, t.options, t.scope_fields);
+            self.insert(d.key, t.id, tpl);
+        }
+        if let Some(state) = self.domains.get_mut(&d.key) {
+            state.updated_ms = d.updated_ms;
+        }
+    }
+
+    /// Keep the set of changed spaces from now on ([`TemplateCache::take_changed`]).
+    pub fn track_changes(&mut self) {
+        self.track_changes = true;
+    }
+
+    fn changed(&mut self, key: DomainKey) {
+        if self.track_changes {
+            self.changed.insert(key);
+        }
+    }
+
+    /// The spaces that changed since the last call, each as JSON (None: forgotten), for the
+    /// other inlets. Taken under the decoder's lock: a space is a few templates.
+    pub fn take_changed(&mut self) -> Vec<SharedDomain> {
+        let keys: Vec<DomainKey> = self.changed.drain().collect();
+        keys.into_iter()
+            .map(|key| SharedDomain {
+                key,
+                json: self.domains.get(&key).map(|d| {
+                    serde_json::to_vec(&DomainSnapshot::of(key, d).saved())
+                        .expect("template state serializes")
+                }),
+            })
+            .collect()
+    }
+
+    /// Every space as changed again (what was taken could not be shared).
+    pub fn mark_all_changed(&mut self) {
+        if self.track_changes {
+            let keys: Vec<DomainKey> = self.domains.keys().copied().collect();
+            self.changed.extend(keys);
+        }
+    }
+
+    /// Take in a space another inlet shared, unless this one's state of it is newer (it has
+    /// heard from the exporter since). Returns whether anything was taken; what was taken is
+    /// not shared back.
+    pub fn apply_shared(&mut self, json: &[u8]) -> Result<bool, String> {
+        let d: SavedDomain = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        if let Some(local) = self.domains.get(&d.key)
+            && local.last_seen_ms.max(local.updated_ms) >= d.updated_ms
+        {
+            return Ok(false);
+        }
+        let key = d.key;
+        let was_changed = self.changed.contains(&key);
+        let now = self.now_ms;
+        self.now_ms = d.updated_ms;
+        self.load_saved(d);
+        self.now_ms = now;
+        if !was_changed {
+            self.changed.remove(&key);
+        }
+        self.dirty = true;
+        Ok(self.domains.contains_key(&key))
     }
 
     /// Forget the template spaces nothing arrived for since `before_ms` (their exporters
@@ -387,6 +487,7 @@ impl TemplateCache {
             .collect();
         for key in &idle {
             self.remove_domain(*key);
+            self.changed(*key);
         }
         if !idle.is_empty() {
             self.dirty = true;
@@ -462,7 +563,7 @@ impl TemplateCache {
     /// refused it: counted in `refused`).
     pub fn insert(&mut self, key: DomainKey, id: u16, tpl: Template) -> bool {
         let max = self.limits.templates_per_domain;
-        let (fields, max_fields) = (self.fields, self.limits.fields);
+        let (fields, max_fields, now) = (self.fields, self.limits.fields, self.now_ms);
         let Some(state) = self.admit(key) else {
             return false;
         };
@@ -479,8 +580,10 @@ impl TemplateCache {
             return false;
         }
         state.templates.insert(id, Arc::new(tpl));
+        state.updated_ms = now;
         self.fields = after;
         self.dirty = true;
+        self.changed(key);
         true
     }
 
@@ -490,14 +593,16 @@ impl TemplateCache {
                 Some(id) => state.templates.remove(&id).map_or(0, |t| t.specs.len()),
                 None => state.templates.drain().map(|(_, t)| t.specs.len()).sum(),
             };
+            state.updated_ms = self.now_ms;
             self.fields -= gone;
             self.dirty = true;
+            self.changed(key);
         }
     }
 
     /// Record what an options data record says about sampling or system init time.
     pub fn learn_options(&mut self, key: DomainKey, x: &Extras) {
-        let max_samplers = self.limits.samplers_per_domain;
+        let (max_samplers, now) = (self.limits.samplers_per_domain, self.now_ms);
         let rate = x.stated_rate();
         let init = x.system_init_ms.map(|i| i as i64);
         if rate.is_none() && init.is_none() {
@@ -528,7 +633,11 @@ impl TemplateCache {
             state.system_init_ms = Some(init);
             changed = true;
         }
-        self.dirty |= changed;
+        if changed {
+            state.updated_ms = now;
+            self.dirty = true;
+            self.changed(key);
+        }
         self.refused += u64::from(refused);
     }
 
@@ -542,13 +651,7 @@ impl TemplateCache {
             domains: self
                 .domains
                 .iter()
-                .map(|(key, d)| DomainSnapshot {
-                    key: *key,
-                    default_rate: d.default_rate,
-                    samplers: d.samplers.iter().map(|(k, v)| (*k, *v)).collect(),
-                    system_init_ms: d.system_init_ms,
-                    templates: d.templates.iter().map(|(id, t)| (*id, t.clone())).collect(),
-                })
+                .map(|(key, d)| DomainSnapshot::of(*key, d))
                 .collect(),
         })
     }
@@ -688,6 +791,69 @@ mod tests {
         assert_eq!(cache.exporter_count(), 1);
         assert_eq!(cache.field_count(), 4);
         assert!(cache.insert(key(3), 256, four()), "room again");
+    }
+
+    #[test]
+    fn a_space_shared_by_one_inlet_decodes_at_another_unless_the_other_knows_newer() {
+        let key = DomainKey {
+            protocol: FlowProtocol::NetflowV9,
+            exporter: IpAddr::from([192, 0, 2, 7]),
+            domain: 7,
+        };
+        let mut a = TemplateCache::default();
+        a.track_changes();
+        a.now_ms = 1_000;
+        assert!(a.insert(
+            key,
+            256,
+            Template::new(key.protocol, vec![spec(8, 4)], false, 0)
+        ));
+        let rate = Extras {
+            sampling_interval: Some(512),
+            ..Default::default()
+        };
+        a.learn_options(key, &rate);
+        let shared = a.take_changed();
+        assert_eq!(shared.len(), 1);
+        assert!(a.take_changed().is_empty(), "taken");
+        let json = shared[0].json.clone().unwrap();
+
+        // Another inlet: the template and the rate, and nothing to share back.
+        let mut b = TemplateCache::default();
+        b.track_changes();
+        b.now_ms = 2_000;
+        assert_eq!(b.apply_shared(&json), Ok(true));
+        let d = b.domain(key).unwrap();
+        assert_eq!(d.default_rate, Some(512));
+        assert_eq!(d.templates[&256].specs, vec![spec(8, 4)]);
+        assert!(b.take_changed().is_empty(), "not echoed");
+        assert!(b.dirty, "saved to its file");
+        // The exporter now sends to b, which learns a new 256: a's older account is ignored.
+        b.now_ms = 3_000;
+        assert!(b.insert(
+            key,
+            256,
+            Template::new(key.protocol, vec![spec(12, 4)], false, 0)
+        ));
+        assert_eq!(b.apply_shared(&json), Ok(false));
+        assert_eq!(
+            b.domain(key).unwrap().templates[&256].specs,
+            vec![spec(12, 4)]
+        );
+        // A space forgotten is shared as such; damaged JSON is an error.
+        a.now_ms = 10_000;
+        assert_eq!(a.expire_idle(5_000), 1);
+        let gone = a.take_changed();
+        assert!(gone[0].json.is_none());
+        assert!(b.apply_shared(b"{").is_err());
+        // Untracked caches keep no change set.
+        let mut c = TemplateCache::default();
+        assert!(c.insert(
+            key,
+            256,
+            Template::new(key.protocol, vec![spec(8, 4)], false, 0)
+        ));
+        assert!(c.take_changed().is_empty());
     }
 
     #[test]

@@ -535,6 +535,24 @@ fn render_flow_bus(out: &mut String, flows: &crate::flow::service::FlowService) 
             "Bytes waiting in the disk spool.",
             c.spool_bytes.load(Relaxed),
         ),
+        (
+            "sotp_bus_templates_shared_total",
+            "counter",
+            "Template spaces (exporter, observation domain) this inlet published to the template topic.",
+            c.templates_shared.load(Relaxed),
+        ),
+        (
+            "sotp_bus_templates_failed_total",
+            "counter",
+            "Template spaces Kafka did not take (every space is published again).",
+            c.templates_failed.load(Relaxed),
+        ),
+        (
+            "sotp_bus_templates_applied_total",
+            "counter",
+            "Template spaces other inlets published that this inlet took in.",
+            c.templates_applied.load(Relaxed),
+        ),
     ] {
         family(out, name, kind, help);
         line(out, name, &[], value as f64);

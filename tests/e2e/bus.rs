@@ -77,8 +77,13 @@ fn read_all(kafka: &Kafka, want: usize) -> BTreeMap<String, Vec<u64>> {
 
 /// `[runtime.flows.bus]` for `role` on `kafka`.
 fn bus_config(kafka: &Kafka, role: &str) -> String {
+    named_bus_config(kafka, role, &format!("{role}-1"))
+}
+
+/// `[runtime.flows.bus]` for `role` on `kafka`, the node called `name`.
+fn named_bus_config(kafka: &Kafka, role: &str, name: &str) -> String {
     format!(
-        "[runtime.flows.bus]\nrole = \"{role}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\nname = \"{role}-1\"\n",
+        "[runtime.flows.bus]\nrole = \"{role}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\nname = \"{name}\"\n",
         kafka.bootstrap()
     )
 }
@@ -608,4 +613,140 @@ fn stores_and_brokers_killed_mid_stream_lose_nothing_and_store_nothing_twice() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(of(&stores[dead]), first, "the restarted store");
     assert_eq!(sum(&[of(&stores[0]), of(&stores[1])]), both);
+}
+
+/// The issue's first Must-show: a three-broker Kafka, two inlets, two stores. Five exporters
+/// (each its own loopback address, each one protocol: NetFlow v9 with options sampling, v9
+/// with sampler ids, v5, IPFIX with selectors, sFlow) replayed to the inlets come out of the
+/// two stores' query APIs with every exporter's flows and sampling-scaled bytes equal to what
+/// **tshark** reads in the captures. The inlet receiving the v9 exporter is SIGKILLed after
+/// the exporter's templates and sampling options; the exporter's remaining packets (data
+/// only) go to the other inlet, which decodes them at once from the template state the first
+/// one shared on the compacted template topic: nothing held waiting for a template, the
+/// sampling rate applied.
+#[test]
+fn two_inlets_and_two_stores_store_what_tshark_reads_and_a_killed_inlets_templates_move() {
+    use sotp_tests::harness::Server;
+    use sotp_tests::{pcap, tshark};
+    const BIN: &str = env!("CARGO_BIN_EXE_sotp");
+    let kafka = Kafka::cluster();
+    let pcaps = tempfile::tempdir().unwrap();
+    pcap::generate(pcaps.path()).unwrap();
+    let file = |f: &str| pcaps.path().join(f);
+    let stores: Vec<(Server, String)> = (1..=2)
+        .map(|i| {
+            let config = format!(
+                "[runtime.flows]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n{}",
+                named_bus_config(&kafka, "store", &format!("store-{i}"))
+            );
+            let s = Server::start_with_config(BIN, &config, &[]);
+            let token = s.tenant("acme").token;
+            (s, token)
+        })
+        .collect();
+    let inlet = |name: &str| {
+        let ports = [(); 3].map(|_| sotp_tests::mosquitto::free_port());
+        let config = format!(
+            "[runtime.flows]\nnetflow = [\"127.0.0.1:{}\"]\nipfix = [\"127.0.0.1:{}\"]\n\
+             sflow = [\"127.0.0.1:{}\"]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n\
+             [runtime.flows.sflow_agents]\n\"10.0.0.1\" = \"127.0.0.6\"\n{}",
+            ports[0],
+            ports[1],
+            ports[2],
+            named_bus_config(&kafka, "inlet", name)
+        );
+        (Server::start_with_config(BIN, &config, &[]), ports)
+    };
+    let (mut a, [a_netflow, _, _]) = inlet("inlet-a");
+    let (b, [b_netflow, b_ipfix, b_sflow]) = inlet("inlet-b");
+    // An exporter sends from its own address; `frames` of a capture, to an inlet's port.
+    let send = |from: &str, capture: &str, frames: std::ops::Range<usize>, port: u16| {
+        let socket = std::net::UdpSocket::bind((from, 0)).unwrap();
+        let all = pcap::read_udp(&file(capture)).unwrap();
+        for d in &all[frames.start..frames.end.min(all.len())] {
+            socket.send_to(&d.payload, ("127.0.0.1", port)).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let all = 0..usize::MAX;
+    let expected: BTreeMap<String, (u64, u64)> = [
+        (
+            "127.0.0.2",
+            tshark::cflow_totals(&file("nfv9.pcap"), 2055, all.clone()),
+        ),
+        (
+            "127.0.0.3",
+            tshark::cflow_totals(&file("nfv5.pcap"), 2055, all.clone()),
+        ),
+        (
+            "127.0.0.4",
+            tshark::cflow_totals(&file("ipfix_selector.pcap"), 4739, all.clone()),
+        ),
+        (
+            "127.0.0.5",
+            tshark::cflow_totals(&file("nfv9_sampler.pcap"), 2055, all.clone()),
+        ),
+        ("10.0.0.1", tshark::sflow_totals(&file("sflow.pcap"))),
+    ]
+    .into_iter()
+    .map(|(e, t)| (e.to_string(), t.unwrap()))
+    .collect();
+    let first_part = tshark::cflow_totals(&file("nfv9.pcap"), 2055, 0..3).unwrap();
+    assert!(first_part.0 > 0 && first_part.0 < expected["127.0.0.2"].0);
+    let stored = || {
+        let mut sum: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for (s, token) in &stores {
+            for (exporter, (f, bytes)) in exporter_totals(&s.api(token)) {
+                let e = sum.entry(exporter).or_default();
+                *e = (e.0 + f, e.1 + bytes);
+            }
+        }
+        sum
+    };
+
+    // Inlet A: the v9 exporter's templates, options (sampling 1 in 512) and first data, and
+    // the sampler-id exporter. Inlet B: v5, IPFIX and sFlow.
+    send("127.0.0.2", "nfv9.pcap", 0..3, a_netflow);
+    send("127.0.0.5", "nfv9_sampler.pcap", all.clone(), a_netflow);
+    send("127.0.0.3", "nfv5.pcap", all.clone(), b_netflow);
+    send("127.0.0.4", "ipfix_selector.pcap", all.clone(), b_ipfix);
+    send("127.0.0.6", "sflow.pcap", all.clone(), b_sflow);
+    // B took in A's two template spaces; A's flows are in the stores.
+    wait("inlet B to take in inlet A's template spaces", 60, || {
+        b.flow_status()["bus"]["templates_applied"].as_u64() >= Some(2)
+    });
+    wait("inlet A's flows in the stores", 60, || {
+        stored().get("127.0.0.2") == Some(&first_part)
+    });
+    assert!(a.flow_status()["bus"]["templates_shared"].as_u64() >= Some(2));
+
+    // A SIGKILLed; the v9 exporter's traffic moves to B: data records only from here on.
+    a.kill9();
+    send("127.0.0.2", "nfv9.pcap", 3..5, b_netflow);
+    wait("every exporter's flows in the stores", 60, || {
+        stored().values().map(|v| v.0).sum::<u64>() >= expected.values().map(|v| v.0).sum()
+    });
+    std::thread::sleep(Duration::from_secs(2)); // nothing more arrives
+    assert_eq!(
+        stored(),
+        expected,
+        "per exporter: (flows, scaled bytes), stores vs tshark"
+    );
+    let status = b.flow_status();
+    assert_eq!(
+        status["pending_held"], 0,
+        "nothing waited for a template: {status}"
+    );
+    assert_eq!(
+        status["records"]["netflow9"].as_u64(),
+        Some(expected["127.0.0.2"].0 - first_part.0),
+        "{status}"
+    );
+    for (s, token) in &stores {
+        eprintln!(
+            "{}: {:?}",
+            s.data_path().display(),
+            exporter_totals(&s.api(token))
+        );
+    }
 }

@@ -15,6 +15,7 @@ pub mod pcap;
 pub mod prometheus;
 pub mod questdb;
 pub mod tcp_proxy;
+pub mod tshark;
 pub mod vault;
 pub mod victorialogs;
 pub mod webapp;

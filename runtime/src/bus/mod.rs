@@ -10,6 +10,7 @@
 pub mod consume;
 pub mod publish;
 pub mod schema;
+pub mod templates;
 
 use crate::units::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};

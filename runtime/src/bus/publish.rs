@@ -28,6 +28,8 @@ use std::time::Duration;
 
 /// The Kafka header holding a batch's id (`<inlet>-<sequence>`), unique per batch.
 pub const BATCH_HEADER: &str = "sotp-batch";
+/// The delivery opaque of a template space's record.
+const TEMPLATE_OPAQUE: usize = usize::MAX;
 
 #[derive(Clone, Debug)]
 pub struct PublisherConfig {
@@ -63,6 +65,14 @@ pub struct PublishCounters {
     pub spool_dropped: AtomicU64,
     /// Bytes in the spool now.
     pub spool_bytes: AtomicU64,
+    /// Template spaces published to the template topic (`templates.rs`).
+    pub templates_shared: AtomicU64,
+    /// Template spaces Kafka did not take (all are shared again).
+    pub templates_failed: AtomicU64,
+    /// Template spaces other inlets shared that this one took in.
+    pub templates_applied: AtomicU64,
+    /// Set when a template space could not be shared; the owner shares every space again.
+    pub templates_unshared: AtomicBool,
 }
 
 struct Spool {
@@ -176,7 +186,8 @@ fn read_spooled(bytes: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 }
 
 /// librdkafka's delivery reports: acknowledged records counted (spooled ones deleted),
-/// failed live records spooled. The opaque is 0 for a live record, else its spool sequence.
+/// failed live records spooled. The opaque is 0 for a live record, [`TEMPLATE_OPAQUE`] for a
+/// template space, else its spool sequence.
 struct Context {
     spool: Arc<Spool>,
     counters: Arc<PublishCounters>,
@@ -189,6 +200,16 @@ impl ProducerContext for Context {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        if opaque == TEMPLATE_OPAQUE {
+            match result {
+                Ok(_) => self.counters.templates_shared.fetch_add(1, Relaxed),
+                Err(_) => {
+                    self.counters.templates_unshared.store(true, Relaxed);
+                    self.counters.templates_failed.fetch_add(1, Relaxed)
+                }
+            };
+            return;
+        }
         let seq = opaque as u64;
         match result {
             Ok(_) if seq == 0 => {
@@ -341,6 +362,30 @@ impl Publisher {
             if self.producer.send(record).is_err() {
                 self.replaying.lock().remove(&seq);
                 return;
+            }
+        }
+    }
+
+    /// Publish template spaces to the template topic (`templates.rs`), keyed by space: the
+    /// compacted topic keeps each space's newest state. A space Kafka does not take sets
+    /// `templates_unshared` (no spool: the state is re-sent whole instead).
+    pub fn share_templates(&self, spaces: &[sotp_flow::template::SharedDomain]) {
+        let topic = super::templates::topic_of(&self.config.topic);
+        let inlet = OwnedHeaders::new().insert(Header {
+            key: super::templates::INLET_HEADER,
+            value: Some(self.config.inlet.as_bytes()),
+        });
+        for space in spaces {
+            let key = super::templates::space_key(&space.key);
+            let mut record: BaseRecord<'_, String, Vec<u8>, usize> =
+                BaseRecord::with_opaque_to(&topic, TEMPLATE_OPAQUE)
+                    .key(&key)
+                    .headers(inlet.clone());
+            // No payload: a tombstone, the space forgotten (compaction drops it).
+            record.payload = space.json.as_ref();
+            if self.producer.send(record).is_err() {
+                self.counters.templates_unshared.store(true, Relaxed);
+                self.counters.templates_failed.fetch_add(1, Relaxed);
             }
         }
     }

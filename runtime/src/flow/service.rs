@@ -111,6 +111,8 @@ pub struct FlowService {
     pub publisher: Option<Arc<crate::bus::publish::Publisher>>,
     /// A store's consumer (`runtime.flows.bus`): flows come from Kafka.
     pub consumer: Option<Arc<crate::bus::consume::BusConsumer>>,
+    /// An inlet's reader of the other inlets' template state (`bus/templates.rs`).
+    template_reader: Mutex<Option<crate::bus::templates::TemplateReader>>,
 }
 
 impl FlowService {
@@ -192,7 +194,27 @@ impl FlowService {
             max_bytes: config.pending_bytes.0 as usize,
             max_age: config.pending_age.0,
         });
+        let mut decoder = decoder;
+        if publisher.is_some() {
+            decoder.share_templates();
+        }
         let decoder = Arc::new(Mutex::new(decoder));
+        let template_reader = match (&publisher, &config.bus) {
+            (Some(p), Some(bus)) => {
+                let shared = decoder.clone();
+                Some(
+                    crate::bus::templates::TemplateReader::start(
+                        &bus.brokers,
+                        &bus.topic,
+                        &bus.node_name(),
+                        Box::new(move |json| shared.lock().apply_shared_templates(json)),
+                        p.counters.clone(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("flows: the bus's template topic: {e}"))?,
+                )
+            }
+            _ => None,
+        };
         let mut sockets = Vec::new();
         let mut bound = Vec::new();
         for addr in config.listen_addresses() {
@@ -245,6 +267,7 @@ impl FlowService {
             data,
             publisher,
             consumer: consumer.clone(),
+            template_reader: Mutex::new(template_reader),
         });
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -298,6 +321,7 @@ impl FlowService {
             let _ = t.join();
         }
         self.save_templates();
+        self.template_reader.lock().take();
         if let Some(p) = &self.publisher {
             // What librdkafka holds goes out (or to the spool) before the process ends.
             p.flush(Duration::from_secs(10));
@@ -366,6 +390,9 @@ impl FlowService {
                     "replayed": c.replayed.load(Relaxed),
                     "spool_dropped": c.spool_dropped.load(Relaxed),
                     "spool_bytes": c.spool_bytes.load(Relaxed),
+                    "templates_shared": c.templates_shared.load(Relaxed),
+                    "templates_failed": c.templates_failed.load(Relaxed),
+                    "templates_applied": c.templates_applied.load(Relaxed),
                 })
             })),
         })
@@ -526,7 +553,24 @@ impl FlowService {
                 last = Instant::now();
                 self.save_templates();
             }
+            self.share_templates();
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// An inlet publishes the template spaces that changed to the other inlets (every 100 ms:
+    /// an inlet may die any moment after it learned a template), all of them again after
+    /// Kafka refused one.
+    fn share_templates(&self) {
+        let Some(p) = &self.publisher else {
+            return;
+        };
+        if p.counters.templates_unshared.swap(false, Relaxed) {
+            self.decoder.lock().templates_unshared();
+        }
+        let spaces = self.decoder.lock().take_changed_templates();
+        if !spaces.is_empty() {
+            p.share_templates(&spaces);
         }
     }
 
