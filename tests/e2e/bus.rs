@@ -422,9 +422,11 @@ fn an_inlet_and_a_store_carry_flows_through_kafka_into_the_query_api() {
 }
 
 /// A store killed after storing rows but before Kafka took their offsets (a failpoint aborts
-/// it there) leaves its intent; at the next start Kafka does not hold those offsets, so the
-/// raw log is cut back and the records read again: the query API then shows every flow
-/// exactly once.
+/// it there) leaves its intent. Another store of the group takes the partitions over, reads
+/// those records again from the last committed offsets and commits past them — so Kafka's
+/// offsets now lie beyond the dead store's rows. At its restart the dead store still cuts
+/// them: its commit marker (written in the same Kafka transaction as offsets) shows the
+/// commit never happened. Every flow is then in exactly one store, once.
 #[test]
 fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
     use sotp_tests::harness::Server;
@@ -434,15 +436,13 @@ fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
     let kafka = Kafka::single();
     let pcaps = tempfile::tempdir().unwrap();
     pcap::generate(pcaps.path()).unwrap();
-    let bus = |role: &str| bus_config(&kafka, role);
-    let mut store = Server::start_with_config(
-        BIN,
-        &format!(
+    let store_config = |name: &str| {
+        format!(
             "[runtime.flows]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n{}",
-            bus("store")
-        ),
-        &[(FAILPOINT, "1")],
-    );
+            named_bus_config(&kafka, "store", name)
+        )
+    };
+    let mut store = Server::start_with_config(BIN, &store_config("store-a"), &[(FAILPOINT, "1")]);
     let acme_token = store.tenant("acme").token;
     let netflow = sotp_tests::mosquitto::free_port();
     let _inlet = Server::start_with_config(
@@ -450,7 +450,7 @@ fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
         &format!(
             "[runtime.flows]\nnetflow = [\"127.0.0.1:{netflow}\"]\ndefault_tenant = \"acme\"\n\
              flush_interval = \"200ms\"\n{}",
-            bus("inlet")
+            bus_config(&kafka, "inlet")
         ),
         &[],
     );
@@ -458,6 +458,7 @@ fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
         pcaps.path(),
         &[("nfv9.pcap", netflow), ("nfv5.pcap", netflow)],
     );
+    let flows: u64 = expected.values().map(|v| v.0).sum();
 
     // The first commit of rows aborts the store before the offsets; the intent stays.
     wait("the store to abort at the failpoint", 60, || {
@@ -471,6 +472,18 @@ fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
     let intent = store.data_path().join("bus-intent.json");
     assert!(intent.exists(), "the unconfirmed commit's intent");
 
+    // Meanwhile another store takes the partitions over and stores every flow.
+    let other = Server::start_with_config(BIN, &store_config("store-b"), &[]);
+    let other_api = other.tenant("acme");
+    wait("the other store to hold every flow", 60, || {
+        exporter_totals(&other_api)
+            .values()
+            .map(|v| v.0)
+            .sum::<u64>()
+            >= flows
+    });
+    assert_eq!(exporter_totals(&other_api), expected);
+
     store.remove_env(FAILPOINT);
     store.restart();
     assert!(
@@ -481,18 +494,14 @@ fn a_store_killed_between_its_rows_and_its_offsets_stores_every_flow_once() {
         store.log()
     );
     assert!(!intent.exists());
+    std::thread::sleep(Duration::from_secs(3)); // nothing more arrives
     let acme = store.api(&acme_token);
-    let flows: u64 = expected.values().map(|v| v.0).sum();
-    let got = || exporter_totals(&acme);
-    wait("every flow in the store", 60, || {
-        got().values().map(|v| v.0).sum::<u64>() >= flows
-    });
-    std::thread::sleep(Duration::from_secs(2)); // nothing more arrives
-    assert_eq!(
-        got(),
-        expected,
-        "every flow once: (flows, bytes) per exporter"
+    assert!(
+        exporter_totals(&acme).is_empty(),
+        "the dead store's uncommitted rows are gone: {:?}",
+        exporter_totals(&acme)
     );
+    assert_eq!(exporter_totals(&other_api), expected, "every flow once");
     assert!(store.flow_status()["bus"]["halted"].is_null());
 }
 
@@ -510,12 +519,12 @@ fn stores_and_brokers_killed_mid_stream_lose_nothing_and_store_nothing_twice() {
     let pcaps = tempfile::tempdir().unwrap();
     pcap::generate(pcaps.path()).unwrap();
     let bus = |role: &str| bus_config(&kafka, role);
-    let store_config = format!(
-        "[runtime.flows]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n{}",
-        bus("store")
-    );
-    let mut stores: Vec<(Server, String)> = (0..2)
-        .map(|_| {
+    let mut stores: Vec<(Server, String)> = (1..=2)
+        .map(|i| {
+            let store_config = format!(
+                "[runtime.flows]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n{}",
+                named_bus_config(&kafka, "store", &format!("store-{i}"))
+            );
             let s = Server::start_with_config(BIN, &store_config, &[]);
             let token = s.tenant("acme").token;
             (s, token)

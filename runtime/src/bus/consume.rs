@@ -5,16 +5,24 @@
 //! the store's commit (`FlowService::commit_from_bus`), then the consumed offsets committed to
 //! Kafka.
 //!
-//! **Exactly once into the store.** Kafka's committed offsets are the truth. Before each
-//! commit of rows the store writes an *intent* (`<data_dir>/bus-intent.json`: the raw log's
-//! next sequence number and the offsets the rows end at) and holds its rollups in memory;
-//! after Kafka confirmed the offsets the intent goes and the rollups may be written. A crash
-//! in between leaves the intent: at the next start, before the flow store opens,
-//! [`reconcile`] asks Kafka — if it holds the intent's offsets the rows stay, otherwise the
-//! raw log is cut back to the intent's sequence number (those records are read again, here or
-//! by the store the partitions moved to). So a record is in exactly one store, once. If Kafka
-//! refuses a commit at run time (this member lost the partitions), the consumer stops with
-//! the intent kept, and the next start settles it the same way. A record
+//! **Exactly once into the store.** Kafka's committed offsets are the truth, and each store
+//! commits them in a **Kafka transaction** together with a *marker*: a record keyed by the
+//! store's name on the compacted topic `<topic>-commits`, holding the commit's id. Before
+//! each commit of rows the store writes an *intent* (`<data_dir>/bus-intent.json`: the id,
+//! the raw log's next sequence number and the offsets the rows end at) and holds its rollups
+//! in memory; once the transaction committed, the intent goes and the rollups may be
+//! written. A crash in between leaves the intent: at the next start, before the flow store
+//! opens, [`reconcile`] fences the store's previous incarnation (`init_transactions` aborts
+//! a transaction it left open) and reads its newest marker — the marker shows the intent's
+//! id exactly when its offsets were committed — and keeps the rows, or cuts the raw log back
+//! to the intent's sequence number (those records are read again, here or by the store the
+//! partitions moved to). The marker, not the offsets, decides: another store that took the
+//! partitions over meanwhile and committed past them cannot make an uncommitted tail look
+//! committed. So a record is in exactly one store, once. The transaction carries the consumer
+//! group's generation, so a store that lost its partitions in a rebalance cannot commit
+//! their offsets: it stops with the intent kept, and the next start settles it the same way.
+//! A store's name (`runtime.flows.bus.name`) is its transactional id: names must be unique
+//! (a second store of the same name fences the first). A record
 //! of another schema version is **refused**: its partition is paused at that offset (nothing
 //! after it is read, nothing lost) and the reason is in `sotp flows status` and the log,
 //! until a sotp that reads it takes over. Flows of a tenant this store does not have are
@@ -26,6 +34,7 @@ use crate::flow::store::Names;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,6 +55,19 @@ pub struct ConsumerConfig {
     pub brokers: String,
     pub topic: String,
     pub group: String,
+    /// This store's name: its transactional id and its marker's key.
+    pub name: String,
+}
+
+impl ConsumerConfig {
+    /// The compacted topic of the stores' commit markers.
+    pub fn commits_topic(&self) -> String {
+        format!("{}-commits", self.topic)
+    }
+
+    fn transactional_id(&self) -> String {
+        format!("sotp-{}-{}", self.group, self.name)
+    }
 }
 
 /// What the consumer did (on `/metrics` as `sotp_bus_*`).
@@ -87,6 +109,10 @@ pub const INTENT_FILE: &str = "bus-intent.json";
 /// A commit of rows whose offsets Kafka has not confirmed yet.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Intent {
+    /// The commit's id, in the marker once its transaction committed (0: an intent of a
+    /// SOTP before markers, settled by the committed offsets).
+    #[serde(default)]
+    pub id: u64,
     pub topic: String,
     /// The raw log's next sequence number before the rows: where to cut back to.
     pub cut_to: u64,
@@ -123,19 +149,15 @@ pub fn reconcile(data_dir: &Path, config: &ConsumerConfig, wait: Duration) -> an
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e.into()),
     };
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", &config.group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut asked = TopicPartitionList::new();
-    for &(partition, _) in &intent.offsets {
-        asked.add_partition(&intent.topic, partition);
-    }
     let deadline = Instant::now() + wait;
-    let committed = loop {
-        match consumer.committed_offsets(asked.clone(), Duration::from_secs(5)) {
-            Ok(c) => break c,
+    let confirmed = loop {
+        let answer = if intent.id == 0 {
+            offsets_committed(config, &intent)
+        } else {
+            fence_and_read_marker(config).map(|landed| landed >= intent.id)
+        };
+        match answer {
+            Ok(confirmed) => break confirmed,
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(error = %e, "waiting for Kafka to settle the last bus commit");
                 std::thread::sleep(Duration::from_secs(1));
@@ -148,14 +170,9 @@ pub fn reconcile(data_dir: &Path, config: &ConsumerConfig, wait: Duration) -> an
     };
     tracing::info!(
         ?intent,
-        committed = ?committed.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>(),
-        "settling the last bus commit, which a crash left unconfirmed"
+        confirmed,
+        "settled the last bus commit, which a crash left unconfirmed"
     );
-    let confirmed = intent.offsets.iter().all(|&(partition, next)| {
-        committed
-            .find_partition(&intent.topic, partition)
-            .is_some_and(|p| matches!(p.offset(), Offset::Offset(o) if o >= next))
-    });
     let cut = if confirmed {
         tracing::info!("Kafka holds the last bus commit's offsets: its flows stay");
         0
@@ -172,8 +189,121 @@ pub fn reconcile(data_dir: &Path, config: &ConsumerConfig, wait: Duration) -> an
     Ok(cut)
 }
 
+/// Fence this store's previous incarnation (its open transaction aborted) and read its
+/// newest commit marker's id (0: none).
+fn fence_and_read_marker(config: &ConsumerConfig) -> Result<u64, String> {
+    let producer = transactional_producer(config).map_err(|e| e.to_string())?;
+    producer
+        .init_transactions(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    read_marker(config)
+}
+
+/// The newest marker of this store on the commits topic. Read committed up to the end the
+/// topic had when this store's own transactions were all settled (its caller fenced them):
+/// another store's transaction open at that moment holds the readable end back until it
+/// ends, and stopping there could miss this store's newest marker.
+fn read_marker(config: &ConsumerConfig) -> Result<u64, String> {
+    let topic = config.commits_topic();
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", format!("{}-markers", config.transactional_id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let (_, end) = reader
+        .fetch_watermarks(&topic, 0, Duration::from_secs(5))
+        .map_err(|e| format!("{topic}: {e}"))?;
+    if end == 0 {
+        return Ok(0);
+    }
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(&topic, 0, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    reader.assign(&list).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut landed = 0;
+    while Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if m.key() == Some(config.name.as_bytes())
+                    && let Some(id) = m
+                        .payload()
+                        .and_then(|p| std::str::from_utf8(p).ok())
+                        .and_then(|p| p.parse::<u64>().ok())
+                {
+                    landed = landed.max(id);
+                }
+                if m.offset() + 1 >= end {
+                    return Ok(landed);
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
+                // The readable end: past `end` once no transaction open before it remains.
+                let at = reader
+                    .position()
+                    .ok()
+                    .and_then(|p| p.find_partition(&topic, 0).map(|e| e.offset()));
+                if matches!(at, Some(Offset::Offset(o)) if o >= end) {
+                    return Ok(landed);
+                }
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => {}
+        }
+    }
+    Err(format!("{topic} was not read to offset {end} within 10 s"))
+}
+
+/// Whether Kafka holds an (id-less) intent's offsets.
+fn offsets_committed(config: &ConsumerConfig, intent: &Intent) -> Result<bool, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut asked = TopicPartitionList::new();
+    for &(partition, _) in &intent.offsets {
+        asked.add_partition(&intent.topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(asked, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    Ok(intent.offsets.iter().all(|&(partition, next)| {
+        committed
+            .find_partition(&intent.topic, partition)
+            .is_some_and(|p| matches!(p.offset(), Offset::Offset(o) if o >= next))
+    }))
+}
+
+fn transactional_producer(
+    config: &ConsumerConfig,
+) -> Result<ThreadedProducer<DefaultProducerContext>, rdkafka::error::KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("transactional.id", config.transactional_id())
+        .set("transaction.timeout.ms", "60000")
+        .create()
+}
+
+/// Why a transaction did not commit.
+enum TxnError {
+    /// Try again (the transaction was aborted if it had to be).
+    Retry(String),
+    /// This store can no longer commit (fenced: another incarnation, or it left the group's
+    /// generation): stop, settle at the next start.
+    Fatal(String),
+}
+
 pub struct BusConsumer {
     consumer: BaseConsumer,
+    /// Commits offsets and markers in transactions (see the module doc).
+    txn: ThreadedProducer<DefaultProducerContext>,
+    /// The next commit's id (one more than the newest marker, once read at start).
+    next_id: AtomicU64,
     config: ConsumerConfig,
     /// Where the intent is written (the data dir).
     intent_dir: PathBuf,
@@ -200,8 +330,11 @@ impl BusConsumer {
             .set("heartbeat.interval.ms", "2000")
             .create()?;
         consumer.subscribe(&[&config.topic])?;
+        let txn = transactional_producer(&config)?;
         Ok(BusConsumer {
             consumer,
+            txn,
+            next_id: AtomicU64::new(0),
             config,
             intent_dir: intent_dir.to_path_buf(),
             halted: Default::default(),
@@ -211,8 +344,41 @@ impl BusConsumer {
         })
     }
 
+    /// Make this store the one transactional producer of its name, and learn its newest
+    /// commit id; retried until Kafka answers or `stop`. False: stop.
+    fn init(&self, stop: &AtomicBool) -> bool {
+        let topic = self.config.commits_topic();
+        let mut warned = false;
+        while !stop.load(Relaxed) {
+            let ready = super::topics::ensure_compacted(&self.config.brokers, &topic, 1)
+                .and_then(|()| {
+                    self.txn
+                        .init_transactions(Duration::from_secs(10))
+                        .map_err(|e| e.to_string())
+                })
+                .and_then(|()| read_marker(&self.config));
+            match ready {
+                Ok(landed) => {
+                    self.next_id.store(landed + 1, Relaxed);
+                    return true;
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "the bus store waits for Kafka (transactions, {topic})");
+                        warned = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        false
+    }
+
     /// Read, commit, repeat until `stop`.
     pub fn run(&self, sink: &dyn FlowSink, stop: &AtomicBool) {
+        if !self.init(stop) {
+            return;
+        }
         let mut last_lag = Instant::now() - LAG_EVERY;
         while !stop.load(Relaxed) {
             // Per partition: the flows read, the first offset read and the next to read.
@@ -353,6 +519,7 @@ impl BusConsumer {
         first: &BTreeMap<i32, i64>,
     ) -> Result<(), String> {
         let intent = Intent {
+            id: self.next_id.fetch_add(1, Relaxed),
             topic: self.config.topic.clone(),
             cut_to: sink.next_seq(),
             offsets: next.iter().map(|(&p, &o)| (p, o)).collect(),
@@ -374,16 +541,87 @@ impl BusConsumer {
             return Ok(());
         }
         failpoint_after_rows();
+        let mut why = String::new();
         for attempt in 1..=5 {
-            if self.commit_offsets(next) {
-                remove_intent(&self.intent_dir)
-                    .map_err(|e| format!("removing the bus intent: {e}"))?;
-                sink.hold_rollups(false);
-                return Ok(());
+            match self.commit_transaction(next, intent.id) {
+                Ok(()) => {
+                    remove_intent(&self.intent_dir)
+                        .map_err(|e| format!("removing the bus intent: {e}"))?;
+                    sink.hold_rollups(false);
+                    return Ok(());
+                }
+                Err(TxnError::Fatal(e)) => {
+                    why = e;
+                    break;
+                }
+                Err(TxnError::Retry(e)) => why = e,
             }
+            self.counters.commit_failures.fetch_add(1, Relaxed);
+            tracing::warn!(attempt, error = %why, "bus commit transaction failed; retrying");
             std::thread::sleep(Duration::from_secs(attempt));
         }
-        Err("Kafka refused the offsets of rows already stored (this member lost its partitions?): restart sotp to settle them".into())
+        self.counters.commit_failures.fetch_add(1, Relaxed);
+        Err(format!(
+            "Kafka did not commit the offsets of rows already stored ({why}): restart sotp to settle them"
+        ))
+    }
+
+    /// The offsets and this store's marker `id`, in one Kafka transaction.
+    fn commit_transaction(&self, next: &BTreeMap<i32, i64>, id: u64) -> Result<(), TxnError> {
+        let Some(group) = self.consumer.group_metadata() else {
+            return Err(TxnError::Retry("no consumer group metadata yet".into()));
+        };
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &offset) in next {
+            let _ =
+                offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(offset));
+        }
+        let topic = self.config.commits_topic();
+        let id = id.to_string();
+        let attempt = || -> rdkafka::error::KafkaResult<()> {
+            self.txn.begin_transaction()?;
+            self.txn
+                .send(
+                    BaseRecord::to(&topic)
+                        .partition(0)
+                        .key(&self.config.name)
+                        .payload(&id),
+                )
+                .map_err(|(e, _)| e)?;
+            self.txn
+                .send_offsets_to_transaction(&offsets, &group, Duration::from_secs(10))?;
+            self.txn.commit_transaction(Duration::from_secs(30))
+        };
+        let Err(e) = attempt() else {
+            return Ok(());
+        };
+        let fatal = match &e {
+            rdkafka::error::KafkaError::Transaction(t) => {
+                if t.txn_requires_abort() {
+                    let _ = self.txn.abort_transaction(Duration::from_secs(10));
+                }
+                t.is_fatal()
+                    || matches!(
+                        t.code(),
+                        rdkafka::types::RDKafkaErrorCode::Fenced
+                            | rdkafka::types::RDKafkaErrorCode::ProducerFenced
+                            | rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch
+                            | rdkafka::types::RDKafkaErrorCode::IllegalGeneration
+                            | rdkafka::types::RDKafkaErrorCode::UnknownMemberId
+                            | rdkafka::types::RDKafkaErrorCode::FencedInstanceId
+                    )
+            }
+            _ => {
+                // A record the producer would not queue: the transaction is open.
+                let _ = self.txn.abort_transaction(Duration::from_secs(10));
+                false
+            }
+        };
+        if fatal {
+            Err(TxnError::Fatal(e.to_string()))
+        } else {
+            Err(TxnError::Retry(e.to_string()))
+        }
     }
 
     /// Commit offsets to Kafka; whether it took them.
@@ -474,6 +712,7 @@ mod tests {
     fn an_intent_is_written_durably_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let intent = Intent {
+            id: 7,
             topic: "sotp-flows".into(),
             cut_to: 42,
             offsets: vec![(0, 10), (3, 7)],

@@ -11,6 +11,7 @@ pub mod consume;
 pub mod publish;
 pub mod schema;
 pub mod templates;
+pub mod topics;
 
 use crate::units::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};

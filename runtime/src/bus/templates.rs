@@ -14,11 +14,9 @@
 //! inlet started later reads every exporter's state from the beginning, and a space that went
 //! idle is removed by a tombstone. Values are the JSON of one space as
 //! `flow-templates.json` holds it (an internal format; the header `sotp-inlet` names the inlet
-//! that wrote it, so an inlet skips its own). The reader creates the topic (compacted, the
-//! brokers' default partitions and replication) if it does not exist; a deployment may create
-//! it beforehand (docs/SCALE.md).
+//! that wrote it, so an inlet skips its own). The reader creates the topic if it does not
+//! exist (`topics.rs`).
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -76,7 +74,9 @@ impl TemplateReader {
         let thread = std::thread::Builder::new()
             .name("flow-bus-templates".into())
             .spawn(move || {
-                ensure_topic(&brokers, &topic);
+                if let Err(e) = super::topics::ensure_compacted(&brokers, &topic, -1) {
+                    tracing::warn!(%topic, error = %e, "cannot create the template topic; create it compacted (docs/SCALE.md)");
+                }
                 let mut assigned = 0;
                 while !halt.load(Relaxed) {
                     assigned = assign_new_partitions(&consumer, &topic, assigned);
@@ -152,51 +152,6 @@ fn assign_new_partitions(consumer: &BaseConsumer, topic: &str, assigned: usize) 
             tracing::warn!(error = %e, "cannot read the template topic");
             assigned
         }
-    }
-}
-
-/// Create the compacted template topic if it does not exist (the brokers' default partition
-/// count and replication). A failure other than "exists" is logged: the operator may have
-/// created it, or will see the warning.
-fn ensure_topic(brokers: &str, topic: &str) {
-    let admin: AdminClient<_> = match ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-    {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(error = %e, "no admin client for the template topic");
-            return;
-        }
-    };
-    let new =
-        NewTopic::new(topic, -1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot create the template topic");
-            return;
-        }
-    };
-    match runtime.block_on(admin.create_topics([&new], &options)) {
-        Ok(results) => {
-            for r in results {
-                match r {
-                    Ok(_) => tracing::info!(topic, "created the compacted template topic"),
-                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((_, code)) => tracing::warn!(
-                        topic,
-                        error = %code,
-                        "cannot create the template topic; create it compacted (docs/SCALE.md)"
-                    ),
-                }
-            }
-        }
-        Err(e) => tracing::warn!(topic, error = %e, "cannot create the template topic"),
     }
 }
 

@@ -130,6 +130,7 @@ impl FlowService {
                 brokers: bus.brokers.clone(),
                 topic: bus.topic.clone(),
                 group: bus.group.clone(),
+                name: bus.node_name(),
             });
         if let Some(c) = &consumer_config {
             if !config.store_raw {

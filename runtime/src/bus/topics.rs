@@ -1,0 +1,44 @@
+//! The topics SOTP keeps for itself beside the flows topic — `<topic>-templates` (inlets'
+//! template state, `templates.rs`) and `<topic>-commits` (stores' commit markers,
+//! `consume.rs`) — must be **compacted** (Kafka keeps each key's newest record for good),
+//! which a broker's automatic topic creation does not do. So SOTP creates them itself, once,
+//! before it writes to them; a deployment may create them beforehand (docs/SCALE.md).
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// Create `topic` compacted with `partitions` (-1: the brokers' default) and the brokers'
+/// default replication, unless it exists. Blocks up to ~10 s; safe to call from inside or
+/// outside an async runtime (the request runs on a thread of its own).
+pub fn ensure_compacted(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
+    let (brokers, name) = (brokers.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .map_err(|e| e.to_string())?;
+        let new = NewTopic::new(&name, partitions, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact");
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let results = runtime
+            .block_on(admin.create_topics([&new], &options))
+            .map_err(|e| e.to_string())?;
+        for r in results {
+            match r {
+                Ok(_) => tracing::info!(topic = %name, "created the compacted topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(code.to_string()),
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the topic request panicked".into()))
+}
