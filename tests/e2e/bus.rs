@@ -627,8 +627,10 @@ fn stores_and_brokers_killed_mid_stream_lose_nothing_and_store_nothing_twice() {
 /// The issue's first Must-show: a three-broker Kafka, two inlets, two stores. Five exporters
 /// (each its own loopback address, each one protocol: NetFlow v9 with options sampling, v9
 /// with sampler ids, v5, IPFIX with selectors, sFlow) replayed to the inlets come out of the
-/// two stores' query APIs with every exporter's flows and sampling-scaled bytes equal to what
-/// **tshark** reads in the captures. The inlet receiving the v9 exporter is SIGKILLed after
+/// query API with every exporter's flows and sampling-scaled bytes equal to what **tshark**
+/// reads in the captures — from either store, each asking the other (`peers`) for the
+/// tenant's partitions it does not hold; the peer token opens nothing else, another tenant
+/// sees none of it. The inlet receiving the v9 exporter is SIGKILLed after
 /// the exporter's templates and sampling options; the exporter's remaining packets (data
 /// only) go to the other inlet, which decodes them at once from the template state the first
 /// one shared on the compacted template topic: nothing held waiting for a template, the
@@ -642,13 +644,18 @@ fn two_inlets_and_two_stores_store_what_tshark_reads_and_a_killed_inlets_templat
     let pcaps = tempfile::tempdir().unwrap();
     pcap::generate(pcaps.path()).unwrap();
     let file = |f: &str| pcaps.path().join(f);
-    let stores: Vec<(Server, String)> = (1..=2)
+    let peer_token = "a-secret-the-two-stores-share-0123456789";
+    let ports = [(); 2].map(|_| sotp_tests::mosquitto::free_port());
+    let stores: Vec<(Server, String)> = (0..2)
         .map(|i| {
             let config = format!(
-                "[runtime.flows]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n{}",
-                named_bus_config(&kafka, "store", &format!("store-{i}"))
+                "[runtime.flows]\ndefault_tenant = \"acme\"\nflush_interval = \"200ms\"\n{}\
+                 peers = [\"http://127.0.0.1:{}\"]\npeer_token = \"{peer_token}\"\n",
+                named_bus_config(&kafka, "store", &format!("store-{i}")),
+                ports[1 - i]
             );
-            let s = Server::start_with_config(BIN, &config, &[]);
+            let listen = format!("127.0.0.1:{}", ports[i]);
+            let s = Server::start_with_config_at(BIN, &config, &[], &listen);
             let token = s.tenant("acme").token;
             (s, token)
         })
@@ -702,16 +709,8 @@ fn two_inlets_and_two_stores_store_what_tshark_reads_and_a_killed_inlets_templat
     .collect();
     let first_part = tshark::cflow_totals(&file("nfv9.pcap"), 2055, 0..3).unwrap();
     assert!(first_part.0 > 0 && first_part.0 < expected["127.0.0.2"].0);
-    let stored = || {
-        let mut sum: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for (s, token) in &stores {
-            for (exporter, (f, bytes)) in exporter_totals(&s.api(token)) {
-                let e = sum.entry(exporter).or_default();
-                *e = (e.0 + f, e.1 + bytes);
-            }
-        }
-        sum
-    };
+    // What the first store answers for the tenant: its own rows and the other store's.
+    let stored = || exporter_totals(&stores[0].0.api(&stores[0].1));
 
     // Inlet A: the v9 exporter's templates, options (sampling 1 in 512) and first data, and
     // the sampler-id exporter. Inlet B: v5, IPFIX and sFlow.
@@ -741,6 +740,46 @@ fn two_inlets_and_two_stores_store_what_tshark_reads_and_a_killed_inlets_templat
         expected,
         "per exporter: (flows, scaled bytes), stores vs tshark"
     );
+    let second = stores[1].0.api(&stores[1].1);
+    assert_eq!(
+        exporter_totals(&second),
+        expected,
+        "the other store answers the same"
+    );
+    let (code, rate) = second.get("/v1/flows/rate?start=0&end=now&step=3000d&by=exporter");
+    assert_eq!(code, 200, "{rate}");
+    let rated: u64 = rate["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["flows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        rated,
+        expected.values().map(|v| v.0).sum::<u64>(),
+        "rates merged: {rate}"
+    );
+    // Another tenant asks either store: nothing of acme's.
+    for (s, _) in &stores {
+        let other = s.tenant("other");
+        assert!(exporter_totals(&other).is_empty());
+    }
+    // The peer header with a tenant's token, or the peer token on anything else: refused.
+    let client = reqwest::blocking::Client::new();
+    let ask = |path: &str, token: &str, peer: bool| {
+        let mut r = client
+            .get(format!("{}{path}", stores[0].0.base))
+            .bearer_auth(token)
+            .header("x-sotp-tenant", "acme");
+        if peer {
+            r = r.header("x-sotp-peer", "1");
+        }
+        r.send().unwrap().status().as_u16()
+    };
+    assert_eq!(ask("/v1/flows/top?by=exporter", &stores[0].1, true), 401);
+    assert_eq!(ask("/v1/flows/top?by=exporter", peer_token, true), 200);
+    assert_eq!(ask("/v1/flows/status", peer_token, false), 401);
+    assert_eq!(ask("/v1/components", peer_token, true), 401);
     let status = b.flow_status();
     assert_eq!(
         status["pending_held"], 0,
@@ -751,11 +790,4 @@ fn two_inlets_and_two_stores_store_what_tshark_reads_and_a_killed_inlets_templat
         Some(expected["127.0.0.2"].0 - first_part.0),
         "{status}"
     );
-    for (s, token) in &stores {
-        eprintln!(
-            "{}: {:?}",
-            s.data_path().display(),
-            exporter_totals(&s.api(token))
-        );
-    }
 }

@@ -15,6 +15,8 @@ pub struct Server {
     pub admin_token: String,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The `--listen` address (port 0 unless a test needs to know it before the start).
+    listen: String,
 }
 
 /// Config that lets tenants reach this host's loopback (the tests' brokers and fake devices
@@ -41,6 +43,24 @@ impl Server {
         std::fs::write(&path, config).expect("writing the config");
         let config_arg = path.to_string_lossy().into_owned();
         Self::launched(bin, data_dir, &["--config", &config_arg], env)
+    }
+
+    /// As [`Server::start_with_config`], listening on `listen` (kept across restarts): for
+    /// servers that must know each other's address before they start.
+    pub fn start_with_config_at(
+        bin: &str,
+        config: &str,
+        env: &[(&str, &str)],
+        listen: &str,
+    ) -> Server {
+        let data_dir = fresh_data_dir();
+        let path = data_dir.path().join("config.toml");
+        std::fs::write(&path, config).expect("writing the config");
+        let config_arg = path.to_string_lossy().into_owned();
+        let mut server = Self::unstarted(bin, data_dir, &["--config", &config_arg], env);
+        server.listen = listen.to_string();
+        server.launch();
+        server
     }
 
     /// The process id of the running `sotp`.
@@ -75,7 +95,18 @@ impl Server {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut server = Server {
+        let mut server = Self::unstarted(bin, data_dir, extra_args, env);
+        server.launch();
+        server
+    }
+
+    fn unstarted(
+        bin: &str,
+        data_dir: tempfile::TempDir,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        Server {
             bin: PathBuf::from(bin),
             data_dir,
             child: None,
@@ -86,9 +117,8 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        server.launch();
-        server
+            listen: "127.0.0.1:0".into(),
+        }
     }
 
     pub fn data_path(&self) -> &Path {
@@ -107,7 +137,7 @@ impl Server {
             .arg("run")
             .arg("--data-dir")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &self.listen])
             .args(&self.extra_args)
             .env("SOTP_LOG", "info,sotp_runtime=debug")
             // The platform tenant and its probes (tests/e2e/platform.rs turns them on) would

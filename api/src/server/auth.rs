@@ -98,7 +98,7 @@ impl FromRequestParts<AppState> for Caller {
 /// The token of an `Authorization: Bearer <token>` header, or of HTTP basic auth with the
 /// token as the password (the user is ignored): what Prometheus clients send from a URL's
 /// `user:password@` (`promtool` has no other way).
-fn bearer(header: &axum::http::HeaderValue) -> Result<String, ApiError> {
+pub(super) fn bearer(header: &axum::http::HeaderValue) -> Result<String, ApiError> {
     use base64::Engine;
     let header = header.to_str().unwrap_or_default();
     let refused = || {

@@ -7,16 +7,101 @@
 //! or tcp/udp/icmp/icmpv6), `app`; `limit`. Top: `measure` (bytes|packets|flows, default
 //! bytes; default `by` src_addr, limit 10). Rate: `step` (default 5m; bytes/s and packets/s
 //! per bucket; default `by` none = total).
+//!
+//! On a store with `peers` (runtime/src/bus/peers.rs) top and rate answer for the whole store
+//! tier: the same query (its window made absolute, every group) goes to each peer with the
+//! peer token, and the rows are merged. A peer's request (`X-Sotp-Peer`, the peer token,
+//! `X-Sotp-Tenant`) is answered from this store alone; the peer token opens nothing else.
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::query::{parse_duration, parse_time};
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde_json::{Value, json};
 use sotp_runtime::Scope;
+use sotp_runtime::bus::peers::{self, PEER_HEADER, Peers};
 use sotp_runtime::flow::query::{FlowFilter, GroupBy, Measure, RateQuery, TopQuery};
+use std::sync::Arc;
+
+/// Who reads flows: a tenant (its token, or the admin acting for it), or a fellow store
+/// asking for a tenant's rows on this store (`peer`).
+pub struct FlowReader {
+    tenant: String,
+    peer: bool,
+}
+
+impl FromRequestParts<AppState> for FlowReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !parts.headers.contains_key(PEER_HEADER) {
+            let caller = Caller::from_request_parts(parts, state).await?;
+            let tenant = caller.tenant(Scope::Read)?.to_string();
+            return Ok(FlowReader {
+                tenant,
+                peer: false,
+            });
+        }
+        let refused = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
+        let peers = peers_of(state).ok_or_else(|| refused("this store has no peers"))?;
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| refused("a peer's request carries the peer token"))?;
+        if !peers.accepts(&super::auth::bearer(header)?) {
+            return Err(refused("not the peer token"));
+        }
+        let tenant = parts
+            .headers
+            .get("x-sotp-tenant")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| invalid("a peer's request names its tenant in X-Sotp-Tenant"))?
+            .to_string();
+        state.runtime.tenant(&tenant)?;
+        Ok(FlowReader { tenant, peer: true })
+    }
+}
+
+fn peers_of(state: &AppState) -> Option<Arc<Peers>> {
+    state.runtime.flows.as_ref().and_then(|f| f.peers.clone())
+}
+
+/// The peers a tenant's query is merged over: none for a peer's own request.
+fn fan_out(state: &AppState, reader: &FlowReader) -> Option<Arc<Peers>> {
+    if reader.peer { None } else { peers_of(state) }
+}
+
+/// The query for the peers: the same parameters, with the window this store resolved
+/// (`now` differs between hosts) and every group.
+fn peer_query(raw: &str, start: i64, end: i64) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+        if !matches!(key.as_ref(), "start" | "end" | "since" | "limit") {
+            out.append_pair(&key, &value);
+        }
+    }
+    out.append_pair("start", &start.to_string())
+        .append_pair("end", &end.to_string())
+        .append_pair("limit", &peers::MAX_GROUPS.to_string())
+        .finish()
+}
+
+/// Each peer's rows (off the async threads); a peer that fails fails the query.
+async fn ask_peers<R: serde::de::DeserializeOwned + Send + 'static>(
+    peers: Arc<Peers>,
+    path: &'static str,
+    query: String,
+    tenant: String,
+) -> ApiResult<Vec<Vec<R>>> {
+    tokio::task::spawn_blocking(move || peers.ask::<R>(path, &query, &tenant))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "peer_unavailable", e))
+}
 
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_query", detail)
@@ -119,22 +204,34 @@ fn parse(raw: &str, now_ms: i64) -> Result<Common, ApiError> {
 
 pub async fn top(
     State(state): State<AppState>,
-    caller: Caller,
+    reader: FlowReader,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let tenant = caller.tenant(Scope::Read)?.to_string();
-    let c = parse(raw.as_deref().unwrap_or(""), sotp_runtime::now_ms())?;
+    let raw = raw.unwrap_or_default();
+    let c = parse(&raw, sotp_runtime::now_ms())?;
+    let peers = fan_out(&state, &reader);
+    let limit = c.limit.unwrap_or(10);
     let q = TopQuery {
-        tenant,
+        tenant: reader.tenant.clone(),
         from_ms: c.start,
         to_ms: c.end,
         by: c.by.unwrap_or_else(|| vec![GroupBy::SrcAddr]),
         measure: c.measure,
-        limit: c.limit.unwrap_or(10),
+        limit: if peers.is_some() {
+            peers::MAX_GROUPS
+        } else {
+            limit
+        },
         filter: c.filter,
     };
     let (start, end, by, measure) = (q.from_ms, q.to_ms, q.by.clone(), q.measure);
-    let rows = state.runtime.flow_top(q).await?;
+    let mut rows = state.runtime.flow_top(q).await?;
+    if let Some(peers) = peers {
+        let query = peer_query(&raw, start, end);
+        let mut parts = ask_peers(peers, "/v1/flows/top", query, reader.tenant).await?;
+        parts.push(rows);
+        rows = peers::merge_top(parts, measure, limit);
+    }
     Ok(Json(
         json!({ "start_ms": start, "end_ms": end, "by": by, "measure": measure, "rows": rows }),
     ))
@@ -142,22 +239,34 @@ pub async fn top(
 
 pub async fn rate(
     State(state): State<AppState>,
-    caller: Caller,
+    reader: FlowReader,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let tenant = caller.tenant(Scope::Read)?.to_string();
-    let c = parse(raw.as_deref().unwrap_or(""), sotp_runtime::now_ms())?;
+    let raw = raw.unwrap_or_default();
+    let c = parse(&raw, sotp_runtime::now_ms())?;
+    let peers = fan_out(&state, &reader);
+    let limit = c.limit.unwrap_or(100);
     let q = RateQuery {
-        tenant,
+        tenant: reader.tenant.clone(),
         from_ms: c.start,
         to_ms: c.end,
         by: c.by.unwrap_or_default(),
         step_ms: c.step_ms.unwrap_or(300_000),
         filter: c.filter,
-        limit: c.limit.unwrap_or(100),
+        limit: if peers.is_some() {
+            peers::MAX_GROUPS
+        } else {
+            limit
+        },
     };
     let (start, end, step, by) = (q.from_ms, q.to_ms, q.step_ms, q.by.clone());
-    let rows = state.runtime.flow_rate(q).await?;
+    let mut rows = state.runtime.flow_rate(q).await?;
+    if let Some(peers) = peers {
+        let query = peer_query(&raw, start, end);
+        let mut parts = ask_peers(peers, "/v1/flows/rate", query, reader.tenant).await?;
+        parts.push(rows);
+        rows = peers::merge_rate(parts, step, limit);
+    }
     Ok(Json(
         json!({ "start_ms": start, "end_ms": end, "step_ms": step, "by": by, "rows": rows }),
     ))

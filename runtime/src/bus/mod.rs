@@ -8,6 +8,7 @@
 //! `consume.rs`: a store's consumer-group member, offsets committed after the rows.
 
 pub mod consume;
+pub mod peers;
 pub mod publish;
 pub mod schema;
 pub mod templates;
@@ -42,6 +43,13 @@ pub struct BusConfig {
     /// How long a batch may wait for the brokers before it is spooled.
     #[serde(default = "default_message_timeout")]
     pub message_timeout: HumanDuration,
+    /// A store's fellow stores (their API's base URLs): flow queries to this store answer for
+    /// the whole store tier (`peers.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// The secret the stores share to ask each other (32+ characters; with `peers`).
+    #[serde(default, skip_serializing)]
+    pub peer_token: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -65,6 +73,21 @@ fn default_message_timeout() -> HumanDuration {
 }
 
 impl BusConfig {
+    /// The fellow stores, if this store has any.
+    pub fn peers(&self) -> Result<Option<peers::Peers>, String> {
+        if self.peers.is_empty() {
+            return Ok(None);
+        }
+        if self.role != BusRole::Store {
+            return Err("runtime.flows.bus.peers: only a store asks other stores".into());
+        }
+        let token = self
+            .peer_token
+            .as_deref()
+            .ok_or("runtime.flows.bus.peers needs peer_token (a secret every store shares)")?;
+        peers::Peers::new(&self.peers, token).map(Some)
+    }
+
     /// The node's name: `name`, else the host name.
     pub fn node_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {

@@ -111,6 +111,8 @@ pub struct FlowService {
     pub publisher: Option<Arc<crate::bus::publish::Publisher>>,
     /// A store's consumer (`runtime.flows.bus`): flows come from Kafka.
     pub consumer: Option<Arc<crate::bus::consume::BusConsumer>>,
+    /// A store's fellow stores, asked by flow queries (`bus/peers.rs`).
+    pub peers: Option<Arc<crate::bus::peers::Peers>>,
     /// An inlet's reader of the other inlets' template state (`bus/templates.rs`).
     template_reader: Mutex<Option<crate::bus::templates::TemplateReader>>,
 }
@@ -168,6 +170,10 @@ impl FlowService {
                 "flows: sinks replay from the raw flows; set runtime.flows.store_raw = true or remove the sinks"
             );
         }
+        let peers = match &config.bus {
+            Some(bus) => bus.peers().map_err(anyhow::Error::msg)?.map(Arc::new),
+            None => None,
+        };
         let apps = Arc::new(Applications::new(&config.applications).map_err(anyhow::Error::msg)?);
         let tenants = Arc::new(TenantMap::new(&config).map_err(anyhow::Error::msg)?);
         let agents = Arc::new(AgentBindings::new(&config).map_err(anyhow::Error::msg)?);
@@ -269,6 +275,7 @@ impl FlowService {
             publisher,
             consumer: consumer.clone(),
             template_reader: Mutex::new(template_reader),
+            peers,
         });
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
