@@ -490,6 +490,12 @@ fn render_flow_bus(out: &mut String, flows: &crate::flow::service::FlowService) 
                 c.commit_failures.load(Relaxed),
             ),
             (
+                "sotp_bus_duplicate_batches_total",
+                "counter",
+                "Batches skipped because this store had stored them already (sent twice by an inlet's spool).",
+                c.duplicates.load(Relaxed),
+            ),
+            (
                 "sotp_bus_consumer_lag",
                 "gauge",
                 "Records behind the newest on the partitions this store holds (every 5 s).",

@@ -27,6 +27,12 @@
 //! after it is read, nothing lost) and the reason is in `sotp flows status` and the log,
 //! until a sotp that reads it takes over. Flows of a tenant this store does not have are
 //! counted and dropped, as a single process drops flows of unmapped exporters.
+//!
+//! **Duplicates.** An inlet that spooled a batch the broker had in fact taken (the
+//! acknowledgement lost in a timeout) sends it again with the same `sotp-batch` id; a store
+//! remembers the ids of the last [`RECENT_BATCHES`] batches it committed per partition and
+//! skips (counts) a batch it already stored. The window is in memory: a duplicate arriving
+//! after a restart or a partition move is stored again.
 
 use super::schema::{self, SCHEMA_HEADER, SchemaError};
 use crate::flow::rawlog::RawFlow;
@@ -49,6 +55,32 @@ const MAX_WAIT: Duration = Duration::from_millis(200);
 const MAX_REFUSALS: usize = 64;
 /// How often the consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// Batch ids remembered per partition, to skip a batch sent twice.
+pub const RECENT_BATCHES: usize = 10_000;
+
+/// The ids of the batches last committed from one partition.
+#[derive(Default)]
+struct RecentBatches {
+    order: std::collections::VecDeque<Vec<u8>>,
+    ids: std::collections::HashSet<Vec<u8>>,
+}
+
+impl RecentBatches {
+    fn contains(&self, id: &[u8]) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn add(&mut self, id: Vec<u8>) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > RECENT_BATCHES
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
@@ -80,6 +112,8 @@ pub struct ConsumeCounters {
     /// Records refused (another schema version, undecodable).
     pub refused: AtomicU64,
     pub commit_failures: AtomicU64,
+    /// Batches skipped because this store had stored them already (same `sotp-batch`).
+    pub duplicates: AtomicU64,
     /// Messages behind the newest on the partitions this store holds (last measured).
     pub lag: AtomicU64,
 }
@@ -380,9 +414,12 @@ impl BusConsumer {
             return;
         }
         let mut last_lag = Instant::now() - LAG_EVERY;
+        let mut recent: BTreeMap<i32, RecentBatches> = BTreeMap::new();
         while !stop.load(Relaxed) {
             // Per partition: the flows read, the first offset read and the next to read.
             let mut read: BTreeMap<i32, (Vec<RawFlow>, i64, i64)> = BTreeMap::new();
+            // The batch ids of this round, remembered once committed.
+            let mut round: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
             let started = Instant::now();
             let mut records = 0;
             while records < MAX_RECORDS && started.elapsed() < MAX_WAIT {
@@ -404,6 +441,22 @@ impl BusConsumer {
                 let entry = read
                     .entry(partition)
                     .or_insert_with(|| (Vec::new(), message.offset(), message.offset()));
+                if let Some(id) = batch_id(&message) {
+                    let ids = round.entry(partition).or_default();
+                    let seen = recent.get(&partition).is_some_and(|r| r.contains(id))
+                        || ids.iter().any(|i| i == id);
+                    if seen {
+                        self.counters.duplicates.fetch_add(1, Relaxed);
+                        tracing::debug!(
+                            partition,
+                            offset = message.offset(),
+                            "a batch stored already skipped"
+                        );
+                        entry.2 = message.offset() + 1;
+                        continue;
+                    }
+                    ids.push(id.to_vec());
+                }
                 match self.decode(&message, &sink.names(), &mut entry.0) {
                     Ok(()) => entry.2 = message.offset() + 1,
                     Err(e @ (SchemaError::NoVersion | SchemaError::UnknownVersion(_))) => {
@@ -420,7 +473,10 @@ impl BusConsumer {
             }
             // Records of partitions revoked while polling belong to their new owner now.
             if let Ok(assigned) = self.consumer.assignment() {
-                read.retain(|&p, _| assigned.find_partition(&self.config.topic, p).is_some());
+                let held = |p: &i32| assigned.find_partition(&self.config.topic, *p).is_some();
+                read.retain(|p, _| held(p));
+                round.retain(|p, _| held(p));
+                recent.retain(|p, _| held(p));
             }
             let first: BTreeMap<i32, i64> = read.iter().map(|(&p, e)| (p, e.1)).collect();
             let next: BTreeMap<i32, i64> = read
@@ -429,12 +485,25 @@ impl BusConsumer {
                 .map(|(&p, e)| (p, e.2))
                 .collect();
             let flows: Vec<RawFlow> = read.into_values().flat_map(|e| e.0).collect();
-            if flows.is_empty() {
-                self.commit_offsets(&next);
-            } else if let Err(stop) = self.commit_rows(sink, flows, &next, &first) {
-                tracing::error!(reason = %stop, "the bus consumer stopped");
-                *self.halted.lock() = Some(stop);
-                return;
+            let committed = if flows.is_empty() {
+                self.commit_offsets(&next)
+            } else {
+                match self.commit_rows(sink, flows, &next, &first) {
+                    Ok(committed) => committed,
+                    Err(stop) => {
+                        tracing::error!(reason = %stop, "the bus consumer stopped");
+                        *self.halted.lock() = Some(stop);
+                        return;
+                    }
+                }
+            };
+            if committed {
+                for (partition, ids) in round {
+                    let window = recent.entry(partition).or_default();
+                    for id in ids {
+                        window.add(id);
+                    }
+                }
             }
             if last_lag.elapsed() >= LAG_EVERY {
                 last_lag = Instant::now();
@@ -509,15 +578,16 @@ impl BusConsumer {
         refusals.push(refusal);
     }
 
-    /// Intent, rows, offsets, in that order (see the module doc). `Err`: the consumer must
-    /// stop (the intent stays for the next start).
+    /// Intent, rows, offsets, in that order (see the module doc). `Ok(false)`: nothing was
+    /// committed, the records will be read again. `Err`: the consumer must stop (the intent
+    /// stays for the next start).
     fn commit_rows(
         &self,
         sink: &dyn FlowSink,
         flows: Vec<RawFlow>,
         next: &BTreeMap<i32, i64>,
         first: &BTreeMap<i32, i64>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let intent = Intent {
             id: self.next_id.fetch_add(1, Relaxed),
             topic: self.config.topic.clone(),
@@ -530,7 +600,7 @@ impl BusConsumer {
             tracing::error!(error = %e, "the bus intent cannot be written; reading again");
             self.rewind(first);
             std::thread::sleep(Duration::from_secs(1));
-            return Ok(());
+            return Ok(false);
         }
         if !sink.commit(flows) {
             // Nothing of them kept: read them again from the last committed offsets.
@@ -538,7 +608,7 @@ impl BusConsumer {
             sink.hold_rollups(false);
             self.rewind(first);
             std::thread::sleep(Duration::from_secs(1));
-            return Ok(());
+            return Ok(false);
         }
         failpoint_after_rows();
         let mut why = String::new();
@@ -548,7 +618,7 @@ impl BusConsumer {
                     remove_intent(&self.intent_dir)
                         .map_err(|e| format!("removing the bus intent: {e}"))?;
                     sink.hold_rollups(false);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(TxnError::Fatal(e)) => {
                     why = e;
@@ -686,6 +756,15 @@ impl BusConsumer {
     }
 }
 
+/// A record's `sotp-batch` id.
+fn batch_id<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
+    message.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == super::publish::BATCH_HEADER)
+            .and_then(|h| h.value)
+    })
+}
+
 /// `SOTP_FAILPOINT_BUS_ABORT_AFTER_ROWS=N`: abort the process after the N-th commit of rows,
 /// before their offsets reach Kafka (the crash the intent is for; tests/e2e/bus.rs).
 fn failpoint_after_rows() {
@@ -707,6 +786,20 @@ fn failpoint_after_rows() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_batch_ids_are_a_bounded_window() {
+        let mut recent = RecentBatches::default();
+        for i in 0..RECENT_BATCHES + 5 {
+            recent.add(format!("inlet-{i}").into_bytes());
+        }
+        recent.add(b"inlet-7".to_vec());
+        assert_eq!(recent.ids.len(), RECENT_BATCHES);
+        assert_eq!(recent.order.len(), RECENT_BATCHES);
+        assert!(!recent.contains(b"inlet-4"), "the oldest went");
+        assert!(recent.contains(b"inlet-5"));
+        assert!(recent.contains(format!("inlet-{}", RECENT_BATCHES + 4).as_bytes()));
+    }
 
     #[test]
     fn an_intent_is_written_durably_and_removed() {

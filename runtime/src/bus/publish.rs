@@ -12,7 +12,8 @@
 //! still arrive before spooled ones: nothing the store computes depends on order). A replay thread
 //! sends the files oldest first once a broker answers, and deletes each when Kafka
 //! acknowledged it. The spool is bounded (`spool_max`): past it a batch is dropped and counted
-//! (`sotp_bus_spool_dropped_total`), never held in memory. A batch librdkafka timed out
+//! (`sotp_bus_spool_dropped_total`), never held in memory; so is a batch Kafka refuses for
+//! good (too large, invalid), which would otherwise block the spool. A batch librdkafka timed out
 //! whose write the broker did make is sent again from the spool: each carries its id
 //! (`sotp-batch`), but stores do not deduplicate on it yet.
 
@@ -221,6 +222,15 @@ impl ProducerContext for Context {
                 self.counters.delivered.fetch_add(1, Relaxed);
                 self.counters.replayed.fetch_add(1, Relaxed);
             }
+            Err((e, _)) if is_refused_for_good(e) => {
+                // Spooling it again would block every batch behind it.
+                tracing::error!(error = %e, "Kafka refuses this flow batch for good; dropped");
+                self.counters.spool_dropped.fetch_add(1, Relaxed);
+                if seq != 0 {
+                    self.spool.remove(seq);
+                    self.replaying.lock().remove(&seq);
+                }
+            }
             Err((_, message)) if seq == 0 => {
                 let batch_id = message
                     .headers()
@@ -243,6 +253,21 @@ impl ProducerContext for Context {
             }
         }
     }
+}
+
+/// Errors no retry cures (the record itself is refused), as opposed to brokers away.
+fn is_refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::BadMessage
+        )
+    )
 }
 
 /// Publishes batches to the bus (see the module doc).

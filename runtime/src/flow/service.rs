@@ -385,6 +385,7 @@ impl FlowService {
                     "unmapped": n.unmapped.load(Relaxed),
                     "refused": n.refused.load(Relaxed),
                     "commit_failures": n.commit_failures.load(Relaxed),
+                    "duplicates": n.duplicates.load(Relaxed),
                     "lag": n.lag.load(Relaxed),
                     "paused": *c.refusals.lock(),
                     "halted": *c.halted.lock(),
