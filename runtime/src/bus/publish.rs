@@ -346,6 +346,11 @@ impl Publisher {
             .payload(payload)
             .headers(headers(&id));
         if let Err((e, _)) = self.producer.send(record) {
+            if is_refused_for_good(&e) {
+                tracing::error!(error = %e, "Kafka refuses this flow batch for good; dropped");
+                self.counters.spool_dropped.fetch_add(1, Relaxed);
+                return;
+            }
             tracing::debug!(error = %e, "the bus producer refused a batch; spooled");
             self.spool.put(key.as_bytes(), id.as_bytes(), payload);
         }
@@ -384,8 +389,14 @@ impl Publisher {
                 .key(key)
                 .payload(payload)
                 .headers(headers(&id));
-            if self.producer.send(record).is_err() {
+            if let Err((e, _)) = self.producer.send(record) {
                 self.replaying.lock().remove(&seq);
+                if is_refused_for_good(&e) {
+                    tracing::error!(error = %e, "Kafka refuses a spooled flow batch for good; dropped");
+                    self.counters.spool_dropped.fetch_add(1, Relaxed);
+                    self.spool.remove(seq);
+                    continue;
+                }
                 return;
             }
         }
