@@ -195,6 +195,40 @@ fn an_inlet_publishes_batches_and_spools_them_while_the_broker_is_down() {
     );
 }
 
+/// A batch Kafka will never take (larger than a record may be) is dropped and counted, not
+/// spooled: the spool would replay it forever and every later batch would wait behind it.
+#[test]
+fn a_batch_kafka_refuses_for_good_is_dropped_and_the_next_goes_through() {
+    let kafka = Kafka::single();
+    let spool = tempfile::tempdir().unwrap();
+    let publisher = Publisher::start(PublisherConfig {
+        brokers: kafka.bootstrap(),
+        topic: TOPIC.into(),
+        inlet: "inlet-a".into(),
+        spool_dir: spool.path().to_path_buf(),
+        spool_max: sotp_runtime::units::ByteSize::mib(64),
+        message_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    // 2 MB that lz4 cannot shrink below librdkafka's 1 MB record limit.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let huge: Vec<u8> = (0..2_000_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    publisher.publish("acme/192.0.2.1", &huge);
+    publisher.publish("acme/192.0.2.1", &batch(1));
+    publisher.flush(Duration::from_secs(30));
+    assert_eq!(publisher.counters.spool_dropped.load(Relaxed), 1);
+    assert_eq!(publisher.counters.spooled.load(Relaxed), 0);
+    assert_eq!(publisher.counters.delivered.load(Relaxed), 1);
+    assert_eq!(read_all(&kafka, 1).len(), 1);
+}
+
 /// `sotp run` as an inlet (`[runtime.flows.bus] role = "inlet"`): NetFlow v5/v9, IPFIX and
 /// sFlow exports replayed to its listeners come out of Kafka as schema-1 batches whose
 /// (exporter, protocol) totals equal what the decoder (held to tshark by flow_oracle.rs) finds
