@@ -120,6 +120,18 @@ fn the_chart_renders_valid_kubernetes_objects_and_configs_sotp_reads() {
         "{store}"
     );
 
+    // Stores that ask each other: every store's address, the token from a Secret.
+    let (report, configs) = render(&validate, &["store.peerTokenSecret=sotp-peer"]);
+    assert!(
+        report.contains("ok apps/v1/StatefulSet flows-sotp-store"),
+        "{report}"
+    );
+    let store = sotp_reads(&configs.path().join("store.toml"));
+    for i in 0..2 {
+        let peer = format!("http://flows-sotp-store-{i}.flows-sotp-store:8787");
+        assert!(store.contains(&peer), "{peer} in {store}");
+    }
+
     // Inlets as a DaemonSet: no Service, the listeners on the nodes' ports.
     let (report, _) = render(&validate, &["inlet.kind=DaemonSet"]);
     assert!(

@@ -153,6 +153,24 @@ impl Kafka {
         self.wait_started(i);
     }
 
+    /// Bytes of `topic`'s log segments on node `i`'s disk (compressed record batches as
+    /// Kafka keeps them, one replica).
+    pub fn topic_bytes(&self, i: usize, topic: &str) -> u64 {
+        let dirs = std::fs::read_dir(self.nodes[i].data.join("log")).into_iter().flatten();
+        dirs.filter_map(Result::ok)
+            .filter(|d| {
+                let name = d.file_name().to_string_lossy().into_owned();
+                name.strip_prefix(topic)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
+            .filter_map(Result::ok)
+            .filter(|f| f.path().extension().is_some_and(|e| e == "log"))
+            .map(|f| f.metadata().map_or(0, |m| m.len()))
+            .sum()
+    }
+
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.nodes[i].data.join("kafka.stdout")).unwrap_or_default()
     }

@@ -133,8 +133,8 @@ pub trait FlowSink: Send + Sync {
     fn commit(&self, flows: Vec<RawFlow>) -> bool;
     /// The raw log's next sequence number.
     fn next_seq(&self) -> u64;
-    /// Keep the rollups in memory while a commit is unconfirmed.
-    fn hold_rollups(&self, held: bool);
+    /// Keep the rollups in memory and sinks behind while a commit is unconfirmed.
+    fn hold_unconfirmed(&self, held: bool);
 }
 
 /// The file holding the commit in flight.
@@ -594,9 +594,9 @@ impl BusConsumer {
             cut_to: sink.next_seq(),
             offsets: next.iter().map(|(&p, &o)| (p, o)).collect(),
         };
-        sink.hold_rollups(true);
+        sink.hold_unconfirmed(true);
         if let Err(e) = write_intent(&self.intent_dir, &intent) {
-            sink.hold_rollups(false);
+            sink.hold_unconfirmed(false);
             tracing::error!(error = %e, "the bus intent cannot be written; reading again");
             self.rewind(first);
             std::thread::sleep(Duration::from_secs(1));
@@ -605,7 +605,7 @@ impl BusConsumer {
         if !sink.commit(flows) {
             // Nothing of them kept: read them again from the last committed offsets.
             let _ = remove_intent(&self.intent_dir);
-            sink.hold_rollups(false);
+            sink.hold_unconfirmed(false);
             self.rewind(first);
             std::thread::sleep(Duration::from_secs(1));
             return Ok(false);
@@ -617,7 +617,7 @@ impl BusConsumer {
                 Ok(()) => {
                     remove_intent(&self.intent_dir)
                         .map_err(|e| format!("removing the bus intent: {e}"))?;
-                    sink.hold_rollups(false);
+                    sink.hold_unconfirmed(false);
                     return Ok(true);
                 }
                 Err(TxnError::Fatal(e)) => {

@@ -44,7 +44,8 @@ pub struct BusConfig {
     #[serde(default = "default_message_timeout")]
     pub message_timeout: HumanDuration,
     /// A store's fellow stores (their API's base URLs): flow queries to this store answer for
-    /// the whole store tier (`peers.rs`).
+    /// the whole store tier (`peers.rs`). A URL whose host is this node's name (or starts
+    /// with `<name>.`) is this store itself and skipped, so every store can share one list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
     /// The secret the stores share to ask each other (32+ characters; with `peers`).
@@ -85,7 +86,17 @@ impl BusConfig {
             .peer_token
             .as_deref()
             .ok_or("runtime.flows.bus.peers needs peer_token (a secret every store shares)")?;
-        peers::Peers::new(&self.peers, token).map(Some)
+        // One config serves every store: each skips itself (its name is its host name).
+        let me = self.node_name();
+        let mut others = Vec::new();
+        for url in &self.peers {
+            let (host, _, _) = crate::outbound::target(url)
+                .map_err(|e| format!("runtime.flows.bus.peers: {e}"))?;
+            if host != me && !host.starts_with(&format!("{me}.")) {
+                others.push(url.clone());
+            }
+        }
+        peers::Peers::new(&others, token).map(Some)
     }
 
     /// The node's name: `name`, else the host name.
@@ -95,5 +106,36 @@ impl BusConfig {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "inlet".into())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_skips_itself_in_the_shared_peer_list() {
+        let config: BusConfig = toml::from_str(
+            r#"
+            role = "store"
+            brokers = "k:9092"
+            name = "sotp-store-1"
+            peers = ["http://sotp-store-0.sotp-store:8787", "http://sotp-store-1.sotp-store:8787"]
+            peer_token = "0123456789abcdef0123456789abcdef"
+            "#,
+        )
+        .unwrap();
+        let peers = config.peers().unwrap().unwrap();
+        assert_eq!(peers.urls(), ["http://sotp-store-0.sotp-store:8787"]);
+        let inlet = BusConfig {
+            role: BusRole::Inlet,
+            ..config.clone()
+        };
+        assert!(inlet.peers().unwrap_err().contains("only a store"));
+        let no_token = BusConfig {
+            peer_token: None,
+            ..config
+        };
+        assert!(no_token.peers().unwrap_err().contains("peer_token"));
     }
 }

@@ -55,6 +55,11 @@ impl Peers {
         })
     }
 
+    /// The peers' base URLs.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
     /// Whether `token` is the peer token (digests compared, as tokens are: no timing
     /// signal about the secret's bytes).
     pub fn accepts(&self, token: &str) -> bool {
@@ -105,7 +110,7 @@ impl Peers {
         let body: serde_json::Value = response
             .body_mut()
             .with_config()
-            .limit(256 * 1024 * 1024)
+            .limit(64 * 1024 * 1024)
             .read_json()
             .map_err(|e| failed(e.to_string()))?;
         if !status.is_success() {

@@ -7,7 +7,7 @@
 //! learned or changed (`TemplateCache::take_changed`), published by
 //! `Publisher::share_templates`. Out: the same spaces taken into every other inlet's decoder
 //! (`TemplateCache::apply_shared`, which keeps a space the inlet itself heard of more
-//! recently).
+//! recently: the inlets' clocks are taken to agree, as NTP keeps them).
 //!
 //! The topic `<flows topic>-templates` is **compacted**, keyed by space
 //! (`<protocol>/<exporter>/<domain>`): Kafka keeps each space's newest state for good, so an
@@ -25,6 +25,10 @@ use sotp_flow::template::DomainKey;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
+
+/// How often the reader looks for partitions of the topic it does not read yet (the topic
+/// appearing, or growing).
+const PARTITIONS_EVERY: Duration = Duration::from_secs(10);
 
 /// The header naming the inlet that published a space.
 pub const INLET_HEADER: &str = "sotp-inlet";
@@ -78,8 +82,17 @@ impl TemplateReader {
                     tracing::warn!(%topic, error = %e, "cannot create the template topic; create it compacted (docs/SCALE.md)");
                 }
                 let mut assigned = 0;
+                let mut checked = std::time::Instant::now() - PARTITIONS_EVERY;
                 while !halt.load(Relaxed) {
-                    assigned = assign_new_partitions(&consumer, &topic, assigned);
+                    let every = if assigned == 0 {
+                        Duration::from_secs(1)
+                    } else {
+                        PARTITIONS_EVERY
+                    };
+                    if checked.elapsed() >= every {
+                        checked = std::time::Instant::now();
+                        assigned = assign_new_partitions(&consumer, &topic, assigned);
+                    }
                     let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
                         continue;
                     };

@@ -834,8 +834,8 @@ impl crate::bus::consume::FlowSink for FlowService {
         self.store.last_seq() + 1
     }
 
-    fn hold_rollups(&self, held: bool) {
-        self.store.hold_rollups(held);
+    fn hold_unconfirmed(&self, held: bool) {
+        self.store.hold_unconfirmed(held);
     }
 }
 

@@ -397,8 +397,10 @@ pub struct FlowStore {
     segments: RwLock<Arc<Vec<Segment>>>,
     raw: RawReader,
     next_seq: AtomicU64,
-    /// Rollups stay in memory while set (`hold_rollups`).
+    /// Rollups stay in memory while set (`hold_unconfirmed`).
     rollups_held: std::sync::atomic::AtomicBool,
+    /// The last sequence number sinks may export (`hold_unconfirmed`; else `u64::MAX`).
+    export_limit: AtomicU64,
     store_raw: bool,
     names: arc_swap::ArcSwap<Names>,
     /// `flows-raw`, where `names.json` lives.
@@ -448,6 +450,7 @@ impl FlowStore {
         let next_seq = log.next_seq();
         let store = FlowStore {
             rollups_held: Default::default(),
+            export_limit: AtomicU64::new(u64::MAX),
             db: Mutex::new(conn),
             reader_conn: Mutex::new(reader_conn),
             queries: RwLock::new(()),
@@ -634,15 +637,17 @@ impl FlowStore {
         Ok(())
     }
 
-    /// The highest sequence number committed so far.
-    /// Keep the open rollups out of DuckDB while `held`: a store holds them from committing
-    /// flows read off the bus until Kafka confirmed their offsets, so what a restart may cut
-    /// from the raw log (`bus::consume`) was never rolled up on disk.
-    pub fn hold_rollups(&self, held: bool) {
+    /// Keep what is committed from now on unconfirmed while `held`: the open rollups stay out
+    /// of DuckDB and sinks export nothing past the rows committed before. A store holds them
+    /// from committing flows read off the bus until Kafka confirmed their offsets, so what a
+    /// restart may cut from the raw log (`bus::consume`) was never rolled up on disk nor sent.
+    pub fn hold_unconfirmed(&self, held: bool) {
         self.rollups_held.store(held, Release);
         if held {
+            self.export_limit.store(self.last_seq(), Release);
             return;
         }
+        self.export_limit.store(u64::MAX, Release);
         // The write a held commit skipped, if one is due.
         let mut w = self.writer.lock();
         if (w.open_since.elapsed() >= ROLLUP_EVERY || w.open.len() >= ROLLUP_MAX_KEYS)
@@ -652,6 +657,13 @@ impl FlowStore {
         }
     }
 
+    /// The last sequence number sinks may export: [`FlowStore::last_seq`] but for a held,
+    /// unconfirmed commit.
+    pub fn exportable_seq(&self) -> u64 {
+        self.last_seq().min(self.export_limit.load(Acquire))
+    }
+
+    /// The highest sequence number committed so far.
     pub fn last_seq(&self) -> u64 {
         // Acquire: whoever sees a sequence number also sees the segments that hold it.
         self.next_seq.load(Acquire) - 1
@@ -1161,6 +1173,21 @@ mod tests {
             store.commit(&[flows], &[]).unwrap();
             store.flush_rollups().unwrap();
         }
+    }
+
+    #[test]
+    fn an_unconfirmed_commit_is_held_from_sinks_and_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let one = || vec![flow("10.0.0.1", "10.0.0.2", 1000, 100, 0)];
+        store.commit(&[one()], &[]).unwrap();
+        assert_eq!(store.exportable_seq(), 1);
+        store.hold_unconfirmed(true);
+        store.commit(&[one(), one()], &[]).unwrap();
+        assert_eq!(store.last_seq(), 3);
+        assert_eq!(store.exportable_seq(), 1, "sinks stop before the unconfirmed rows");
+        store.hold_unconfirmed(false);
+        assert_eq!(store.exportable_seq(), 3);
     }
 
     #[test]

@@ -201,14 +201,18 @@ impl Runner {
         let mut backoff = BACKOFF_MIN;
         while !self.stop.load(Relaxed) {
             let cursor = self.handle.counters.cursor.load(Relaxed);
-            // Read before the query: rows up to `last` are committed and visible to it.
-            let last_committed = self.store.last_seq();
+            // Read before the query: rows up to `last` are committed and visible to it (and,
+            // on a bus store, confirmed by Kafka: nothing a restart may cut is sent).
+            let last_committed = self.store.exportable_seq();
             if cursor >= last_committed {
                 self.wait_for_commit();
                 continue;
             }
             let rows = match self.store.rows_after(cursor, self.batch_rows) {
-                Ok(rows) => rows,
+                Ok(mut rows) => {
+                    rows.retain(|r| r.seq <= last_committed);
+                    rows
+                }
                 Err(e) => {
                     self.failed(&format!("reading the flow store: {e}"));
                     self.sleep(&mut backoff);
