@@ -89,7 +89,12 @@ fn main() {
             let mut out = DecodeOutput::default();
             let _ = d.decode(f.source, 0, &f.payload, &mut out);
             for r in &out.flows {
-                messages.push(schema::to_message(r, "bench", "https", sotp_runtime::now_ms()));
+                messages.push(schema::to_message(
+                    r,
+                    "bench",
+                    "https",
+                    sotp_runtime::now_ms(),
+                ));
             }
         }
         (messages.len() as u64, schema::encode_batch(&messages).len())

@@ -351,8 +351,8 @@ impl FlowDecoder {
     }
 
     /// A template space another inlet shared ([`TemplateCache::apply_shared`]).
-    pub fn apply_shared_templates(&mut self, json: &[u8]) -> Result<bool, String> {
-        self.cache.apply_shared(json)
+    pub fn apply_shared_templates(&mut self, json: &[u8], now_ms: i64) -> Result<bool, String> {
+        self.cache.apply_shared(json, now_ms)
     }
 
     /// Forget template spaces nothing arrived for since `before_ms`.

@@ -232,7 +232,17 @@ pub struct DomainState {
     /// When its templates or sampling state last changed (ms since the epoch): which of two
     /// inlets' accounts of a space is newer ([`TemplateCache::apply_shared`]).
     pub updated_ms: i64,
+    /// When this process last heard from the exporter about it (0: never, the state came
+    /// from another inlet).
+    pub heard_ms: i64,
+    /// When this process last shared it ([`TemplateCache::take_changed`]).
+    pub shared_ms: i64,
 }
+
+/// A space this inlet hears from is shared again at least this often, changed or not: a
+/// compacted topic loses a space another inlet forgot (its tombstone), and inlets started
+/// later find it.
+pub const RESHARE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// Caps of the template state (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,6 +288,8 @@ pub struct TemplateCache {
     changed: std::collections::HashSet<DomainKey, foldhash::fast::RandomState>,
     /// Whether `changed` is kept (an inlet on the flow bus); off, nothing is tracked.
     track_changes: bool,
+    /// Set while another inlet's state is taken in: it is not hearing from the exporter.
+    applying: bool,
     /// Templates, options or domains refused by a cap.
     pub refused: u64,
 }
@@ -434,10 +446,12 @@ impl TemplateCache {
     /// other inlets. Taken under the decoder's lock: a space is a few templates.
     pub fn take_changed(&mut self) -> Vec<SharedDomain> {
         let keys: Vec<DomainKey> = self.changed.drain().collect();
+        let now = self.now_ms;
         keys.into_iter()
             .map(|key| SharedDomain {
                 key,
-                json: self.domains.get(&key).map(|d| {
+                json: self.domains.get_mut(&key).map(|d| {
+                    d.shared_ms = now;
                     serde_json::to_vec(&DomainSnapshot::of(key, d).saved())
                         .expect("template state serializes")
                 }),
@@ -454,26 +468,35 @@ impl TemplateCache {
     }
 
     /// Take in a space another inlet shared, unless this one's state of it is newer (it has
-    /// heard from the exporter since). Returns whether anything was taken; what was taken is
-    /// not shared back.
-    pub fn apply_shared(&mut self, json: &[u8]) -> Result<bool, String> {
+    /// heard from the exporter since the other inlet's change). It counts as seen at `now_ms`
+    /// (this process's clock: it expires here after the idle time like any other space).
+    /// Returns whether anything was taken; what was taken is not shared back.
+    pub fn apply_shared(&mut self, json: &[u8], now_ms: i64) -> Result<bool, String> {
         let d: SavedDomain = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         if let Some(local) = self.domains.get(&d.key)
-            && local.last_seen_ms.max(local.updated_ms) >= d.updated_ms
+            && local.heard_ms.max(local.updated_ms) >= d.updated_ms
         {
             return Ok(false);
         }
         let key = d.key;
         let was_changed = self.changed.contains(&key);
-        let now = self.now_ms;
-        self.now_ms = d.updated_ms;
+        let (decoding, heard) = (
+            self.now_ms,
+            self.domains.get(&key).map_or(0, |l| l.heard_ms),
+        );
+        (self.now_ms, self.applying) = (d.updated_ms, true);
         self.load_saved(d);
-        self.now_ms = now;
+        (self.now_ms, self.applying) = (decoding, false);
         if !was_changed {
             self.changed.remove(&key);
         }
         self.dirty = true;
-        Ok(self.domains.contains_key(&key))
+        let Some(state) = self.domains.get_mut(&key) else {
+            return Ok(false);
+        };
+        state.last_seen_ms = now_ms;
+        state.heard_ms = heard;
+        Ok(true)
     }
 
     /// Forget the template spaces nothing arrived for since `before_ms` (their exporters
@@ -486,8 +509,13 @@ impl TemplateCache {
             .map(|(k, _)| *k)
             .collect();
         for key in &idle {
+            // A tombstone only for what this inlet heard itself: a space it merely took in
+            // from another inlet may be alive there.
+            let heard = self.domains.get(key).is_some_and(|d| d.heard_ms > 0);
             self.remove_domain(*key);
-            self.changed(*key);
+            if heard {
+                self.changed(*key);
+            }
         }
         if !idle.is_empty() {
             self.dirty = true;
@@ -544,18 +572,27 @@ impl TemplateCache {
             *self.exporters.entry(key.exporter).or_default() += 1;
             self.domains.insert(key, DomainState::default());
         }
-        let now = self.now_ms;
-        let state = self.domains.get_mut(&key)?;
-        state.last_seen_ms = now;
-        Some(state)
+        self.touch(key)
     }
 
     /// The state of `key` if it has any (data sets are decoded against it; they never
     /// create state, but keep it from expiring).
     pub fn domain(&mut self, key: DomainKey) -> Option<&mut DomainState> {
+        self.touch(key)
+    }
+
+    /// Mark `key` seen now: heard from its exporter (unless another inlet's state is being
+    /// taken in), and due to be shared again after [`RESHARE_EVERY_MS`].
+    fn touch(&mut self, key: DomainKey) -> Option<&mut DomainState> {
         let now = self.now_ms;
         let state = self.domains.get_mut(&key)?;
         state.last_seen_ms = now;
+        if !self.applying {
+            state.heard_ms = now;
+            if self.track_changes && now - state.shared_ms >= RESHARE_EVERY_MS {
+                self.changed.insert(key);
+            }
+        }
         Some(state)
     }
 
@@ -822,7 +859,7 @@ mod tests {
         let mut b = TemplateCache::default();
         b.track_changes();
         b.now_ms = 2_000;
-        assert_eq!(b.apply_shared(&json), Ok(true));
+        assert_eq!(b.apply_shared(&json, 2_000), Ok(true));
         let d = b.domain(key).unwrap();
         assert_eq!(d.default_rate, Some(512));
         assert_eq!(d.templates[&256].specs, vec![spec(8, 4)]);
@@ -835,25 +872,42 @@ mod tests {
             256,
             Template::new(key.protocol, vec![spec(12, 4)], false, 0)
         ));
-        assert_eq!(b.apply_shared(&json), Ok(false));
+        assert_eq!(b.apply_shared(&json, 3_000), Ok(false));
         assert_eq!(
             b.domain(key).unwrap().templates[&256].specs,
             vec![spec(12, 4)]
         );
-        // A space forgotten is shared as such; damaged JSON is an error.
+        // A space forgotten where it was heard is shared as such (a tombstone); damaged JSON
+        // is an error.
         a.now_ms = 10_000;
         assert_eq!(a.expire_idle(5_000), 1);
         let gone = a.take_changed();
         assert!(gone[0].json.is_none());
-        assert!(b.apply_shared(b"{").is_err());
-        // Untracked caches keep no change set.
+        assert!(b.apply_shared(b"{", 3_000).is_err());
+        // A space only taken in from another inlet expires quietly: no tombstone for it.
         let mut c = TemplateCache::default();
-        assert!(c.insert(
-            key,
-            256,
-            Template::new(key.protocol, vec![spec(8, 4)], false, 0)
-        ));
+        c.track_changes();
+        assert_eq!(c.apply_shared(&json, 50_000), Ok(true));
+        assert_eq!(
+            c.expire_idle(40_000),
+            0,
+            "seen when taken in, by this clock"
+        );
+        assert_eq!(c.expire_idle(60_000), 1);
         assert!(c.take_changed().is_empty());
+        // A space heard from is shared again every RESHARE_EVERY_MS, changed or not.
+        assert_eq!(b.take_changed().len(), 1, "the insert at 3 s");
+        b.now_ms = 3_000 + RESHARE_EVERY_MS - 1;
+        assert!(b.domain(key).is_some());
+        assert!(b.take_changed().is_empty(), "shared just now");
+        b.now_ms += 1;
+        assert!(b.domain(key).is_some());
+        assert_eq!(b.take_changed().len(), 1, "due again");
+        // Untracked caches keep no change set.
+        let mut d = TemplateCache::default();
+        let tpl = Template::new(key.protocol, vec![spec(8, 4)], false, 0);
+        assert!(d.insert(key, 256, tpl));
+        assert!(d.take_changed().is_empty());
     }
 
     #[test]

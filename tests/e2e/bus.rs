@@ -115,7 +115,8 @@ fn replay_expecting(
 
 /// (flows, scaled bytes) per exporter, from a store's query API.
 fn exporter_totals(api: &sotp_tests::harness::Api) -> BTreeMap<String, (u64, u64)> {
-    let (_, top) = api.get("/v1/flows/top?start=0&end=now&by=exporter&limit=100");
+    let (code, top) = api.get("/v1/flows/top?start=0&end=now&by=exporter&limit=100");
+    assert_eq!(code, 200, "{top}");
     top["rows"]
         .as_array()
         .map(|rows| {
@@ -827,10 +828,11 @@ fn two_inlets_and_two_stores_store_what_tshark_reads_and_a_killed_inlets_templat
         expected.values().map(|v| v.0).sum::<u64>(),
         "rates merged: {rate}"
     );
-    // Another tenant asks either store: nothing of acme's.
-    for (s, _) in &stores {
-        let other = s.tenant("other");
-        assert!(exporter_totals(&other).is_empty());
+    // Another tenant (on both stores, as tenants must be) asks either store: nothing of
+    // acme's.
+    let others: Vec<_> = stores.iter().map(|(s, _)| s.tenant("other")).collect();
+    for other in &others {
+        assert!(exporter_totals(other).is_empty());
     }
     // The peer header with a tenant's token, or the peer token on anything else: refused.
     let client = reqwest::blocking::Client::new();
@@ -846,6 +848,18 @@ fn two_inlets_and_two_stores_store_what_tshark_reads_and_a_killed_inlets_templat
     };
     assert_eq!(ask("/v1/flows/top?by=exporter", &stores[0].1, true), 401);
     assert_eq!(ask("/v1/flows/top?by=exporter", peer_token, true), 200);
+    let answered = client
+        .get(format!("{}/v1/flows/top?by=exporter", stores[0].0.base))
+        .bearer_auth(peer_token)
+        .header("x-sotp-tenant", "acme")
+        .header("x-sotp-peer", "1")
+        .send()
+        .unwrap();
+    assert_eq!(
+        answered.headers()["x-sotp-node"],
+        "store-0",
+        "a peer names itself"
+    );
     assert_eq!(ask("/v1/flows/status", peer_token, false), 401);
     assert_eq!(ask("/v1/components", peer_token, true), 401);
     let status = b.flow_status();

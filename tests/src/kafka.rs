@@ -156,7 +156,9 @@ impl Kafka {
     /// Bytes of `topic`'s log segments on node `i`'s disk (compressed record batches as
     /// Kafka keeps them, one replica).
     pub fn topic_bytes(&self, i: usize, topic: &str) -> u64 {
-        let dirs = std::fs::read_dir(self.nodes[i].data.join("log")).into_iter().flatten();
+        let dirs = std::fs::read_dir(self.nodes[i].data.join("log"))
+            .into_iter()
+            .flatten();
         dirs.filter_map(Result::ok)
             .filter(|d| {
                 let name = d.file_name().to_string_lossy().into_owned();

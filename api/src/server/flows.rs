@@ -21,6 +21,7 @@ use axum::Json;
 use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sotp_runtime::Scope;
 use sotp_runtime::bus::peers::{self, PEER_HEADER, Peers};
@@ -76,8 +77,8 @@ fn fan_out(state: &AppState, reader: &FlowReader) -> Option<Arc<Peers>> {
 }
 
 /// The query for the peers: the same parameters, with the window this store resolved
-/// (`now` differs between hosts) and every group.
-fn peer_query(raw: &str, start: i64, end: i64) -> String {
+/// (`now` differs between hosts) and `limit` groups.
+fn peer_query(raw: &str, start: i64, end: i64, limit: usize) -> String {
     let mut out = form_urlencoded::Serializer::new(String::new());
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
         if !matches!(key.as_ref(), "start" | "end" | "since" | "limit") {
@@ -86,17 +87,23 @@ fn peer_query(raw: &str, start: i64, end: i64) -> String {
     }
     out.append_pair("start", &start.to_string())
         .append_pair("end", &end.to_string())
-        .append_pair("limit", &peers::MAX_GROUPS.to_string())
+        .append_pair("limit", &limit.to_string())
         .finish()
 }
 
-/// Each peer's rows (off the async threads); a peer that fails fails the query.
+/// Each peer's rows (off the async threads, at most [`peers::MAX_FAN_OUTS`] queries at
+/// once); a peer that fails fails the query.
 async fn ask_peers<R: serde::de::DeserializeOwned + Send + 'static>(
     peers: Arc<Peers>,
     path: &'static str,
     query: String,
-    tenant: String,
+    tenant: &str,
 ) -> ApiResult<Vec<Vec<R>>> {
+    let _permit =
+        peers.fan_outs.clone().acquire_owned().await.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+    let tenant = tenant.to_string();
     tokio::task::spawn_blocking(move || peers.ask::<R>(path, &query, &tenant))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
@@ -206,7 +213,7 @@ pub async fn top(
     State(state): State<AppState>,
     reader: FlowReader,
     RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let raw = raw.unwrap_or_default();
     let c = parse(&raw, sotp_runtime::now_ms())?;
     let peers = fan_out(&state, &reader);
@@ -227,12 +234,14 @@ pub async fn top(
     let (start, end, by, measure) = (q.from_ms, q.to_ms, q.by.clone(), q.measure);
     let mut rows = state.runtime.flow_top(q).await?;
     if let Some(peers) = peers {
-        let query = peer_query(&raw, start, end);
-        let mut parts = ask_peers(peers, "/v1/flows/top", query, reader.tenant).await?;
+        let query = peer_query(&raw, start, end, peers::MAX_GROUPS);
+        let mut parts = ask_peers(peers, "/v1/flows/top", query, &reader.tenant).await?;
         parts.push(rows);
         rows = peers::merge_top(parts, measure, limit);
     }
-    Ok(Json(
+    Ok(answer(
+        &state,
+        &reader,
         json!({ "start_ms": start, "end_ms": end, "by": by, "measure": measure, "rows": rows }),
     ))
 }
@@ -241,11 +250,14 @@ pub async fn rate(
     State(state): State<AppState>,
     reader: FlowReader,
     RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let raw = raw.unwrap_or_default();
     let c = parse(&raw, sotp_runtime::now_ms())?;
     let peers = fan_out(&state, &reader);
     let limit = c.limit.unwrap_or(100);
+    // Each store's largest groups per bucket, with room to spare: a group just outside one
+    // store's share may still make the merged cut.
+    let per_store = limit.saturating_mul(4).clamp(1, peers::MAX_GROUPS);
     let q = RateQuery {
         tenant: reader.tenant.clone(),
         from_ms: c.start,
@@ -253,23 +265,33 @@ pub async fn rate(
         by: c.by.unwrap_or_default(),
         step_ms: c.step_ms.unwrap_or(300_000),
         filter: c.filter,
-        limit: if peers.is_some() {
-            peers::MAX_GROUPS
-        } else {
-            limit
-        },
+        limit: if peers.is_some() { per_store } else { limit },
     };
     let (start, end, step, by) = (q.from_ms, q.to_ms, q.step_ms, q.by.clone());
     let mut rows = state.runtime.flow_rate(q).await?;
     if let Some(peers) = peers {
-        let query = peer_query(&raw, start, end);
-        let mut parts = ask_peers(peers, "/v1/flows/rate", query, reader.tenant).await?;
+        let query = peer_query(&raw, start, end, per_store);
+        let mut parts = ask_peers(peers, "/v1/flows/rate", query, &reader.tenant).await?;
         parts.push(rows);
         rows = peers::merge_rate(parts, step, limit);
     }
-    Ok(Json(
+    Ok(answer(
+        &state,
+        &reader,
         json!({ "start_ms": start, "end_ms": end, "step_ms": step, "by": by, "rows": rows }),
     ))
+}
+
+/// The JSON answer; to a peer, with this store's name ([`peers::NODE_HEADER`]).
+fn answer(state: &AppState, reader: &FlowReader, body: Value) -> Response {
+    let me = reader
+        .peer
+        .then(|| peers_of(state).map(|p| p.me().to_string()))
+        .flatten();
+    match me.and_then(|m| axum::http::HeaderValue::from_str(&m).ok()) {
+        Some(name) => ([(peers::NODE_HEADER, name)], Json(body)).into_response(),
+        None => Json(body).into_response(),
+    }
 }
 
 /// The platform admin (without `X-Sotp-Tenant`) sees the whole pipeline; a tenant sees its

@@ -55,6 +55,8 @@ const MAX_WAIT: Duration = Duration::from_millis(200);
 const MAX_REFUSALS: usize = 64;
 /// How often the consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// How long a transaction may stay open before the broker aborts it.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Batch ids remembered per partition, to skip a batch sent twice.
 pub const RECENT_BATCHES: usize = 10_000;
 
@@ -247,9 +249,19 @@ fn read_marker(config: &ConsumerConfig) -> Result<u64, String> {
         .set("isolation.level", "read_committed")
         .create()
         .map_err(|e| e.to_string())?;
-    let (_, end) = reader
-        .fetch_watermarks(&topic, 0, Duration::from_secs(5))
-        .map_err(|e| format!("{topic}: {e}"))?;
+    // The end to read to: the high watermark, which a read-committed client is not told
+    // (it hears the last stable offset, held back by any transaction still open).
+    let end = {
+        let probe: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", format!("{}-markers", config.transactional_id()))
+            .create()
+            .map_err(|e| e.to_string())?;
+        probe
+            .fetch_watermarks(&topic, 0, Duration::from_secs(5))
+            .map_err(|e| format!("{topic}: {e}"))?
+            .1
+    };
     if end == 0 {
         return Ok(0);
     }
@@ -257,12 +269,18 @@ fn read_marker(config: &ConsumerConfig) -> Result<u64, String> {
     list.add_partition_offset(&topic, 0, Offset::Beginning)
         .map_err(|e| e.to_string())?;
     reader.assign(&list).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Give up when nothing moves for 10 s; another store's open transaction may hold the
+    // readable end back for up to its timeout (60 s), so that alone is no reason to.
+    let key = config.transactional_id();
+    let (mut progress, mut at) = (Instant::now(), -1);
     let mut landed = 0;
-    while Instant::now() < deadline {
+    while progress.elapsed() < Duration::from_secs(10) + TRANSACTION_TIMEOUT {
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                if m.key() == Some(config.name.as_bytes())
+                if m.offset() > at {
+                    (progress, at) = (Instant::now(), m.offset());
+                }
+                if m.key() == Some(key.as_bytes())
                     && let Some(id) = m
                         .payload()
                         .and_then(|p| std::str::from_utf8(p).ok())
@@ -288,7 +306,9 @@ fn read_marker(config: &ConsumerConfig) -> Result<u64, String> {
             None => {}
         }
     }
-    Err(format!("{topic} was not read to offset {end} within 10 s"))
+    Err(format!(
+        "{topic} was not read to offset {end}: reading stopped at {at}"
+    ))
 }
 
 /// Whether Kafka holds an (id-less) intent's offsets.
@@ -319,7 +339,10 @@ fn transactional_producer(
     ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .set("transactional.id", config.transactional_id())
-        .set("transaction.timeout.ms", "60000")
+        .set(
+            "transaction.timeout.ms",
+            TRANSACTION_TIMEOUT.as_millis().to_string(),
+        )
         .create()
 }
 
@@ -384,16 +407,23 @@ impl BusConsumer {
         let topic = self.config.commits_topic();
         let mut warned = false;
         while !stop.load(Relaxed) {
-            let ready = super::topics::ensure_compacted(&self.config.brokers, &topic, 1)
-                .and_then(|()| {
-                    self.txn
-                        .init_transactions(Duration::from_secs(10))
-                        .map_err(|e| e.to_string())
-                })
-                .and_then(|()| read_marker(&self.config));
+            let ready = super::topics::ensure_compacted(
+                &self.config.brokers,
+                &topic,
+                1,
+                super::topics::COMMITS_SEGMENT,
+            )
+            .and_then(|()| {
+                self.txn
+                    .init_transactions(Duration::from_secs(10))
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|()| read_marker(&self.config));
             match ready {
                 Ok(landed) => {
-                    self.next_id.store(landed + 1, Relaxed);
+                    // Never below the clock either (µs), so ids keep rising across restarts.
+                    let floor = crate::now_ms().max(0) as u64 * 1000;
+                    self.next_id.store((landed + 1).max(floor), Relaxed);
                     return true;
                 }
                 Err(e) => {
@@ -491,6 +521,9 @@ impl BusConsumer {
                 match self.commit_rows(sink, flows, &next, &first) {
                     Ok(committed) => committed,
                     Err(stop) => {
+                        // Out of the group at once: the partitions move to the other stores
+                        // (which read from the committed offsets), not after a timeout.
+                        self.consumer.unsubscribe();
                         tracing::error!(reason = %stop, "the bus consumer stopped");
                         *self.halted.lock() = Some(stop);
                         return;
@@ -629,6 +662,10 @@ impl BusConsumer {
             self.counters.commit_failures.fetch_add(1, Relaxed);
             tracing::warn!(attempt, error = %why, "bus commit transaction failed; retrying");
             std::thread::sleep(Duration::from_secs(attempt));
+            if !self.keep_membership(next) {
+                why = format!("{why}; its partitions moved to another store meanwhile");
+                break;
+            }
         }
         self.counters.commit_failures.fetch_add(1, Relaxed);
         Err(format!(
@@ -647,38 +684,50 @@ impl BusConsumer {
                 offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(offset));
         }
         let topic = self.config.commits_topic();
-        let id = id.to_string();
-        let attempt = || -> rdkafka::error::KafkaResult<()> {
+        let (key, id) = (self.config.transactional_id(), id.to_string());
+        let open = || -> rdkafka::error::KafkaResult<()> {
             self.txn.begin_transaction()?;
             self.txn
-                .send(
-                    BaseRecord::to(&topic)
-                        .partition(0)
-                        .key(&self.config.name)
-                        .payload(&id),
-                )
+                .send(BaseRecord::to(&topic).partition(0).key(&key).payload(&id))
                 .map_err(|(e, _)| e)?;
             self.txn
-                .send_offsets_to_transaction(&offsets, &group, Duration::from_secs(10))?;
-            self.txn.commit_transaction(Duration::from_secs(30))
+                .send_offsets_to_transaction(&offsets, &group, Duration::from_secs(10))
         };
-        let Err(e) = attempt() else {
-            return Ok(());
-        };
+        if let Err(e) = open() {
+            return Err(self.abandon(e));
+        }
+        // A commit that timed out is still in flight: ask again, never begin anew.
+        let mut tries = 0;
+        loop {
+            match self.txn.commit_transaction(Duration::from_secs(30)) {
+                Ok(()) => return Ok(()),
+                Err(rdkafka::error::KafkaError::Transaction(t))
+                    if t.is_retriable() && !t.txn_requires_abort() && tries < 3 =>
+                {
+                    tries += 1;
+                    tracing::warn!(error = %t, "bus commit transaction not confirmed yet; asking again");
+                }
+                Err(e) => return Err(self.abandon(e)),
+            }
+        }
+    }
+
+    /// A transaction that failed: aborted if it must be; fatal when this store can no longer
+    /// commit (fenced by another incarnation of its name).
+    fn abandon(&self, e: rdkafka::error::KafkaError) -> TxnError {
+        use rdkafka::types::RDKafkaErrorCode as C;
         let fatal = match &e {
             rdkafka::error::KafkaError::Transaction(t) => {
-                if t.txn_requires_abort() {
+                if t.txn_requires_abort() || !t.is_fatal() {
                     let _ = self.txn.abort_transaction(Duration::from_secs(10));
                 }
                 t.is_fatal()
                     || matches!(
                         t.code(),
-                        rdkafka::types::RDKafkaErrorCode::Fenced
-                            | rdkafka::types::RDKafkaErrorCode::ProducerFenced
-                            | rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch
-                            | rdkafka::types::RDKafkaErrorCode::IllegalGeneration
-                            | rdkafka::types::RDKafkaErrorCode::UnknownMemberId
-                            | rdkafka::types::RDKafkaErrorCode::FencedInstanceId
+                        C::Fenced
+                            | C::ProducerFenced
+                            | C::InvalidProducerEpoch
+                            | C::FencedInstanceId
                     )
             }
             _ => {
@@ -688,10 +737,40 @@ impl BusConsumer {
             }
         };
         if fatal {
-            Err(TxnError::Fatal(e.to_string()))
+            TxnError::Fatal(e.to_string())
         } else {
-            Err(TxnError::Retry(e.to_string()))
+            TxnError::Retry(e.to_string())
         }
+    }
+
+    /// Between commit attempts: take part in a rebalance in progress (the group waits for
+    /// this member to poll) without reading anything, then say whether this store still
+    /// holds every partition the commit is for.
+    fn keep_membership(&self, next: &BTreeMap<i32, i64>) -> bool {
+        let Ok(assigned) = self.consumer.assignment() else {
+            return false;
+        };
+        let _ = self.consumer.pause(&assigned);
+        if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(500)) {
+            // Fetched before the pause: read again later.
+            let _ = self.consumer.seek(
+                m.topic(),
+                m.partition(),
+                Offset::Offset(m.offset()),
+                Duration::from_secs(5),
+            );
+        }
+        let now = self.consumer.assignment().unwrap_or_default();
+        let paused = self.paused.lock();
+        let mut resume = TopicPartitionList::new();
+        for e in now.elements() {
+            if !paused.contains(&e.partition()) {
+                resume.add_partition(e.topic(), e.partition());
+            }
+        }
+        let _ = self.consumer.resume(&resume);
+        next.keys()
+            .all(|p| now.find_partition(&self.config.topic, *p).is_some())
     }
 
     /// Commit offsets to Kafka; whether it took them.

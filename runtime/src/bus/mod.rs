@@ -96,7 +96,7 @@ impl BusConfig {
                 others.push(url.clone());
             }
         }
-        peers::Peers::new(&others, token).map(Some)
+        peers::Peers::new(&others, token, &me).map(Some)
     }
 
     /// The node's name: `name`, else the host name.
@@ -131,11 +131,11 @@ mod tests {
             role: BusRole::Inlet,
             ..config.clone()
         };
-        assert!(inlet.peers().unwrap_err().contains("only a store"));
+        assert!(inlet.peers().err().unwrap().contains("only a store"));
         let no_token = BusConfig {
             peer_token: None,
             ..config
         };
-        assert!(no_token.peers().unwrap_err().contains("peer_token"));
+        assert!(no_token.peers().err().unwrap().contains("peer_token"));
     }
 }

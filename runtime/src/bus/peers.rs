@@ -25,15 +25,32 @@ pub const MAX_GROUPS: usize = 10_000;
 pub const PEER_HEADER: &str = "x-sotp-peer";
 const TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The header a store answers a peer's request with: its name, so that a store listed
+/// among its own peers (which would count its rows twice) is caught.
+pub const NODE_HEADER: &str = "x-sotp-node";
+/// Merged queries running at once on a store; more wait (each holds a thread per peer and
+/// every peer's rows).
+pub const MAX_FAN_OUTS: usize = 8;
+
 /// The other stores, and the secret they share.
 pub struct Peers {
     urls: Vec<String>,
     token: String,
+    /// This store's name (`runtime.flows.bus.name`).
+    me: String,
     agent: ureq::Agent,
+    /// Bounds the merged queries running at once ([`MAX_FAN_OUTS`]).
+    pub fan_outs: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// A peer's answer: only its rows are read.
+#[derive(serde::Deserialize)]
+struct Answer<R> {
+    rows: Vec<R>,
 }
 
 impl Peers {
-    pub fn new(urls: &[String], token: &str) -> Result<Peers, String> {
+    pub fn new(urls: &[String], token: &str, me: &str) -> Result<Peers, String> {
         if token.len() < 32 {
             return Err("runtime.flows.bus.peer_token: at least 32 characters (a secret every store shares)".into());
         }
@@ -51,8 +68,15 @@ impl Peers {
                 .map(|u| u.trim_end_matches('/').to_string())
                 .collect(),
             token: token.to_string(),
+            me: me.to_string(),
             agent,
+            fan_outs: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_FAN_OUTS)),
         })
+    }
+
+    /// This store's name, sent back to peers ([`NODE_HEADER`]).
+    pub fn me(&self) -> &str {
+        &self.me
     }
 
     /// The peers' base URLs.
@@ -107,30 +131,45 @@ impl Peers {
             .call()
             .map_err(|e| failed(e.to_string()))?;
         let status = response.status();
-        let body: serde_json::Value = response
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024 * 1024)
-            .read_json()
-            .map_err(|e| failed(e.to_string()))?;
-        if !status.is_success() {
-            return Err(failed(format!("{status}: {body}")));
+        if response
+            .headers()
+            .get(NODE_HEADER)
+            .is_some_and(|n| n.as_bytes() == self.me.as_bytes())
+        {
+            return Err(failed(
+                "it is this store itself: remove it from runtime.flows.bus.peers".into(),
+            ));
         }
-        serde_json::from_value(body["rows"].clone()).map_err(|e| failed(e.to_string()))
+        let body = response.body_mut().with_config().limit(64 * 1024 * 1024);
+        if !status.is_success() {
+            let text = body.read_to_string().unwrap_or_default();
+            return Err(failed(format!("{status}: {text}")));
+        }
+        body.read_json::<Answer<R>>()
+            .map(|a| a.rows)
+            .map_err(|e| failed(e.to_string()))
     }
 }
 
-/// The stores' top rows as one: summed by group, largest first by `measure` (ties in group
-/// order), at most `limit`.
+/// A group's identity across stores: its values without the interface names each store
+/// added from its own inventory (`in_if_name`, `out_if_name`), which may differ.
+fn group_key(group: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut key = group.clone();
+    key.retain(|k, _| !k.ends_with("_name"));
+    serde_json::Value::Object(key).to_string()
+}
+
+/// The stores' top rows as one: summed by group (saturating, as the stores' sums are),
+/// largest first by `measure` (ties in group order), at most `limit`.
 pub fn merge_top(parts: Vec<Vec<TopRow>>, measure: Measure, limit: usize) -> Vec<TopRow> {
     let mut groups: BTreeMap<String, TopRow> = BTreeMap::new();
     for row in parts.into_iter().flatten() {
-        let key = serde_json::Value::Object(row.group.clone()).to_string();
+        let key = group_key(&row.group);
         match groups.get_mut(&key) {
             Some(sum) => {
-                sum.bytes += row.bytes;
-                sum.packets += row.packets;
-                sum.flows += row.flows;
+                sum.bytes = sum.bytes.saturating_add(row.bytes);
+                sum.packets = sum.packets.saturating_add(row.packets);
+                sum.flows = sum.flows.saturating_add(row.flows);
             }
             None => {
                 groups.insert(key, row);
@@ -154,13 +193,13 @@ pub fn merge_top(parts: Vec<Vec<TopRow>>, measure: Measure, limit: usize) -> Vec
 pub fn merge_rate(parts: Vec<Vec<RateRow>>, step_ms: i64, limit: usize) -> Vec<RateRow> {
     let mut buckets: BTreeMap<i64, BTreeMap<String, RateRow>> = BTreeMap::new();
     for row in parts.into_iter().flatten() {
-        let key = serde_json::Value::Object(row.group.clone()).to_string();
+        let key = group_key(&row.group);
         let bucket = buckets.entry(row.bucket_ms).or_default();
         match bucket.get_mut(&key) {
             Some(sum) => {
-                sum.bytes += row.bytes;
-                sum.packets += row.packets;
-                sum.flows += row.flows;
+                sum.bytes = sum.bytes.saturating_add(row.bytes);
+                sum.packets = sum.packets.saturating_add(row.packets);
+                sum.flows = sum.flows.saturating_add(row.flows);
             }
             None => {
                 bucket.insert(key, row);
@@ -220,6 +259,25 @@ mod tests {
             })
             .collect::<Vec<_>>()
         );
+        // One interface, named by one store's inventory and not the other's: one row.
+        let named = |name: &str, bytes| {
+            let mut r = top("192.0.2.9", bytes, 1);
+            r.group.insert("in_if".into(), 3.into());
+            r.group.insert("in_if_name".into(), name.into());
+            r
+        };
+        let one = merge_top(
+            vec![vec![named("eth3", 5)], vec![named("", 7)]],
+            Measure::Bytes,
+            9,
+        );
+        assert_eq!((one.len(), one[0].bytes), (1, 12));
+        let max = merge_top(
+            vec![vec![top("x", u64::MAX, 1)], vec![top("x", 9, 1)]],
+            Measure::Bytes,
+            1,
+        );
+        assert_eq!(max[0].bytes, u64::MAX, "saturated, as the stores' sums");
         let by_flows = merge_top(vec![a, b], Measure::Flows, 1);
         assert_eq!(by_flows.len(), 1);
         assert_eq!(by_flows[0].group["exporter"], "192.0.2.3");
@@ -256,9 +314,9 @@ mod tests {
     #[test]
     fn the_peer_token_is_a_long_secret_and_peers_are_urls() {
         let token = "x".repeat(32);
-        assert!(Peers::new(&["http://store-1:8080".into()], "short").is_err());
-        assert!(Peers::new(&["store-1:8080".into()], &token).is_err());
-        let peers = Peers::new(&["http://store-1:8080/".into()], &token).unwrap();
+        assert!(Peers::new(&["http://store-1:8080".into()], "short", "s0").is_err());
+        assert!(Peers::new(&["store-1:8080".into()], &token, "s0").is_err());
+        let peers = Peers::new(&["http://store-1:8080/".into()], &token, "s0").unwrap();
         assert!(peers.accepts(&token));
         assert!(!peers.accepts(&"y".repeat(32)));
     }

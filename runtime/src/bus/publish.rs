@@ -14,8 +14,8 @@
 //! acknowledged it. The spool is bounded (`spool_max`): past it a batch is dropped and counted
 //! (`sotp_bus_spool_dropped_total`), never held in memory; so is a batch Kafka refuses for
 //! good (too large, invalid), which would otherwise block the spool. A batch librdkafka timed out
-//! whose write the broker did make is sent again from the spool: each carries its id
-//! (`sotp-batch`), but stores do not deduplicate on it yet.
+//! whose write the broker did make is sent again from the spool under its id (`sotp-batch`),
+//! which a store recognises and skips (`consume.rs`).
 
 use crate::units::ByteSize;
 use rdkafka::ClientContext;
@@ -260,13 +260,7 @@ fn is_refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),
-        Some(
-            C::MessageSizeTooLarge
-                | C::InvalidMessageSize
-                | C::InvalidMessage
-                | C::InvalidRecord
-                | C::BadMessage
-        )
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidRecord | C::BadMessage)
     )
 }
 

@@ -53,6 +53,7 @@ pub fn space_key(key: &DomainKey) -> String {
 /// `apply` (which returns whether the space was taken, or why it could not be read).
 pub struct TemplateReader {
     stop: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -74,13 +75,25 @@ impl TemplateReader {
             .set("enable.auto.commit", "false")
             .create()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicBool::new(false));
         let (brokers, inlet, halt) = (brokers.to_string(), inlet.to_string(), stop.clone());
+        let is_ready = ready.clone();
         let thread = std::thread::Builder::new()
             .name("flow-bus-templates".into())
             .spawn(move || {
-                if let Err(e) = super::topics::ensure_compacted(&brokers, &topic, -1) {
-                    tracing::warn!(%topic, error = %e, "cannot create the template topic; create it compacted (docs/SCALE.md)");
+                let segment = super::topics::TEMPLATES_SEGMENT;
+                while !halt.load(Relaxed) {
+                    match super::topics::ensure_compacted(&brokers, &topic, -1, segment) {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(%topic, error = %e, "cannot create the template topic; retrying (or create it compacted: docs/SCALE.md)");
+                            std::thread::sleep(Duration::from_secs(5));
+                        }
+                    }
                 }
+                // Only now may spaces be published: a broker's automatic creation would
+                // make the topic without compaction.
+                ready.store(true, Relaxed);
                 let mut assigned = 0;
                 let mut checked = std::time::Instant::now() - PARTITIONS_EVERY;
                 while !halt.load(Relaxed) {
@@ -121,8 +134,14 @@ impl TemplateReader {
             .expect("spawning the template reader");
         Ok(TemplateReader {
             stop,
+            ready: is_ready,
             thread: Some(thread),
         })
+    }
+
+    /// Whether the topic exists as it must (compacted): spaces may be published.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
     }
 }
 

@@ -10,18 +10,33 @@ use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
-/// Create `topic` compacted with `partitions` (-1: the brokers' default) and the brokers'
-/// default replication, unless it exists. Blocks up to ~10 s; safe to call from inside or
-/// outside an async runtime (the request runs on a thread of its own).
-pub fn ensure_compacted(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
+/// Segments of the commit markers' topic: Kafka compacts only closed segments, and a store
+/// reads the topic from its beginning at every start, so segments close every 10 minutes.
+pub const COMMITS_SEGMENT: Duration = Duration::from_secs(600);
+/// Segments of the template topic (changes are rare; an inlet reads it whole at its start).
+pub const TEMPLATES_SEGMENT: Duration = Duration::from_secs(3600);
+
+/// Create `topic` compacted with `partitions` (-1: the brokers' default), the brokers'
+/// default replication and `segment` long segments (compacted early), unless it exists.
+/// Blocks up to ~10 s; safe to call from inside or outside an async runtime (the request
+/// runs on a thread of its own).
+pub fn ensure_compacted(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    segment: Duration,
+) -> Result<(), String> {
     let (brokers, name) = (brokers.to_string(), topic.to_string());
     std::thread::spawn(move || {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create()
             .map_err(|e| e.to_string())?;
+        let segment_ms = segment.as_millis().to_string();
         let new = NewTopic::new(&name, partitions, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact");
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", &segment_ms)
+            .set("min.cleanable.dirty.ratio", "0.1");
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

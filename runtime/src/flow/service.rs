@@ -214,7 +214,9 @@ impl FlowService {
                         &bus.brokers,
                         &bus.topic,
                         &bus.node_name(),
-                        Box::new(move |json| shared.lock().apply_shared_templates(json)),
+                        Box::new(move |json| {
+                            shared.lock().apply_shared_templates(json, crate::now_ms())
+                        }),
                         p.counters.clone(),
                     )
                     .map_err(|e| anyhow::anyhow!("flows: the bus's template topic: {e}"))?,
@@ -574,6 +576,14 @@ impl FlowService {
         let Some(p) = &self.publisher else {
             return;
         };
+        if !self
+            .template_reader
+            .lock()
+            .as_ref()
+            .is_some_and(|r| r.is_ready())
+        {
+            return; // the changes wait in the decoder until the topic exists
+        }
         if p.counters.templates_unshared.swap(false, Relaxed) {
             self.decoder.lock().templates_unshared();
         }

@@ -1185,7 +1185,11 @@ mod tests {
         store.hold_unconfirmed(true);
         store.commit(&[one(), one()], &[]).unwrap();
         assert_eq!(store.last_seq(), 3);
-        assert_eq!(store.exportable_seq(), 1, "sinks stop before the unconfirmed rows");
+        assert_eq!(
+            store.exportable_seq(),
+            1,
+            "sinks stop before the unconfirmed rows"
+        );
         store.hold_unconfirmed(false);
         assert_eq!(store.exportable_seq(), 3);
     }
