@@ -402,9 +402,12 @@ impl TemplateCache {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
+        // What this process saved is not news from the exporters: not heard until they send.
+        cache.applying = true;
         for d in saved {
             cache.load_saved(d);
         }
+        cache.applying = false;
         cache.dirty = false;
         Ok(cache)
     }
@@ -467,14 +470,14 @@ impl TemplateCache {
         }
     }
 
-    /// Take in a space another inlet shared, unless this one's state of it is newer (it has
-    /// heard from the exporter since the other inlet's change). It counts as seen at `now_ms`
+    /// Take in a space another inlet shared, unless this one's state of it changed as
+    /// recently (the newest change wins). It counts as seen at `now_ms`
     /// (this process's clock: it expires here after the idle time like any other space).
     /// Returns whether anything was taken; what was taken is not shared back.
     pub fn apply_shared(&mut self, json: &[u8], now_ms: i64) -> Result<bool, String> {
         let d: SavedDomain = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         if let Some(local) = self.domains.get(&d.key)
-            && local.heard_ms.max(local.updated_ms) >= d.updated_ms
+            && local.updated_ms >= d.updated_ms
         {
             return Ok(false);
         }
@@ -895,6 +898,17 @@ mod tests {
         );
         assert_eq!(c.expire_idle(60_000), 1);
         assert!(c.take_changed().is_empty());
+        // Loaded from this process's own file: not heard until the exporter sends again.
+        let saved = b.snapshot().unwrap().to_json();
+        let mut loaded = TemplateCache::from_json(&saved, StateLimits::default()).unwrap();
+        assert_eq!(loaded.domains[&key].heard_ms, 0);
+        assert_eq!(
+            loaded.domains[&key].updated_ms, 3_000,
+            "when it last changed, kept"
+        );
+        loaded.track_changes();
+        assert_eq!(loaded.expire_idle(i64::MAX), 1);
+        assert!(loaded.take_changed().is_empty(), "no tombstone for it");
         // A space heard from is shared again every RESHARE_EVERY_MS, changed or not.
         assert_eq!(b.take_changed().len(), 1, "the insert at 3 s");
         b.now_ms = 3_000 + RESHARE_EVERY_MS - 1;

@@ -228,6 +228,15 @@ fn a_batch_kafka_refuses_for_good_is_dropped_and_the_next_goes_through() {
     assert_eq!(publisher.counters.spooled.load(Relaxed), 0);
     assert_eq!(publisher.counters.delivered.load(Relaxed), 1);
     assert_eq!(read_all(&kafka, 1).len(), 1);
+
+    // SOTP's own topics: created compacted, taken as they are when they exist compacted,
+    // refused with a reason when not (the flows topic, auto-created, deletes by age).
+    use sotp_runtime::bus::topics::{COMMITS_SEGMENT, ensure_compacted};
+    let brokers = kafka.bootstrap();
+    ensure_compacted(&brokers, "sotp-flows-commits", 1, COMMITS_SEGMENT).unwrap();
+    ensure_compacted(&brokers, "sotp-flows-commits", 1, COMMITS_SEGMENT).unwrap();
+    let refused = ensure_compacted(&brokers, TOPIC, 1, COMMITS_SEGMENT).unwrap_err();
+    assert!(refused.contains("cleanup.policy=delete"), "{refused}");
 }
 
 /// `sotp run` as an inlet (`[runtime.flows.bus] role = "inlet"`): NetFlow v5/v9, IPFIX and

@@ -99,15 +99,19 @@ async fn ask_peers<R: serde::de::DeserializeOwned + Send + 'static>(
     query: String,
     tenant: &str,
 ) -> ApiResult<Vec<Vec<R>>> {
-    let _permit =
+    let permit =
         peers.fan_outs.clone().acquire_owned().await.map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })?;
     let tenant = tenant.to_string();
-    tokio::task::spawn_blocking(move || peers.ask::<R>(path, &query, &tenant))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "peer_unavailable", e))
+    // The permit lives as long as the asking does, even if the caller went away.
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        peers.ask::<R>(path, &query, &tenant)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "peer_unavailable", e))
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {

@@ -7,7 +7,7 @@
 //!
 //! **Exactly once into the store.** Kafka's committed offsets are the truth, and each store
 //! commits them in a **Kafka transaction** together with a *marker*: a record keyed by the
-//! store's name on the compacted topic `<topic>-commits`, holding the commit's id. Before
+//! store's transactional id (`sotp-<group>-<name>`) on the compacted topic `<topic>-commits`, holding the commit's id. Before
 //! each commit of rows the store writes an *intent* (`<data_dir>/bus-intent.json`: the id,
 //! the raw log's next sequence number and the offsets the rows end at) and holds its rollups
 //! in memory; once the transaction committed, the intent goes and the rollups may be
@@ -21,7 +21,7 @@
 //! committed. So a record is in exactly one store, once. The transaction carries the consumer
 //! group's generation, so a store that lost its partitions in a rebalance cannot commit
 //! their offsets: it stops with the intent kept, and the next start settles it the same way.
-//! A store's name (`runtime.flows.bus.name`) is its transactional id: names must be unique
+//! A store's name (`runtime.flows.bus.name`) is in its transactional id: names must be unique
 //! (a second store of the same name fences the first). A record
 //! of another schema version is **refused**: its partition is paused at that offset (nothing
 //! after it is read, nothing lost) and the reason is in `sotp flows status` and the log,
@@ -89,7 +89,7 @@ pub struct ConsumerConfig {
     pub brokers: String,
     pub topic: String,
     pub group: String,
-    /// This store's name: its transactional id and its marker's key.
+    /// This store's name: in its transactional id (`sotp-<group>-<name>`), its marker's key.
     pub name: String,
 }
 
@@ -255,6 +255,8 @@ fn read_marker(config: &ConsumerConfig) -> Result<u64, String> {
         let probe: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", format!("{}-markers", config.transactional_id()))
+            // librdkafka's default is read_committed.
+            .set("isolation.level", "read_uncommitted")
             .create()
             .map_err(|e| e.to_string())?;
         probe
@@ -507,6 +509,9 @@ impl BusConsumer {
                 read.retain(|p, _| held(p));
                 round.retain(|p, _| held(p));
                 recent.retain(|p, _| held(p));
+                // A partition paused here and handed to another store is read (and refused
+                // again, if it must be) should it come back.
+                self.paused.lock().retain(|p| held(p));
             }
             let first: BTreeMap<i32, i64> = read.iter().map(|(&p, e)| (p, e.1)).collect();
             let next: BTreeMap<i32, i64> = read
@@ -523,7 +528,7 @@ impl BusConsumer {
                     Err(stop) => {
                         // Out of the group at once: the partitions move to the other stores
                         // (which read from the committed offsets), not after a timeout.
-                        self.consumer.unsubscribe();
+                        self.leave_group();
                         tracing::error!(reason = %stop, "the bus consumer stopped");
                         *self.halted.lock() = Some(stop);
                         return;
@@ -696,15 +701,21 @@ impl BusConsumer {
         if let Err(e) = open() {
             return Err(self.abandon(e));
         }
-        // A commit that timed out is still in flight: ask again, never begin anew.
+        // A commit that timed out is still in flight: ask again, never begin anew (nor
+        // abort: librdkafka refuses both while the commit is outstanding).
         let mut tries = 0;
         loop {
             match self.txn.commit_transaction(Duration::from_secs(30)) {
                 Ok(()) => return Ok(()),
                 Err(rdkafka::error::KafkaError::Transaction(t))
-                    if t.is_retriable() && !t.txn_requires_abort() && tries < 3 =>
+                    if t.is_retriable() && !t.txn_requires_abort() =>
                 {
                     tries += 1;
+                    if tries > 3 {
+                        return Err(TxnError::Fatal(format!(
+                            "the commit was not confirmed after {tries} tries: {t}"
+                        )));
+                    }
                     tracing::warn!(error = %t, "bus commit transaction not confirmed yet; asking again");
                 }
                 Err(e) => return Err(self.abandon(e)),
@@ -740,6 +751,18 @@ impl BusConsumer {
             TxnError::Fatal(e.to_string())
         } else {
             TxnError::Retry(e.to_string())
+        }
+    }
+
+    /// Leave the consumer group now (a halted store): the revocation is served by polling
+    /// until nothing is assigned, so the partitions move at once, not after the session
+    /// timeout.
+    fn leave_group(&self) {
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.consumer.assignment().is_ok_and(|a| a.count() > 0) {
+            // Anything still fetched is dropped: not committed, its new owner reads it.
+            let _ = self.consumer.poll(Duration::from_millis(100));
         }
     }
 

@@ -4,11 +4,32 @@
 //! which a broker's automatic topic creation does not do. So SOTP creates them itself, once,
 //! before it writes to them; a deployment may create them beforehand (docs/SCALE.md).
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
+
+/// A topic's `cleanup.policy`.
+async fn cleanup_policy(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    options: &AdminOptions,
+) -> Result<String, String> {
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let resource = described
+        .into_iter()
+        .next()
+        .ok_or("no answer")?
+        .map_err(|e| e.to_string())?;
+    Ok(resource
+        .get("cleanup.policy")
+        .and_then(|e| e.value.clone())
+        .unwrap_or_default())
+}
 
 /// Segments of the commit markers' topic: Kafka compacts only closed segments, and a store
 /// reads the topic from its beginning at every start, so segments close every 10 minutes.
@@ -47,9 +68,22 @@ pub fn ensure_compacted(
             .map_err(|e| e.to_string())?;
         for r in results {
             match r {
-                Ok(_) => tracing::info!(topic = %name, "created the compacted topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => return Err(code.to_string()),
+                Ok(_) => {
+                    tracing::info!(topic = %name, "created the compacted topic");
+                    return Ok(());
+                }
+                // Exists, or this client may not create topics (it may exist all the same):
+                // good if compacted.
+                Err((_, code)) => {
+                    return match runtime.block_on(cleanup_policy(&admin, &name, &options)) {
+                        Ok(policy) if policy.contains("compact") => Ok(()),
+                        Ok(policy) => Err(format!(
+                            "the topic exists with cleanup.policy={policy}; it must be compacted (cleanup.policy=compact)"
+                        )),
+                        Err(e) if code == RDKafkaErrorCode::TopicAlreadyExists => Err(e),
+                        Err(e) => Err(format!("{code}; describing it: {e}")),
+                    };
+                }
             }
         }
         Ok(())
