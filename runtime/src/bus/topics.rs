@@ -66,27 +66,23 @@ pub fn ensure_compacted(
         let results = runtime
             .block_on(admin.create_topics([&new], &options))
             .map_err(|e| e.to_string())?;
-        for r in results {
-            match r {
-                Ok(_) => {
-                    tracing::info!(topic = %name, "created the compacted topic");
-                    return Ok(());
-                }
-                // Exists, or this client may not create topics (it may exist all the same):
-                // good if compacted.
-                Err((_, code)) => {
-                    return match runtime.block_on(cleanup_policy(&admin, &name, &options)) {
-                        Ok(policy) if policy.contains("compact") => Ok(()),
-                        Ok(policy) => Err(format!(
-                            "the topic exists with cleanup.policy={policy}; it must be compacted (cleanup.policy=compact)"
-                        )),
-                        Err(e) if code == RDKafkaErrorCode::TopicAlreadyExists => Err(e),
-                        Err(e) => Err(format!("{code}; describing it: {e}")),
-                    };
-                }
-            }
+        let Some(result) = results.into_iter().next() else {
+            return Err("no answer to the topic request".into());
+        };
+        let Err((_, code)) = result else {
+            tracing::info!(topic = %name, "created the compacted topic");
+            return Ok(());
+        };
+        // Exists, or this client may not create topics (it may exist all the same): good if
+        // compacted.
+        match runtime.block_on(cleanup_policy(&admin, &name, &options)) {
+            Ok(policy) if policy.contains("compact") => Ok(()),
+            Ok(policy) => Err(format!(
+                "the topic exists with cleanup.policy={policy}; it must be compacted (cleanup.policy=compact)"
+            )),
+            Err(e) if code == RDKafkaErrorCode::TopicAlreadyExists => Err(e),
+            Err(e) => Err(format!("{code}; describing it: {e}")),
         }
-        Ok(())
     })
     .join()
     .unwrap_or_else(|_| Err("the topic request panicked".into()))
