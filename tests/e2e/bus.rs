@@ -34,6 +34,19 @@ fn batch(n: u64) -> Vec<u8> {
     schema::encode_batch(&flows)
 }
 
+/// An inlet's publisher on `kafka`, spooling into `spool` after 5 s.
+fn publisher(kafka: &Kafka, spool: &std::path::Path) -> std::sync::Arc<Publisher> {
+    Publisher::start(PublisherConfig {
+        brokers: kafka.bootstrap(),
+        topic: TOPIC.into(),
+        inlet: "inlet-a".into(),
+        spool_dir: spool.to_path_buf(),
+        spool_max: sotp_runtime::units::ByteSize::mib(64),
+        message_timeout: Duration::from_secs(5),
+    })
+    .unwrap()
+}
+
 /// Every batch on the topic: batch id → its flows' bytes.
 fn read_all(kafka: &Kafka, want: usize) -> BTreeMap<String, Vec<u64>> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -144,15 +157,7 @@ fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 fn an_inlet_publishes_batches_and_spools_them_while_the_broker_is_down() {
     let mut kafka = Kafka::single();
     let spool = tempfile::tempdir().unwrap();
-    let publisher = Publisher::start(PublisherConfig {
-        brokers: kafka.bootstrap(),
-        topic: TOPIC.into(),
-        inlet: "inlet-a".into(),
-        spool_dir: spool.path().to_path_buf(),
-        spool_max: sotp_runtime::units::ByteSize::mib(64),
-        message_timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+    let publisher = publisher(&kafka, spool.path());
 
     for n in 0..50 {
         publisher.publish("acme/192.0.2.1", &batch(n));
@@ -202,15 +207,7 @@ fn an_inlet_publishes_batches_and_spools_them_while_the_broker_is_down() {
 fn a_batch_kafka_refuses_for_good_is_dropped_and_the_next_goes_through() {
     let kafka = Kafka::single();
     let spool = tempfile::tempdir().unwrap();
-    let publisher = Publisher::start(PublisherConfig {
-        brokers: kafka.bootstrap(),
-        topic: TOPIC.into(),
-        inlet: "inlet-a".into(),
-        spool_dir: spool.path().to_path_buf(),
-        spool_max: sotp_runtime::units::ByteSize::mib(64),
-        message_timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+    let publisher = publisher(&kafka, spool.path());
     // 2 MB that lz4 cannot shrink below librdkafka's 1 MB record limit.
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let huge: Vec<u8> = (0..2_000_000)

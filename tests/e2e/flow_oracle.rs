@@ -10,7 +10,9 @@
 use serde_json::Value;
 use sotp_runtime::flow::{DecodeOutput, FlowDecoder, FlowRecord, InterfaceCounters, TemplateCache};
 use sotp_tests::pcap::{self, Datagram};
-use sotp_tests::tshark::{Header, Sampling, abs_ms, header, num, numbered, secs_ms, text};
+use sotp_tests::tshark::{
+    Header, Sampling, abs_ms, flow_records, header, num, numbered, secs_ms, text,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -127,23 +129,7 @@ fn check_cflow(
         }
         let cflow = &frame["_source"]["layers"]["cflow"];
         let h = header(cflow);
-        let mut records: Vec<&Value> = numbered(cflow, "pdu ");
-        for set in numbered(cflow, "FlowSet ")
-            .into_iter()
-            .chain(numbered(cflow, "Set "))
-        {
-            for rec in numbered(set, "Flow ") {
-                if rec
-                    .get("cflow.srcaddr")
-                    .or(rec.get("cflow.srcaddrv6"))
-                    .is_some()
-                {
-                    records.push(rec);
-                } else {
-                    sampling.learn(rec);
-                }
-            }
-        }
+        let records = flow_records(cflow, sampling);
         let mine = &ours[at].flows;
         assert_eq!(
             mine.len(),

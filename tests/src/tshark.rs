@@ -138,6 +138,29 @@ pub fn header(cflow: &Value) -> Header {
     }
 }
 
+/// A cflow frame's flow records (v5 pdus and data records with addresses), in order; its
+/// options records go to `sampling`.
+pub fn flow_records<'a>(cflow: &'a Value, sampling: &mut Sampling) -> Vec<&'a Value> {
+    let mut records: Vec<&Value> = numbered(cflow, "pdu ");
+    for set in numbered(cflow, "FlowSet ")
+        .into_iter()
+        .chain(numbered(cflow, "Set "))
+    {
+        for rec in numbered(set, "Flow ") {
+            if rec
+                .get("cflow.srcaddr")
+                .or(rec.get("cflow.srcaddrv6"))
+                .is_some()
+            {
+                records.push(rec);
+            } else {
+                sampling.learn(rec);
+            }
+        }
+    }
+    records
+}
+
 /// Flows and sampling-scaled bytes in a NetFlow v5/v9 or IPFIX capture (its UDP datagrams
 /// dissected as cflow on `port`), frames `frames` only, as tshark reads them: records with a
 /// source address are flows; options records set the sampling rate (precedence as the
@@ -153,23 +176,7 @@ pub fn cflow_totals(
     for (i, frame) in oracle.as_array().into_iter().flatten().enumerate() {
         let cflow = &frame["_source"]["layers"]["cflow"];
         let h = header(cflow);
-        let mut records: Vec<&Value> = numbered(cflow, "pdu ");
-        for set in numbered(cflow, "FlowSet ")
-            .into_iter()
-            .chain(numbered(cflow, "Set "))
-        {
-            for rec in numbered(set, "Flow ") {
-                if rec
-                    .get("cflow.srcaddr")
-                    .or(rec.get("cflow.srcaddrv6"))
-                    .is_some()
-                {
-                    records.push(rec);
-                } else {
-                    sampling.learn(rec);
-                }
-            }
-        }
+        let records = flow_records(cflow, &mut sampling);
         if !frames.contains(&i) {
             continue;
         }
