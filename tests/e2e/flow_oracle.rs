@@ -10,9 +10,7 @@
 use serde_json::Value;
 use sotp_runtime::flow::{DecodeOutput, FlowDecoder, FlowRecord, InterfaceCounters, TemplateCache};
 use sotp_tests::pcap::{self, Datagram};
-use sotp_tests::tshark::{
-    Header, Sampling, abs_ms, flow_records, header, num, numbered, secs_ms, text,
-};
+use sotp_tests::tshark::{Header, Sampling, abs_ms, flow_records, header, num, secs_ms, text};
 use std::path::Path;
 use std::sync::Arc;
 
