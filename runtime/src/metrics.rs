@@ -456,6 +456,29 @@ fn escape(v: &str) -> String {
 
 /// An inlet's publisher or a store's consumer (docs/SCALE.md).
 fn render_flow_bus(out: &mut String, flows: &crate::flow::service::FlowService) {
+    if let Some(consumer) = &flows.counters_consumer {
+        let c = &consumer.counters;
+        for (name, help, value) in [
+            (
+                "sotp_bus_counter_samples_total",
+                "sFlow interface counter samples this store read from the bus and stored.",
+                c.samples.load(Relaxed),
+            ),
+            (
+                "sotp_bus_counter_samples_unmapped_total",
+                "Interface counter samples of tenants this store does not have.",
+                c.unmapped.load(Relaxed),
+            ),
+            (
+                "sotp_bus_counter_records_refused_total",
+                "Interface counter records skipped (another schema version, undecodable).",
+                c.refused.load(Relaxed),
+            ),
+        ] {
+            family(out, name, "counter", help);
+            line(out, name, &[], value as f64);
+        }
+    }
     if let Some(consumer) = &flows.consumer {
         let c = &consumer.counters;
         for (name, kind, help, value) in [
@@ -540,6 +563,18 @@ fn render_flow_bus(out: &mut String, flows: &crate::flow::service::FlowService) 
             "gauge",
             "Bytes waiting in the disk spool.",
             c.spool_bytes.load(Relaxed),
+        ),
+        (
+            "sotp_bus_counter_batches_delivered_total",
+            "counter",
+            "sFlow interface counter batches Kafka acknowledged.",
+            c.counters_delivered.load(Relaxed),
+        ),
+        (
+            "sotp_bus_counter_batches_dropped_total",
+            "counter",
+            "Interface counter batches Kafka did not take (not spooled: the next sample carries the same cumulative counters).",
+            c.counters_dropped.load(Relaxed),
         ),
         (
             "sotp_bus_templates_shared_total",

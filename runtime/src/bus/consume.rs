@@ -137,6 +137,8 @@ pub trait FlowSink: Send + Sync {
     fn next_seq(&self) -> u64;
     /// Keep the rollups in memory and sinks behind while a commit is unconfirmed.
     fn hold_unconfirmed(&self, held: bool);
+    /// Store interface counter samples read off the bus; false if the store could not.
+    fn commit_counters(&self, counters: Vec<crate::flow::store::StoredCounters>) -> bool;
 }
 
 /// The file holding the commit in flight.

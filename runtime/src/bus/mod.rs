@@ -8,6 +8,7 @@
 //! `consume.rs`: a store's consumer-group member, offsets committed after the rows.
 
 pub mod consume;
+pub mod counters;
 pub mod peers;
 pub mod publish;
 pub mod schema;

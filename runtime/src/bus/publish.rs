@@ -31,6 +31,13 @@ use std::time::Duration;
 pub const BATCH_HEADER: &str = "sotp-batch";
 /// The delivery opaque of a template space's record.
 const TEMPLATE_OPAQUE: usize = usize::MAX;
+/// The delivery opaque of an interface counters batch.
+const COUNTERS_OPAQUE: usize = usize::MAX - 1;
+
+/// The topic of the sFlow interface counters beside a flows topic.
+pub fn counters_topic(flows_topic: &str) -> String {
+    format!("{flows_topic}-counters")
+}
 
 #[derive(Clone, Debug)]
 pub struct PublisherConfig {
@@ -74,6 +81,11 @@ pub struct PublishCounters {
     pub templates_applied: AtomicU64,
     /// Set when a template space could not be shared; the owner shares every space again.
     pub templates_unshared: AtomicBool,
+    /// Interface counter batches Kafka acknowledged.
+    pub counters_delivered: AtomicU64,
+    /// Interface counter batches not delivered (not spooled: the next sample carries the same
+    /// cumulative counters).
+    pub counters_dropped: AtomicU64,
 }
 
 struct Spool {
@@ -201,6 +213,13 @@ impl ProducerContext for Context {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        if opaque == COUNTERS_OPAQUE {
+            match result {
+                Ok(_) => self.counters.counters_delivered.fetch_add(1, Relaxed),
+                Err(_) => self.counters.counters_dropped.fetch_add(1, Relaxed),
+            };
+            return;
+        }
         if opaque == TEMPLATE_OPAQUE {
             match result {
                 Ok(_) => self.counters.templates_shared.fetch_add(1, Relaxed),
@@ -393,6 +412,25 @@ impl Publisher {
                 }
                 return;
             }
+        }
+    }
+
+    /// Publish a batch of interface counter samples (`schema::CountersMessage`) under `key`
+    /// (`<tenant>/<agent>`) to the counters topic. Best effort: not spooled, a batch Kafka
+    /// does not take is counted as dropped.
+    pub fn publish_counters(&self, key: &str, payload: &[u8]) {
+        let id = format!(
+            "{}-{}",
+            self.config.inlet,
+            self.next_batch.fetch_add(1, Relaxed)
+        );
+        let topic = counters_topic(&self.config.topic);
+        let record = BaseRecord::with_opaque_to(&topic, COUNTERS_OPAQUE)
+            .key(key)
+            .payload(payload)
+            .headers(headers(&id));
+        if self.producer.send(record).is_err() {
+            self.counters.counters_dropped.fetch_add(1, Relaxed);
         }
     }
 

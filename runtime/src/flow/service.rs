@@ -113,6 +113,8 @@ pub struct FlowService {
     pub consumer: Option<Arc<crate::bus::consume::BusConsumer>>,
     /// A store's fellow stores, asked by flow queries (`bus/peers.rs`).
     pub peers: Option<Arc<crate::bus::peers::Peers>>,
+    /// A store's consumer of interface counter samples (`bus/counters.rs`).
+    pub counters_consumer: Option<Arc<crate::bus::counters::CountersConsumer>>,
     /// An inlet's reader of the other inlets' template state (`bus/templates.rs`).
     template_reader: Mutex<Option<crate::bus::templates::TemplateReader>>,
 }
@@ -250,6 +252,13 @@ impl FlowService {
                 stop: sink_stop.clone(),
             },
         )?;
+        let counters_consumer = match &consumer_config {
+            Some(c) => Some(Arc::new(
+                crate::bus::counters::CountersConsumer::new(c)
+                    .map_err(|e| anyhow::anyhow!("flows: the bus's counters topic: {e}"))?,
+            )),
+            None => None,
+        };
         let consumer = match consumer_config {
             Some(c) => Some(Arc::new(
                 crate::bus::consume::BusConsumer::new(c, data_dir)
@@ -276,6 +285,7 @@ impl FlowService {
             data,
             publisher,
             consumer: consumer.clone(),
+            counters_consumer: counters_consumer.clone(),
             template_reader: Mutex::new(template_reader),
             peers,
         });
@@ -307,6 +317,14 @@ impl FlowService {
             threads.push(
                 std::thread::Builder::new()
                     .name("sotp-flow-bus".into())
+                    .spawn(move || consumer.run(&*s, &s.stop))?,
+            );
+        }
+        if let Some(consumer) = service.counters_consumer.clone() {
+            let s = service.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sotp-flow-bus-counters".into())
                     .spawn(move || consumer.run(&*s, &s.stop))?,
             );
         }
@@ -388,6 +406,7 @@ impl FlowService {
                     "refused": n.refused.load(Relaxed),
                     "commit_failures": n.commit_failures.load(Relaxed),
                     "duplicates": n.duplicates.load(Relaxed),
+                    "counter_samples": self.counters_consumer.as_ref().map(|c| c.counters.samples.load(Relaxed)),
                     "lag": n.lag.load(Relaxed),
                     "paused": *c.refusals.lock(),
                     "halted": *c.halted.lock(),
@@ -404,6 +423,8 @@ impl FlowService {
                     "templates_shared": c.templates_shared.load(Relaxed),
                     "templates_failed": c.templates_failed.load(Relaxed),
                     "templates_applied": c.templates_applied.load(Relaxed),
+                    "counters_delivered": c.counters_delivered.load(Relaxed),
+                    "counters_dropped": c.counters_dropped.load(Relaxed),
                 })
             })),
         })
@@ -712,8 +733,8 @@ impl FlowService {
             return true;
         }
         if let Some(publisher) = &self.publisher {
-            // Interface counters (sFlow) are not on the bus yet (schema version 1).
             self.publish(publisher, flows);
+            self.publish_counters(publisher, counters);
         } else if let Err(e) = self.store.commit(flows, counters) {
             // Kept for the next flush: the store is local, a failure is transient (disk full).
             self.counters.store_errors.fetch_add(1, Relaxed);
@@ -763,6 +784,28 @@ impl FlowService {
             let key = format!("{}/{exporter}", names.tenant(tenant));
             for batch in messages.chunks(BUS_BATCH) {
                 publisher.publish(&key, &schema::encode_batch(batch));
+            }
+        }
+    }
+
+    /// An inlet's interface counter samples, grouped by tenant and agent (the key).
+    fn publish_counters(
+        &self,
+        publisher: &crate::bus::publish::Publisher,
+        counters: &[StoredCounters],
+    ) {
+        use crate::bus::schema;
+        let mut groups: HashMap<String, Vec<schema::CountersMessage>> = HashMap::new();
+        for c in counters {
+            let agent = c.counters.agent.map(|a| a.to_string()).unwrap_or_default();
+            groups
+                .entry(format!("{}/{agent}", c.tenant))
+                .or_default()
+                .push(schema::counters_to_message(c));
+        }
+        for (key, messages) in groups {
+            for batch in messages.chunks(BUS_BATCH) {
+                publisher.publish_counters(&key, &schema::encode_batch(batch));
             }
         }
     }
@@ -842,6 +885,10 @@ impl crate::bus::consume::FlowSink for FlowService {
 
     fn next_seq(&self) -> u64 {
         self.store.last_seq() + 1
+    }
+
+    fn commit_counters(&self, counters: Vec<StoredCounters>) -> bool {
+        self.flush(&mut Vec::new(), &mut { counters })
     }
 
     fn hold_unconfirmed(&self, held: bool) {
