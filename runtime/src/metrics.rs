@@ -471,7 +471,7 @@ fn render_flow_bus(out: &mut String, flows: &crate::flow::service::FlowService) 
             ),
             (
                 "sotp_bus_counter_records_refused_total",
-                "Interface counter records skipped (another schema version, undecodable).",
+                "Interface counter records or samples skipped (another schema version, undecodable).",
                 c.refused.load(Relaxed),
             ),
         ] {

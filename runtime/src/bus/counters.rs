@@ -29,7 +29,7 @@ pub struct CountersCounters {
     pub samples: AtomicU64,
     /// Samples of tenants this store does not have.
     pub unmapped: AtomicU64,
-    /// Records skipped (another schema version, undecodable).
+    /// Records (or single samples) skipped: another schema version, undecodable.
     pub refused: AtomicU64,
 }
 
@@ -67,9 +67,17 @@ impl CountersConsumer {
             let mut read: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
             let started = Instant::now();
             let mut records = 0;
-            while records < 256 && started.elapsed() < Duration::from_millis(200) {
-                let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(50)) else {
-                    continue;
+            while records < 256
+                && samples.len() < schema::MAX_FLOWS_PER_RECORD
+                && started.elapsed() < Duration::from_millis(200)
+            {
+                let m = match self.consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "bus counters consumer");
+                        continue;
+                    }
+                    None => continue,
                 };
                 records += 1;
                 let e = read
@@ -124,9 +132,14 @@ impl CountersConsumer {
                 continue;
             }
             self.counters.samples.fetch_add(n, Relaxed);
+            // Partitions moved away meanwhile are their new owner's to commit.
+            let assigned = self.consumer.assignment().unwrap_or_default();
             let mut offsets = TopicPartitionList::new();
             for (&partition, &(_, next)) in &read {
-                let _ = offsets.add_partition_offset(&self.topic, partition, Offset::Offset(next));
+                if assigned.find_partition(&self.topic, partition).is_some() {
+                    let _ =
+                        offsets.add_partition_offset(&self.topic, partition, Offset::Offset(next));
+                }
             }
             if let Err(e) = self.consumer.commit(&offsets, CommitMode::Sync) {
                 // Stored; at worst stored again by whoever reads them next.

@@ -222,7 +222,6 @@ pub fn to_record(m: &FlowMessage) -> Result<FlowRecord, SchemaError> {
     Ok(f)
 }
 
-/// One Kafka message's value: the flows, each length-delimited.
 /// One sFlow interface counter sample on the bus (`<topic>-counters`, schema version 1;
 /// `docs/counters.proto`). SOTP's own message: goflow2 publishes no counters.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -343,6 +342,8 @@ pub fn counters_from_message(
     })
 }
 
+/// One Kafka message's value: the messages (flows, or counter samples), each
+/// length-delimited.
 pub fn encode_batch<M: prost::Message>(flows: &[M]) -> Vec<u8> {
     let mut out = Vec::with_capacity(flows.iter().map(|f| f.encoded_len() + 2).sum());
     for f in flows {

@@ -759,8 +759,9 @@ impl FlowService {
         true
     }
 
-    /// A store's commit of what it read from the bus (the consumer's thread; the writer
-    /// thread has no listeners feeding it then).
+    /// A store's commit of the flows it read from the bus (the flows consumer's thread; the
+    /// writer thread has no listeners feeding it then, and interface counters are stored by
+    /// the counters consumer's own path, `commit_counters`).
     fn commit_from_bus(&self, flows: Vec<RawFlow>) -> bool {
         self.flush(&mut vec![flows], &mut Vec::new())
     }
@@ -888,7 +889,13 @@ impl crate::bus::consume::FlowSink for FlowService {
     }
 
     fn commit_counters(&self, counters: Vec<StoredCounters>) -> bool {
-        self.flush(&mut Vec::new(), &mut { counters })
+        match self.store.commit_interface_counters(&counters) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, samples = counters.len(), "interface counters from the bus not stored; reading them again");
+                false
+            }
+        }
     }
 
     fn hold_unconfirmed(&self, held: bool) {

@@ -791,6 +791,23 @@ impl FlowStore {
         Ok(())
     }
 
+    /// Store interface counter samples alone (a bus store's, read off `<topic>-counters`):
+    /// unlike [`FlowStore::commit`], which logs and counts a failure of theirs so the flows
+    /// still commit, the error is returned, for the samples to be read again.
+    pub fn commit_interface_counters(
+        &self,
+        counters: &[StoredCounters],
+    ) -> Result<(), FlowStoreError> {
+        if counters.is_empty() {
+            return Ok(());
+        }
+        self.append_interface_counters(counters).inspect_err(|_| {
+            self.counters
+                .interface_counter_failures
+                .fetch_add(counters.len() as u64, Relaxed);
+        })
+    }
+
     /// One Arrow batch per commit: a row at a time cost ~2 µs per counter record, which an
     /// sFlow agent sending a counter sample with every datagram turns into the writer's
     /// largest cost.
