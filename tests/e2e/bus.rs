@@ -869,7 +869,7 @@ fn two_inlets_and_two_stores_store_what_tshark_reads_and_a_killed_inlets_templat
     assert_eq!(ask("/v1/flows/status", peer_token, false), 401);
     assert_eq!(ask("/v1/components", peer_token, true), 401);
     // sFlow's interface counters went the same way: the capture's two samples stored once.
-    wait("the interface counters in the stores", 30, || {
+    wait("the interface counters in the stores", 60, || {
         let stored: u64 = stores
             .iter()
             .map(|(s, _)| {

@@ -35,6 +35,7 @@ pub struct CountersCounters {
 
 pub struct CountersConsumer {
     consumer: BaseConsumer,
+    brokers: String,
     topic: String,
     pub counters: CountersCounters,
 }
@@ -51,16 +52,43 @@ impl CountersConsumer {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
             .create()?;
-        consumer.subscribe(&[&topic])?;
         Ok(CountersConsumer {
             consumer,
+            brokers: config.brokers.clone(),
             topic,
             counters: Default::default(),
         })
     }
 
+    /// Subscribe once the topic exists (a subscription to a missing topic is noticed only at
+    /// librdkafka's next metadata refresh); false: stopped first.
+    fn subscribe(&self, stop: &AtomicBool) -> bool {
+        let mut warned = false;
+        while !stop.load(Relaxed) {
+            let subscribed =
+                super::topics::ensure_exists(&self.brokers, &self.topic).and_then(|()| {
+                    self.consumer
+                        .subscribe(&[&self.topic])
+                        .map_err(|e| e.to_string())
+                });
+            match subscribed {
+                Ok(()) => return true,
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!(topic = %self.topic, error = %e, "the bus counters consumer waits for its topic");
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        false
+    }
+
     /// Read, store, commit, repeat until `stop`.
     pub fn run(&self, sink: &dyn FlowSink, stop: &AtomicBool) {
+        if !self.subscribe(stop) {
+            return;
+        }
         while !stop.load(Relaxed) {
             let mut samples = Vec::new();
             // Per partition: the first offset read and the next to read.

@@ -73,6 +73,9 @@ impl TemplateReader {
             // Never used to commit: the topic is read whole at every start.
             .set("group.id", format!("sotp-templates-{inlet}"))
             .set("enable.auto.commit", "false")
+            // Where "the beginning" cannot be asked yet (a topic just created), start there
+            // all the same, not at the end (librdkafka's default).
+            .set("auto.offset.reset", "earliest")
             .create()?;
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicBool::new(false));

@@ -37,6 +37,34 @@ pub const COMMITS_SEGMENT: Duration = Duration::from_secs(600);
 /// Segments of the template topic (changes are rare; an inlet reads it whole at its start).
 pub const TEMPLATES_SEGMENT: Duration = Duration::from_secs(3600);
 
+/// Create `topic` (the brokers' default partitions, replication and retention) unless it
+/// exists: a topic consumers subscribe to before any producer wrote to it.
+pub fn ensure_exists(brokers: &str, topic: &str) -> Result<(), String> {
+    let (brokers, name) = (brokers.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .map_err(|e| e.to_string())?;
+        let new = NewTopic::new(&name, -1, TopicReplication::Fixed(-1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let results = runtime
+            .block_on(admin.create_topics([&new], &options))
+            .map_err(|e| e.to_string())?;
+        match results.into_iter().next() {
+            Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
+            Some(Err((_, code))) => Err(code.to_string()),
+            None => Err("no answer to the topic request".into()),
+        }
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the topic request panicked".into()))
+}
+
 /// Create `topic` compacted with `partitions` (-1: the brokers' default), the brokers'
 /// default replication and `segment` long segments (compacted early), unless it exists.
 /// Blocks up to ~10 s; safe to call from inside or outside an async runtime (the request
@@ -77,6 +105,10 @@ pub fn ensure_compacted(
         // compacted.
         match runtime.block_on(cleanup_policy(&admin, &name, &options)) {
             Ok(policy) if policy.contains("compact") => Ok(()),
+            // Just created by another node: its configuration is not readable yet.
+            Ok(policy) if policy.is_empty() => {
+                Err("the topic exists but its configuration is not readable yet".into())
+            }
             Ok(policy) => Err(format!(
                 "the topic exists with cleanup.policy={policy}; it must be compacted (cleanup.policy=compact)"
             )),
