@@ -227,6 +227,24 @@ pub fn reconcile(data_dir: &Path, config: &ConsumerConfig, wait: Duration) -> an
     Ok(cut)
 }
 
+/// A member of a store consumer group: offsets committed by SOTP, from the earliest record
+/// when none is, cooperative rebalances, and a store that died gives its partitions up after
+/// 10 s (Kafka's default: 45 s).
+pub(super) fn store_group_member(
+    brokers: &str,
+    group: &str,
+) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
+        .create()
+}
+
 /// Fence this store's previous incarnation (its open transaction aborted) and read its
 /// newest commit marker's id (0: none).
 fn fence_and_read_marker(config: &ConsumerConfig) -> Result<u64, String> {
@@ -380,16 +398,7 @@ impl BusConsumer {
         config: ConsumerConfig,
         intent_dir: &Path,
     ) -> Result<BusConsumer, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("group.id", &config.group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            // A store that died gives its partitions up after 10 s (Kafka's default: 45 s).
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "2000")
-            .create()?;
+        let consumer = store_group_member(&config.brokers, &config.group)?;
         consumer.subscribe(&[&config.topic])?;
         let txn = transactional_producer(&config)?;
         Ok(BusConsumer {

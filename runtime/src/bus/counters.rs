@@ -14,7 +14,6 @@
 
 use super::consume::{ConsumerConfig, FlowSink};
 use super::schema::{self, CountersMessage, SCHEMA_HEADER};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -43,15 +42,10 @@ pub struct CountersConsumer {
 impl CountersConsumer {
     pub fn new(config: &ConsumerConfig) -> Result<CountersConsumer, rdkafka::error::KafkaError> {
         let topic = super::publish::counters_topic(&config.topic);
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("group.id", format!("{}-counters", config.group))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "2000")
-            .create()?;
+        let consumer = super::consume::store_group_member(
+            &config.brokers,
+            &format!("{}-counters", config.group),
+        )?;
         Ok(CountersConsumer {
             consumer,
             brokers: config.brokers.clone(),

@@ -37,73 +37,87 @@ pub const COMMITS_SEGMENT: Duration = Duration::from_secs(600);
 /// Segments of the template topic (changes are rare; an inlet reads it whole at its start).
 pub const TEMPLATES_SEGMENT: Duration = Duration::from_secs(3600);
 
-/// Create `topic` (the brokers' default partitions, replication and retention) unless it
-/// exists: a topic consumers subscribe to before any producer wrote to it.
-pub fn ensure_exists(brokers: &str, topic: &str) -> Result<(), String> {
-    let (brokers, name) = (brokers.to_string(), topic.to_string());
+/// Run `request` against an admin client of `brokers` on a thread of its own with a
+/// current-thread runtime: safe from inside or outside an async runtime. Blocks up to ~10 s.
+fn admin_request<T: Send + 'static>(
+    brokers: &str,
+    request: impl FnOnce(
+        &AdminClient<DefaultClientContext>,
+        &AdminOptions,
+        &tokio::runtime::Runtime,
+    ) -> Result<T, String>
+    + Send
+    + 'static,
+) -> Result<T, String> {
+    let brokers = brokers.to_string();
     std::thread::spawn(move || {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create()
             .map_err(|e| e.to_string())?;
-        let new = NewTopic::new(&name, -1, TopicReplication::Fixed(-1));
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let results = runtime
-            .block_on(admin.create_topics([&new], &options))
-            .map_err(|e| e.to_string())?;
-        match results.into_iter().next() {
-            Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
-            Some(Err((_, code))) => Err(code.to_string()),
-            None => Err("no answer to the topic request".into()),
-        }
+        request(&admin, &options, &runtime)
     })
     .join()
     .unwrap_or_else(|_| Err("the topic request panicked".into()))
 }
 
+/// Ask for `new` to be created: Ok(None) if it was, Ok(Some(code)) why not.
+fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    options: &AdminOptions,
+    runtime: &tokio::runtime::Runtime,
+    new: &NewTopic<'_>,
+) -> Result<Option<RDKafkaErrorCode>, String> {
+    let results = runtime
+        .block_on(admin.create_topics([new], options))
+        .map_err(|e| e.to_string())?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(None),
+        Some(Err((_, code))) => Ok(Some(code)),
+        None => Err("no answer to the topic request".into()),
+    }
+}
+
+/// Create `topic` (the brokers' default partitions, replication and retention) unless it
+/// exists: a topic consumers subscribe to before any producer wrote to it.
+pub fn ensure_exists(brokers: &str, topic: &str) -> Result<(), String> {
+    let name = topic.to_string();
+    admin_request(brokers, move |admin, options, runtime| {
+        let new = NewTopic::new(&name, -1, TopicReplication::Fixed(-1));
+        match create(admin, options, runtime, &new)? {
+            None | Some(RDKafkaErrorCode::TopicAlreadyExists) => Ok(()),
+            Some(code) => Err(code.to_string()),
+        }
+    })
+}
+
 /// Create `topic` compacted with `partitions` (-1: the brokers' default), the brokers'
 /// default replication and `segment` long segments (compacted early), unless it exists.
-/// Blocks up to ~10 s; safe to call from inside or outside an async runtime (the request
-/// runs on a thread of its own).
 pub fn ensure_compacted(
     brokers: &str,
     topic: &str,
     partitions: i32,
     segment: Duration,
 ) -> Result<(), String> {
-    let (brokers, name) = (brokers.to_string(), topic.to_string());
-    std::thread::spawn(move || {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .map_err(|e| e.to_string())?;
+    let name = topic.to_string();
+    admin_request(brokers, move |admin, options, runtime| {
         let segment_ms = segment.as_millis().to_string();
         let new = NewTopic::new(&name, partitions, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact")
             .set("segment.ms", &segment_ms)
             .set("min.cleanable.dirty.ratio", "0.1");
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let results = runtime
-            .block_on(admin.create_topics([&new], &options))
-            .map_err(|e| e.to_string())?;
-        let Some(result) = results.into_iter().next() else {
-            return Err("no answer to the topic request".into());
-        };
-        let Err((_, code)) = result else {
+        let Some(code) = create(admin, options, runtime, &new)? else {
             tracing::info!(topic = %name, "created the compacted topic");
             return Ok(());
         };
         // Exists, or this client may not create topics (it may exist all the same): good if
         // compacted.
-        match runtime.block_on(cleanup_policy(&admin, &name, &options)) {
+        match runtime.block_on(cleanup_policy(admin, &name, options)) {
             Ok(policy) if policy.contains("compact") => Ok(()),
             // Just created by another node: its configuration is not readable yet.
             Ok(policy) if policy.is_empty() => {
@@ -116,6 +130,4 @@ pub fn ensure_compacted(
             Err(e) => Err(format!("{code}; describing it: {e}")),
         }
     })
-    .join()
-    .unwrap_or_else(|_| Err("the topic request panicked".into()))
 }
